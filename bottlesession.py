@@ -1,0 +1,1242 @@
+"""bottlesession: sessions and logins for the Bottle web framework, in one file.
+
+Copy this file next to bottle.py, or ``pip install bottlesession``. It needs
+nothing but the standard library and bottle::
+
+    import os, bottle, bottlesession
+
+    app = bottle.Bottle()
+    manager = bottlesession.CookieSession(secret=os.environ['SESSION_SECRET'])
+    app.install(bottlesession.SessionPlugin(manager))
+    valid_user = bottlesession.authenticator(manager)
+
+    @app.route('/')
+    @valid_user()
+    def index(session):                  # the plugin passes the session in
+        session['visits'] = session.get('visits', 0) + 1   # and saves it
+        return 'Hello %s, visit %d' % (session['name'], session['visits'])
+
+Stores: CookieSession (data in a signed cookie), PickleSession (a file per
+session), SQLSession (any DB-API 2 connection, sqlite3 by default) and
+RedisSession (a redis-py compatible client). They share one Session object,
+one set of expiry rules and one request cycle.
+
+The CookieSession wire format, after Django's signing.py::
+
+    value     = payload "." timestamp "." signature
+    payload   = base64url(json)              or "." base64url(zlib(json))
+    json      = {"c": created, "d": {...session data...}}
+    timestamp = decimal seconds since the epoch when the cookie was signed
+    signature = base64url(HMAC-SHA256(key, cookie_name "\\0" payload "." timestamp))
+    key       = HMAC-SHA256(secret, "bottlesession.cookie-session")
+
+base64url is RFC 4648 without padding, so the value needs no quoting. For
+example, with secret "0123456789abcdef", cookie_name "session_data", created
+and signed at 1700000000::
+
+    session_data=eyJjIjoxNzAwMDAwMDAwLCJkIjp7InNlc3Npb25pZCI6IkFBQUFBQUFBQUFBQUFB
+    QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUEiLCJ2YWxpZCI6ZmFsc2V9fQ.1700000000.
+    QhXdfmP1236PDdAAWHHizXd3wE7_6BvdoqnsMIBHQ_Y          (one line)
+
+Caveats. A signed cookie is not encrypted: the client can read it. It cannot
+be revoked: a copy can be replayed until it expires, so keep cookie_expires
+short or use a server-side store where logout must end the session
+everywhere. Browsers drop cookies over about 4 KB; CookieSession raises
+SessionTooLarge rather than let that log the user out in silence.
+"""
+
+__author__ = 'The bottlesession authors'
+__version__ = '1.0.0'
+__license__ = 'MIT'
+
+# Copyright (c) 2011-2015 Sean Reifschneider (the original API),
+#               2026 The bottlesession authors (this implementation).
+# Permission is hereby granted, free of charge, to any person obtaining a copy
+# of this software and associated documentation files (the "Software"), to
+# deal in the Software without restriction, including without limitation the
+# rights to use, copy, modify, merge, publish, distribute, sublicense, and/or
+# sell copies of the Software, and to permit persons to whom the Software is
+# furnished to do so, subject to the following conditions: the above
+# copyright notice and this permission notice shall be included in all copies
+# or substantial portions of the Software. THE SOFTWARE IS PROVIDED "AS IS",
+# WITHOUT WARRANTY OF ANY KIND. See the LICENSE file for the full text.
+
+__all__ = [
+    'SessionError', 'BadSession', 'BadSignature', 'SessionExpired',
+    'SessionTooLarge', 'SessionStoreError', 'ConfigError',
+    'InsecureSecretWarning', 'derive_key', 'machine_secret', 'Signer',
+    'Session', 'BaseSession', 'CookieSession', 'ServerSession',
+    'PickleSession', 'SQLSession', 'RedisSession', 'SessionPlugin', 'Plugin',
+    'authenticator', 'redirect_back',
+]
+
+import base64
+import contextlib
+import datetime
+import functools
+import hashlib
+import hmac
+import inspect
+import json
+import math
+import os
+import pickle
+import random
+import re
+import secrets
+import stat
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+import warnings
+import zlib
+
+import bottle
+
+DEFAULT_MAX_AGE = 30 * 24 * 3600     # the original's cookie_expires: 30 days
+COOKIE_LIMIT = 4093                  # bytes of name=value browsers keep for sure
+REDIRECT_COOKIE = 'validuserloginredirect'
+
+_ID_RE = re.compile(r'[A-Za-z0-9_-]{43}\Z')             # secrets.token_urlsafe(32)
+_LEGACY_ID_RE = re.compile(                             # the original's uuid4 ids
+    r'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z')
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 6265 cookie name
+_ATTR_RE = re.compile(r'[\x21-\x3a\x3c-\x7e]+\Z')         # printable, no ';'
+_SAFE_PATH_RE = re.compile(r'/(?![/\\])[\x21-\x5b\x5d-\x7e]*\Z')  # no '\\'
+
+
+###############################################################################
+# Helpers #####################################################################
+###############################################################################
+
+def _new_id():
+    """A fresh session id: 256 random bits, URL- and cookie-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def _seconds(value, name):
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError('%s must be a number of seconds or a timedelta, not %r'
+                        % (name, value))
+    if not value > 0:
+        raise ConfigError('%s must be positive, not %r' % (name, value))
+    return value
+
+
+def _b64encode(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b'=').decode('ascii')
+
+
+def _b64decode(text):
+    return base64.urlsafe_b64decode(text + '=' * (-len(text) % 4))
+
+
+def _to_json(data):
+    """Serialize session data, or raise a TypeError that names the bad key."""
+    try:
+        return json.dumps(data, separators=(',', ':'), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        for key, value in data.items():
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                raise TypeError('session key %r is not a string' % (key,)) from exc
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise TypeError('session[%r] holds a %s, which JSON cannot store'
+                                % (key, type(value).__name__)) from exc
+        raise TypeError('session data cannot be stored as JSON: %s' % exc) from exc
+
+
+def _cookie_value(environ, name):
+    """The first value of cookie `name` in the request, or None.
+
+    Reads the header directly: SimpleCookie would parse every cookie in it,
+    and that costs more than the rest of a session lookup together."""
+    header = environ.get('HTTP_COOKIE')
+    if not header or name not in header:
+        return None
+    for part in header.split(';'):
+        key, eq, value = part.partition('=')
+        if eq and key.strip() == name:
+            return value.strip()
+    return None
+
+
+def _put_cookie(response, name, header):
+    """Add a Set-Cookie header, replacing one this response already has for name."""
+    if 'Set-Cookie' in response:
+        prefix = name + '='
+        kept = [c for c in response.headers.getall('Set-Cookie') if not c.startswith(prefix)]
+        del response['Set-Cookie']
+        for cookie in kept:
+            response.add_header('Set-Cookie', cookie)
+    response.add_header('Set-Cookie', header)
+
+
+def _mark_private(response):
+    """A response that depends on the session must not be shared by caches."""
+    if 'Cache-Control' not in response:
+        response['Cache-Control'] = 'private'
+    vary = response.get_header('Vary')
+    if vary is None:
+        response['Vary'] = 'Cookie'
+    elif 'cookie' not in vary.lower():
+        response['Vary'] = vary + ', Cookie'
+
+
+def _private_dir(path):
+    """Create `path` mode 0700 if missing; refuse it if others could write it."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError('cannot create session directory %r: %s' % (path, exc)) from exc
+    _check_private(path)
+    return path
+
+
+def _check_private(path):
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError('cannot use session directory %r: %s' % (path, exc)) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError('session directory %r is not a directory' % path)
+    if hasattr(os, 'geteuid') and st.st_uid != os.geteuid():
+        raise ConfigError('session directory %r is owned by uid %d, not by this user '
+                          '(uid %d): whoever owns it can plant session files, and '
+                          'unpickling them runs their code' % (path, st.st_uid, os.geteuid()))
+    if st.st_mode & 0o022:
+        raise ConfigError('session directory %r is writable by others (mode %o): '
+                          'anyone who can write it can plant session files, and '
+                          'unpickling them runs their code. Use a private '
+                          'directory (mode 0700).' % (path, stat.S_IMODE(st.st_mode)))
+
+
+def _default_dir():
+    uid = os.geteuid() if hasattr(os, 'geteuid') else 0
+    return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % uid)
+
+
+###############################################################################
+# Errors ######################################################################
+###############################################################################
+
+class SessionError(Exception):
+    """The base of every error this module raises."""
+
+
+class BadSession(SessionError):
+    """The client sent a session cookie or id that cannot be trusted.
+
+    Never reaches the application: get_session() answers it with a fresh
+    session."""
+
+
+class BadSignature(BadSession):
+    """The signature does not match the payload under any key."""
+
+
+class SessionExpired(BadSession):
+    """The session is older than cookie_expires, or idle longer than idle_timeout."""
+
+    def __init__(self, message, age):
+        super().__init__(message)
+        self.age = age
+
+
+class SessionTooLarge(SessionError, ValueError):
+    """The cookie would pass the size browsers keep; they would drop it silently."""
+
+    def __init__(self, size, limit):
+        super().__init__('the session cookie would be %d bytes; browsers drop cookies '
+                         'over %d. Keep less in the session or use a server-side '
+                         'store.' % (size, limit))
+        self.size, self.limit = size, limit
+
+
+class SessionStoreError(SessionError, bottle.HTTPError):
+    """The store failed or cannot be reached. Raised from the driver's error.
+
+    It is a bottle.HTTPError too, so a request that meets it gets a clear
+    503 Service Unavailable, never a silent logout."""
+
+    def __init__(self, message):
+        bottle.HTTPError.__init__(self, 503, message)
+        self.args = (message,)
+
+    def __str__(self):
+        return self.args[0]
+
+
+class ConfigError(SessionError, ValueError):
+    """The session manager was configured wrongly. Raised at construction."""
+
+
+class InsecureSecretWarning(UserWarning):
+    """The signing secret is weak: short, or derived from the machine."""
+
+
+###############################################################################
+# Secrets and signing #########################################################
+###############################################################################
+
+def derive_key(secret, salt):
+    """Derive a key for one purpose: HMAC-SHA256(secret, 'bottlesession.' + salt).
+
+    It keeps keys for different purposes apart, so a signature made for one
+    can never be used for another. It does not strengthen a weak secret."""
+    return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
+
+
+def _boot_time():
+    try:
+        with open('/proc/stat', 'rb') as stats:
+            for line in stats:
+                if line.startswith(b'btime '):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open('/proc/uptime', 'rb') as uptime:
+            # Rounded to the minute, as now - uptime jitters by a fraction.
+            return int(time.time() - float(uptime.read().split()[0])) // 60 * 60
+    except (OSError, ValueError, IndexError):
+        raise ConfigError('no secret was given and this system has no boot time to '
+                          'derive one from: pass secret= or secret_file=') from None
+
+
+def machine_secret():
+    """A secret derived from this machine's node id and boot time, with a warning.
+
+    It stays the same across restarts of the app within one boot, so sessions
+    survive a restart. It is weak: any local user can compute it, it changes
+    at reboot, and it differs per machine, so servers cannot share sessions."""
+    node = uuid.getnode()
+    if node >> 40 & 1:      # multicast bit: uuid made the node id up at random
+        raise ConfigError('no secret was given and this machine has no stable node '
+                          'id to derive one from: pass secret= or secret_file=')
+    warnings.warn(InsecureSecretWarning(
+        'no secret given: derived one from the node id and boot time. Any local '
+        'user can compute it, it changes at every reboot (logging everyone out), '
+        'and it differs per machine, so several servers cannot share sessions. '
+        'Pass secret= or secret_file=.'), stacklevel=3)
+    seed = 'bottlesession:%d:%d' % (node, _boot_time())
+    return hashlib.sha256(seed.encode('ascii')).hexdigest().encode('ascii')
+
+
+def _load_secrets(secret, secret_file):
+    """The list of secrets as bytes, newest first, from the constructor's arguments."""
+    if isinstance(secret, (list, tuple)):
+        found = list(secret)
+        if not found:
+            raise ConfigError('secret is an empty list: give at least one secret')
+    elif secret:
+        found = [secret]
+    elif secret_file is not None:
+        try:
+            with open(secret_file, 'rb') as source:
+                found = [source.readline().strip()]
+        except OSError as exc:
+            raise ConfigError('cannot read secret_file %r: %s' % (secret_file, exc)) from exc
+        if not found[0]:
+            raise ConfigError('secret_file %r is empty: its first line is the secret'
+                              % (secret_file,))
+    else:
+        found = [machine_secret()]
+    keys = []
+    for item in found:
+        if not isinstance(item, (str, bytes)) or not item:
+            raise TypeError('each secret must be a non-empty str or bytes, not %r' % (item,))
+        keys.append(item.encode('utf-8') if isinstance(item, str) else item)
+    if any(len(key) < 16 for key in keys):
+        warnings.warn(InsecureSecretWarning(
+            'a session secret is shorter than 16 bytes: it can be guessed. Use '
+            'secrets.token_urlsafe(32).'), stacklevel=3)
+    return keys
+
+
+class Signer:
+    """Sign and verify bytes with HMAC-SHA256, under one or more secrets.
+
+    The first secret signs; every one verifies, so secrets can be rotated:
+    put the new one first and drop the old one once its cookies expired.
+    `context` is bound into every signature (CookieSession binds the cookie
+    name, so one cookie's value is worthless under another name)."""
+
+    def __init__(self, secrets, salt, context=b''):
+        if not secrets:
+            raise ConfigError('Signer needs at least one secret')
+        self._macs = [hmac.new(derive_key(s, salt), context + b'\0', hashlib.sha256)
+                      for s in secrets]
+
+    def signature(self, message, index=0):
+        mac = self._macs[index].copy()
+        mac.update(message)
+        return _b64encode(mac.digest()).encode('ascii')
+
+    def sign(self, message):
+        return message + b'.' + self.signature(message)
+
+    def unsign(self, signed):
+        """Return (message, index of the secret that verified) or raise BadSignature."""
+        message, dot, sig = signed.rpartition(b'.')
+        if not dot:
+            raise BadSignature('no signature')
+        for index in range(len(self._macs)):
+            if hmac.compare_digest(sig, self.signature(message, index)):
+                return message, index
+        raise BadSignature('signature does not match')
+
+
+###############################################################################
+# The session object ##########################################################
+###############################################################################
+
+class Session(dict):
+    """The session: a dict that knows its id and whether it is new or modified.
+
+    Changes through the dict methods set `modified`. A change inside a value
+    (``session['cart'].append(x)``) does not: set ``session.modified = True``.
+    Keys 'sessionid' and 'valid' are there from the start, as in the original.
+    """
+
+    def __init__(self, manager, sid, data=(), created=None, accessed=None, new=True):
+        super().__init__(data)
+        self.manager = manager
+        self.created = created
+        self.accessed = accessed
+        self.new = new
+        self._attach(sid)
+
+    def _attach(self, sid):
+        self.id = sid
+        dict.__setitem__(self, 'sessionid', sid)
+        dict.setdefault(self, 'valid', False)
+        self.modified = False
+        self.replaces = None        # an id to delete when this session is saved
+        self.login_state = self._login()
+
+    def _login(self):
+        return bool(self.get('valid')), self.get('name')
+
+    def save(self):
+        """Save now. The plugin does this for you when the session was modified."""
+        self.manager.save(self)
+
+    def regenerate(self):
+        """Give the session a new id, keep its data, delete the old id. Call at login."""
+        self.manager.regenerate(self)
+
+    def invalidate(self):
+        """Delete the session and expire its cookie. Call at logout."""
+        self.manager.invalidate(self)
+
+    def __setitem__(self, key, value):
+        self.modified = True
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        self.modified = True
+        dict.__delitem__(self, key)
+
+    def __ior__(self, other):
+        self.modified = True
+        return dict.__ior__(self, other)
+
+    def clear(self):
+        self.modified = True
+        dict.clear(self)
+
+    def pop(self, *args):
+        self.modified = True
+        return dict.pop(self, *args)
+
+    def popitem(self):
+        self.modified = True
+        return dict.popitem(self)
+
+    def setdefault(self, key, default=None):
+        self.modified = True
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args, **kwargs):
+        self.modified = True
+        dict.update(self, *args, **kwargs)
+
+    def __repr__(self):
+        return '<Session %s… %s>' % (self.id[:6], dict.__repr__(self))
+
+
+###############################################################################
+# Session managers ############################################################
+###############################################################################
+
+class BaseSession:
+    """What every store shares: ids, expiry, cookies and the request cycle.
+
+    :param cookie_expires: the session's maximum age in seconds (or a
+        timedelta), counted from its creation or its last login, enforced by
+        the server and sent to the browser as Max-Age. None makes a
+        browser-session cookie; the server still ends it after 30 days.
+    :param idle_timeout: end a session not used for this long (off by default).
+    :param cookie_name, path, domain, secure, httponly, samesite: the cookie.
+
+    A store subclass says only how to turn a cookie value into a Session
+    (`decode`), a Session into a cookie value (`encode`), and how to `delete`.
+    """
+
+    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
+                 cookie_name='sessionid', path='/', domain=None, secure=False,
+                 httponly=True, samesite='Lax'):
+        self.cookie_expires = cookie_expires
+        self.max_age = _seconds(DEFAULT_MAX_AGE if cookie_expires is None
+                                else cookie_expires, 'cookie_expires')
+        self.idle_timeout = None if idle_timeout is None else _seconds(idle_timeout, 'idle_timeout')
+        if not isinstance(cookie_name, str) or not _TOKEN_RE.match(cookie_name):
+            raise ConfigError('cookie_name %r is not a valid cookie name' % (cookie_name,))
+        if not isinstance(path, str) or not path.startswith('/') or not _ATTR_RE.match(path):
+            raise ConfigError('path must be a URL path like "/", not %r' % (path,))
+        if domain is not None and not (isinstance(domain, str) and _ATTR_RE.match(domain)):
+            raise ConfigError('domain %r is not a valid cookie domain' % (domain,))
+        samesite = samesite and str(samesite).capitalize()
+        if samesite not in ('Lax', 'Strict', 'None', None):
+            raise ConfigError('samesite must be "Lax", "Strict", "None" or None')
+        if samesite == 'None' and not secure:
+            raise ConfigError('samesite="None" needs secure=True; browsers refuse it otherwise')
+        self.cookie_name, self.path, self.domain = cookie_name, path, domain
+        self.secure, self.httponly, self.samesite = bool(secure), bool(httponly), samesite
+        self._attrs = ''.join(['; Path=' + path,
+                               '; Domain=' + domain if domain else '',
+                               '; Secure' if secure else '',
+                               '; HttpOnly' if httponly else '',
+                               '; SameSite=' + samesite if samesite else ''])
+        self._environ_key = 'bottlesession.' + cookie_name
+        # Refresh the idle clock at most this often, so reads rarely write.
+        self._touch_after = self.idle_timeout and self.idle_timeout / 10
+
+    def now(self):
+        """The time in seconds. Every expiry decision reads the clock here."""
+        return time.time()
+
+    # The store's part ########################################################
+
+    def decode(self, value):
+        """Return the Session for a cookie value, or raise BadSession."""
+        raise NotImplementedError
+
+    def encode(self, session):
+        """Store the session; return the new cookie value, or None to keep it."""
+        raise NotImplementedError
+
+    def delete(self, sid):
+        """Delete the stored session `sid`, if there is one."""
+        raise NotImplementedError
+
+    def cleanup(self):
+        """Delete expired sessions, for cron. Return how many were removed."""
+        return 0
+
+    # The request cycle #######################################################
+
+    def get_session(self):
+        """The current request's session, loaded once per request.
+
+        A missing, malformed, tampered, unknown or expired cookie gives a
+        fresh session; nothing is stored or sent until it is saved."""
+        environ = bottle.request.environ
+        session = environ.get(self._environ_key)
+        if session is None:
+            session = environ[self._environ_key] = self._load(environ)
+            _mark_private(bottle.response)
+        return session
+
+    def _load(self, environ):
+        now = self.now()
+        value = _cookie_value(environ, self.cookie_name)
+        if value:
+            try:
+                session = self.decode(value)
+                self._check_age(session, now)
+            except SessionExpired:
+                self.delete(session.id)
+            except BadSession:
+                pass
+            else:
+                if self._touch_after and now - session.accessed > self._touch_after:
+                    self._save(session, bottle.response)
+                return session
+        return Session(self, _new_id(), created=now, accessed=now)
+
+    def _check_age(self, session, now):
+        age = now - session.created
+        if age > self.max_age:
+            raise SessionExpired('session is older than cookie_expires', age)
+        idle = now - session.accessed
+        if self.idle_timeout is not None and idle > self.idle_timeout:
+            raise SessionExpired('session was idle longer than idle_timeout', idle)
+
+    def expires_at(self, session):
+        """When the session ends unless it is used again, in epoch seconds."""
+        end = session.created + self.max_age
+        if self.idle_timeout is not None:
+            end = min(end, session.accessed + self.idle_timeout)
+        return end
+
+    def save(self, session):
+        """Store the session and send its cookie. Rotates the id at login."""
+        self._save(session, bottle.response)
+
+    def _save(self, session, response):
+        if not isinstance(session, Session) or session.manager is not self:
+            raise TypeError('save() takes the session that get_session() returned')
+        now = self.now()
+        if not session.new and session.login_state != session._login():
+            self._rotate(session, now)      # fixation: login gets a fresh id
+        elif not _ID_RE.match(session.id):
+            self._rotate(session, now)      # upgrade an id the original made
+        session.accessed = now
+        value = self.encode(session)
+        if value is not None:
+            _put_cookie(response, self.cookie_name, self._cookie(value, session, now))
+        session.new = session.modified = False
+        session.replaces = None
+        session.login_state = session._login()
+        _mark_private(response)
+
+    def _cookie(self, value, session, now):
+        if self.cookie_expires is None:
+            return '%s=%s%s' % (self.cookie_name, value, self._attrs)
+        max_age = max(0, math.ceil(session.created + self.max_age - now))
+        return '%s=%s; Max-Age=%d%s' % (self.cookie_name, value, max_age, self._attrs)
+
+    def _rotate(self, session, now):
+        replaces = session.replaces or (None if session.new else session.id)
+        session._attach(_new_id())
+        session.replaces = replaces
+        session.created = now
+        session.modified = True
+
+    def regenerate(self, session):
+        """Give the session a new id, keep its data and delete the old id; save it."""
+        self._rotate(session, self.now())
+        self._save(session, bottle.response)
+
+    def invalidate(self, session):
+        """Delete the session's stored data and expire its cookie.
+
+        The same object becomes a fresh, empty, anonymous session."""
+        for sid in (session.replaces, None if session.new else session.id):
+            if sid:
+                self.delete(sid)
+        _put_cookie(bottle.response, self.cookie_name,
+                    '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s'
+                    % (self.cookie_name, self._attrs))
+        now = self.now()
+        dict.clear(session)
+        session._attach(_new_id())
+        session.new, session.created, session.accessed = True, now, now
+        _mark_private(bottle.response)
+
+
+class CookieSession(BaseSession):
+    """Keeps the session data in a signed cookie, so the server stores nothing.
+
+    :param secret: str or bytes, or a list of them, newest first, to rotate
+        keys: the first signs, every one verifies, and a cookie signed with an
+        older one is re-signed with the first when it is next saved.
+    :param secret_file: read the secret from the first line of this file.
+    :param compress: zlib-compress payloads that shrink by it.
+
+    With neither secret, one is derived from the machine, with a warning
+    (see machine_secret). Data must be JSON: str keys; str, int, float, bool,
+    None, lists and dicts. The client can read it and replay it until it
+    expires (see the module docstring).
+    """
+
+    salt = b'cookie-session'
+    max_cookie_size = 8192       # what we even look at; a valid one is <= 4093
+    max_decompressed = 256 * 1024
+
+    def __init__(self, secret=None, secret_file=None, cookie_name='session_data',
+                 secure=False, httponly=True, cookie_expires=DEFAULT_MAX_AGE, *,
+                 compress=False, **options):
+        super().__init__(cookie_expires, cookie_name=cookie_name, secure=secure,
+                         httponly=httponly, **options)
+        self.signer = Signer(_load_secrets(secret, secret_file), self.salt,
+                             cookie_name.encode('ascii'))
+        self.compress = compress
+
+    def decode(self, value):
+        if len(value) > self.max_cookie_size or not value.isascii():
+            raise BadSession('cookie is oversized or not ASCII')
+        body, _ = self.signer.unsign(value.encode('ascii'))
+        payload, dot, stamp = body.rpartition(b'.')
+        if not dot or not stamp.isdigit():
+            raise BadSession('no timestamp')
+        try:
+            if payload.startswith(b'.'):
+                inflater = zlib.decompressobj()
+                raw = inflater.decompress(_b64decode(payload[1:].decode()), self.max_decompressed)
+                if inflater.unconsumed_tail or not inflater.eof:
+                    raise BadSession('compressed payload too large or truncated')
+            else:
+                raw = _b64decode(payload.decode())
+            record = json.loads(raw)
+            created, data = float(record['c']), record['d']
+            sid = data['sessionid']
+        except BadSession:
+            raise
+        except (ValueError, TypeError, KeyError, zlib.error) as exc:
+            raise BadSession('malformed payload') from exc
+        if not isinstance(sid, str) or not _ID_RE.match(sid):
+            raise BadSession('malformed session id')
+        return Session(self, sid, data, created, int(stamp), new=False)
+
+    def encode(self, session):
+        raw = ('{"c":%d,"d":%s}' % (session.created, _to_json(session))).encode('ascii')
+        payload = _b64encode(raw).encode('ascii')
+        if self.compress:
+            packed = b'.' + _b64encode(zlib.compress(raw, 9)).encode('ascii')
+            if len(packed) < len(payload):
+                payload = packed
+        value = self.signer.sign(b'%s.%d' % (payload, session.accessed)).decode('ascii')
+        size = len(self.cookie_name) + 1 + len(value)
+        if size > COOKIE_LIMIT:
+            raise SessionTooLarge(size, COOKIE_LIMIT)
+        return value
+
+    def delete(self, sid):
+        pass    # nothing is stored on the server; invalidate() expires the cookie
+
+
+class ServerSession(BaseSession):
+    """Base for stores that keep the data on the server and an id in the cookie.
+
+    Ids are strict: a malformed id, or one the store does not hold, is never
+    adopted. A subclass implements read, write, delete and cleanup.
+
+    :param cleanup_chance: the chance that saving a new session first runs
+        cleanup(), so expired sessions go away without cron. 0 turns it off.
+    """
+
+    legacy_ids = False
+
+    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, **options):
+        super().__init__(cookie_expires, **options)
+        if not 0 <= cleanup_chance <= 1:
+            raise ConfigError('cleanup_chance must be between 0 and 1')
+        self.cleanup_chance = cleanup_chance
+
+    def read(self, sid):
+        """Return (created, accessed, data) for `sid`, or None."""
+        raise NotImplementedError
+
+    def write(self, sid, created, accessed, data, replaces=None):
+        """Store a session; when `replaces` is given, delete that id too."""
+        raise NotImplementedError
+
+    def valid_id(self, sid):
+        return bool(_ID_RE.match(sid) or (self.legacy_ids and _LEGACY_ID_RE.match(sid)))
+
+    def decode(self, value):
+        if not self.valid_id(value):
+            raise BadSession('malformed session id')
+        record = self.read(value)
+        if record is None:
+            raise BadSession('unknown session id')
+        created, accessed, data = record
+        return Session(self, value, data, created, accessed, new=False)
+
+    def encode(self, session):
+        if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
+            self.cleanup()
+        self.write(session.id, session.created, session.accessed, dict(session),
+                   session.replaces)
+        return session.id if session.new or session.replaces else None
+
+    def _record(self, session_id, created, accessed, data):
+        """The JSON text a store keeps, and when it expires."""
+        text = '{"c":%r,"a":%r,"d":%s}' % (float(created), float(accessed), _to_json(data))
+        end = created + self.max_age
+        if self.idle_timeout is not None:
+            end = min(end, accessed + self.idle_timeout)
+        return text, end
+
+    @staticmethod
+    def _parse(text):
+        try:
+            record = json.loads(text)
+            return float(record['c']), float(record['a']), dict(record['d'])
+        except (ValueError, TypeError, KeyError):
+            return None     # not ours, or damaged: treated as unknown
+
+
+class PickleSession(ServerSession):
+    """Keeps each session in a file, ``session-<id>``, in a private directory.
+
+    :param session_dir: the directory. By default a per-user directory in the
+        system temp dir, created mode 0700 on first use. A directory that
+        others can write or that another user owns is refused: unpickling a
+        file someone planted there would run their code.
+
+    Writes are atomic (a temp file, then os.replace), so a crash leaves the
+    old or the new version, never a torn one. Files written by the original
+    bottlesession still load; their ids are replaced when next saved.
+    Any picklable value may be stored.
+    """
+
+    legacy_ids = True
+    stale_temp_age = 300     # seconds after which cleanup() removes a temp file
+
+    def __init__(self, session_dir=None, cookie_expires=DEFAULT_MAX_AGE, **options):
+        super().__init__(cookie_expires, **options)
+        self.session_dir = os.path.abspath(session_dir or _default_dir())
+        self._ready = False
+        if os.path.exists(self.session_dir):
+            _check_private(self.session_dir)    # fail now, not on a request
+
+    def _dir(self):
+        if not self._ready:
+            _private_dir(self.session_dir)
+            self._ready = True
+        return self.session_dir
+
+    def _path(self, sid):
+        if not self.valid_id(sid):      # ids never reach a path unchecked
+            raise ValueError('invalid session id %r' % (sid,))
+        return os.path.join(self._dir(), 'session-' + sid)
+
+    def read(self, sid):
+        path = self._path(sid)
+        try:
+            with open(path, 'rb') as source:
+                record = pickle.load(source)
+                if isinstance(record, dict):    # the original's format: data only
+                    record = (os.fstat(source.fileno()).st_mtime,) * 2 + (record,)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SessionStoreError('cannot read session file: %s' % exc) from exc
+        except Exception:       # truncated or foreign file: treat as unknown
+            return None
+        if (isinstance(record, tuple) and len(record) == 3
+                and isinstance(record[2], dict)):
+            return record
+        return None
+
+    def write(self, sid, created, accessed, data, replaces=None):
+        path = self._path(sid)
+        try:
+            fd, temp = tempfile.mkstemp(prefix='.tmp-', dir=self.session_dir)  # mode 0600
+        except OSError as exc:
+            raise SessionStoreError('cannot write session file: %s' % exc) from exc
+        try:
+            with os.fdopen(fd, 'wb') as target:
+                pickle.dump((created, accessed, data), target, pickle.HIGHEST_PROTOCOL)
+            os.utime(temp, (accessed, accessed))    # cleanup() goes by mtime
+            os.replace(temp, path)
+        except BaseException as exc:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise SessionStoreError('cannot write session file: %s' % exc) from exc
+            raise
+        if replaces:
+            self.delete(replaces)
+
+    def delete(self, sid):
+        try:
+            os.unlink(self._path(sid))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SessionStoreError('cannot delete session file: %s' % exc) from exc
+
+    def cleanup(self):
+        """Remove session files not written for longer than a session can live,
+        and temp files that killed writers left behind."""
+        now = self.now()
+        horizon = self.max_age if self.idle_timeout is None else min(self.max_age, self.idle_timeout)
+        removed = 0
+        with os.scandir(self._dir()) as entries:
+            for entry in entries:
+                if entry.name.startswith('session-'):
+                    limit = horizon
+                elif entry.name.startswith('.tmp-'):
+                    limit = self.stale_temp_age
+                else:
+                    continue
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > limit:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+
+class SQLSession(ServerSession):
+    """Keeps sessions in a SQL table, through any DB-API 2 driver.
+
+    :param database: a connection factory (a callable that returns a new
+        connection), or one connection, or the path of a SQLite file. By
+        default a SQLite file in the private per-user directory.
+    :param table: the table, created if missing unless create_table=False::
+
+        CREATE TABLE bottlesession (id VARCHAR(64) PRIMARY KEY,
+            data TEXT NOT NULL, expires BIGINT NOT NULL);
+        CREATE INDEX bottlesession_expires ON bottlesession (expires);
+
+    With a factory each thread gets its own connection, and a broken one is
+    replaced on the next request. One connection given directly is shared
+    under a lock. The parameter style comes from the driver's module.
+    """
+
+    def __init__(self, database=None, table='bottlesession',
+                 cookie_expires=DEFAULT_MAX_AGE, *, paramstyle=None,
+                 create_table=True, **options):
+        super().__init__(cookie_expires, **options)
+        if not re.match(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z', table):
+            raise ConfigError('table must be a plain SQL name, not %r' % (table,))
+        if paramstyle not in (None, 'qmark', 'format', 'pyformat', 'numeric', 'named'):
+            raise ConfigError('unknown DB-API paramstyle %r' % (paramstyle,))
+        self.table, self.paramstyle, self.create_table = table, paramstyle, create_table
+        self._shared = None
+        if database is None or isinstance(database, (str, os.PathLike)):
+            path = database or os.path.join(_default_dir(), 'sessions.sqlite3')
+            self._factory = functools.partial(self._sqlite, path, database is None)
+        elif hasattr(database, 'cursor'):
+            self._shared, self._factory = database, None
+        elif callable(database):
+            self._factory = database
+        else:
+            raise TypeError('database must be a connection, a factory or a path')
+        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._sql = None
+
+    @staticmethod
+    def _sqlite(path, private):
+        import sqlite3
+        if private:
+            _private_dir(os.path.dirname(path))
+        conn = sqlite3.connect(path, timeout=30)
+        conn.execute('PRAGMA journal_mode=WAL')     # readers never wait on a writer
+        conn.execute('PRAGMA synchronous=NORMAL')
+        return conn
+
+    def _prepare(self, conn):
+        """Learn the driver's dialect from its module; create the table once."""
+        driver = type(conn).__module__.split('.')[0]
+        module = sys.modules.get(driver)
+        style = self.paramstyle or getattr(module, 'paramstyle', 'qmark')
+        t = self.table
+        if driver in ('sqlite3', 'psycopg', 'psycopg2', 'pg8000', 'pgdb'):
+            upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON CONFLICT (id) '
+                      'DO UPDATE SET data = excluded.data, expires = excluded.expires' % t)
+        elif driver in ('MySQLdb', 'pymysql', 'mysql', 'mariadb'):
+            upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON DUPLICATE '
+                      'KEY UPDATE data = VALUES(data), expires = VALUES(expires)' % t)
+        else:
+            upsert = None       # UPDATE, then INSERT when no row matched
+        sql = dict(
+            select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % t,
+            upsert=upsert,
+            update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % t,
+            insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % t,
+            delete='DELETE FROM %s WHERE id = ?' % t,
+            cleanup='DELETE FROM %s WHERE expires < ?' % t)
+        self._style = style
+        if self.create_table:
+            cur = conn.cursor()
+            try:
+                cur.execute('CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, '
+                            'data TEXT NOT NULL, expires BIGINT NOT NULL)' % t)
+                cur.execute('CREATE INDEX IF NOT EXISTS %s_expires ON %s (expires)'
+                            % (t.replace('.', '_'), t))
+                conn.commit()
+            except Exception:
+                conn.rollback()     # another process may have won the race
+        self._sql = {name: q and self._placeholders(q) for name, q in sql.items()}
+
+    def _placeholders(self, query):
+        parts = query.split('?')
+        if self._style == 'qmark':
+            return query
+        if self._style in ('format', 'pyformat'):
+            return '%s'.join(parts)
+        marks = [(':%d' if self._style == 'numeric' else ':p%d') % n
+                 for n in range(1, len(parts))]
+        return ''.join(p + m for p, m in zip(parts, marks + ['']))
+
+    def _params(self, *values):
+        if self._style == 'named':
+            return {'p%d' % n: v for n, v in enumerate(values, 1)}
+        return values
+
+    def _connection(self):
+        """This thread's connection (or the shared one), and whether it is new."""
+        conn, fresh = self._shared, False
+        if conn is None:
+            conn = getattr(self._local, 'conn', None)
+            if conn is None:
+                conn, fresh = self._factory(), True
+                self._local.conn = conn
+        if self._sql is None:
+            with self._lock:
+                if self._sql is None:
+                    self._prepare(conn)
+        return conn, fresh
+
+    def _run(self, work):
+        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
+
+        A pooled connection that fails is closed and the work retried once on
+        a new one, so the first request after a database restart succeeds."""
+        lock = self._lock if self._shared is not None else contextlib.nullcontext()
+        with lock:
+            for attempt in (1, 2):
+                conn, fresh = None, True
+                try:
+                    conn, fresh = self._connection()
+                    cur = conn.cursor()
+                    try:
+                        result = work(cur, self._sql)
+                    finally:
+                        cur.close()
+                    conn.commit()
+                    return result
+                except Exception as exc:
+                    error = exc
+                    if conn is not None:
+                        self._discard(conn)
+                    if fresh or self._shared is not None:
+                        break
+            raise SessionStoreError('session database failed: %s' % error) from error
+
+    def _discard(self, conn):
+        try:
+            conn.rollback()
+        except Exception:
+            pass
+        if self._shared is None:    # a pooled one is replaced, never reused
+            self._local.conn = None
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def read(self, sid):
+        def select(cur, sql):
+            cur.execute(sql['select'], self._params(sid, int(self.now())))
+            return cur.fetchone()
+        row = self._run(select)
+        return row and self._parse(row[0])
+
+    def write(self, sid, created, accessed, data, replaces=None):
+        text, end = self._record(sid, created, accessed, data)
+
+        def store(cur, sql):
+            if sql['upsert']:
+                cur.execute(sql['upsert'], self._params(sid, text, math.ceil(end)))
+            else:
+                cur.execute(sql['update'], self._params(text, math.ceil(end), sid))
+                if cur.rowcount == 0:
+                    cur.execute(sql['insert'], self._params(sid, text, math.ceil(end)))
+            if replaces:
+                cur.execute(sql['delete'], self._params(replaces))
+        self._run(store)
+
+    def delete(self, sid):
+        self._run(lambda cur, sql: cur.execute(sql['delete'], self._params(sid)))
+
+    def cleanup(self):
+        def purge(cur, sql):
+            cur.execute(sql['cleanup'], self._params(int(self.now())))
+            return cur.rowcount
+        return self._run(purge)
+
+
+class RedisSession(ServerSession):
+    """Keeps sessions in Redis, through a redis-py compatible client you pass in.
+
+    :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``.
+    :param prefix: put before each session id to make its key.
+
+    Expiry is enforced twice: Redis drops the key at its TTL, and the stored
+    timestamps are checked on every read. cleanup() has nothing to do.
+    """
+
+    def __init__(self, client, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
+                 **options):
+        super().__init__(cookie_expires, **options)
+        if not all(hasattr(client, name) for name in ('get', 'set', 'delete')):
+            raise TypeError('client must be a redis-py compatible client')
+        self.client, self.prefix = client, prefix
+        # A cluster client cannot run a transaction over two keys, which may
+        # live on different nodes; it writes the new key before deleting the old.
+        self._atomic = hasattr(client, 'pipeline') and not hasattr(client, 'get_nodes')
+
+    def _call(self, work):
+        try:
+            return work()
+        except SessionStoreError:
+            raise
+        except Exception as exc:    # redis-py's errors; the module is not imported
+            raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
+
+    def read(self, sid):
+        text = self._call(lambda: self.client.get(self.prefix + sid))
+        return None if text is None else self._parse(text)
+
+    def write(self, sid, created, accessed, data, replaces=None):
+        text, end = self._record(sid, created, accessed, data)
+        ttl = max(1, math.ceil(end - self.now()))
+
+        def store():
+            if replaces and self._atomic:
+                pipe = self.client.pipeline(transaction=True)
+                pipe.set(self.prefix + sid, text, ex=ttl)
+                pipe.delete(self.prefix + replaces)
+                pipe.execute()
+            else:
+                self.client.set(self.prefix + sid, text, ex=ttl)
+                if replaces:
+                    self.client.delete(self.prefix + replaces)
+        self._call(store)
+
+    def delete(self, sid):
+        self._call(lambda: self.client.delete(self.prefix + sid))
+
+
+###############################################################################
+# The Bottle plugin ###########################################################
+###############################################################################
+
+class SessionPlugin:
+    """Pass the session to handlers that take a `session` argument; save it if modified.
+
+    The session is saved when the handler returns, or raises an HTTPResponse
+    such as bottle.redirect() or abort(); not when it fails with another
+    exception. Routes without the argument are not wrapped at all. A route
+    can turn saving off with ``@route(..., session={'autosave': False})``.
+    """
+
+    name = 'session'
+    api = 2
+
+    def __init__(self, session_manager, keyword='session', autosave=True):
+        if not isinstance(session_manager, BaseSession):
+            raise TypeError('SessionPlugin needs a session manager, such as CookieSession()')
+        self.session_manager, self.keyword, self.autosave = session_manager, keyword, autosave
+
+    def setup(self, app):
+        for other in app.plugins:
+            if other is not self and getattr(other, 'keyword', None) == self.keyword:
+                raise bottle.PluginError('another plugin already uses the keyword %r'
+                                         % self.keyword)
+
+    def apply(self, callback, route):
+        keyword = route.config.get('session.keyword', self.keyword)
+        autosave = route.config.get('session.autosave', self.autosave)
+        if keyword not in _callback_args(route):
+            return callback
+        manager = self.session_manager
+
+        @functools.wraps(callback)
+        def wrapper(*args, **kwargs):
+            session = kwargs[keyword] = manager.get_session()
+            try:
+                result = callback(*args, **kwargs)
+            except SessionStoreError:
+                raise
+            except bottle.HTTPResponse as response:
+                if autosave and session.modified:
+                    manager._save(session, response)
+                raise
+            if autosave and session.modified:
+                target = result if isinstance(result, bottle.HTTPResponse) else bottle.response
+                manager._save(session, target)
+            return result
+        return wrapper
+
+    def close(self):
+        pass
+
+
+def _callback_args(route):
+    try:        # follows functools.wraps, so decorated handlers are seen through
+        return inspect.signature(route.callback).parameters
+    except (TypeError, ValueError):
+        return route.get_callback_args()
+
+
+Plugin = SessionPlugin
+
+
+###############################################################################
+# The authenticator ###########################################################
+###############################################################################
+
+def _safe_path(target):
+    """True for a same-site path like '/a?b=1'; false for URLs, '//host',
+    '/\\host', whitespace, control characters and over-long values."""
+    return (isinstance(target, str) and len(target) <= 2048
+            and _SAFE_PATH_RE.match(target) is not None)
+
+
+def _current_path():
+    path = urllib.parse.quote(bottle.request.fullpath, safe="/:@!$&'()*+,;=-._~")
+    query = bottle.request.query_string
+    if query:
+        path += '?' + urllib.parse.quote(query, safe="/:@!$&'()*+,;=-._~?%")
+    return path
+
+
+def authenticator(session_manager, login_url='/auth/login', verify=None):
+    """Make `valid_user`, a decorator factory that requires a logged-in session.
+
+    A visitor whose session is not valid is redirected to the login URL; the
+    page they asked for is remembered (a same-site path only) in the
+    'validuserloginredirect' cookie, for redirect_back(). session['name']
+    becomes environ['REMOTE_USER']. `verify(session)`, if given, runs on
+    every request; when it returns false the session is invalidated, e.g.
+    because the user was deleted or changed their password.
+    """
+    def valid_user(login_url=login_url, verify=verify):
+        def decorator(handler):
+            @functools.wraps(handler)
+            def check_auth(*args, **kwargs):
+                session = session_manager.get_session()
+                if session.get('valid') and verify is not None and not verify(session):
+                    session_manager.invalidate(session)
+                if not session.get('valid'):
+                    target = _current_path()
+                    if _safe_path(target):
+                        bottle.response.set_cookie(
+                            REDIRECT_COOKIE, target, path='/', max_age=3600,
+                            httponly=True, secure=session_manager.secure, samesite='Lax')
+                    bottle.redirect(login_url)
+                if session.get('name'):
+                    bottle.request.environ['REMOTE_USER'] = str(session['name'])
+                return handler(*args, **kwargs)
+            return check_auth
+        return decorator
+    return valid_user
+
+
+def redirect_back(default='/'):
+    """Redirect to the page remembered by the authenticator, if it is a safe
+    same-site path, else to `default`. Call it at the end of a login handler."""
+    target = bottle.request.get_cookie(REDIRECT_COOKIE)
+    bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
+    bottle.redirect(target if _safe_path(target) else default)

@@ -1,0 +1,1222 @@
+"""Tests for bottlesession, in the order of the module's sections.
+
+Every request goes through a full WSGI cycle (WebTest). The Redis and
+PostgreSQL tests start throwaway servers from the Debian packages; where a
+server is missing they skip with how to install it, and fail instead when
+BOTTLESESSION_REQUIRE_SERVERS=1 (as .ci/run sets it).
+"""
+import base64
+import datetime
+import glob
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+import zlib
+
+import bottle
+import pytest
+import webtest
+
+import bottlesession as bs
+
+SECRET = 'test-secret-0123456789abcdef'
+REQUIRE_SERVERS = os.environ.get('BOTTLESESSION_REQUIRE_SERVERS') == '1'
+
+
+###############################################################################
+# Helpers #####################################################################
+###############################################################################
+
+class Clock:
+    """A clock the tests move; managers read it through their now() method."""
+
+    def __init__(self):
+        self.t = time.time()
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, seconds):
+        self.t += seconds
+
+
+def missing(what, how):
+    message = '%s is not available; install it with: %s' % (what, how)
+    if REQUIRE_SERVERS:
+        pytest.fail(message + ' (BOTTLESESSION_REQUIRE_SERVERS=1 makes this a failure)')
+    pytest.skip(message)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check, seconds=20):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return check()
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def set_cookie_headers(response):
+    return [v for k, v in response.headerlist if k.lower() == 'set-cookie']
+
+
+def plugin_app(manager):
+    """A small app on the plugin API, used by the shared behaviour suite."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+
+    @app.route('/get')
+    def get(session):
+        return {'data': dict(session), 'new': session.new, 'id': session.id}
+
+    @app.route('/set/<key>/<value>')
+    def set_(key, value, session):
+        session[key] = value
+        return 'ok'
+
+    @app.route('/count')
+    def count(session):
+        session['n'] = session.get('n', 0) + 1
+        return str(session['n'])
+
+    @app.route('/login/<name>')
+    def login(name, session):
+        session['valid'] = True
+        session['name'] = name
+        return 'ok'
+
+    @app.route('/logout')
+    def logout(session):
+        session.invalidate()
+        return 'bye'
+
+    @app.route('/regenerate')
+    def regenerate(session):
+        old = session.id
+        session.regenerate()
+        return {'old': old, 'new': session.id}
+
+    @app.route('/jump')
+    def jump(session):
+        session['jumped'] = True
+        bottle.redirect('/get')
+
+    @app.route('/forbid')
+    def forbid(session):
+        session['forbidden'] = True
+        bottle.abort(403, 'no')
+
+    @app.route('/boom')
+    def boom(session):
+        session['boom'] = True
+        raise RuntimeError('handler failed')
+
+    @app.route('/plain')
+    def plain():
+        return 'plain'
+
+    app.catchall = True
+    return app
+
+
+def original_app(session_manager):
+    """The original bottlesession's example app, verbatim (issue 2, section 1)."""
+    bottle.default_app.push()
+    try:
+        valid_user = bs.authenticator(session_manager)      # login_url='/auth/login' by default
+
+        @bottle.route('/')
+        @bottle.route('/:name')
+        @valid_user()
+        def hello(name='world'):
+            return '<h1>Hello %s!</h1>' % name.title()
+
+        @bottle.route('/auth/login')
+        @bottle.post('/auth/login')
+        def login():
+            session = session_manager.get_session()
+            session['valid'] = True
+            session['name'] = 'alice'
+            session_manager.save(session)
+            bottle.redirect(bottle.request.get_cookie('validuserloginredirect', '/'))
+
+        @bottle.route('/auth/logout')
+        def logout():
+            session = session_manager.get_session()
+            session['valid'] = False
+            session_manager.save(session)
+            bottle.redirect('/auth/login')
+    finally:
+        app = bottle.default_app.pop()
+    return app
+
+
+###############################################################################
+# Servers: real redis-server and PostgreSQL, started per test session #########
+###############################################################################
+
+class RedisServer:
+    def __init__(self, workdir):
+        self.binary = shutil.which('redis-server')
+        self.port, self.workdir, self.proc = free_port(), workdir, None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.binary, '--port', str(self.port), '--bind', '127.0.0.1',
+             '--dir', self.workdir, '--save', '', '--appendonly', 'no'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.client().ping())
+
+    def stop(self):
+        try:
+            self.client().shutdown(save=True)   # keeps the data for start()
+        except Exception:
+            pass
+        self.proc.wait(10)
+
+    def client(self, **options):
+        import redis
+        return redis.Redis(host='127.0.0.1', port=self.port, socket_timeout=5, **options)
+
+
+class PostgresServer:
+    def __init__(self, workdir):
+        bins = sorted(glob.glob('/usr/lib/postgresql/*/bin/pg_ctl'))
+        self.pg_ctl = bins[-1] if bins else shutil.which('pg_ctl')
+        self.port, self.workdir = free_port(), workdir
+        self.data = os.path.join(workdir, 'data')
+        # PostgreSQL refuses to run as root: run it as the 'postgres' user.
+        self.prefix = ['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []
+
+    def run(self, *args):
+        subprocess.run(self.prefix + list(args), check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+
+    def init(self):
+        if self.prefix:
+            shutil.chown(self.workdir, 'postgres')
+        initdb = os.path.join(os.path.dirname(self.pg_ctl), 'initdb')
+        self.run(initdb, '-D', self.data, '-U', 'postgres', '-A', 'trust', '--no-sync',
+                 '-E', 'UTF8')
+
+    def start(self):
+        self.run(self.pg_ctl, '-D', self.data, '-w', '-l', os.path.join(self.workdir, 'log'),
+                 '-o', '-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off'
+                 % (self.port, self.workdir), 'start')
+        wait_for(lambda: self.connect().close())
+
+    def stop(self):
+        self.run(self.pg_ctl, '-D', self.data, '-w', '-m', 'fast', 'stop')
+
+    def connect(self):
+        import psycopg
+        return psycopg.connect(host='127.0.0.1', port=self.port, user='postgres',
+                               dbname='postgres', connect_timeout=5)
+
+
+@pytest.fixture(scope='session')
+def redis_server():
+    if not shutil.which('redis-server'):
+        missing('redis-server', 'apt-get install redis-server')
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        missing('redis-py', "pip install -e '.[test]'")
+    server = RedisServer(tempfile.mkdtemp(prefix='bs-redis-'))
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def postgres_server():
+    server = PostgresServer(tempfile.mkdtemp(prefix='bs-pg-'))
+    if not server.pg_ctl:
+        missing('PostgreSQL', 'apt-get install postgresql')
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing('psycopg', "pip install -e '.[test]'")
+    os.chmod(server.workdir, 0o755)
+    server.init()
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+###############################################################################
+# Store factories: every store runs the one shared behaviour suite ############
+###############################################################################
+
+STORES = ['cookie', 'pickle', 'sqlite', 'postgres', 'redis']
+
+
+def make_manager(kind, request, tmp_path, **options):
+    tag = uuid.uuid4().hex[:10]
+    if kind == 'cookie':
+        manager = bs.CookieSession(secret=SECRET, **options)
+    elif kind == 'pickle':
+        manager = bs.PickleSession(str(tmp_path / 'sessions'), **options)
+    elif kind == 'sqlite':
+        manager = bs.SQLSession(str(tmp_path / 'sessions.db'), **options)
+    elif kind == 'postgres':
+        server = request.getfixturevalue('postgres_server')
+        manager = bs.SQLSession(server.connect, table='s_' + tag, **options)
+    elif kind == 'redis':
+        server = request.getfixturevalue('redis_server')
+        manager = bs.RedisSession(server.client(), prefix='t%s:' % tag, **options)
+    manager.now = Clock()
+    return manager
+
+
+@pytest.fixture(params=STORES)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def store(kind, request, tmp_path):
+    """A factory: store(**options) -> (manager, TestApp over plugin_app)."""
+    def build(**options):
+        manager = make_manager(kind, request, tmp_path, **options)
+        return manager, webtest.TestApp(plugin_app(manager))
+    return build
+
+
+###############################################################################
+# Errors ######################################################################
+###############################################################################
+
+def test_one_hierarchy():
+    for error in (bs.BadSession, bs.BadSignature, bs.SessionExpired, bs.SessionTooLarge,
+                  bs.SessionStoreError, bs.ConfigError):
+        assert issubclass(error, bs.SessionError)
+    assert issubclass(bs.BadSignature, bs.BadSession)
+    assert issubclass(bs.SessionTooLarge, ValueError)
+    assert issubclass(bs.ConfigError, ValueError)
+
+
+def test_store_error_is_a_503_response():
+    error = bs.SessionStoreError('store down')
+    assert isinstance(error, bottle.HTTPError)
+    assert error.status_code == 503 and str(error) == 'store down'
+    app = bottle.Bottle()
+
+    @app.route('/')
+    def index():
+        raise bs.SessionStoreError('store down')
+    assert webtest.TestApp(app).get('/', status=503).status_int == 503
+
+
+###############################################################################
+# Secrets and signing #########################################################
+###############################################################################
+
+def independent_sign(secret, cookie_name, body):
+    """The wire format's signature, computed from the docstring, not the module."""
+    key = hmac.new(secret, b'bottlesession.cookie-session', hashlib.sha256).digest()
+    mac = hmac.new(key, cookie_name + b'\0' + body, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b'=')
+
+
+KNOWN_VALUE = (
+    'eyJjIjoxNzAwMDAwMDAwLCJkIjp7InNlc3Npb25pZCI6IkFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU'
+    'FBQUFBQUFBQUFBQUFBQUEiLCJ2YWxpZCI6ZmFsc2V9fQ.1700000000.'
+    'QhXdfmP1236PDdAAWHHizXd3wE7_6BvdoqnsMIBHQ_Y')
+
+
+def test_known_answer_vector():
+    manager = bs.CookieSession(secret='0123456789abcdef')
+    session = bs.Session(manager, 'A' * 43, created=1700000000, accessed=1700000000)
+    assert manager.encode(session) == KNOWN_VALUE
+    body, _, sig = KNOWN_VALUE.rpartition('.')
+    assert independent_sign(b'0123456789abcdef', b'session_data', body.encode()) == sig.encode()
+    payload = json.loads(base64.urlsafe_b64decode(body.split('.')[0] + '=='))
+    assert payload == {'c': 1700000000, 'd': {'sessionid': 'A' * 43, 'valid': False}}
+    manager.now = lambda: 1700000001
+    assert manager.decode(KNOWN_VALUE) == {'sessionid': 'A' * 43, 'valid': False}
+
+
+TAMPERS = [
+    ('upper-cased', lambda v: v.upper()),
+    ('byte appended', lambda v: v + 'A'),
+    ('last byte dropped', lambda v: v[:-1]),
+    ('separator dropped', lambda v: v.replace('.', '', 1)),
+    ('signature removed', lambda v: v.rpartition('.')[0]),
+    ('timestamp changed', lambda v: v.replace('.1700000000.', '.1700000001.')),
+    ('payload swapped', lambda v: 'e30' + v[v.index('.'):]),
+    ('signature of empty key', lambda v: v.rpartition('.')[0] + '.' + independent_sign(
+        b'', b'session_data', v.rpartition('.')[0].encode()).decode()),
+    ('quoted', lambda v: '"%s"' % v),
+    ('non-ASCII', lambda v: v[:10] + '\u00e9' + v[11:]),
+    ('compression flag', lambda v: '.' + v),
+]
+
+
+@pytest.mark.parametrize('name,tamper', TAMPERS, ids=[t[0] for t in TAMPERS])
+def test_tampered_cookie_is_rejected(name, tamper):
+    manager = bs.CookieSession(secret='0123456789abcdef')
+    manager.now = lambda: 1700000001
+    with pytest.raises(bs.BadSession):
+        manager.decode(tamper(KNOWN_VALUE))
+
+
+def test_every_single_character_change_is_rejected():
+    manager = bs.CookieSession(secret='0123456789abcdef')
+    manager.now = lambda: 1700000001
+    alphabet = 'Aa0-_.'
+    tried = 0
+    for i, char in enumerate(KNOWN_VALUE):
+        for other in alphabet:
+            if other != char:
+                tried += 1
+                with pytest.raises(bs.BadSession):
+                    manager.decode(KNOWN_VALUE[:i] + other + KNOWN_VALUE[i + 1:])
+    assert tried > 5 * len(KNOWN_VALUE)
+
+
+def test_cookie_name_is_bound_into_the_signature():
+    a = bs.CookieSession(secret=SECRET, cookie_name='a')
+    b = bs.CookieSession(secret=SECRET, cookie_name='b')
+    value = a.encode(bs.Session(a, 'B' * 43, created=time.time(), accessed=time.time()))
+    assert a.decode(value)['sessionid'] == 'B' * 43
+    with pytest.raises(bs.BadSignature):
+        b.decode(value)
+
+
+def test_keys_are_derived_per_purpose():
+    assert bs.derive_key(b'secret', b'one') != bs.derive_key(b'secret', b'two')
+    assert bs.derive_key(b'secret', b'one') != b'secret'
+    one = bs.Signer([b'secret'], b'one').sign(b'message')
+    with pytest.raises(bs.BadSignature):
+        bs.Signer([b'secret'], b'two').unsign(one)
+
+
+def test_key_rotation_signs_with_the_newest_key():
+    """CVE-2025-47278: Flask signed with the oldest fallback key. We sign with the first."""
+    old = bs.CookieSession(secret='old-secret-0123456789')
+    rotated = bs.CookieSession(secret=['new-secret-0123456789', 'old-secret-0123456789'])
+    new_only = bs.CookieSession(secret='new-secret-0123456789')
+    app = webtest.TestApp(plugin_app(old))
+    app.get('/set/k/v')
+    # The app restarts with the new key first: the old cookie still verifies...
+    app.app = plugin_app(rotated)
+    assert app.get('/get').json['data']['k'] == 'v'
+    # ...and the next save re-signs it with the newest key, which alone verifies it.
+    app.get('/set/k/w')
+    value = app.cookies['session_data']
+    assert new_only.decode(value)['k'] == 'w'
+    with pytest.raises(bs.BadSignature):
+        old.decode(value)
+
+
+def test_secret_file_reads_first_line(tmp_path):
+    path = tmp_path / 'secret'
+    path.write_text('  file-secret-0123456789  \nsecond line\n')
+    by_file = bs.CookieSession(secret_file=str(path))
+    by_value = bs.CookieSession(secret='file-secret-0123456789')
+    session = bs.Session(by_value, 'C' * 43, created=time.time(), accessed=time.time())
+    assert by_file.decode(by_value.encode(session))['sessionid'] == 'C' * 43
+
+
+@pytest.mark.parametrize('content', [None, '', '\n\n'])
+def test_bad_secret_file_fails_at_construction(tmp_path, content):
+    path = tmp_path / 'secret'
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(bs.ConfigError, match='secret_file'):
+        bs.CookieSession(secret_file=str(path))
+
+
+def test_unreadable_secret_file_fails_at_construction(tmp_path):
+    with pytest.raises(bs.ConfigError, match='cannot read'):
+        bs.CookieSession(secret_file=str(tmp_path))      # a directory: EISDIR
+
+
+def test_short_secret_warns():
+    with pytest.warns(bs.InsecureSecretWarning, match='shorter than 16'):
+        bs.CookieSession(secret='short')
+
+
+@pytest.mark.parametrize('secret', [[], [''], [None], [1234]])
+def test_bad_secret_values_are_refused(secret):
+    with pytest.raises((TypeError, bs.ConfigError)):
+        bs.CookieSession(secret=secret)
+
+
+def test_derived_secret_is_stable_and_warns():
+    if not os.path.exists('/proc/stat'):
+        pytest.skip('the derived secret needs Linux')
+    with pytest.warns(bs.InsecureSecretWarning, match='any local\\s+user|Any local user'):
+        first = bs.machine_secret()
+    node = uuid.getnode()
+    btime = [int(line.split()[1]) for line in open('/proc/stat') if line.startswith('btime')][0]
+    expected = hashlib.sha256(('bottlesession:%d:%d' % (node, btime)).encode()).hexdigest()
+    assert first == expected.encode()
+    # A new process (an app restart) derives the same key.
+    code = 'import warnings, bottlesession; warnings.simplefilter("ignore"); ' \
+           'print(bottlesession.machine_secret().decode())'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(bs.__file__)), check=True)
+    assert out.stdout.strip() == expected
+    with pytest.warns(bs.InsecureSecretWarning):
+        manager = bs.CookieSession()
+    assert manager.signer.sign(b'x') == bs.Signer([first], b'cookie-session',
+                                                  b'session_data').sign(b'x')
+
+
+###############################################################################
+# The session object ##########################################################
+###############################################################################
+
+def test_session_tracks_modification():
+    session = bs.Session(None, 'D' * 43, created=0, accessed=0)
+    assert session == {'sessionid': 'D' * 43, 'valid': False}
+    assert not session.modified and session.new
+    for change in (lambda s: s.__setitem__('a', 1), lambda s: s.update(b=2),
+                   lambda s: s.setdefault('c', 3), lambda s: s.pop('a'),
+                   lambda s: s.__delitem__('b'), lambda s: s.popitem(),
+                   lambda s: s.clear(), lambda s: s.__ior__({'d': 4})):
+        session.modified = False
+        change(session)
+        assert session.modified
+    assert isinstance(session, dict)
+
+
+###############################################################################
+# The shared behaviour suite: every store #####################################
+###############################################################################
+
+class TestEveryStore:
+
+    def test_fresh_session_has_valid_and_id(self, store):
+        manager, app = store()
+        body = app.get('/get').json
+        assert body['new'] is True
+        assert body['data'] == {'sessionid': body['id'], 'valid': False}
+        assert len(body['id']) == 43        # 256 bits from secrets
+
+    def test_round_trip(self, store):
+        manager, app = store()
+        app.get('/set/colour/blue')
+        app.get('/set/size/9')
+        body = app.get('/get').json
+        assert body['new'] is False
+        assert body['data']['colour'] == 'blue' and body['data']['size'] == '9'
+        assert [app.get('/count').text for _ in range(3)] == ['1', '2', '3']
+
+    def test_ids_are_unique_and_random(self, store):
+        manager, app = store()
+        ids = {webtest.TestApp(app.app).get('/get').json['id'] for _ in range(50)}
+        assert len(ids) == 50
+
+    def test_read_only_request_writes_nothing(self, store):
+        manager, app = store()
+        response = app.get('/get')
+        assert set_cookie_headers(response) == []
+        app.get('/set/a/1')
+        response = app.get('/get')
+        assert set_cookie_headers(response) == []
+        assert response.headers['Cache-Control'] == 'private'
+        assert 'Cookie' in response.headers['Vary']
+
+    def test_route_without_session_is_untouched(self, store):
+        manager, app = store()
+        response = app.get('/plain')
+        assert response.text == 'plain'
+        assert 'Vary' not in response.headers and set_cookie_headers(response) == []
+
+    def test_cookie_flags(self, store):
+        manager, app = store()
+        header = set_cookie_headers(app.get('/set/a/1'))[0]
+        assert 'HttpOnly' in header and 'SameSite=Lax' in header and 'Path=/' in header
+        assert 'Max-Age=%d' % (30 * 86400) in header
+        assert 'Secure' not in header
+
+    def test_absolute_expiry_is_enforced_by_the_server(self, store):
+        manager, app = store(cookie_expires=3600)
+        app.get('/set/a/1')
+        manager.now.advance(3500)
+        assert app.get('/get').json['data'].get('a') == '1'
+        manager.now.advance(200)           # the browser still sends the cookie
+        body = app.get('/get').json
+        assert body['new'] is True and 'a' not in body['data']
+
+    def test_absolute_expiry_does_not_slide(self, store):
+        manager, app = store(cookie_expires=3600)
+        app.get('/set/a/1')
+        for _ in range(3):                  # saved every 1000 s...
+            manager.now.advance(1000)
+            app.get('/count')
+        manager.now.advance(700)            # ...still ends 3600 s after creation
+        assert app.get('/get').json['new'] is True
+
+    def test_idle_timeout(self, store):
+        manager, app = store(idle_timeout=600)
+        app.get('/set/a/1')
+        for _ in range(5):                  # used every 5 minutes: stays
+            manager.now.advance(300)
+            assert app.get('/get').json['data'].get('a') == '1'
+        manager.now.advance(601)            # idle for longer: gone
+        assert app.get('/get').json['new'] is True
+
+    def test_timedelta_and_bad_expiry_settings(self, store):
+        manager, app = store(cookie_expires=datetime.timedelta(hours=1))
+        assert manager.max_age == 3600
+        with pytest.raises(bs.ConfigError):
+            store(cookie_expires=0)
+        with pytest.raises(TypeError):
+            store(cookie_expires='soon')
+
+    @pytest.mark.parametrize('hostile', [
+        '', 'x', '../../../../etc/passwd', 'A' * 42, 'A' * 44, 'A' * 42 + '/', '\x00' * 43,
+        'A' * 5000, '%2e%2e%2f' * 5, 'é' * 43, '"' + 'A' * 43 + '"', 'A' * 42 + '.',
+        '0' * 43, str(uuid.uuid4()), 'session-' + 'A' * 35])
+    def test_hostile_or_unknown_cookie_gives_a_fresh_session(self, store, hostile):
+        manager, app = store()
+        response = app.get('/get', headers={'Cookie': '%s=%s' % (manager.cookie_name, hostile)})
+        body = response.json
+        assert body['new'] is True and body['data']['valid'] is False
+        assert body['id'] != hostile
+
+    def test_strict_ids_an_unknown_id_is_not_adopted(self, store):
+        manager, app = store()
+        app.get('/set/a/1')
+        planted = 'Z' * 43
+        other = webtest.TestApp(app.app)
+        other.get('/set/b/2', headers={'Cookie': '%s=%s' % (manager.cookie_name, planted)})
+        assert other.cookies[manager.cookie_name] != planted
+
+    def test_login_rotates_the_id(self, store):
+        """Session fixation: an attacker's planted (real) session id stops working at login."""
+        manager, app = store()
+        app.get('/set/cart/3')                      # the attacker gets a real session...
+        planted = app.cookies[manager.cookie_name]
+        victim = webtest.TestApp(app.app)                 # ...and plants it
+        victim.get('/login/alice', headers={'Cookie': '%s=%s' % (manager.cookie_name, planted)})
+        assert victim.cookies[manager.cookie_name] != planted
+        body = victim.get('/get').json
+        assert body['data']['name'] == 'alice' and body['data']['cart'] == '3'
+        attacker = webtest.TestApp(app.app)
+        response = attacker.get('/get', headers={'Cookie': '%s=%s' % (manager.cookie_name, planted)})
+        assert response.json['data'].get('name') is None
+
+    def test_regenerate(self, store):
+        manager, app = store()
+        app.get('/set/a/1')
+        ids = app.get('/regenerate').json
+        assert ids['old'] != ids['new'] and app.get('/get').json['id'] == ids['new']
+        assert app.get('/get').json['data']['a'] == '1'
+        if manager.cookie_name != 'session_data':   # server side: the old id is gone
+            assert manager.read(ids['old']) is None
+            assert manager.read(ids['new']) is not None
+
+    def test_invalidate(self, store):
+        manager, app = store()
+        app.get('/login/alice')
+        sid = app.get('/get').json['id']
+        response = app.get('/logout')
+        assert any('Max-Age=0' in h for h in set_cookie_headers(response))
+        assert manager.cookie_name not in app.cookies
+        assert app.get('/get').json['new'] is True
+        if manager.cookie_name != 'session_data':
+            assert manager.read(sid) is None
+
+    def test_autosave_on_redirect_and_abort_not_on_error(self, store):
+        manager, app = store()
+        assert app.get('/jump').status_int in (302, 303)
+        assert app.get('/get').json['data']['jumped'] is True
+        app.get('/forbid', status=403)
+        assert app.get('/get').json['data']['forbidden'] is True
+        app.get('/boom', status=500, expect_errors=True)
+        assert 'boom' not in app.get('/get').json['data']
+
+    def test_not_json_names_the_key(self, store):
+        manager, app = store()
+        bottle_app = app.app
+
+        @bottle_app.route('/bad')
+        def bad(session):
+            session['when'] = object()
+            try:
+                session.save()
+            except TypeError as exc:
+                del session['when']
+                return str(exc)
+            return 'saved'
+        text = app.get('/bad').text
+        if isinstance(manager, bs.PickleSession):
+            assert text == 'saved'      # any picklable value; JSON is not needed
+        else:
+            assert "session['when']" in text and 'JSON' in text
+
+    def test_original_api_flow(self, store):
+        """The original README's app runs unchanged on every store."""
+        manager, _ = store()
+        app = webtest.TestApp(original_app(manager))
+        response = app.get('/bob?x=1&y=2')
+        assert response.status_int in (302, 303)
+        assert response.headers['Location'].endswith('/auth/login')
+        response = app.get('/auth/login')
+        assert response.headers['Location'].endswith('/bob?x=1&y=2')
+        assert app.get('/bob?x=1&y=2').text == '<h1>Hello Bob!</h1>'
+        assert app.get('/').text == '<h1>Hello World!</h1>'
+        app.get('/auth/logout')
+        assert app.get('/').status_int in (302, 303)
+
+    def test_remote_user(self, store):
+        manager, _ = store()
+        bottle_app = plugin_app(manager)
+        valid_user = bs.authenticator(manager)
+
+        @bottle_app.route('/who')
+        @valid_user()
+        def who():
+            return bottle.request.environ['REMOTE_USER']
+        app = webtest.TestApp(bottle_app)
+        app.get('/login/carol')
+        assert app.get('/who').text == 'carol'
+
+
+###############################################################################
+# CookieSession ###############################################################
+###############################################################################
+
+def test_cookie_too_large_raises_at_save():
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/big/<n:int>')
+    def big(n, session):
+        session['blob'] = 'x' * n
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/big/2000')
+    response = test.get('/big/4000', status=500, expect_errors=True)
+    assert response.status_int == 500
+    with pytest.raises(bs.SessionTooLarge, match=r'\d+ bytes.*4093'):
+        session = bs.Session(manager, 'E' * 43, {'blob': 'x' * 4000},
+                             created=time.time(), accessed=time.time())
+        manager.encode(session)
+    assert test.get('/get').json['data']['blob'] == 'x' * 2000   # the old one is intact
+
+
+def test_compression_is_bounded():
+    manager = bs.CookieSession(secret=SECRET, compress=True)
+    session = bs.Session(manager, 'F' * 43, {'blob': 'y' * 20000},
+                         created=time.time(), accessed=time.time())
+    value = manager.encode(session)          # 20 KB of JSON fits compressed
+    assert value.startswith('.') and len(value) < 1000
+    assert manager.decode(value)['blob'] == 'y' * 20000
+    # A signed zip bomb (as if the key leaked) is still refused, not inflated.
+    raw = b'{"c":%d,"d":{"sessionid":"%s","x":"%s"}}' % (
+        time.time(), b'F' * 43, b'z' * (manager.max_decompressed + 10))
+    body = b'.' + base64.urlsafe_b64encode(zlib.compress(raw, 9)).rstrip(b'=')
+    bomb = manager.signer.sign(b'%s.%d' % (body, time.time())).decode()
+    with pytest.raises(bs.BadSession, match='too large'):
+        manager.decode(bomb)
+
+
+def test_cookie_never_unpickles_what_the_client_sends():
+    """A cookie in the original's format (a pickle) never reaches pickle."""
+    class Bomb:
+        def __reduce__(self):
+            return (os.system, ('touch /tmp/bottlesession-pwned',))
+    manager = bs.CookieSession(secret=SECRET)
+    app = webtest.TestApp(plugin_app(manager))
+    for forged in (base64.b64encode(pickle.dumps(Bomb())).decode(),
+                   '!' + base64.b64encode(b'sig').decode() + '?' +
+                   base64.b64encode(pickle.dumps(('session_data', Bomb()))).decode()):
+        app.set_cookie('session_data', forged)
+        assert app.get('/get').json['new'] is True
+    assert not os.path.exists('/tmp/bottlesession-pwned')
+
+
+def test_cookie_options_are_validated():
+    for bad in (dict(cookie_name='a b'), dict(cookie_name='a;b'), dict(path='x'),
+                dict(path='/a;b'), dict(samesite='sometimes'), dict(samesite='None'),
+                dict(domain='a;b')):
+        with pytest.raises(bs.ConfigError):
+            bs.CookieSession(secret=SECRET, **bad)
+    manager = bs.CookieSession(SECRET, None, 'sess', True, False, 60, samesite='Strict',
+                               domain='example.org', path='/app')
+    app = webtest.TestApp(plugin_app(manager), extra_environ={'wsgi.url_scheme': 'https'})
+    header = set_cookie_headers(app.get('/set/a/1'))[0]
+    assert header.startswith('sess=') and 'Max-Age=60' in header
+    for part in ('Secure', 'SameSite=Strict', 'Domain=example.org', 'Path=/app'):
+        assert part in header
+    assert 'HttpOnly' not in header
+
+
+def test_browser_session_cookie_when_expires_is_none():
+    manager = bs.CookieSession(secret=SECRET, cookie_expires=None)
+    manager.now = Clock()
+    app = webtest.TestApp(plugin_app(manager))
+    header = set_cookie_headers(app.get('/set/a/1'))[0]
+    assert 'Max-Age' not in header
+    manager.now.advance(bs.DEFAULT_MAX_AGE + 1)     # the server still ends it
+    assert app.get('/get').json['new'] is True
+
+
+###############################################################################
+# PickleSession ###############################################################
+###############################################################################
+
+def test_default_dir_is_private(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    manager = bs.PickleSession()
+    assert manager.session_dir == str(tmp_path / ('bottlesession-%d' % os.geteuid()))
+    webtest.TestApp(plugin_app(manager)).get('/set/a/1')
+    assert stat.S_IMODE(os.stat(manager.session_dir).st_mode) == 0o700
+    files = os.listdir(manager.session_dir)
+    assert len(files) == 1 and files[0].startswith('session-')
+    assert stat.S_IMODE(os.stat(os.path.join(manager.session_dir, files[0])).st_mode) == 0o600
+
+
+@pytest.mark.parametrize('mode', [0o777, 0o1777, 0o770, 0o722])
+def test_dir_writable_by_others_is_refused(tmp_path, mode):
+    path = tmp_path / 'shared'
+    path.mkdir()
+    path.chmod(mode)
+    with pytest.raises(bs.ConfigError, match='writable by others'):
+        bs.PickleSession(str(path))
+
+
+def test_tmp_itself_is_refused():
+    with pytest.raises(bs.ConfigError, match='writable by others|owned by'):
+        bs.PickleSession('/tmp')
+
+
+def test_dir_owned_by_another_user_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give the directory away')
+    path = tmp_path / 'theirs'
+    path.mkdir(0o700)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(bs.ConfigError, match='owned by uid 65534'):
+        bs.PickleSession(str(path))
+
+
+def test_unmodified_sessions_are_never_written(tmp_path):
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    app = plugin_app(manager)
+    for _ in range(20):
+        webtest.TestApp(app).get('/get')        # twenty anonymous visitors, or bots
+    assert not os.path.exists(manager.session_dir) or os.listdir(manager.session_dir) == []
+
+
+def test_write_error_leaves_no_temp_file_and_the_old_session(tmp_path):
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+
+    @app.app.route('/lambda')
+    def bad(session):
+        session['f'] = lambda: 1            # pickle fails halfway
+        return 'ok'
+    app.get('/lambda', status=500, expect_errors=True)
+    assert [n for n in os.listdir(manager.session_dir) if n.startswith('.tmp-')] == []
+    assert app.get('/get').json['data']['a'] == '1'
+
+
+def test_legacy_session_files_still_load(tmp_path):
+    """A file written by the original under Python 2: pickle protocol 0, str keys."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    os.makedirs(manager.session_dir, mode=0o700)
+    old_id = str(uuid.uuid4())
+    py2_pickle = ("(dp0\nS'valid'\np1\nI01\nsS'sessionid'\np2\nS'%s'\np3\nsS'name'\np4\n"
+                  "S'alice'\np5\ns." % old_id).encode()
+    with open(os.path.join(manager.session_dir, 'session-' + old_id), 'wb') as f:
+        f.write(py2_pickle)
+    app = webtest.TestApp(original_app(manager))
+    old_cookie = {'Cookie': 'sessionid=' + old_id}
+    assert app.get('/', headers=old_cookie).text == '<h1>Hello World!</h1>'   # logged in
+    app2 = webtest.TestApp(plugin_app(manager))
+    app2.get('/set/a/1', headers=old_cookie)     # the next save moves it to a strong id
+    new_id = app2.cookies['sessionid']
+    assert len(new_id) == 43 and not os.path.exists(
+        os.path.join(manager.session_dir, 'session-' + old_id))
+    assert app2.get('/get').json['data']['name'] == 'alice'
+
+
+def test_cleanup_removes_expired_files_and_stale_temps(tmp_path):
+    manager = bs.PickleSession(str(tmp_path / 's'), cookie_expires=3600)
+    manager.now = Clock()
+    app = plugin_app(manager)
+    for _ in range(5):
+        webtest.TestApp(app).get('/set/a/1')
+    stale = os.path.join(manager.session_dir, '.tmp-killed')
+    open(stale, 'w').close()
+    assert manager.cleanup() == 0
+    manager.now.advance(400)
+    assert manager.cleanup() == 1 and not os.path.exists(stale)
+    webtest.TestApp(app).get('/set/a/1')     # one fresh session
+    manager.now.advance(3400)
+    assert manager.cleanup() == 5
+    assert len(os.listdir(manager.session_dir)) == 1
+
+
+def test_probabilistic_sweep_runs_on_new_sessions(tmp_path):
+    manager = bs.PickleSession(str(tmp_path / 's'), cookie_expires=60, cleanup_chance=1.0)
+    manager.now = Clock()
+    app = plugin_app(manager)
+    webtest.TestApp(app).get('/set/a/1')
+    manager.now.advance(120)
+    webtest.TestApp(app).get('/set/a/1')     # creating this one sweeps the old one
+    assert len(os.listdir(manager.session_dir)) == 1
+    with pytest.raises(bs.ConfigError):
+        bs.PickleSession(str(tmp_path / 's'), cleanup_chance=2)
+
+
+###############################################################################
+# SQLSession ##################################################################
+###############################################################################
+
+def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    manager = bs.SQLSession()
+    webtest.TestApp(plugin_app(manager)).get('/set/a/1')
+    path = tmp_path / ('bottlesession-%d' % os.geteuid()) / 'sessions.sqlite3'
+    rows = sqlite3.connect(str(path)).execute('SELECT id, data, expires FROM bottlesession')
+    (sid, data, expires), = rows.fetchall()
+    assert json.loads(data)['d']['a'] == '1' and len(sid) == 43
+
+
+class ForeignDriverConnection:
+    """A real sqlite3 connection seen through a driver bottlesession does not know,
+    so the portable UPDATE-then-INSERT path runs instead of an upsert."""
+
+    def __init__(self, path):
+        self._conn = sqlite3.connect(path, timeout=30)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize('style', ['qmark', 'named', 'numeric'])
+def test_sql_paramstyles_and_portable_save(tmp_path, style):
+    path = str(tmp_path / 'db')
+    if style == 'numeric' and sys.version_info >= (3, 12):
+        warnings.filterwarnings('ignore', category=DeprecationWarning)
+    manager = bs.SQLSession(lambda: ForeignDriverConnection(path), paramstyle=style)
+    app = webtest.TestApp(plugin_app(manager))
+    for n in range(3):
+        assert app.get('/count').text == str(n + 1)
+    assert manager._sql['upsert'] is None
+    app.get('/regenerate')
+    assert app.get('/get').json['data']['n'] == 3
+
+
+def test_sql_cleanup_deletes_only_expired_rows(tmp_path):
+    manager = bs.SQLSession(str(tmp_path / 'db'), cookie_expires=3600)
+    manager.now = Clock()
+    app = plugin_app(manager)
+    for _ in range(3):
+        webtest.TestApp(app).get('/set/a/1')
+    manager.now.advance(3000)
+    keep = webtest.TestApp(app)
+    keep.get('/set/b/2')
+    manager.now.advance(700)
+    assert manager.cleanup() == 3
+    assert keep.get('/get').json['data']['b'] == '2'
+
+
+def test_sql_table_name_is_checked():
+    with pytest.raises(bs.ConfigError):
+        bs.SQLSession(':memory:', table='x; DROP TABLE users')
+
+
+def test_sql_shared_connection_across_threads(tmp_path):
+    conn = sqlite3.connect(str(tmp_path / 'db'), check_same_thread=False)
+    manager = bs.SQLSession(conn)
+    app = plugin_app(manager)
+    errors = []
+
+    def client():
+        try:
+            test = webtest.TestApp(app)
+            for n in range(30):
+                assert test.get('/count').text == str(n + 1)
+        except Exception as exc:        # collected, asserted below
+            errors.append(exc)
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+SQLITE_WORKER = r'''
+import sys, webtest, bottlesession, test_bottlesession as t
+manager = bottlesession.SQLSession(sys.argv[1])
+app = webtest.TestApp(t.plugin_app(manager))
+for n in range(int(sys.argv[2])):
+    assert app.get('/count').text == str(n + 1)
+print('ok')
+'''
+
+
+def test_sqlite_file_from_several_processes(tmp_path):
+    path = str(tmp_path / 'db')
+    procs = [subprocess.Popen([sys.executable, '-c', SQLITE_WORKER, path, '100'],
+                              cwd=os.path.dirname(os.path.abspath(__file__)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, results
+    count = sqlite3.connect(path).execute('SELECT count(*) FROM bottlesession').fetchone()
+    assert count == (6,)
+
+
+def test_postgres_upsert_and_pyformat(postgres_server):
+    manager = bs.SQLSession(postgres_server.connect, table='pg_check')
+    webtest.TestApp(plugin_app(manager)).get('/set/a/1')
+    assert manager._style == 'pyformat' and 'ON CONFLICT' in manager._sql['upsert']
+    with postgres_server.connect() as conn:
+        rows = conn.execute('SELECT data FROM pg_check').fetchall()
+    assert len(rows) == 1 and json.loads(rows[0][0])['d']['a'] == '1'
+
+
+###############################################################################
+# RedisSession ################################################################
+###############################################################################
+
+def test_redis_keys_have_prefix_and_ttl(redis_server):
+    client = redis_server.client()
+    manager = bs.RedisSession(client, prefix='app1:', cookie_expires=3600, idle_timeout=600)
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    key = 'app1:' + app.cookies['sessionid']
+    assert 0 < client.ttl(key) <= 600
+    assert json.loads(client.get(key))['d']['a'] == '1'
+
+
+def test_redis_regenerate_is_one_transaction(redis_server):
+    client = redis_server.client()
+    manager = bs.RedisSession(client, prefix='rg:')
+    assert manager._atomic
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    ids = app.get('/regenerate').json
+    assert client.exists('rg:' + ids['old']) == 0 and client.exists('rg:' + ids['new']) == 1
+
+
+def test_redis_client_is_checked():
+    with pytest.raises(TypeError):
+        bs.RedisSession(object())
+
+
+###############################################################################
+# Faults: a store that goes away and comes back ###############################
+###############################################################################
+
+@pytest.mark.parametrize('which', ['redis', 'postgres'])
+def test_store_down_gives_503_and_nothing_is_lost(request, which):
+    if which == 'redis':
+        server = request.getfixturevalue('redis_server')
+        manager = bs.RedisSession(server.client(), prefix='fault:')
+    else:
+        server = request.getfixturevalue('postgres_server')
+        manager = bs.SQLSession(server.connect, table='fault')
+    bottle_app = plugin_app(manager)
+    valid_user = bs.authenticator(manager)
+
+    @bottle_app.route('/private')
+    @valid_user()
+    def private():
+        return 'secret page'
+    app = webtest.TestApp(bottle_app)
+    app.get('/login/dave')
+    for _ in range(3):
+        app.get('/count')
+    server.stop()
+    try:
+        for path in ('/get', '/count', '/private', '/login/eve'):
+            response = app.get(path, status=503)
+            assert 'Session' in response.text or 'session' in response.text
+        assert app.get('/plain').text == 'plain'     # routes without sessions still work
+        assert 'sessionid' in app.cookies            # nobody was logged out
+    finally:
+        server.start()
+    assert app.get('/private').text == 'secret page'
+    assert app.get('/count').text == '4'
+
+
+def test_pickle_store_read_only_dir_gives_503_and_keeps_the_session(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip('root writes to read-only directories')
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    os.chmod(manager.session_dir, 0o500)
+    try:
+        app.get('/set/a/2', status=503)
+    finally:
+        os.chmod(manager.session_dir, 0o700)
+    assert app.get('/get').json['data']['a'] == '1'
+
+
+###############################################################################
+# The Bottle plugin ###########################################################
+###############################################################################
+
+def test_plugin_keyword_clash_is_a_plugin_error():
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+    with pytest.raises(bottle.PluginError):
+        app.install(bs.SessionPlugin(manager))
+        app.route('/x', callback=lambda session: 'x')
+        app.get_url   # noqa: B018 (keeps flake8 quiet; the install above raises)
+    other = bottle.Bottle()
+    other.install(bs.SessionPlugin(manager, keyword='s1'))
+    other.install(bs.SessionPlugin(manager, keyword='s2'))
+
+
+def test_plugin_leaves_other_routes_alone():
+    manager = bs.CookieSession(secret=SECRET)
+    plugin = bs.SessionPlugin(manager)
+
+    def plain():
+        return 'x'
+    app = bottle.Bottle()
+    route = bottle.Route(app, '/', 'GET', plain)
+    assert plugin.apply(plain, route) is plain
+
+
+def test_plugin_per_route_autosave_off():
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/nosave', session={'autosave': False})
+    def nosave(session):
+        session['x'] = 1
+        return 'ok'
+    test = webtest.TestApp(app)
+    assert set_cookie_headers(test.get('/nosave')) == []
+
+
+def test_plugin_refuses_a_non_manager():
+    with pytest.raises(TypeError):
+        bs.SessionPlugin('not a manager')
+
+
+###############################################################################
+# The authenticator ###########################################################
+###############################################################################
+
+def auth_app(manager, **options):
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager, **options)
+
+    @app.route('/private')
+    @app.route('/private/<rest:path>')
+    @valid_user()
+    def private(rest=''):
+        return 'private ' + rest
+
+    @app.route('/auth/login')
+    def login(session):
+        session['valid'] = True
+        session['name'] = bottle.request.query.get('name', 'alice')
+        bs.redirect_back()
+    return app
+
+
+def test_redirect_back_returns_to_the_page_and_query():
+    app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
+    response = app.get('/private/a%20b?q=1&r=%2F')
+    assert response.headers['Location'].endswith('/auth/login')
+    header = [h for h in set_cookie_headers(response) if h.startswith('validuserloginredirect')][0]
+    assert 'HttpOnly' in header and 'samesite=lax' in header.lower()
+    response = app.get('/auth/login')
+    assert response.headers['Location'] == 'http://localhost:80/private/a%20b?q=1&r=%2F'
+    assert app.get('/private/a%20b?q=1').text == 'private a b'
+
+
+UNSAFE_TARGETS = [
+    'http://evil.example/', 'https://evil.example', '//evil.example/x', '/\\evil.example',
+    '\\\\evil.example', '/ok\\..\\', 'javascript:alert(1)', '/a\nLocation: x', '/a\rb',
+    '/a\x00', '/a b', ' /a', '/' + 'a' * 3000, '', 'evil.example', '/\u00e9',
+    '/\t/evil.example', None, b'/bytes', '///evil.example']
+
+
+@pytest.mark.parametrize('target', UNSAFE_TARGETS)
+def test_unsafe_return_targets_are_refused(target):
+    assert not bs._safe_path(target)
+
+
+@pytest.mark.parametrize('target', ['/', '/a/b?c=d&e=%2F', '/%E2%82%AC', "/a:b@c!$'()*+,;="])
+def test_safe_return_targets_are_allowed(target):
+    assert bs._safe_path(target)
+
+
+@pytest.mark.parametrize('target', ['http://evil.example/', '//evil.example/x',
+                                    'javascript:alert(1)', '/' + 'a' * 3000, 'evil.example'])
+def test_redirect_back_refuses_unsafe_targets(target):
+    app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
+    response = app.get('/auth/login', headers={'Cookie': 'validuserloginredirect=' + target})
+    assert response.headers['Location'] == 'http://localhost:80/'
+
+
+def test_unsafe_request_paths_are_not_remembered():
+    app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
+    response = app.get('//evil.example/private', expect_errors=True)
+    assert not any(h.startswith('validuserloginredirect=') and 'evil' in h
+                   for h in set_cookie_headers(response))
+
+
+def test_verify_rechecks_the_session_every_request():
+    users = {'alice': 'pw1'}
+    manager = bs.CookieSession(secret=SECRET)
+    app = webtest.TestApp(auth_app(manager, verify=lambda s: s.get('name') in users))
+    app.get('/auth/login?name=alice')
+    assert app.get('/private').text == 'private '
+    del users['alice']                       # the account is removed
+    response = app.get('/private')
+    assert response.status_int in (302, 303)
+    assert app.get('/get').json['data']['valid'] is False
+
+
+def test_login_url_can_be_set():
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager, login_url='/signin')
+
+    @app.route('/a')
+    @valid_user()
+    def a():
+        return 'a'
+
+    @app.route('/b')
+    @valid_user(login_url='/other')
+    def b():
+        return 'b'
+    test = webtest.TestApp(app)
+    assert test.get('/a').headers['Location'].endswith('/signin')
+    assert test.get('/b').headers['Location'].endswith('/other')
