@@ -49,8 +49,8 @@ __author__ = 'The bottlesession authors'
 __version__ = '1.0.0'
 __license__ = 'MIT'
 
-# Copyright (c) 2011-2015 Sean Reifschneider (the original API),
-#               2026 The bottlesession authors (this implementation).
+# Copyright (c) 2026 The bottlesession authors. The API it keeps working was
+# designed by Sean Reifschneider for the original bottlesession (2011).
 # Permission is hereby granted, free of charge, to any person obtaining a copy
 # of this software and associated documentation files (the "Software"), to
 # deal in the Software without restriction, including without limitation the
@@ -96,6 +96,7 @@ import zlib
 
 import bottle
 
+_O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 DEFAULT_MAX_AGE = 30 * 24 * 3600     # the original's cookie_expires: 30 days
 COOKIE_LIMIT = 4093                  # bytes of name=value browsers keep for sure
 REDIRECT_COOKIE = 'validuserloginredirect'
@@ -129,17 +130,20 @@ def _seconds(value, name):
 
 
 def _b64encode(raw):
-    return base64.urlsafe_b64encode(raw).rstrip(b'=').decode('ascii')
+    return base64.urlsafe_b64encode(raw).rstrip(b'=')
 
 
-def _b64decode(text):
-    return base64.urlsafe_b64decode(text + '=' * (-len(text) % 4))
+def _b64decode(data):
+    return base64.urlsafe_b64decode(data + b'=' * (-len(data) % 4))
+
+
+_json_encode = json.JSONEncoder(separators=(',', ':'), allow_nan=False).encode
 
 
 def _to_json(data):
     """Serialize session data, or raise a TypeError that names the bad key."""
     try:
-        return json.dumps(data, separators=(',', ':'), allow_nan=False)
+        return _json_encode(data)
     except (TypeError, ValueError) as exc:
         for key, value in data.items():
             if not isinstance(key, (str, int, float, bool, type(None))):
@@ -167,26 +171,26 @@ def _cookie_value(environ, name):
     return None
 
 
+# These two write to bottle's header dict (name -> list of values, the same in
+# 0.12 and 0.13) directly: its public accessors cost more than the rest of a
+# session read. Our values are checked for CR, LF and NUL in __init__.
+
 def _put_cookie(response, name, header):
     """Add a Set-Cookie header, replacing one this response already has for name."""
-    if 'Set-Cookie' in response:
+    cookies = response._headers.setdefault('Set-Cookie', [])
+    if cookies:
         prefix = name + '='
-        kept = [c for c in response.headers.getall('Set-Cookie') if not c.startswith(prefix)]
-        del response['Set-Cookie']
-        for cookie in kept:
-            response.add_header('Set-Cookie', cookie)
-    response.add_header('Set-Cookie', header)
+        cookies[:] = [c for c in cookies if not c.startswith(prefix)]
+    cookies.append(header)
 
 
 def _mark_private(response):
     """A response that depends on the session must not be shared by caches."""
-    if 'Cache-Control' not in response:
-        response['Cache-Control'] = 'private'
-    vary = response.get_header('Vary')
-    if vary is None:
-        response['Vary'] = 'Cookie'
-    elif 'cookie' not in vary.lower():
-        response['Vary'] = vary + ', Cookie'
+    headers = response._headers
+    headers.setdefault('Cache-Control', ['private'])
+    vary = headers.setdefault('Vary', ['Cookie'])
+    if 'cookie' not in vary[-1].lower():
+        vary[-1] += ', Cookie'
 
 
 def _private_dir(path):
@@ -373,13 +377,12 @@ class Signer:
     def __init__(self, secrets, salt, context=b''):
         if not secrets:
             raise ConfigError('Signer needs at least one secret')
-        self._macs = [hmac.new(derive_key(s, salt), context + b'\0', hashlib.sha256)
-                      for s in secrets]
+        self._keys = [derive_key(s, salt) for s in secrets]
+        self._context = context + b'\0'
 
     def signature(self, message, index=0):
-        mac = self._macs[index].copy()
-        mac.update(message)
-        return _b64encode(mac.digest()).encode('ascii')
+        mac = hmac.digest(self._keys[index], self._context + message, 'sha256')
+        return _b64encode(mac)
 
     def sign(self, message):
         return message + b'.' + self.signature(message)
@@ -389,7 +392,7 @@ class Signer:
         message, dot, sig = signed.rpartition(b'.')
         if not dot:
             raise BadSignature('no signature')
-        for index in range(len(self._macs)):
+        for index in range(len(self._keys)):
             if hmac.compare_digest(sig, self.signature(message, index)):
                 return message, index
         raise BadSignature('signature does not match')
@@ -608,7 +611,8 @@ class BaseSession:
         session.new = session.modified = False
         session.replaces = None
         session.login_state = session._login()
-        _mark_private(response)
+        if response is not bottle.response:     # get_session() marked that one
+            _mark_private(response)
 
     def _cookie(self, value, session, now):
         if self.cookie_expires is None:
@@ -683,11 +687,11 @@ class CookieSession(BaseSession):
         try:
             if payload.startswith(b'.'):
                 inflater = zlib.decompressobj()
-                raw = inflater.decompress(_b64decode(payload[1:].decode()), self.max_decompressed)
+                raw = inflater.decompress(_b64decode(payload[1:]), self.max_decompressed)
                 if inflater.unconsumed_tail or not inflater.eof:
                     raise BadSession('compressed payload too large or truncated')
             else:
-                raw = _b64decode(payload.decode())
+                raw = _b64decode(payload)
             record = json.loads(raw)
             created, data = float(record['c']), record['d']
             sid = data['sessionid']
@@ -701,9 +705,9 @@ class CookieSession(BaseSession):
 
     def encode(self, session):
         raw = ('{"c":%d,"d":%s}' % (session.created, _to_json(session))).encode('ascii')
-        payload = _b64encode(raw).encode('ascii')
+        payload = _b64encode(raw)
         if self.compress:
-            packed = b'.' + _b64encode(zlib.compress(raw, 9)).encode('ascii')
+            packed = b'.' + _b64encode(zlib.compress(raw, 9))
             if len(packed) < len(payload):
                 payload = packed
         value = self.signer.sign(b'%s.%d' % (payload, session.accessed)).decode('ascii')
@@ -833,15 +837,20 @@ class PickleSession(ServerSession):
 
     def write(self, sid, created, accessed, data, replaces=None):
         path = self._path(sid)
+        blob = memoryview(pickle.dumps((created, accessed, data), pickle.HIGHEST_PROTOCOL))
+        temp = os.path.join(self.session_dir, '.tmp-' + secrets.token_hex(8))
         try:
-            fd, temp = tempfile.mkstemp(prefix='.tmp-', dir=self.session_dir)  # mode 0600
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise SessionStoreError('cannot write session file: %s' % exc) from exc
         try:
-            with os.fdopen(fd, 'wb') as target:
-                pickle.dump((created, accessed, data), target, pickle.HIGHEST_PROTOCOL)
-            os.utime(temp, (accessed, accessed))    # cleanup() goes by mtime
-            os.replace(temp, path)
+            try:
+                while blob:
+                    blob = blob[os.write(fd, blob):]
+                os.utime(fd, (accessed, accessed))     # cleanup() goes by mtime
+            finally:
+                os.close(fd)
+            os.replace(temp, path)      # atomic: readers see the old or the new file
         except BaseException as exc:
             try:
                 os.unlink(temp)
