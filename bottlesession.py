@@ -70,8 +70,7 @@ __all__ = [
     'authenticator', 'redirect_back',
 ]
 
-import base64
-import contextlib
+import binascii
 import datetime
 import functools
 import hashlib
@@ -129,15 +128,22 @@ def _seconds(value, name):
     return value
 
 
+# base64url without padding, on binascii directly: base64's wrappers cost
+# more than the coding itself on a cookie-sized value.
+_TO_URLSAFE = bytes.maketrans(b'+/', b'-_')
+_FROM_URLSAFE = bytes.maketrans(b'-_', b'+/')
+
+
 def _b64encode(raw):
-    return base64.urlsafe_b64encode(raw).rstrip(b'=')
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b'=')
 
 
 def _b64decode(data):
-    return base64.urlsafe_b64decode(data + b'=' * (-len(data) % 4))
+    return binascii.a2b_base64(data.translate(_FROM_URLSAFE) + b'==')
 
 
 _json_encode = json.JSONEncoder(separators=(',', ':'), allow_nan=False).encode
+_json_decode = json.JSONDecoder().decode
 
 
 def _to_json(data):
@@ -377,12 +383,15 @@ class Signer:
     def __init__(self, secrets, salt, context=b''):
         if not secrets:
             raise ConfigError('Signer needs at least one secret')
-        self._keys = [derive_key(s, salt) for s in secrets]
-        self._context = context + b'\0'
+        # One keyed HMAC per secret, context already fed in; copying one is
+        # cheaper than keying a new one for every cookie.
+        self._macs = [hmac.new(derive_key(s, salt), context + b'\0', 'sha256')
+                      for s in secrets]
 
     def signature(self, message, index=0):
-        mac = hmac.digest(self._keys[index], self._context + message, 'sha256')
-        return _b64encode(mac)
+        mac = self._macs[index].copy()
+        mac.update(message)
+        return _b64encode(mac.digest())
 
     def sign(self, message):
         return message + b'.' + self.signature(message)
@@ -392,7 +401,7 @@ class Signer:
         message, dot, sig = signed.rpartition(b'.')
         if not dot:
             raise BadSignature('no signature')
-        for index in range(len(self._keys)):
+        for index in range(len(self._macs)):
             if hmac.compare_digest(sig, self.signature(message, index)):
                 return message, index
         raise BadSignature('signature does not match')
@@ -410,8 +419,11 @@ class Session(dict):
     Keys 'sessionid' and 'valid' are there from the start, as in the original.
     """
 
+    __slots__ = ('manager', 'id', 'created', 'accessed', 'new', 'modified', 'replaces',
+                 'login_state')
+
     def __init__(self, manager, sid, data=(), created=None, accessed=None, new=True):
-        super().__init__(data)
+        dict.__init__(self, data)
         self.manager = manager
         self.created = created
         self.accessed = accessed
@@ -585,11 +597,11 @@ class BaseSession:
         if self.idle_timeout is not None and idle > self.idle_timeout:
             raise SessionExpired('session was idle longer than idle_timeout', idle)
 
-    def expires_at(self, session):
-        """When the session ends unless it is used again, in epoch seconds."""
-        end = session.created + self.max_age
+    def expires_at(self, created, accessed):
+        """When a session ends unless it is used again, in epoch seconds."""
+        end = created + self.max_age
         if self.idle_timeout is not None:
-            end = min(end, session.accessed + self.idle_timeout)
+            end = min(end, accessed + self.idle_timeout)
         return end
 
     def save(self, session):
@@ -692,12 +704,12 @@ class CookieSession(BaseSession):
                     raise BadSession('compressed payload too large or truncated')
             else:
                 raw = _b64decode(payload)
-            record = json.loads(raw)
+            record = _json_decode(raw.decode('utf-8'))
             created, data = float(record['c']), record['d']
             sid = data['sessionid']
         except BadSession:
             raise
-        except (ValueError, TypeError, KeyError, zlib.error) as exc:
+        except (ValueError, TypeError, KeyError, zlib.error, binascii.Error) as exc:
             raise BadSession('malformed payload') from exc
         if not isinstance(sid, str) or not _ID_RE.match(sid):
             raise BadSession('malformed session id')
@@ -765,21 +777,20 @@ class ServerSession(BaseSession):
                    session.replaces)
         return session.id if session.new or session.replaces else None
 
-    def _record(self, session_id, created, accessed, data):
-        """The JSON text a store keeps, and when it expires."""
-        text = '{"c":%r,"a":%r,"d":%s}' % (float(created), float(accessed), _to_json(data))
-        end = created + self.max_age
-        if self.idle_timeout is not None:
-            end = min(end, accessed + self.idle_timeout)
-        return text, end
+    def _record(self, created, accessed, data):
+        """The JSON text a store keeps, and when it expires (whole seconds)."""
+        created, accessed = int(created), int(accessed)
+        text = '{"c":%d,"a":%d,"d":%s}' % (created, accessed, _to_json(data))
+        return text, math.ceil(self.expires_at(created, accessed))
 
     @staticmethod
     def _parse(text):
         try:
-            record = json.loads(text)
-            return float(record['c']), float(record['a']), dict(record['d'])
+            record = _json_decode(text if isinstance(text, str) else text.decode('utf-8'))
+            created, accessed, data = float(record['c']), float(record['a']), record['d']
         except (ValueError, TypeError, KeyError):
             return None     # not ours, or damaged: treated as unknown
+        return (created, accessed, data) if isinstance(data, dict) else None
 
 
 class PickleSession(ServerSession):
@@ -1011,26 +1022,30 @@ class SQLSession(ServerSession):
 
         A pooled connection that fails is closed and the work retried once on
         a new one, so the first request after a database restart succeeds."""
-        lock = self._lock if self._shared is not None else contextlib.nullcontext()
-        with lock:
-            for attempt in (1, 2):
-                conn, fresh = None, True
+        if self._shared is not None:
+            with self._lock:
+                return self._transaction(work)
+        return self._transaction(work)
+
+    def _transaction(self, work):
+        for attempt in (1, 2):
+            conn, fresh = None, True
+            try:
+                conn, fresh = self._connection()
+                cur = conn.cursor()
                 try:
-                    conn, fresh = self._connection()
-                    cur = conn.cursor()
-                    try:
-                        result = work(cur, self._sql)
-                    finally:
-                        cur.close()
-                    conn.commit()
-                    return result
-                except Exception as exc:
-                    error = exc
-                    if conn is not None:
-                        self._discard(conn)
-                    if fresh or self._shared is not None:
-                        break
-            raise SessionStoreError('session database failed: %s' % error) from error
+                    result = work(cur, self._sql)
+                finally:
+                    cur.close()
+                conn.commit()
+                return result
+            except Exception as exc:
+                error = exc
+                if conn is not None:
+                    self._discard(conn)
+                if fresh or self._shared is not None:
+                    break
+        raise SessionStoreError('session database failed: %s' % error) from error
 
     def _discard(self, conn):
         try:
@@ -1052,15 +1067,15 @@ class SQLSession(ServerSession):
         return row and self._parse(row[0])
 
     def write(self, sid, created, accessed, data, replaces=None):
-        text, end = self._record(sid, created, accessed, data)
+        text, end = self._record(created, accessed, data)
 
         def store(cur, sql):
             if sql['upsert']:
-                cur.execute(sql['upsert'], self._params(sid, text, math.ceil(end)))
+                cur.execute(sql['upsert'], self._params(sid, text, end))
             else:
-                cur.execute(sql['update'], self._params(text, math.ceil(end), sid))
+                cur.execute(sql['update'], self._params(text, end, sid))
                 if cur.rowcount == 0:
-                    cur.execute(sql['insert'], self._params(sid, text, math.ceil(end)))
+                    cur.execute(sql['insert'], self._params(sid, text, end))
             if replaces:
                 cur.execute(sql['delete'], self._params(replaces))
         self._run(store)
@@ -1108,7 +1123,7 @@ class RedisSession(ServerSession):
         return None if text is None else self._parse(text)
 
     def write(self, sid, created, accessed, data, replaces=None):
-        text, end = self._record(sid, created, accessed, data)
+        text, end = self._record(created, accessed, data)
         ttl = max(1, math.ceil(end - self.now()))
 
         def store():
