@@ -1220,3 +1220,364 @@ def test_login_url_can_be_set():
     test = webtest.TestApp(app)
     assert test.get('/a').headers['Location'].endswith('/signin')
     assert test.get('/b').headers['Location'].endswith('/other')
+
+
+###############################################################################
+# Under attack: property-based tests (hypothesis, fixed seed) #################
+###############################################################################
+
+from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+FIGURES = {}    # what the stress tests saw, printed at the end of each
+
+
+def report(capsys, line):
+    with capsys.disabled():
+        print('\n[figures] ' + line)
+
+
+def raw_request(app, path, cookie_header):
+    """A WSGI request with any header bytes a client could send (latin-1 in WSGI)."""
+    status = []
+    environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': path, 'QUERY_STRING': '',
+               'SERVER_NAME': 'localhost', 'SERVER_PORT': '80', 'SERVER_PROTOCOL': 'HTTP/1.1',
+               'wsgi.url_scheme': 'http', 'wsgi.input': __import__('io').BytesIO(),
+               'wsgi.errors': sys.stderr, 'HTTP_COOKIE': cookie_header}
+    body = b''.join(app(environ, lambda s, h, e=None: status.append(s)))
+    return status[0], body
+
+
+def cookie_like():
+    signed = st.builds(lambda p, t, s: '%s.%s.%s' % (p, t, s),
+                       st.text(B64, max_size=120), st.text('0123456789', max_size=12),
+                       st.text(B64, min_size=40, max_size=46))
+    return st.one_of(
+        st.text(max_size=200).map(lambda t: t.encode('utf-8').decode('latin-1')),
+        st.binary(max_size=200).map(lambda b: b.decode('latin-1')),
+        signed, st.text(B64 + '.=";\\ ', max_size=300))
+
+
+ATTACK_APPS = {}
+
+
+def attack_app(kind, tmp_root):
+    if kind not in ATTACK_APPS:
+        if kind == 'cookie':
+            manager = bs.CookieSession(secret=SECRET)
+        elif kind == 'pickle':
+            manager = bs.PickleSession(os.path.join(tmp_root, 'attack-files'))
+        else:
+            manager = bs.SQLSession(os.path.join(tmp_root, 'attack.db'))
+        app = plugin_app(manager)
+        valid_user = bs.authenticator(manager)
+
+        @app.route('/private')
+        @valid_user()
+        def private():
+            return 'private'
+        ATTACK_APPS[kind] = (manager, app)
+    return ATTACK_APPS[kind]
+
+
+@pytest.fixture(scope='module')
+def attack_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('attack'))
+
+
+@pytest.mark.parametrize('kind,examples', [('cookie', 4000), ('pickle', 1500), ('sqlite', 1500)])
+def test_arbitrary_cookies_never_fail_and_never_authenticate(kind, examples, attack_root, capsys):
+    manager, app = attack_app(kind, attack_root)
+    tried = []
+
+    @seed(20261125)
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(value=cookie_like(), extra=st.sampled_from(['', '; other=1', 'a=b; ']))
+    def check(value, extra):
+        tried.append(value)
+        header = '%s%s=%s%s' % (extra if extra.endswith(' ') else '', manager.cookie_name,
+                                value, '' if extra.endswith(' ') else extra)
+        status, body = raw_request(app, '/get', header)
+        assert status.startswith('200'), (status, body[:300])
+        assert json.loads(body)['data']['valid'] is False
+        status, _ = raw_request(app, '/private', header)
+        assert status.startswith(('302', '303')), status
+    check()
+    report(capsys, '%s: %d arbitrary cookie values, 0 errors, 0 authenticated'
+           % (kind, len(tried)))
+
+
+@seed(20261125)
+@settings(max_examples=2000, deadline=None, database=None)
+@given(data=st.data())
+def test_any_single_character_change_is_rejected(data):
+    manager = bs.CookieSession(secret=SECRET)
+    payload = data.draw(st.dictionaries(st.text(max_size=8), st.integers(), max_size=4))
+    session = bs.Session(manager, bs._new_id(), payload, created=time.time(), accessed=time.time())
+    value = manager.encode(session)
+    position = data.draw(st.integers(0, len(value) - 1))
+    char = data.draw(st.sampled_from(B64 + '.').filter(lambda c: c != value[position]))
+    with pytest.raises(bs.BadSession):
+        manager.decode(value[:position] + char + value[position + 1:])
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+
+
+@pytest.mark.parametrize('kind', STORES)
+def test_json_data_round_trips_through_every_store(kind, request, tmp_path, capsys):
+    manager = make_manager(kind, request, tmp_path)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+
+    @app.post('/put')
+    def put(session):
+        session.update(bottle.request.json)
+        return 'ok'
+
+    @app.route('/get')
+    def get(session):
+        return json.dumps(dict(session))
+    test = webtest.TestApp(app)
+    count = [0]
+
+    @seed(20261125)
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(data=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in (
+        'sessionid', 'valid', 'name')), JSON_VALUES, max_size=6))
+    def check(data):
+        test.reset()
+        test.post_json('/put', data)
+        stored = json.loads(test.get('/get').text)
+        assert {k: stored[k] for k in data} == data
+        count[0] += 1
+    check()
+    report(capsys, '%s: %d arbitrary JSON sessions round-tripped' % (kind, count[0]))
+
+
+_WATCHED = []
+
+
+def _audit(event, args):
+    if _WATCHED and event in ('open', 'os.rename', 'os.remove', 'os.utime', 'os.mkdir',
+                              'os.scandir', 'os.listdir', 'os.chmod'):
+        path = args[0]
+        if isinstance(path, (str, bytes)) and threading.current_thread() is _WATCHED[0]:
+            _WATCHED.append(os.fsdecode(path))
+
+
+sys.addaudithook(_audit)
+
+
+def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
+    manager = bs.PickleSession(str(tmp_path / 'files'))
+    app = plugin_app(manager)
+    webtest.TestApp(app).get('/set/a/1')            # the directory exists
+    root = os.path.realpath(manager.session_dir) + os.sep
+    touched = []
+    ids = st.one_of(st.text(max_size=80), st.text('./\\-_%0Aa', max_size=60),
+                    st.sampled_from(['..', '../..', '/etc/passwd', '..%2f..%2fetc', '\\..\\x',
+                                     '../' * 10 + 'etc/passwd', 'A' * 43 + '/../../x']))
+
+    @seed(20261125)
+    @settings(max_examples=1500, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(sid=ids)
+    def check(sid):
+        header = 'sessionid=' + sid.encode('utf-8').decode('latin-1')
+        _WATCHED[:] = [threading.current_thread()]
+        try:
+            for path in ('/get', '/set/x/1'):
+                status, _ = raw_request(app, path, header)
+                assert status.startswith('200')
+        finally:
+            paths, _WATCHED[:] = _WATCHED[1:], []
+        touched.extend(paths)
+        for path in paths:
+            assert os.path.realpath(path).startswith(root), path
+    check()
+    assert touched, 'the audit hook saw no file access at all'
+    report(capsys, 'file store: 1500 arbitrary ids, %d file operations, all inside the '
+           'store directory' % len(touched))
+
+
+###############################################################################
+# Concurrency, crashes and full disks #########################################
+###############################################################################
+
+WORKER = r'''
+import json, sys, webtest, bottlesession as bs, test_bottlesession as t
+kind, where, mode, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if kind == 'pickle':
+    manager = bs.PickleSession(where)
+elif kind == 'sqlite':
+    manager = bs.SQLSession(where)
+elif kind == 'postgres':
+    import psycopg
+    manager = bs.SQLSession(lambda: psycopg.connect(where), table='concurrent')
+else:
+    import redis
+    manager = bs.RedisSession(redis.Redis.from_url(where), prefix='concurrent:')
+app = webtest.TestApp(t.plugin_app(manager))
+errors = mismatches = 0
+if mode == 'shared':
+    app.set_cookie(manager.cookie_name, sys.argv[5])
+for n in range(count):
+    try:
+        got = app.get('/count', headers={'Cookie': '%s=%s' % (manager.cookie_name, sys.argv[5])}
+                      if mode == 'shared' else {}).text
+        if mode == 'own' and got != str(n + 1):
+            mismatches += 1
+    except Exception as exc:
+        errors += 1
+        print(repr(exc), file=sys.stderr)
+print(json.dumps({'errors': errors, 'mismatches': mismatches}))
+'''
+
+
+def run_workers(args_list):
+    here = os.path.dirname(os.path.abspath(__file__))
+    procs = [subprocess.Popen([sys.executable, '-c', WORKER] + args, cwd=here,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args in args_list]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+@pytest.mark.parametrize('kind', ['pickle', 'sqlite', 'postgres', 'redis'])
+def test_concurrent_writers(kind, request, tmp_path, capsys):
+    """Six processes on their own sessions and six on one shared session.
+
+    Semantics: each save replaces the whole session, so the last writer wins
+    and increments racing on one session may be lost, but a session is never
+    torn, unreadable or missing, and no temp file is left behind."""
+    if kind == 'pickle':
+        where = str(tmp_path / 'files')
+        manager = bs.PickleSession(where)
+    elif kind == 'sqlite':
+        where = str(tmp_path / 'db')
+        manager = bs.SQLSession(where)
+    elif kind == 'postgres':
+        server = request.getfixturevalue('postgres_server')
+        where = 'host=127.0.0.1 port=%d user=postgres dbname=postgres' % server.port
+        manager = bs.SQLSession(server.connect, table='concurrent')
+    else:
+        server = request.getfixturevalue('redis_server')
+        where = 'redis://127.0.0.1:%d/0' % server.port
+        manager = bs.RedisSession(server.client(), prefix='concurrent:')
+    shared_app = webtest.TestApp(plugin_app(manager))
+    shared_app.get('/count')
+    shared = shared_app.cookies[manager.cookie_name]
+    requests = 200
+    results = run_workers([[kind, where, 'own', str(requests)] for _ in range(6)]
+                          + [[kind, where, 'shared', str(requests), shared] for _ in range(6)])
+    assert all(r['errors'] == 0 for r in results), results
+    assert all(r['mismatches'] == 0 for r in results[:6]), results   # own sessions: exact
+    final = shared_app.get('/get').json['data']
+    assert isinstance(final['n'], int) and 1 < final['n'] <= 1 + 6 * requests
+    if kind == 'pickle':
+        assert [n for n in os.listdir(where) if n.startswith('.tmp-')] == []
+    report(capsys, '%s: 12 processes x %d requests (6 own sessions, 6 on one shared), '
+           '0 errors, 0 torn sessions, own counters exact; shared counter %d of %d '
+           '(last writer wins)' % (kind, requests, final['n'] - 1, 6 * requests))
+
+
+def test_sigkill_during_save_leaves_old_or_new(tmp_path, capsys):
+    manager = bs.PickleSession(str(tmp_path / 'files'))
+    manager.now = Clock()
+    sid = bs._new_id()
+
+    def version(v):
+        return {'v': v, 'blob': hashlib.sha256(str(v).encode()).hexdigest() * 2000}
+    manager.write(sid, time.time(), time.time(), version(0))
+    kills, versions = 300, set()
+    for i in range(kills):
+        pid = os.fork()
+        if pid == 0:                    # the writer: save new versions until killed
+            try:
+                v = (i + 1) * 1000000
+                while True:
+                    v += 1
+                    manager.write(sid, time.time(), time.time(), version(v))
+            finally:
+                os._exit(0)
+        time.sleep(0.0005 + (i % 7) * 0.0004)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        created, accessed, data = manager.read(sid)
+        assert data == version(data['v'])           # complete: old or new, never torn
+        versions.add(data['v'])
+    stale = [n for n in os.listdir(manager.session_dir) if n.startswith('.tmp-')]
+    manager.now = lambda: time.time() + manager.stale_temp_age + 1
+    manager.cleanup()
+    left = [n for n in os.listdir(manager.session_dir) if n.startswith('.tmp-')]
+    assert left == [] and manager.read(sid) is not None
+    assert len(versions) > kills // 2       # the kills really landed mid-stream
+    report(capsys, 'file store: %d writers killed with SIGKILL mid-save, 0 torn sessions, '
+           '%d distinct versions seen, %d stale temp files, all removed by cleanup()'
+           % (kills, len(versions), len(stale)))
+
+
+LIMITED_WRITER = r'''
+import json, os, resource, signal, sys, webtest, bottlesession as bs, test_bottlesession as t
+directory, cookie, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+if mode == 'fsize':     # a full disk, as a file size limit: writes fail with EFBIG
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+else:                   # a read-only directory, as an unprivileged user
+    os.setgid(65534)
+    os.setuid(65534)
+    os.chmod(directory, 0o500)
+app = webtest.TestApp(t.plugin_app(bs.PickleSession(directory)))
+response = app.get('/set/big/' + 'x' * 5000, headers={'Cookie': 'sessionid=' + cookie},
+                   expect_errors=True)
+print(json.dumps({'status': response.status_int, 'body': response.text[-300:]}))
+'''
+
+
+@pytest.mark.parametrize('mode', ['fsize', 'readonly'])
+def test_full_disk_or_read_only_dir_gives_503_and_keeps_the_session(request, mode, capsys):
+    if mode == 'readonly' and os.geteuid() != 0:
+        pytest.skip('the read-only case switches to the nobody user, which needs root')
+    tmp_path = tempfile.mkdtemp(prefix='bs-limited-')     # 'nobody' must reach it
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+    os.chmod(tmp_path, 0o755)
+    directory = os.path.join(tmp_path, 'files')
+    manager = bs.PickleSession(directory)
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    cookie = app.cookies['sessionid']
+    if mode == 'readonly':
+        os.chown(directory, 65534, 65534)
+        for name in os.listdir(directory):
+            os.chown(os.path.join(directory, name), 65534, 65534)
+    before = sorted(os.listdir(directory))
+    proc = subprocess.run([sys.executable, '-c', LIMITED_WRITER, directory, cookie, mode],
+                          cwd=os.path.dirname(os.path.abspath(__file__)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['status'] == 503, result
+    assert 'cannot write session file' in result['body']
+    if mode == 'readonly':
+        os.chmod(directory, 0o700)
+        os.chown(directory, os.geteuid(), os.getegid())
+        for name in os.listdir(directory):
+            os.chown(os.path.join(directory, name), os.geteuid(), os.getegid())
+    assert sorted(os.listdir(directory)) == before          # nothing partial left
+    assert app.get('/get').json['data']['a'] == '1'          # the old session is intact
+    report(capsys, 'file store, %s: the request got 503, the old session stayed intact, '
+           'no partial file left' % ('full disk (RLIMIT_FSIZE, EFBIG)' if mode == 'fsize'
+                                     else 'read-only directory'))
