@@ -1581,3 +1581,166 @@ def test_full_disk_or_read_only_dir_gives_503_and_keeps_the_session(request, mod
     report(capsys, 'file store, %s: the request got 503, the old session stayed intact, '
            'no partial file left' % ('full disk (RLIMIT_FSIZE, EFBIG)' if mode == 'fsize'
                                      else 'read-only directory'))
+
+
+###############################################################################
+# A real browser and a real server ############################################
+###############################################################################
+
+class ServedApp:
+    """A WSGI app on a real multi-threaded server (waitress) on 127.0.0.1."""
+
+    def __init__(self, app, threads=4):
+        import waitress
+        self.server = waitress.create_server(app, host='127.0.0.1', port=0, threads=threads,
+                                             clear_untrusted_proxy_headers=True)
+        self.port = int(self.server.effective_port)
+        self.url = 'http://127.0.0.1:%d' % self.port
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.close()
+        self.thread.join(10)
+
+
+def example_app(manager):
+    import example_app as demo
+    return demo.make_app(manager)
+
+
+@pytest.fixture
+def browser():
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    driver_path = shutil.which('chromedriver')
+    if not chromium or not driver_path:
+        missing('Chromium and chromedriver', 'apt-get install chromium chromium-driver')
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing('selenium', "pip install -e '.[test]'")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    profile = tempfile.mkdtemp(prefix='bs-chromium-')
+    for flag in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+                 '--disable-quic', '--no-first-run', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--user-data-dir=' + profile):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_login_flow_in_a_real_browser(browser, capsys):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+    manager = bs.CookieSession(secret=SECRET)
+    served = ServedApp(example_app(manager))
+    try:
+        def text(element_id):
+            return browser.find_element(By.ID, element_id).text
+
+        def click(element_id):
+            """Click, and wait until the next page has replaced this one."""
+            page = browser.find_element(By.TAG_NAME, 'html')
+            browser.find_element(By.ID, element_id).click()
+            WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+        browser.get(served.url + '/private?tab=stats')           # 1. a protected page
+        assert browser.current_url == served.url + '/login'       # 2. the login form
+        browser.find_element(By.ID, 'username').send_keys('alice')
+        browser.find_element(By.ID, 'password').send_keys('wonderland')
+        click('submit')
+        assert browser.current_url == served.url + '/private?tab=stats'   # 3. same page
+        assert text('tab') == 'stats' and text('user') == 'alice'
+        counts = [int(text('visits'))]
+        for _ in range(3):                                         # 4. the counter
+            browser.refresh()
+            counts.append(int(text('visits')))
+        assert counts == [1, 2, 3, 4]
+        cookies = {c['name']: c for c in browser.get_cookies()}
+        session = cookies['session_data']
+        assert session['httpOnly'] is True and session.get('sameSite') == 'Lax'
+        assert 'session_data' not in browser.execute_script('return document.cookie')
+        manager.now = lambda: time.time()
+        assert manager.decode(session['value'])['name'] == 'alice'
+        click('logout')                                            # 5. log out
+        assert browser.current_url == served.url + '/login'
+        browser.get(served.url + '/private')                       # 6. locked again
+        assert browser.current_url == served.url + '/login'
+        # A cookie session that outgrows 4 KB: a clear error page, not a silent logout.
+        browser.find_element(By.ID, 'username').send_keys('bob')
+        browser.find_element(By.ID, 'password').send_keys('builder')
+        click('submit')
+        notes = 0
+        while notes < 100:
+            browser.find_element(By.ID, 'note').send_keys('n' * 300)
+            click('add')
+            notes += 1
+            if browser.find_elements(By.ID, 'too-large'):
+                break
+        assert browser.find_elements(By.ID, 'too-large'), 'no error page after 100 notes'
+        assert '4093' in browser.find_element(By.TAG_NAME, 'body').text
+        browser.get(served.url + '/private')                       # still signed in
+        assert text('user') == 'bob'
+        assert len(browser.find_elements(By.CSS_SELECTOR, '#notes li')) == notes - 1
+    finally:
+        served.close()
+    report(capsys, 'Chromium: login, return to /private?tab=stats, counter 1-4, logout, '
+           'relock; cookie HttpOnly, SameSite=Lax, hidden from document.cookie; note %d '
+           'would pass 4 KB: error page shown, still signed in with %d notes'
+           % (notes, notes - 1))
+
+
+LOAD_CLIENT = r'''
+import http.client, json, sys, time
+port, path, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+cookie, done, errors, mismatches = None, 0, 0, 0
+deadline = time.time() + seconds
+while time.time() < deadline and done < 100000:
+    try:
+        conn.request('GET', path, headers={'Cookie': cookie} if cookie else {})
+        response = conn.getresponse()
+        body = response.read().decode()
+        for header in response.headers.get_all('Set-Cookie') or []:
+            cookie = header.split(';')[0]
+        done += 1
+        if response.status != 200:
+            errors += 1
+        elif path == '/count' and body != str(done):
+            mismatches += 1
+    except Exception as exc:
+        errors += 1
+        conn.close()
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
+print(json.dumps({'requests': done, 'errors': errors, 'mismatches': mismatches}))
+'''
+
+
+def test_load_on_a_threaded_server(tmp_path, capsys):
+    seconds, clients = 6.0, 2
+    here = os.path.dirname(os.path.abspath(__file__))
+    lines, throughput = [], {}
+    for label, manager, path in (
+            ('no session', bs.CookieSession(secret=SECRET), '/plain'),
+            ('CookieSession', bs.CookieSession(secret=SECRET), '/count'),
+            ('PickleSession', bs.PickleSession(str(tmp_path / 'files')), '/count')):
+        served = ServedApp(plugin_app(manager), threads=4)
+        try:
+            procs = [subprocess.Popen([sys.executable, '-c', LOAD_CLIENT, str(served.port),
+                                       path, str(seconds)], cwd=here, stdout=subprocess.PIPE,
+                                      text=True) for _ in range(clients)]
+            results = [json.loads(p.communicate(timeout=seconds + 60)[0]) for p in procs]
+        finally:
+            served.close()
+        total = sum(r['requests'] for r in results)
+        assert all(r['errors'] == 0 and r['mismatches'] == 0 for r in results), results
+        assert all(r['requests'] > 10 for r in results), results
+        throughput[label] = total / seconds
+        lines.append('%s %d requests, %.0f req/s' % (label, total, total / seconds))
+    report(capsys, 'waitress (4 threads), %d client processes x %.0f s each, 0 errors, every '
+           'counter exact: %s' % (clients, seconds, '; '.join(lines)))
