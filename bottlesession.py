@@ -62,7 +62,7 @@ __license__ = 'MIT'
 # WITHOUT WARRANTY OF ANY KIND. See the LICENSE file for the full text.
 
 __all__ = [
-    'SessionError', 'BadSession', 'BadSignature', 'SessionExpired',
+    'SessionError', 'BadSession', 'BadSignature',
     'SessionTooLarge', 'SessionStoreError', 'ConfigError',
     'InsecureSecretWarning', 'derive_key', 'machine_secret', 'Signer',
     'Session', 'BaseSession', 'CookieSession', 'ServerSession',
@@ -253,14 +253,6 @@ class BadSignature(BadSession):
     """The signature does not match the payload under any key."""
 
 
-class SessionExpired(BadSession):
-    """The session is older than cookie_expires, or idle longer than idle_timeout."""
-
-    def __init__(self, message, age):
-        super().__init__(message)
-        self.age = age
-
-
 class SessionTooLarge(SessionError, ValueError):
     """The cookie would pass the size browsers keep; they would drop it silently."""
 
@@ -433,10 +425,9 @@ class Session(dict):
     def _attach(self, sid):
         self.id = sid
         dict.__setitem__(self, 'sessionid', sid)
-        dict.setdefault(self, 'valid', False)
+        self.login_state = bool(dict.setdefault(self, 'valid', False)), self.get('name')
         self.modified = False
         self.replaces = None        # an id to delete when this session is saved
-        self.login_state = self._login()
 
     def _login(self):
         return bool(self.get('valid')), self.get('name')
@@ -578,24 +569,18 @@ class BaseSession:
         if value:
             try:
                 session = self.decode(value)
-                self._check_age(session, now)
-            except SessionExpired:
-                self.delete(session.id)
             except BadSession:
                 pass
             else:
-                if self._touch_after and now - session.accessed > self._touch_after:
-                    self._save(session, bottle.response)
-                return session
+                if now - session.created > self.max_age or (
+                        self.idle_timeout is not None
+                        and now - session.accessed > self.idle_timeout):
+                    self.delete(session.id)         # expired: gone on the server too
+                else:
+                    if self._touch_after and now - session.accessed > self._touch_after:
+                        self._save(session, bottle.response)
+                    return session
         return Session(self, _new_id(), created=now, accessed=now)
-
-    def _check_age(self, session, now):
-        age = now - session.created
-        if age > self.max_age:
-            raise SessionExpired('session is older than cookie_expires', age)
-        idle = now - session.accessed
-        if self.idle_timeout is not None and idle > self.idle_timeout:
-            raise SessionExpired('session was idle longer than idle_timeout', idle)
 
     def expires_at(self, created, accessed):
         """When a session ends unless it is used again, in epoch seconds."""
@@ -612,25 +597,25 @@ class BaseSession:
         if not isinstance(session, Session) or session.manager is not self:
             raise TypeError('save() takes the session that get_session() returned')
         now = self.now()
-        if not session.new and session.login_state != session._login():
+        login = session._login()
+        if not session.new and session.login_state != login:
             self._rotate(session, now)      # fixation: login gets a fresh id
-        elif not _ID_RE.match(session.id):
-            self._rotate(session, now)      # upgrade an id the original made
+        elif len(session.id) != 43:
+            self._rotate(session, now)      # upgrade a uuid4 id the original made
         session.accessed = now
         value = self.encode(session)
         if value is not None:
-            _put_cookie(response, self.cookie_name, self._cookie(value, session, now))
+            if self.cookie_expires is None:     # a browser-session cookie
+                header = '%s=%s%s' % (self.cookie_name, value, self._attrs)
+            else:
+                header = '%s=%s; Max-Age=%d%s' % (self.cookie_name, value, max(
+                    0, math.ceil(session.created + self.max_age - now)), self._attrs)
+            _put_cookie(response, self.cookie_name, header)
         session.new = session.modified = False
         session.replaces = None
-        session.login_state = session._login()
+        session.login_state = login
         if response is not bottle.response:     # get_session() marked that one
             _mark_private(response)
-
-    def _cookie(self, value, session, now):
-        if self.cookie_expires is None:
-            return '%s=%s%s' % (self.cookie_name, value, self._attrs)
-        max_age = max(0, math.ceil(session.created + self.max_age - now))
-        return '%s=%s; Max-Age=%d%s' % (self.cookie_name, value, max_age, self._attrs)
 
     def _rotate(self, session, now):
         replaces = session.replaces or (None if session.new else session.id)
@@ -829,18 +814,26 @@ class PickleSession(ServerSession):
         return os.path.join(self._dir(), 'session-' + sid)
 
     def read(self, sid):
-        path = self._path(sid)
         try:
-            with open(path, 'rb') as source:
-                record = pickle.load(source)
-                if isinstance(record, dict):    # the original's format: data only
-                    record = (os.fstat(source.fileno()).st_mtime,) * 2 + (record,)
+            fd = os.open(self._path(sid), os.O_RDONLY | _O_NOFOLLOW)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
+        try:
+            blob = chunk = os.read(fd, 65536)
+            while len(chunk) == 65536:
+                chunk = os.read(fd, 65536)
+                blob += chunk
+            record = pickle.loads(blob)
+            if isinstance(record, dict):    # the original's format: the data only
+                record = (os.fstat(fd).st_mtime,) * 2 + (record,)
+        except OSError as exc:
+            raise SessionStoreError('cannot read session file: %s' % exc) from exc
         except Exception:       # truncated or foreign file: treat as unknown
             return None
+        finally:
+            os.close(fd)
         if (isinstance(record, tuple) and len(record) == 3
                 and isinstance(record[2], dict)):
             return record
@@ -849,7 +842,7 @@ class PickleSession(ServerSession):
     def write(self, sid, created, accessed, data, replaces=None):
         path = self._path(sid)
         blob = memoryview(pickle.dumps((created, accessed, data), pickle.HIGHEST_PROTOCOL))
-        temp = os.path.join(self.session_dir, '.tmp-' + secrets.token_hex(8))
+        temp = os.path.join(self.session_dir, '.tmp-' + os.urandom(8).hex())
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600)
         except OSError as exc:
@@ -858,7 +851,6 @@ class PickleSession(ServerSession):
             try:
                 while blob:
                     blob = blob[os.write(fd, blob):]
-                os.utime(fd, (accessed, accessed))     # cleanup() goes by mtime
             finally:
                 os.close(fd)
             os.replace(temp, path)      # atomic: readers see the old or the new file
