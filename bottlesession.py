@@ -297,16 +297,19 @@ def derive_key(secret, salt):
     return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
 
 
+_PROC_STAT, _PROC_UPTIME = '/proc/stat', '/proc/uptime'      # Linux only
+
+
 def _boot_time():
     try:
-        with open('/proc/stat', 'rb') as stats:
+        with open(_PROC_STAT, 'rb') as stats:
             for line in stats:
                 if line.startswith(b'btime '):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     try:
-        with open('/proc/uptime', 'rb') as uptime:
+        with open(_PROC_UPTIME, 'rb') as uptime:
             # Rounded to the minute, as now - uptime jitters by a fraction.
             return int(time.time() - float(uptime.read().split()[0])) // 60 * 60
     except (OSError, ValueError, IndexError):

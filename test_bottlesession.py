@@ -489,6 +489,23 @@ def test_derived_secret_is_stable_and_warns():
                                                   b'session_data').sign(b'x')
 
 
+def test_derived_secret_falls_back_to_uptime_and_else_asks_for_a_secret(monkeypatch, tmp_path):
+    uptime = tmp_path / 'uptime'
+    uptime.write_text('12345.67 54321.00\n')
+    monkeypatch.setattr(bs, '_PROC_STAT', str(tmp_path / 'no-stat'))
+    monkeypatch.setattr(bs, '_PROC_UPTIME', str(uptime))
+    with pytest.warns(bs.InsecureSecretWarning):
+        assert bs.machine_secret() == bs.machine_secret()   # stable within the minute
+    monkeypatch.setattr(bs, '_PROC_UPTIME', str(tmp_path / 'no-uptime'))
+    with pytest.raises(bs.ConfigError, match='pass secret='):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            bs.CookieSession()
+    monkeypatch.setattr(uuid, 'getnode', lambda: 1 << 40)     # a random node id
+    with pytest.raises(bs.ConfigError, match='no stable node id'):
+        bs.machine_secret()
+
+
 ###############################################################################
 # The session object ##########################################################
 ###############################################################################
@@ -1032,6 +1049,54 @@ def test_redis_regenerate_is_one_transaction(redis_server):
     assert client.exists('rg:' + ids['old']) == 0 and client.exists('rg:' + ids['new']) == 1
 
 
+@pytest.fixture(scope='session')
+def redis_cluster():
+    """Three redis-server nodes joined into a real cluster with redis-cli."""
+    if not (shutil.which('redis-server') and shutil.which('redis-cli')):
+        missing('redis-server and redis-cli', 'apt-get install redis-server')
+    workdir = tempfile.mkdtemp(prefix='bs-cluster-')
+    ports, procs = [free_port() for _ in range(3)], []
+    try:
+        for port in ports:
+            node = os.path.join(workdir, str(port))
+            os.mkdir(node)
+            procs.append(subprocess.Popen(
+                ['redis-server', '--port', str(port), '--bind', '127.0.0.1', '--dir', node,
+                 '--cluster-enabled', 'yes', '--save', '', '--appendonly', 'no'],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in ports:
+            wait_for(lambda: subprocess.run(['redis-cli', '-p', str(port), 'ping'],
+                                            check=True, capture_output=True))
+        subprocess.run(['redis-cli', '--cluster', 'create'] + ['127.0.0.1:%d' % p for p in ports]
+                       + ['--cluster-replicas', '0', '--cluster-yes'],
+                       check=True, capture_output=True, timeout=60)
+        try:
+            from redis.cluster import RedisCluster
+        except ImportError:
+            missing('redis-py', "pip install -e '.[test]'")
+        client = wait_for(lambda: RedisCluster(host='127.0.0.1', port=ports[0]))
+        wait_for(lambda: client.set('probe', '1') or client.delete('probe') or True)
+        yield client
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_redis_cluster_client(redis_cluster):
+    manager = bs.RedisSession(redis_cluster, prefix='cluster:')
+    assert not manager._atomic          # no transaction across nodes
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    app.get('/login/alice')             # rotates: new key, old key deleted
+    ids = app.get('/regenerate').json
+    assert redis_cluster.exists('cluster:' + ids['old']) == 0
+    assert app.get('/get').json['data']['a'] == '1'
+    app.get('/logout')
+    assert redis_cluster.exists('cluster:' + ids['new']) == 0
+
+
 def test_redis_client_is_checked():
     with pytest.raises(TypeError):
         bs.RedisSession(object())
@@ -1420,8 +1485,6 @@ else:
     manager = bs.RedisSession(redis.Redis.from_url(where), prefix='concurrent:')
 app = webtest.TestApp(t.plugin_app(manager))
 errors = mismatches = 0
-if mode == 'shared':
-    app.set_cookie(manager.cookie_name, sys.argv[5])
 for n in range(count):
     try:
         got = app.get('/count', headers={'Cookie': '%s=%s' % (manager.cookie_name, sys.argv[5])}
@@ -1617,8 +1680,11 @@ def browser():
     profile = tempfile.mkdtemp(prefix='bs-chromium-')
     for flag in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
                  '--disable-quic', '--no-first-run', '--disable-background-networking',
-                 '--disable-component-update', '--disable-sync', '--user-data-dir=' + profile):
+                 '--disable-component-update', '--disable-sync', '--user-data-dir=' + profile,
+                 '--password-store=basic', '--disable-features=PasswordLeakDetection'):
         options.add_argument(flag)
+    options.add_experimental_option('prefs', {'credentials_enable_service': False,
+                                              'profile.password_manager_enabled': False})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(30)
     yield driver
@@ -1627,30 +1693,55 @@ def browser():
 
 
 def test_login_flow_in_a_real_browser(browser, capsys):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
     manager = bs.CookieSession(secret=SECRET)
     served = ServedApp(example_app(manager))
     try:
-        def text(element_id):
-            return browser.find_element(By.ID, element_id).text
+        def ready(*ids):
+            """Wait until the page has loaded and shows one of these elements."""
+            def check(driver):
+                return (driver.execute_script('return document.readyState') == 'complete'
+                        and any(driver.find_elements(By.ID, i) for i in ids))
+            WebDriverWait(browser, 15).until(check)
 
-        def click(element_id):
+        def text(element_id):
+            return wait_for(lambda: browser.find_element(By.ID, element_id).text, 10)
+
+        def type_into(element_id, value):
+            def attempt():
+                field = browser.find_element(By.ID, element_id)
+                field.clear()
+                field.send_keys(value)
+                assert field.get_attribute('value') == value
+            wait_for(attempt, 10)
+
+        def click(element_id, *expect):
             """Click, and wait until the next page has replaced this one."""
             page = browser.find_element(By.TAG_NAME, 'html')
-            browser.find_element(By.ID, element_id).click()
+            for attempt in range(5):
+                try:
+                    browser.find_element(By.ID, element_id).click()
+                    break
+                except WebDriverException:      # the page was still being redrawn
+                    if expected_conditions.staleness_of(page)(browser):
+                        break                   # but the click got through
+                    time.sleep(0.2)
             WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+            ready(*expect)
         browser.get(served.url + '/private?tab=stats')           # 1. a protected page
         assert browser.current_url == served.url + '/login'       # 2. the login form
-        browser.find_element(By.ID, 'username').send_keys('alice')
-        browser.find_element(By.ID, 'password').send_keys('wonderland')
-        click('submit')
+        type_into('username', 'alice')
+        type_into('password', 'wonderland')
+        click('submit', 'visits')
         assert browser.current_url == served.url + '/private?tab=stats'   # 3. same page
         assert text('tab') == 'stats' and text('user') == 'alice'
         counts = [int(text('visits'))]
         for _ in range(3):                                         # 4. the counter
             browser.refresh()
+            ready('visits')
             counts.append(int(text('visits')))
         assert counts == [1, 2, 3, 4]
         cookies = {c['name']: c for c in browser.get_cookies()}
@@ -1659,24 +1750,25 @@ def test_login_flow_in_a_real_browser(browser, capsys):
         assert 'session_data' not in browser.execute_script('return document.cookie')
         manager.now = lambda: time.time()
         assert manager.decode(session['value'])['name'] == 'alice'
-        click('logout')                                            # 5. log out
+        click('logout', 'username')                                # 5. log out
         assert browser.current_url == served.url + '/login'
         browser.get(served.url + '/private')                       # 6. locked again
         assert browser.current_url == served.url + '/login'
         # A cookie session that outgrows 4 KB: a clear error page, not a silent logout.
-        browser.find_element(By.ID, 'username').send_keys('bob')
-        browser.find_element(By.ID, 'password').send_keys('builder')
-        click('submit')
+        type_into('username', 'bob')
+        type_into('password', 'builder')
+        click('submit', 'visits')
         notes = 0
         while notes < 100:
-            browser.find_element(By.ID, 'note').send_keys('n' * 300)
-            click('add')
+            type_into('note', 'n' * 300)
+            click('add', 'visits', 'too-large')
             notes += 1
             if browser.find_elements(By.ID, 'too-large'):
                 break
         assert browser.find_elements(By.ID, 'too-large'), 'no error page after 100 notes'
         assert '4093' in browser.find_element(By.TAG_NAME, 'body').text
         browser.get(served.url + '/private')                       # still signed in
+        ready('visits')
         assert text('user') == 'bob'
         assert len(browser.find_elements(By.CSS_SELECTOR, '#notes li')) == notes - 1
     finally:
