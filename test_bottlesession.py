@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import pickle
+import random
 import shutil
 import signal
 import socket
@@ -65,6 +66,15 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
+def port_is_free(port):
+    with socket.socket() as sock:
+        try:
+            sock.bind(('127.0.0.1', port))
+            return True
+        except OSError:
+            return False
 
 
 def wait_for(check, seconds=20):
@@ -1055,7 +1065,11 @@ def redis_cluster():
     if not (shutil.which('redis-server') and shutil.which('redis-cli')):
         missing('redis-server and redis-cli', 'apt-get install redis-server')
     workdir = tempfile.mkdtemp(prefix='bs-cluster-')
-    ports, procs = [free_port() for _ in range(3)], []
+    ports, procs = [], []
+    while len(ports) < 3:       # a node also listens on its port + 10000
+        port = random.randrange(20000, 50000)
+        if all(port_is_free(p) for p in (port, port + 10000)) and port not in ports:
+            ports.append(port)
     try:
         for port in ports:
             node = os.path.join(workdir, str(port))
