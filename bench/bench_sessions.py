@@ -299,6 +299,10 @@ def build(workdir, scale, redis_client, shm):
     scenarios[-1].environ = environ_for('/plain')
     read_only = ours(cookie, SMALL, change=False)
     add('CookieSession read-only', read_only, first_cookie(read_only, '/start', 'session_data'))
+    status, headers = call(read_only, scenarios[-1].environ)
+    if any(k.lower() == 'set-cookie' for k, v in headers):
+        raise SystemExit('a read-only request wrote a cookie: %s' % headers)
+    print('read-only request: %s, no Set-Cookie' % status)
     add('CookieSession rms small', app, first_cookie(app, '/start', 'session_data'), 'small')
     medium = ours(cookie, MEDIUM)
     add('CookieSession rms medium', medium, first_cookie(medium, '/start', 'session_data'),
