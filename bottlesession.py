@@ -428,7 +428,8 @@ class Session(dict):
     def _attach(self, sid):
         self.id = sid
         dict.__setitem__(self, 'sessionid', sid)
-        self.login_state = bool(dict.setdefault(self, 'valid', False)), self.get('name')
+        dict.setdefault(self, 'valid', False)
+        self.login_state = self._login()    # a change of it at save rotates the id
         self.modified = False
         self.replaces = None        # an id to delete when this session is saved
 
@@ -899,6 +900,35 @@ class PickleSession(ServerSession):
         return removed
 
 
+def _sql_statements(driver, table, style):
+    """The SQL store's statements for a DB-API driver: its upsert, its placeholders."""
+    if driver in ('sqlite3', 'psycopg', 'psycopg2', 'pg8000', 'pgdb'):
+        upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON CONFLICT (id) '
+                  'DO UPDATE SET data = excluded.data, expires = excluded.expires' % table)
+    elif driver in ('MySQLdb', 'pymysql', 'mysql', 'mariadb'):
+        upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON DUPLICATE '
+                  'KEY UPDATE data = VALUES(data), expires = VALUES(expires)' % table)
+    else:
+        upsert = None       # UPDATE, then INSERT when no row matched
+    statements = dict(
+        select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % table,
+        upsert=upsert,
+        update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % table,
+        insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % table,
+        delete='DELETE FROM %s WHERE id = ?' % table,
+        cleanup='DELETE FROM %s WHERE expires < ?' % table)
+    for name, query in statements.items():
+        if query and style != 'qmark':
+            parts = query.split('?')
+            if style in ('format', 'pyformat'):
+                marks = ['%s'] * (len(parts) - 1)
+            else:
+                marks = [(':%d' if style == 'numeric' else ':p%d') % n
+                         for n in range(1, len(parts))]
+            statements[name] = ''.join(p + m for p, m in zip(parts, marks + ['']))
+    return statements
+
+
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through any DB-API 2 driver.
 
@@ -952,46 +982,18 @@ class SQLSession(ServerSession):
     def _prepare(self, conn):
         """Learn the driver's dialect from its module; create the table once."""
         driver = type(conn).__module__.split('.')[0]
-        module = sys.modules.get(driver)
-        style = self.paramstyle or getattr(module, 'paramstyle', 'qmark')
-        t = self.table
-        if driver in ('sqlite3', 'psycopg', 'psycopg2', 'pg8000', 'pgdb'):
-            upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON CONFLICT (id) '
-                      'DO UPDATE SET data = excluded.data, expires = excluded.expires' % t)
-        elif driver in ('MySQLdb', 'pymysql', 'mysql', 'mariadb'):
-            upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON DUPLICATE '
-                      'KEY UPDATE data = VALUES(data), expires = VALUES(expires)' % t)
-        else:
-            upsert = None       # UPDATE, then INSERT when no row matched
-        sql = dict(
-            select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % t,
-            upsert=upsert,
-            update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % t,
-            insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % t,
-            delete='DELETE FROM %s WHERE id = ?' % t,
-            cleanup='DELETE FROM %s WHERE expires < ?' % t)
-        self._style = style
+        self._style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         if self.create_table:
             cur = conn.cursor()
             try:
                 cur.execute('CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, '
-                            'data TEXT NOT NULL, expires BIGINT NOT NULL)' % t)
+                            'data TEXT NOT NULL, expires BIGINT NOT NULL)' % self.table)
                 cur.execute('CREATE INDEX IF NOT EXISTS %s_expires ON %s (expires)'
-                            % (t.replace('.', '_'), t))
+                            % (self.table.replace('.', '_'), self.table))
                 conn.commit()
             except Exception:
                 conn.rollback()     # another process may have won the race
-        self._sql = {name: q and self._placeholders(q) for name, q in sql.items()}
-
-    def _placeholders(self, query):
-        parts = query.split('?')
-        if self._style == 'qmark':
-            return query
-        if self._style in ('format', 'pyformat'):
-            return '%s'.join(parts)
-        marks = [(':%d' if self._style == 'numeric' else ':p%d') % n
-                 for n in range(1, len(parts))]
-        return ''.join(p + m for p, m in zip(parts, marks + ['']))
+        self._sql = _sql_statements(driver, self.table, self._style)
 
     def _params(self, *values):
         if self._style == 'named':
