@@ -317,7 +317,7 @@ def _boot_time():
                           'derive one from: pass secret= or secret_file=') from None
 
 
-def machine_secret():
+def machine_secret(_stacklevel=2):
     """A secret derived from this machine's node id and boot time, with a warning.
 
     It stays the same across restarts of the app within one boot, so sessions
@@ -331,7 +331,7 @@ def machine_secret():
         'no secret given: derived one from the node id and boot time. Any local '
         'user can compute it, it changes at every reboot (logging everyone out), '
         'and it differs per machine, so several servers cannot share sessions. '
-        'Pass secret= or secret_file=.'), stacklevel=3)
+        'Pass secret= or secret_file=.'), stacklevel=_stacklevel)
     seed = 'bottlesession:%d:%d' % (node, _boot_time())
     return hashlib.sha256(seed.encode('ascii')).hexdigest().encode('ascii')
 
@@ -354,7 +354,7 @@ def _load_secrets(secret, secret_file):
             raise ConfigError('secret_file %r is empty: its first line is the secret'
                               % (secret_file,))
     else:
-        found = [machine_secret()]
+        found = [machine_secret(_stacklevel=4)]     # point at the caller's line
     keys = []
     for item in found:
         if not isinstance(item, (str, bytes)) or not item:
