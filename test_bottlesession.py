@@ -1707,7 +1707,6 @@ def browser():
 def test_login_flow_in_a_real_browser(browser, capsys):
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
     manager = bs.CookieSession(secret=SECRET)
     served = ServedApp(example_app(manager))
@@ -1715,8 +1714,11 @@ def test_login_flow_in_a_real_browser(browser, capsys):
         def ready(*ids):
             """Wait until the page has loaded and shows one of these elements."""
             def check(driver):
-                return (driver.execute_script('return document.readyState') == 'complete'
-                        and any(driver.find_elements(By.ID, i) for i in ids))
+                try:
+                    return (driver.execute_script('return document.readyState') == 'complete'
+                            and any(driver.find_elements(By.ID, i) for i in ids))
+                except WebDriverException:      # asked while the page changed
+                    return False
             WebDriverWait(browser, 15).until(check)
 
         def text(element_id):
@@ -1730,6 +1732,15 @@ def test_login_flow_in_a_real_browser(browser, capsys):
                 assert field.get_attribute('value') == value
             wait_for(attempt, 10)
 
+        def gone(element):
+            """True once the element's page was replaced. Chromium says so with
+            a stale-element error or 'does not belong to the document'."""
+            try:
+                element.is_enabled()
+                return False
+            except WebDriverException:
+                return True
+
         def click(element_id, *expect):
             """Click, and wait until the next page has replaced this one."""
             page = browser.find_element(By.TAG_NAME, 'html')
@@ -1738,10 +1749,10 @@ def test_login_flow_in_a_real_browser(browser, capsys):
                     browser.find_element(By.ID, element_id).click()
                     break
                 except WebDriverException:      # the page was still being redrawn
-                    if expected_conditions.staleness_of(page)(browser):
+                    if gone(page):
                         break                   # but the click got through
                     time.sleep(0.2)
-            WebDriverWait(browser, 15).until(expected_conditions.staleness_of(page))
+            WebDriverWait(browser, 15).until(lambda driver: gone(page))
             ready(*expect)
         browser.get(served.url + '/private?tab=stats')           # 1. a protected page
         assert browser.current_url == served.url + '/login'       # 2. the login form
