@@ -151,6 +151,15 @@ def plugin_app(manager):
     return app
 
 
+def add_private_route(app, manager, text='private'):
+    """Give `app` a /private route that only a logged-in session may see."""
+    @app.route('/private')
+    @bs.authenticator(manager)()
+    def private():
+        return text
+    return app
+
+
 def original_app(session_manager):
     """The original bottlesession's example app, verbatim (issue 2, section 1)."""
     bottle.default_app.push()
@@ -1128,14 +1137,7 @@ def test_store_down_gives_503_and_nothing_is_lost(request, which):
     else:
         server = request.getfixturevalue('postgres_server')
         manager = bs.SQLSession(server.connect, table='fault')
-    bottle_app = plugin_app(manager)
-    valid_user = bs.authenticator(manager)
-
-    @bottle_app.route('/private')
-    @valid_user()
-    def private():
-        return 'secret page'
-    app = webtest.TestApp(bottle_app)
+    app = webtest.TestApp(add_private_route(plugin_app(manager), manager, 'secret page'))
     app.get('/login/dave')
     for _ in range(3):
         app.get('/count')
@@ -1336,14 +1338,7 @@ def attack_app(kind, tmp_root):
             manager = bs.PickleSession(os.path.join(tmp_root, 'attack-files'))
         else:
             manager = bs.SQLSession(os.path.join(tmp_root, 'attack.db'))
-        app = plugin_app(manager)
-        valid_user = bs.authenticator(manager)
-
-        @app.route('/private')
-        @valid_user()
-        def private():
-            return 'private'
-        ATTACK_APPS[kind] = (manager, app)
+        ATTACK_APPS[kind] = (manager, add_private_route(plugin_app(manager), manager))
     return ATTACK_APPS[kind]
 
 
