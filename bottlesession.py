@@ -27,16 +27,17 @@ The CookieSession wire format, after Django's signing.py::
     payload   = base64url(json)              or "." base64url(zlib(json))
     json      = {"c": created, "d": {...session data...}}
     timestamp = decimal seconds since the epoch when the cookie was signed
-    signature = base64url(HMAC-SHA256(key, cookie_name "\\0" payload "." timestamp))
+    signature = base64url(HMAC-SHA256(key, context payload "." timestamp))
+    context   = cookie_name "\\0" path "\\0" domain "\\0"      (domain "" if unset)
     key       = HMAC-SHA256(secret, "bottlesession.cookie-session")
 
 base64url is RFC 4648 without padding, so the value needs no quoting. For
-example, with secret "0123456789abcdef", cookie_name "session_data", created
-and signed at 1700000000::
+example, with secret "0123456789abcdef", cookie_name "session_data", path
+"/", no domain, created and signed at 1700000000::
 
     session_data=eyJjIjoxNzAwMDAwMDAwLCJkIjp7InNlc3Npb25pZCI6IkFBQUFBQUFBQUFBQUFB
     QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUEiLCJ2YWxpZCI6ZmFsc2V9fQ.1700000000.
-    QhXdfmP1236PDdAAWHHizXd3wE7_6BvdoqnsMIBHQ_Y          (one line)
+    or_NV7VmiXs8_oKQr6_gb8Ge8zSTD2Vz2mKMR1n00wE          (one line)
 
 Caveats. A signed cookie is not encrypted: the client can read it. It cannot
 be revoked: a copy can be replayed until it expires, so keep cookie_expires
@@ -77,6 +78,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import logging
 import math
 import os
 import pickle
@@ -96,16 +98,76 @@ import zlib
 import bottle
 
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
+_log = logging.getLogger('bottlesession')
 DEFAULT_MAX_AGE = 30 * 24 * 3600     # the original's cookie_expires: 30 days
+MAX_LIFETIME = 400 * 24 * 3600       # browsers cap cookie lifetimes here (RFC 6265bis)
 COOKIE_LIMIT = 4093                  # bytes of name=value browsers keep for sure
+ID_LENGTH = 43                       # secrets.token_urlsafe(32): 256 random bits
 REDIRECT_COOKIE = 'validuserloginredirect'
+_MAX_CANDIDATES = 8                  # session cookies of one name we try per request
 
-_ID_RE = re.compile(r'[A-Za-z0-9_-]{43}\Z')             # secrets.token_urlsafe(32)
+_ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
 _LEGACY_ID_RE = re.compile(                             # the original's uuid4 ids
     r'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z')
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 6265 cookie name
 _ATTR_RE = re.compile(r'[\x21-\x3a\x3c-\x7e]+\Z')         # printable, no ';'
 _SAFE_PATH_RE = re.compile(r'/(?![/\\])[\x21-\x5b\x5d-\x7e]*\Z')  # no '\\'
+
+
+###############################################################################
+# Errors ######################################################################
+###############################################################################
+
+class SessionError(Exception):
+    """The base of every error this module raises."""
+
+
+class BadSession(SessionError):
+    """The client sent a session cookie or id that cannot be trusted.
+
+    Never reaches the application: the request gets a fresh session."""
+
+
+class BadSignature(BadSession):
+    """The signature does not match the payload under any key."""
+
+
+class SessionTooLarge(SessionError, ValueError):
+    """The session is too large to store: browsers drop cookies over 4 KB
+    silently, and a compressed cookie may not inflate past max_decompressed."""
+
+    def __init__(self, size, limit):
+        super().__init__('the session would be %d bytes, over the limit of %d (browsers '
+                         'drop cookies over %d). Keep less in the session or use a '
+                         'server-side store.' % (size, limit, COOKIE_LIMIT))
+        self.size, self.limit = size, limit
+
+
+class SessionStoreError(SessionError, bottle.HTTPError):
+    """The store failed or cannot be reached. Raised from the driver's error.
+
+    It is a bottle.HTTPError too, so even code that calls get_session()
+    directly answers 503. The page says only that the session store is
+    unavailable; the driver's message, which may name hosts, ports and paths,
+    is in str(error) and is logged to the 'bottlesession' logger."""
+
+    public_message = 'The session store is unavailable. Please try again in a moment.'
+
+    def __init__(self, message):
+        bottle.HTTPError.__init__(self, 503, self.public_message)
+        self.args = (message,)
+        _log.error('%s', message)
+
+    def __str__(self):
+        return self.args[0]
+
+
+class ConfigError(SessionError, ValueError):
+    """The session manager was configured wrongly. Raised at construction."""
+
+
+class InsecureSecretWarning(UserWarning):
+    """The signing secret is weak: short, or derived from the machine."""
 
 
 ###############################################################################
@@ -118,13 +180,15 @@ def _new_id():
 
 
 def _seconds(value, name):
+    """A lifetime in seconds: positive, finite and at most MAX_LIFETIME."""
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError('%s must be a number of seconds or a timedelta, not %r'
                         % (name, value))
-    if not value > 0:
-        raise ConfigError('%s must be positive, not %r' % (name, value))
+    if not 0 < value <= MAX_LIFETIME:     # also refuses nan, inf and 10**400
+        raise ConfigError('%s must be more than 0 and at most 400 days (%d s), not %r'
+                          % (name, MAX_LIFETIME, value))
     return value
 
 
@@ -162,41 +226,58 @@ def _to_json(data):
         raise TypeError('session data cannot be stored as JSON: %s' % exc) from exc
 
 
-def _cookie_value(environ, name):
-    """The first value of cookie `name` in the request, or None.
+_COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')
+
+
+def _cookie_values(environ, name):
+    """The values of cookie `name` in the request, in order, unquoted.
 
     Reads the header directly: SimpleCookie would parse every cookie in it,
-    and that costs more than the rest of a session lookup together."""
+    costs more than the rest of a session lookup, and gives up on a header
+    with one odd cookie in it (which a sibling subdomain can plant)."""
     header = environ.get('HTTP_COOKIE')
     if not header or name not in header:
-        return None
+        return
+    found = 0
     for part in header.split(';'):
         key, eq, value = part.partition('=')
         if eq and key.strip() == name:
-            return value.strip()
-    return None
+            value = value.strip()
+            if len(value) > 1 and value[0] == value[-1] == '"':     # RFC 6265 quoting
+                value = _COOKIE_ESCAPE_RE.sub(
+                    lambda m: chr(int(m.group(1), 8)) if m.group(1) else m.group(2),
+                    value[1:-1])
+            yield value
+            found += 1
+            if found == _MAX_CANDIDATES:
+                return
 
 
-# These two write to bottle's header dict (name -> list of values, the same in
-# 0.12 and 0.13) directly: its public accessors cost more than the rest of a
-# session read. Our values are checked for CR, LF and NUL in __init__.
+def _apply_headers(response, name, cookie):
+    """Write a session's headers onto the response that will be sent.
 
-def _put_cookie(response, name, header):
-    """Add a Set-Cookie header, replacing one this response already has for name."""
-    cookies = response._headers.setdefault('Set-Cookie', [])
-    if cookies:
-        prefix = name + '='
-        cookies[:] = [c for c in cookies if not c.startswith(prefix)]
-    cookies.append(header)
-
-
-def _mark_private(response):
-    """A response that depends on the session must not be shared by caches."""
+    The response depends on the session, so shared caches must not keep it
+    (Cache-Control: private unless the app set its own, and Vary: Cookie). A
+    response that sets the cookie is never publicly cacheable, whatever the
+    app set. This writes to bottle's header dict (name -> list of values, the
+    same in 0.12 and 0.13) directly: its accessors cost more than the rest of
+    a session read, and our values were checked for CR and LF in __init__."""
     headers = response._headers
-    headers.setdefault('Cache-Control', ['private'])
     vary = headers.setdefault('Vary', ['Cookie'])
     if 'cookie' not in vary[-1].lower():
         vary[-1] += ', Cookie'
+    control = headers.setdefault('Cache-Control', ['private'])
+    if cookie is None:
+        return
+    if control[-1] != 'private':
+        kept = [d.strip() for d in ','.join(control).split(',') if d.strip() and
+                d.split('=')[0].strip().lower() not in ('public', 'private', 's-maxage')]
+        control[:] = [', '.join(['private'] + kept)]
+    cookies = headers.setdefault('Set-Cookie', [])
+    if cookies:
+        prefix = name + '='
+        cookies[:] = [c for c in cookies if not c.startswith(prefix)]
+    cookies.append(cookie)
 
 
 def _private_dir(path):
@@ -235,57 +316,6 @@ def _default_dir():
 
 
 ###############################################################################
-# Errors ######################################################################
-###############################################################################
-
-class SessionError(Exception):
-    """The base of every error this module raises."""
-
-
-class BadSession(SessionError):
-    """The client sent a session cookie or id that cannot be trusted.
-
-    Never reaches the application: get_session() answers it with a fresh
-    session."""
-
-
-class BadSignature(BadSession):
-    """The signature does not match the payload under any key."""
-
-
-class SessionTooLarge(SessionError, ValueError):
-    """The cookie would pass the size browsers keep; they would drop it silently."""
-
-    def __init__(self, size, limit):
-        super().__init__('the session cookie would be %d bytes; browsers drop cookies '
-                         'over %d. Keep less in the session or use a server-side '
-                         'store.' % (size, limit))
-        self.size, self.limit = size, limit
-
-
-class SessionStoreError(SessionError, bottle.HTTPError):
-    """The store failed or cannot be reached. Raised from the driver's error.
-
-    It is a bottle.HTTPError too, so a request that meets it gets a clear
-    503 Service Unavailable, never a silent logout."""
-
-    def __init__(self, message):
-        bottle.HTTPError.__init__(self, 503, message)
-        self.args = (message,)
-
-    def __str__(self):
-        return self.args[0]
-
-
-class ConfigError(SessionError, ValueError):
-    """The session manager was configured wrongly. Raised at construction."""
-
-
-class InsecureSecretWarning(UserWarning):
-    """The signing secret is weak: short, or derived from the machine."""
-
-
-###############################################################################
 # Secrets and signing #########################################################
 ###############################################################################
 
@@ -318,22 +348,66 @@ def _boot_time():
 
 
 def machine_secret(_stacklevel=2):
-    """A secret derived from this machine's node id and boot time, with a warning.
+    """A secret for this machine, for when none is given; it warns.
 
-    It stays the same across restarts of the app within one boot, so sessions
-    survive a restart. It is weak: any local user can compute it, it changes
-    at reboot, and it differs per machine, so servers cannot share sessions."""
+    SHA-256 of the node id, the boot time and 32 random bytes that are made
+    once and kept in a 0600 file, 'machine-secret', in the per-user private
+    directory (the default session directory). It stays the same across
+    restarts, and nobody can compute it without reading that file. It is
+    lost with that directory (a temp cleaner, a reboot that clears /tmp),
+    which ends every session; it differs per machine, so several servers
+    cannot share sessions. Pass secret= or secret_file= in production."""
     node = uuid.getnode()
     if node >> 40 & 1:      # multicast bit: uuid made the node id up at random
         raise ConfigError('no secret was given and this machine has no stable node '
                           'id to derive one from: pass secret= or secret_file=')
     warnings.warn(InsecureSecretWarning(
-        'no secret given: derived one from the node id and boot time. Any local '
-        'user can compute it, it changes at every reboot (logging everyone out), '
-        'and it differs per machine, so several servers cannot share sessions. '
-        'Pass secret= or secret_file=.'), stacklevel=_stacklevel)
-    seed = 'bottlesession:%d:%d' % (node, _boot_time())
-    return hashlib.sha256(seed.encode('ascii')).hexdigest().encode('ascii')
+        'no secret given: derived one from this machine and a random key kept in '
+        '%s. Sessions end when that directory is lost (a temp cleaner, a reboot), '
+        'and the key is per machine, so several servers cannot share sessions. '
+        'Pass secret= or secret_file=.' % _default_dir()), stacklevel=_stacklevel)
+    seed = b'bottlesession:%d:%d:' % (node, _boot_time())
+    return hashlib.sha256(seed + _machine_key()).hexdigest().encode('ascii')
+
+
+def _machine_key():
+    """The 32 random bytes machine_secret() mixes in, made once, kept private."""
+    directory = _default_dir()
+    path = os.path.join(directory, 'machine-secret')
+    try:
+        _private_dir(directory)
+        try:
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+        except FileNotFoundError:
+            # Write it whole under a temp name, then link: a process starting
+            # at the same moment reads ours or keeps its own, never half.
+            temp = '%s.%s' % (path, secrets.token_hex(8))
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, secrets.token_bytes(32))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(temp)
+            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            key = os.read(fd, 33)
+        finally:
+            os.close(fd)
+    except (OSError, ConfigError) as exc:
+        raise ConfigError('no secret was given, and the key to derive one cannot be '
+                          'kept in %r (%s): pass secret= or secret_file=' % (path, exc)) from exc
+    if (not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or len(key) != 32
+            or (hasattr(os, 'geteuid') and st.st_uid != os.geteuid())):
+        raise ConfigError('no secret was given, and %r is not a private 32-byte key '
+                          'file of this user: pass secret= or secret_file=' % path)
+    return key
 
 
 def _load_secrets(secret, secret_file):
@@ -342,7 +416,10 @@ def _load_secrets(secret, secret_file):
         found = list(secret)
         if not found:
             raise ConfigError('secret is an empty list: give at least one secret')
-    elif secret:
+    elif secret is not None:
+        if not secret:      # os.environ.get('SECRET', '') must not mean "derive one"
+            raise ConfigError('secret is empty: give a secret, or leave it out to '
+                              'derive one from the machine')
         found = [secret]
     elif secret_file is not None:
         try:
@@ -406,16 +483,23 @@ class Signer:
 # The session object ##########################################################
 ###############################################################################
 
+_SCALARS = (str, int, float, bool, type(None), bytes)
+_MISSING = object()
+
+
 class Session(dict):
     """The session: a dict that knows its id and whether it is new or modified.
 
-    Changes through the dict methods set `modified`. A change inside a value
-    (``session['cart'].append(x)``) does not: set ``session.modified = True``.
-    Keys 'sessionid' and 'valid' are there from the start, as in the original.
+    Changes through the dict methods set `modified`; a call that changes
+    nothing (``pop('flash', None)`` on a session without it, setting a key
+    to the string or number it already holds) does not. A change inside a
+    value (``session['cart'].append(x)``) is not seen: set
+    ``session.modified = True``. Keys 'sessionid' and 'valid' are there from
+    the start, as in the original.
     """
 
     __slots__ = ('manager', 'id', 'created', 'accessed', 'new', 'modified', 'replaces',
-                 'login_state')
+                 'login_state', 'touch', 'managed', 'cookie')
 
     def __init__(self, manager, sid, data=(), created=None, accessed=None, new=True):
         dict.__init__(self, data)
@@ -423,6 +507,8 @@ class Session(dict):
         self.created = created
         self.accessed = accessed
         self.new = new
+        self.touch = self.managed = False   # idle refresh due; a wrapper will commit
+        self.cookie = None                  # the Set-Cookie header to send, if any
         self._attach(sid)
 
     def _attach(self, sid):
@@ -449,39 +535,47 @@ class Session(dict):
         self.manager.invalidate(self)
 
     def __setitem__(self, key, value):
-        self.modified = True
+        old = dict.get(self, key, _MISSING)
+        if type(old) is not type(value) or type(value) not in _SCALARS or old != value:
+            self.modified = True
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key):
-        self.modified = True
         dict.__delitem__(self, key)
+        self.modified = True
 
     def __ior__(self, other):
-        self.modified = True
-        return dict.__ior__(self, other)
+        self.update(other)
+        return self
 
     def clear(self):
-        self.modified = True
+        """Remove all data. The id stays, and the session is no longer logged in."""
         dict.clear(self)
-
-    def pop(self, *args):
+        dict.update(self, sessionid=self.id, valid=False)
         self.modified = True
-        return dict.pop(self, *args)
+
+    def pop(self, key, *default):
+        if key in self:
+            self.modified = True
+        return dict.pop(self, key, *default)
 
     def popitem(self):
+        item = dict.popitem(self)
         self.modified = True
-        return dict.popitem(self)
+        return item
 
     def setdefault(self, key, default=None):
-        self.modified = True
-        return dict.setdefault(self, key, default)
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
 
     def update(self, *args, **kwargs):
-        self.modified = True
-        dict.update(self, *args, **kwargs)
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
 
     def __repr__(self):
-        return '<Session %s… %s>' % (self.id[:6], dict.__repr__(self))
+        data = {key: value for key, value in self.items() if key != 'sessionid'}
+        return '<Session %s… %r>' % (self.id[:6], data)
 
 
 ###############################################################################
@@ -498,8 +592,10 @@ class BaseSession:
     :param idle_timeout: end a session not used for this long (off by default).
     :param cookie_name, path, domain, secure, httponly, samesite: the cookie.
 
-    A store subclass says only how to turn a cookie value into a Session
-    (`decode`), a Session into a cookie value (`encode`), and how to `delete`.
+    Lifetimes are at most 400 days, as browsers cap them. A store subclass
+    says only how to `load` a session from a cookie value, how to `persist`
+    one (returning the cookie value to send, if it changed) and how to
+    `delete` one.
     """
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
@@ -535,13 +631,32 @@ class BaseSession:
         """The time in seconds. Every expiry decision reads the clock here."""
         return time.time()
 
+    def expires_at(self, created, accessed):
+        """When a session ends unless it is used again, in epoch seconds.
+
+        The one expiry rule: max_age after creation (or the last login), or
+        idle_timeout after the last use, whichever comes first."""
+        end = created + self.max_age
+        if self.idle_timeout is not None:
+            end = min(end, accessed + self.idle_timeout)
+        return end
+
+    def _cookie_header(self, value, max_age):
+        """The Set-Cookie header: max_age None for a browser-session cookie, 0 to expire."""
+        if max_age is None:
+            return '%s=%s%s' % (self.cookie_name, value, self._attrs)
+        if max_age == 0:
+            return '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
+                self.cookie_name, self._attrs)
+        return '%s=%s; Max-Age=%d%s' % (self.cookie_name, value, max_age, self._attrs)
+
     # The store's part ########################################################
 
-    def decode(self, value):
+    def load(self, value):
         """Return the Session for a cookie value, or raise BadSession."""
         raise NotImplementedError
 
-    def encode(self, session):
+    def persist(self, session):
         """Store the session; return the new cookie value, or None to keep it."""
         raise NotImplementedError
 
@@ -560,66 +675,99 @@ class BaseSession:
 
         A missing, malformed, tampered, unknown or expired cookie gives a
         fresh session; nothing is stored or sent until it is saved."""
+        session = self._current()
+        if not session.managed:     # no plugin or valid_user will commit it
+            if session.touch:
+                self._save(session)
+            _apply_headers(bottle.response, self.cookie_name, session.cookie)
+        return session
+
+    def _current(self, managed=False):
         environ = bottle.request.environ
         session = environ.get(self._environ_key)
         if session is None:
             session = environ[self._environ_key] = self._load(environ)
-            _mark_private(bottle.response)
+        if managed:
+            session.managed = True
         return session
 
     def _load(self, environ):
         now = self.now()
-        value = _cookie_value(environ, self.cookie_name)
-        if value:
+        for value in _cookie_values(environ, self.cookie_name):
             try:
-                session = self.decode(value)
+                session = self.load(value)
             except BadSession:
-                pass
-            else:
-                if now - session.created > self.max_age or (
-                        self.idle_timeout is not None
-                        and now - session.accessed > self.idle_timeout):
-                    self.delete(session.id)         # expired: gone on the server too
-                else:
-                    if self._touch_after and now - session.accessed > self._touch_after:
-                        self._save(session, bottle.response)
-                    return session
+                continue
+            if now > self.expires_at(session.created, session.accessed):
+                self.delete(session.id)         # expired: gone on the server too
+                continue
+            session.touch = bool(self._touch_after) and now - session.accessed > self._touch_after
+            return session
         return Session(self, _new_id(), created=now, accessed=now)
 
-    def expires_at(self, created, accessed):
-        """When a session ends unless it is used again, in epoch seconds."""
-        end = created + self.max_age
-        if self.idle_timeout is not None:
-            end = min(end, accessed + self.idle_timeout)
-        return end
+    def _handle(self, session, handler, args, kwargs, autosave):
+        """Run a handler, then commit the session onto the response Bottle sends.
+
+        That is the returned body's bottle.response, a returned HTTPResponse
+        (static_file() too), or a raised redirect(), abort() or HTTPError:
+        Bottle drops the headers of bottle.response for the last two. A
+        handler that fails with another exception saves nothing."""
+        try:
+            result = handler(*args, **kwargs)
+        except SessionStoreError:
+            raise
+        except bottle.HTTPResponse as response:
+            self._commit(session, response, autosave)
+            raise
+        self._commit(session, result if isinstance(result, bottle.HTTPResponse)
+                     else bottle.response, autosave)
+        return result
+
+    def _commit(self, session, response, autosave):
+        """Save the session if due (at most once), then write its headers."""
+        if autosave and session.modified:
+            self._save(session)
+        elif session.touch:
+            try:
+                self._save(session)
+            except SessionStoreError:
+                pass    # logged; a page that only read the session is still served
+        _apply_headers(response, self.cookie_name, session.cookie)
 
     def save(self, session):
-        """Store the session and send its cookie. Rotates the id at login."""
-        self._save(session, bottle.response)
+        """Store the session and send its cookie. Rotates the id at login.
 
-    def _save(self, session, response):
-        if not isinstance(session, Session) or session.manager is not self:
-            raise TypeError('save() takes the session that get_session() returned')
+        Original-API code may pass a plain dict: it becomes the request's
+        session data."""
+        if not isinstance(session, Session):
+            if not isinstance(session, dict):
+                raise TypeError('save() takes the session that get_session() returned')
+            data, session = dict(session), self._current()
+            dict.clear(session)
+            dict.update(session, data, sessionid=session.id)
+            dict.setdefault(session, 'valid', False)
+            session.modified = True
+        elif session.manager is not self:
+            raise TypeError('save() takes a session of this manager')
+        self._save(session)
+        _apply_headers(bottle.response, self.cookie_name, session.cookie)
+
+    def _save(self, session):
         now = self.now()
         login = session._login()
         if not session.new and session.login_state != login:
             self._rotate(session, now)      # fixation: login gets a fresh id
-        elif len(session.id) != 43:
+        elif len(session.id) != ID_LENGTH:
             self._rotate(session, now)      # upgrade a uuid4 id the original made
         session.accessed = now
-        value = self.encode(session)
+        value = self.persist(session)
         if value is not None:
-            if self.cookie_expires is None:     # a browser-session cookie
-                header = '%s=%s%s' % (self.cookie_name, value, self._attrs)
-            else:
-                header = '%s=%s; Max-Age=%d%s' % (self.cookie_name, value, max(
-                    0, math.ceil(session.created + self.max_age - now)), self._attrs)
-            _put_cookie(response, self.cookie_name, header)
-        session.new = session.modified = False
+            max_age = None if self.cookie_expires is None else max(
+                0, math.ceil(session.created + self.max_age - now))
+            session.cookie = self._cookie_header(value, max_age)
+        session.new = session.modified = session.touch = False
         session.replaces = None
         session.login_state = login
-        if response is not bottle.response:     # get_session() marked that one
-            _mark_private(response)
 
     def _rotate(self, session, now):
         replaces = session.replaces or (None if session.new else session.id)
@@ -631,7 +779,7 @@ class BaseSession:
     def regenerate(self, session):
         """Give the session a new id, keep its data and delete the old id; save it."""
         self._rotate(session, self.now())
-        self._save(session, bottle.response)
+        self.save(session)
 
     def invalidate(self, session):
         """Delete the session's stored data and expire its cookie.
@@ -640,14 +788,13 @@ class BaseSession:
         for sid in (session.replaces, None if session.new else session.id):
             if sid:
                 self.delete(sid)
-        _put_cookie(bottle.response, self.cookie_name,
-                    '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s'
-                    % (self.cookie_name, self._attrs))
         now = self.now()
         dict.clear(session)
         session._attach(_new_id())
         session.new, session.created, session.accessed = True, now, now
-        _mark_private(bottle.response)
+        session.touch = False
+        session.cookie = self._cookie_header('', 0)
+        _apply_headers(bottle.response, self.cookie_name, session.cookie)
 
 
 class CookieSession(BaseSession):
@@ -662,7 +809,8 @@ class CookieSession(BaseSession):
     With neither secret, one is derived from the machine, with a warning
     (see machine_secret). Data must be JSON: str keys; str, int, float, bool,
     None, lists and dicts. The client can read it and replay it until it
-    expires (see the module docstring).
+    expires (see the module docstring). The signature binds the cookie's
+    name, path and domain, so a cookie is worthless under another of them.
     """
 
     salt = b'cookie-session'
@@ -674,11 +822,12 @@ class CookieSession(BaseSession):
                  compress=False, **options):
         super().__init__(cookie_expires, cookie_name=cookie_name, secure=secure,
                          httponly=httponly, **options)
+        context = '\0'.join([self.cookie_name, self.path, self.domain or ''])
         self.signer = Signer(_load_secrets(secret, secret_file), self.salt,
-                             cookie_name.encode('ascii'))
+                             context.encode('ascii'))
         self.compress = compress
 
-    def decode(self, value):
+    def load(self, value):
         if len(value) > self.max_cookie_size or not value.isascii():
             raise BadSession('cookie is oversized or not ASCII')
         body, _ = self.signer.unsign(value.encode('ascii'))
@@ -704,10 +853,12 @@ class CookieSession(BaseSession):
             raise BadSession('malformed session id')
         return Session(self, sid, data, created, int(stamp), new=False)
 
-    def encode(self, session):
+    def persist(self, session):
         raw = ('{"c":%d,"d":%s}' % (session.created, _to_json(session))).encode('ascii')
         payload = _b64encode(raw)
         if self.compress:
+            if len(raw) > self.max_decompressed:    # load() would refuse it: a silent logout
+                raise SessionTooLarge(len(raw), self.max_decompressed)
             packed = b'.' + _b64encode(zlib.compress(raw, 9))
             if len(packed) < len(payload):
                 payload = packed
@@ -750,7 +901,7 @@ class ServerSession(BaseSession):
     def valid_id(self, sid):
         return bool(_ID_RE.match(sid) or (self.legacy_ids and _LEGACY_ID_RE.match(sid)))
 
-    def decode(self, value):
+    def load(self, value):
         if not self.valid_id(value):
             raise BadSession('malformed session id')
         record = self.read(value)
@@ -759,7 +910,7 @@ class ServerSession(BaseSession):
         created, accessed, data = record
         return Session(self, value, data, created, accessed, new=False)
 
-    def encode(self, session):
+    def persist(self, session):
         if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
             self.cleanup()
         self.write(session.id, session.created, session.accessed, dict(session),
@@ -1146,10 +1297,12 @@ class RedisSession(ServerSession):
 class SessionPlugin:
     """Pass the session to handlers that take a `session` argument; save it if modified.
 
-    The session is saved when the handler returns, or raises an HTTPResponse
-    such as bottle.redirect() or abort(); not when it fails with another
-    exception. Routes without the argument are not wrapped at all. A route
-    can turn saving off with ``@route(..., session={'autosave': False})``.
+    The session is saved, and its cookie and cache headers written onto the
+    response that is sent, when the handler returns (a body or an
+    HTTPResponse such as static_file()) or raises an HTTPResponse such as
+    bottle.redirect() or abort(); not when it fails with another exception.
+    Routes without the argument are not wrapped at all. A route can turn
+    saving off with ``@route(..., session={'autosave': False})``.
     """
 
     name = 'session'
@@ -1159,6 +1312,8 @@ class SessionPlugin:
         if not isinstance(session_manager, BaseSession):
             raise TypeError('SessionPlugin needs a session manager, such as CookieSession()')
         self.session_manager, self.keyword, self.autosave = session_manager, keyword, autosave
+        if keyword != 'session':
+            self.name = 'session_' + keyword    # so two can be installed, and uninstalled
 
     def setup(self, app):
         for other in app.plugins:
@@ -1175,19 +1330,8 @@ class SessionPlugin:
 
         @functools.wraps(callback)
         def wrapper(*args, **kwargs):
-            session = kwargs[keyword] = manager.get_session()
-            try:
-                result = callback(*args, **kwargs)
-            except SessionStoreError:
-                raise
-            except bottle.HTTPResponse as response:
-                if autosave and session.modified:
-                    manager._save(session, response)
-                raise
-            if autosave and session.modified:
-                target = result if isinstance(result, bottle.HTTPResponse) else bottle.response
-                manager._save(session, target)
-            return result
+            session = kwargs[keyword] = manager._current(managed=True)
+            return manager._handle(session, callback, args, kwargs, autosave)
         return wrapper
 
     def close(self):
@@ -1229,27 +1373,33 @@ def authenticator(session_manager, login_url='/auth/login', verify=None):
     A visitor whose session is not valid is redirected to the login URL; the
     page they asked for is remembered (a same-site path only) in the
     'validuserloginredirect' cookie, for redirect_back(). session['name']
-    becomes environ['REMOTE_USER']. `verify(session)`, if given, runs on
-    every request; when it returns false the session is invalidated, e.g.
-    because the user was deleted or changed their password.
+    becomes environ['REMOTE_USER'] when it is a printable string.
+    `verify(session)`, if given, runs on every request; when it returns false
+    the session is invalidated, e.g. because the user was deleted or changed
+    their password. The session's headers go onto the response that is sent,
+    as with the plugin.
     """
     def valid_user(login_url=login_url, verify=verify):
+        def send_to_login(*args, **kwargs):
+            target = _current_path()
+            if _safe_path(target):
+                bottle.response.set_cookie(
+                    REDIRECT_COOKIE, target, path='/', max_age=3600,
+                    httponly=True, secure=session_manager.secure, samesite='Lax')
+            bottle.redirect(login_url)
+
         def decorator(handler):
             @functools.wraps(handler)
             def check_auth(*args, **kwargs):
-                session = session_manager.get_session()
+                session = session_manager._current(managed=True)
                 if session.get('valid') and verify is not None and not verify(session):
                     session_manager.invalidate(session)
                 if not session.get('valid'):
-                    target = _current_path()
-                    if _safe_path(target):
-                        bottle.response.set_cookie(
-                            REDIRECT_COOKIE, target, path='/', max_age=3600,
-                            httponly=True, secure=session_manager.secure, samesite='Lax')
-                    bottle.redirect(login_url)
-                if session.get('name'):
-                    bottle.request.environ['REMOTE_USER'] = str(session['name'])
-                return handler(*args, **kwargs)
+                    return session_manager._handle(session, send_to_login, args, kwargs, False)
+                name = session.get('name')
+                if isinstance(name, str) and name.isprintable():    # no CR/LF into headers
+                    bottle.request.environ['REMOTE_USER'] = name
+                return session_manager._handle(session, handler, args, kwargs, False)
             return check_auth
         return decorator
     return valid_user
@@ -1258,6 +1408,6 @@ def authenticator(session_manager, login_url='/auth/login', verify=None):
 def redirect_back(default='/'):
     """Redirect to the page remembered by the authenticator, if it is a safe
     same-site path, else to `default`. Call it at the end of a login handler."""
-    target = bottle.request.get_cookie(REDIRECT_COOKIE)
+    target = next(_cookie_values(bottle.request.environ, REDIRECT_COOKIE), None)
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
     bottle.redirect(target if _safe_path(target) else default)

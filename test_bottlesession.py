@@ -147,6 +147,38 @@ def plugin_app(manager):
     def plain():
         return 'plain'
 
+    # Handlers that answer with a response of their own (issue 8, section 1).
+    @app.route('/logout-response')
+    def logout_response(session):
+        session.invalidate()
+        return bottle.HTTPResponse('bye', status=200)
+
+    @app.route('/logout-abort')
+    def logout_abort(session):
+        session.invalidate()
+        bottle.abort(401, 'bye')
+
+    @app.route('/regenerate-response')
+    def regenerate_response(session):
+        session.regenerate()
+        return bottle.HTTPResponse(session.id)
+
+    @app.route('/read-abort')
+    def read_abort(session):
+        session.get('a')
+        bottle.abort(404)
+
+    @app.route('/set-public/<value>')
+    def set_public(value, session):
+        session['a'] = value
+        bottle.response.set_header('Cache-Control', 'public, max-age=600')
+        return 'ok'
+
+    @app.route('/set-response/<value>')
+    def set_response(value, session):
+        session['a'] = value
+        return bottle.HTTPResponse('ok', headers={'Cache-Control': 'public, s-maxage=60'})
+
     app.catchall = True
     return app
 
@@ -355,29 +387,30 @@ def test_store_error_is_a_503_response():
 # Secrets and signing #########################################################
 ###############################################################################
 
-def independent_sign(secret, cookie_name, body):
+def independent_sign(secret, cookie_name, body, path=b'/', domain=b''):
     """The wire format's signature, computed from the docstring, not the module."""
     key = hmac.new(secret, b'bottlesession.cookie-session', hashlib.sha256).digest()
-    mac = hmac.new(key, cookie_name + b'\0' + body, hashlib.sha256).digest()
+    context = cookie_name + b'\0' + path + b'\0' + domain + b'\0'
+    mac = hmac.new(key, context + body, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b'=')
 
 
 KNOWN_VALUE = (
     'eyJjIjoxNzAwMDAwMDAwLCJkIjp7InNlc3Npb25pZCI6IkFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU'
     'FBQUFBQUFBQUFBQUFBQUEiLCJ2YWxpZCI6ZmFsc2V9fQ.1700000000.'
-    'QhXdfmP1236PDdAAWHHizXd3wE7_6BvdoqnsMIBHQ_Y')
+    'or_NV7VmiXs8_oKQr6_gb8Ge8zSTD2Vz2mKMR1n00wE')
 
 
 def test_known_answer_vector():
     manager = bs.CookieSession(secret='0123456789abcdef')
     session = bs.Session(manager, 'A' * 43, created=1700000000, accessed=1700000000)
-    assert manager.encode(session) == KNOWN_VALUE
+    assert manager.persist(session) == KNOWN_VALUE
     body, _, sig = KNOWN_VALUE.rpartition('.')
     assert independent_sign(b'0123456789abcdef', b'session_data', body.encode()) == sig.encode()
     payload = json.loads(base64.urlsafe_b64decode(body.split('.')[0] + '=='))
     assert payload == {'c': 1700000000, 'd': {'sessionid': 'A' * 43, 'valid': False}}
     manager.now = lambda: 1700000001
-    assert manager.decode(KNOWN_VALUE) == {'sessionid': 'A' * 43, 'valid': False}
+    assert manager.load(KNOWN_VALUE) == {'sessionid': 'A' * 43, 'valid': False}
 
 
 TAMPERS = [
@@ -401,7 +434,7 @@ def test_tampered_cookie_is_rejected(name, tamper):
     manager = bs.CookieSession(secret='0123456789abcdef')
     manager.now = lambda: 1700000001
     with pytest.raises(bs.BadSession):
-        manager.decode(tamper(KNOWN_VALUE))
+        manager.load(tamper(KNOWN_VALUE))
 
 
 def test_every_single_character_change_is_rejected():
@@ -414,17 +447,17 @@ def test_every_single_character_change_is_rejected():
             if other != char:
                 tried += 1
                 with pytest.raises(bs.BadSession):
-                    manager.decode(KNOWN_VALUE[:i] + other + KNOWN_VALUE[i + 1:])
+                    manager.load(KNOWN_VALUE[:i] + other + KNOWN_VALUE[i + 1:])
     assert tried > 5 * len(KNOWN_VALUE)
 
 
 def test_cookie_name_is_bound_into_the_signature():
     a = bs.CookieSession(secret=SECRET, cookie_name='a')
     b = bs.CookieSession(secret=SECRET, cookie_name='b')
-    value = a.encode(bs.Session(a, 'B' * 43, created=time.time(), accessed=time.time()))
-    assert a.decode(value)['sessionid'] == 'B' * 43
+    value = a.persist(bs.Session(a, 'B' * 43, created=time.time(), accessed=time.time()))
+    assert a.load(value)['sessionid'] == 'B' * 43
     with pytest.raises(bs.BadSignature):
-        b.decode(value)
+        b.load(value)
 
 
 def test_keys_are_derived_per_purpose():
@@ -448,9 +481,9 @@ def test_key_rotation_signs_with_the_newest_key():
     # ...and the next save re-signs it with the newest key, which alone verifies it.
     app.get('/set/k/w')
     value = app.cookies['session_data']
-    assert new_only.decode(value)['k'] == 'w'
+    assert new_only.load(value)['k'] == 'w'
     with pytest.raises(bs.BadSignature):
-        old.decode(value)
+        old.load(value)
 
 
 def test_secret_file_reads_first_line(tmp_path):
@@ -459,7 +492,7 @@ def test_secret_file_reads_first_line(tmp_path):
     by_file = bs.CookieSession(secret_file=str(path))
     by_value = bs.CookieSession(secret='file-secret-0123456789')
     session = bs.Session(by_value, 'C' * 43, created=time.time(), accessed=time.time())
-    assert by_file.decode(by_value.encode(session))['sessionid'] == 'C' * 43
+    assert by_file.load(by_value.persist(session))['sessionid'] == 'C' * 43
 
 
 @pytest.mark.parametrize('content', [None, '', '\n\n'])
@@ -487,28 +520,76 @@ def test_bad_secret_values_are_refused(secret):
         bs.CookieSession(secret=secret)
 
 
-def test_derived_secret_is_stable_and_warns():
+@pytest.fixture
+def private_tmp(monkeypatch, tmp_path):
+    """A temp dir of our own, so the per-user default directory is a fresh one."""
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    return tmp_path
+
+
+def test_derived_secret_is_stable_and_warns(private_tmp):
     if not os.path.exists('/proc/stat'):
         pytest.skip('the derived secret needs Linux')
-    with pytest.warns(bs.InsecureSecretWarning, match='any local\\s+user|Any local user'):
+    with pytest.warns(bs.InsecureSecretWarning, match='lost with|per machine'):
         first = bs.machine_secret()
-    node = uuid.getnode()
-    btime = [int(line.split()[1]) for line in open('/proc/stat') if line.startswith('btime')][0]
-    expected = hashlib.sha256(('bottlesession:%d:%d' % (node, btime)).encode()).hexdigest()
-    assert first == expected.encode()
+    keyfile = private_tmp / ('bottlesession-%d' % os.geteuid()) / 'machine-secret'
+    assert stat.S_IMODE(keyfile.stat().st_mode) == 0o600 and len(keyfile.read_bytes()) == 32
     # A new process (an app restart) derives the same key.
-    code = 'import warnings, bottlesession; warnings.simplefilter("ignore"); ' \
-           'print(bottlesession.machine_secret().decode())'
+    code = 'import warnings, tempfile, bottlesession; warnings.simplefilter("ignore"); ' \
+           'tempfile.tempdir = %r; print(bottlesession.machine_secret().decode())' % str(private_tmp)
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.abspath(bs.__file__)), check=True)
-    assert out.stdout.strip() == expected
+    assert out.stdout.strip() == first.decode()
+    with pytest.warns(bs.InsecureSecretWarning):
+        derived = webtest.TestApp(plugin_app(bs.CookieSession()))
+    explicit = webtest.TestApp(plugin_app(bs.CookieSession(secret=first)))
+    explicit.get('/set/a/1')
+    cookie = 'session_data=' + explicit.cookies['session_data']
+    assert derived.get('/get', headers={'Cookie': cookie}).json['data']['a'] == '1'
+
+
+def test_derived_secret_cannot_be_computed_from_outside(private_tmp, monkeypatch):
+    """The 1.0 attack: node id and boot time are guessable, so the key was too."""
+    if not os.path.exists('/proc/stat'):
+        pytest.skip('the derived secret needs Linux')
     with pytest.warns(bs.InsecureSecretWarning):
         manager = bs.CookieSession()
-    assert manager.signer.sign(b'x') == bs.Signer([first], b'cookie-session',
-                                                  b'session_data').sign(b'x')
+        key = bs.machine_secret()
+    btime = [int(line.split()[1]) for line in open('/proc/stat') if line.startswith('btime')][0]
+    guessed = hashlib.sha256(('bottlesession:%d:%d' % (uuid.getnode(), btime)).encode())
+    forger = bs.CookieSession(secret=guessed.hexdigest())
+    session = bs.Session(forger, 'G' * 43, {'valid': True, 'name': 'admin'},
+                         created=time.time(), accessed=time.time())
+    forged = forger.persist(session)
+    app = webtest.TestApp(plugin_app(manager))
+    body = app.get('/get', headers={'Cookie': 'session_data=' + forged}).json
+    assert body['new'] is True and body['data']['valid'] is False
+    # Another private directory (another TMPDIR) gives another key.
+    other = private_tmp / 'other'
+    other.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(other))
+    with pytest.warns(bs.InsecureSecretWarning):
+        assert bs.machine_secret() != key
 
 
-def test_derived_secret_falls_back_to_uptime_and_else_asks_for_a_secret(monkeypatch, tmp_path):
+def test_derived_secret_needs_its_key_file(private_tmp):
+    home = private_tmp / ('bottlesession-%d' % os.geteuid())
+    home.mkdir(0o700)
+    (home / 'machine-secret').mkdir()           # cannot be read as a key file
+    with pytest.raises(bs.ConfigError, match='secret='):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            bs.CookieSession()
+
+
+@pytest.mark.parametrize('empty', ['', b'', []])
+def test_empty_secret_is_refused_not_derived(empty):
+    with pytest.raises(bs.ConfigError):
+        bs.CookieSession(secret=empty)
+
+
+def test_derived_secret_falls_back_to_uptime_and_else_asks_for_a_secret(monkeypatch, tmp_path,
+                                                                      private_tmp):
     uptime = tmp_path / 'uptime'
     uptime.write_text('12345.67 54321.00\n')
     monkeypatch.setattr(bs, '_PROC_STAT', str(tmp_path / 'no-stat'))
@@ -737,6 +818,203 @@ class TestEveryStore:
         app.get('/login/carol')
         assert app.get('/who').text == 'carol'
 
+    # The request boundary (issue 8, section 1) ###############################
+
+    @pytest.mark.parametrize('path, status', [('/logout-response', 200),
+                                              ('/logout-abort', 401)])
+    def test_logout_with_a_response_of_its_own_logs_out(self, store, path, status):
+        manager, app = store()
+        app.get('/login/alice')
+        cookie = app.cookies[manager.cookie_name]
+        response = app.get(path, status=status)
+        expired = [h for h in set_cookie_headers(response)
+                   if h.startswith(manager.cookie_name + '=;')]
+        assert expired and 'Max-Age=0' in expired[0]
+        assert manager.cookie_name not in app.cookies
+        assert app.get('/get').json['data']['valid'] is False
+        if manager.cookie_name != 'session_data':      # the old id is dead too
+            replay = webtest.TestApp(app.app)
+            body = replay.get('/get', headers={'Cookie': '%s=%s' % (
+                manager.cookie_name, cookie)}).json
+            assert body['new'] is True
+
+    def test_regenerate_with_a_response_of_its_own_sends_the_new_id(self, store):
+        manager, app = store()
+        app.get('/login/alice')
+        new_id = app.get('/regenerate-response').text
+        body = app.get('/get').json
+        assert body['id'] == new_id and body['data']['name'] == 'alice'
+
+    def test_abort_after_a_read_is_private(self, store):
+        manager, app = store()
+        app.get('/set/a/1')
+        response = app.get('/read-abort', status=404)
+        assert response.headers['Cache-Control'] == 'private'
+        assert 'Cookie' in response.headers['Vary']
+
+    @pytest.mark.parametrize('path', ['/set-public/x', '/set-response/x'])
+    def test_a_response_that_sets_the_cookie_is_never_public(self, store, path):
+        manager, app = store()
+        response = app.get(path)
+        assert set_cookie_headers(response)
+        control = response.headers['Cache-Control'].replace(' ', '').lower().split(',')
+        assert 'public' not in control and 'private' in control
+        assert not any(d.startswith('s-maxage') for d in control)
+        assert 'Cookie' in response.headers['Vary']
+
+    def test_static_file_behind_valid_user_is_private(self, store, tmp_path):
+        manager, _ = store(idle_timeout=600)
+        bottle_app = plugin_app(manager)
+        (tmp_path / 'report.txt').write_text('secret report')
+
+        @bottle_app.route('/file')
+        @bs.authenticator(manager)()
+        def protected_file():
+            return bottle.static_file('report.txt', root=str(tmp_path))
+        app = webtest.TestApp(bottle_app)
+        app.get('/login/alice')
+        manager.now.advance(300)            # the idle clock is due a refresh
+        response = app.get('/file')
+        assert response.text == 'secret report'
+        assert response.headers['Cache-Control'] == 'private'
+        assert 'Cookie' in response.headers['Vary']
+        if isinstance(manager, bs.CookieSession):   # the refreshed idle clock
+            assert set_cookie_headers(response)
+        for _ in range(4):                  # active only on that route: stays in
+            manager.now.advance(300)
+            assert app.get('/file').text == 'secret report'
+
+    def test_one_save_per_request(self, store):
+        manager, _ = store(idle_timeout=600)
+        saves = []
+        persist = manager.persist
+
+        def counting(session):
+            saves.append(session.id)
+            return persist(session)
+        manager.persist = counting
+        bottle_app = plugin_app(manager)
+
+        @bottle_app.route('/guarded-count')
+        @bs.authenticator(manager)()
+        def guarded_count(session):
+            session['n'] = session.get('n', 0) + 1
+            session.save()                  # original-API habit, inside the plugin
+            return str(session['n'])
+        app = webtest.TestApp(bottle_app)
+        app.get('/login/alice')
+        manager.now.advance(300)            # refresh due, and the handler changes it
+        del saves[:]
+        assert app.get('/count').text == '1'
+        assert len(saves) == 1
+        manager.now.advance(300)
+        del saves[:]
+        assert app.get('/guarded-count').text == '2'
+        assert len(saves) == 1
+
+    def test_mounted_sub_app_keeps_the_session_headers(self, store):
+        manager, _ = store()
+        sub = plugin_app(manager)
+        parent = bottle.Bottle()
+        parent.mount('/sub/', sub)
+        if bottle.__version__.startswith('0.13'):
+            parent.mount('/raw', plugin_app(manager))   # mounted as a WSGI app
+        app = webtest.TestApp(parent)
+        prefixes = ['/sub'] + (['/raw'] if bottle.__version__.startswith('0.13') else [])
+        for prefix in prefixes:
+            app.get(prefix + '/login/alice')
+            response = app.get(prefix + '/read-abort', status=404)
+            assert response.headers['Cache-Control'] == 'private'
+            response = app.get(prefix + '/logout-response')
+            assert any(h.startswith(manager.cookie_name + '=;')
+                       for h in set_cookie_headers(response))
+            assert app.get(prefix + '/get').json['data']['valid'] is False
+
+    # Cookies as browsers and siblings send them (issue 8, section 4) #########
+
+    def test_quoted_cookie_value_is_read(self, store):
+        manager, app = store()
+        app.get('/set/a/1')
+        value = app.cookies[manager.cookie_name]
+        other = webtest.TestApp(app.app)
+        body = other.get('/get', headers={'Cookie': '%s="%s"' % (manager.cookie_name, value)}).json
+        assert body['new'] is False and body['data']['a'] == '1'
+
+    def test_planted_junk_does_not_hide_the_real_session(self, store):
+        manager, app = store()
+        app.get('/set/a/1')
+        value = app.cookies[manager.cookie_name]
+        other = webtest.TestApp(app.app)
+        junk = 'A' * 43 if manager.cookie_name != 'session_data' else value[:-3] + 'AAA'
+        body = other.get('/get', headers={'Cookie': '%s=%s; x=1; %s=%s' % (
+            manager.cookie_name, junk, manager.cookie_name, value)}).json
+        assert body['new'] is False and body['data']['a'] == '1'
+
+    def test_crlf_name_never_reaches_remote_user(self, store):
+        manager, _ = store()
+        bottle_app = plugin_app(manager)
+
+        @bottle_app.route('/who')
+        @bs.authenticator(manager)()
+        def who():
+            user = bottle.request.environ.get('REMOTE_USER', '-')
+            bottle.response.set_header('X-User', user)
+            return user
+        app = webtest.TestApp(bottle_app)
+        app.get('/login/mallory%0D%0ASet-Cookie:%20x=1')
+        assert app.get('/who').text == '-'
+
+    # Writes only for real changes (issue 8, section 5) #######################
+
+    def test_idioms_that_change_nothing_write_nothing(self, store):
+        manager, app = store()
+        bottle_app = app.app
+
+        @bottle_app.route('/idle-idioms')
+        def idioms(session):
+            session.pop('flash', None)
+            session.setdefault('valid', True)
+            session.update()
+            session['valid'] = session['valid']
+            return 'ok'
+        for _ in range(3):
+            fresh = webtest.TestApp(bottle_app)
+            assert set_cookie_headers(fresh.get('/idle-idioms')) == []
+        if isinstance(manager, bs.PickleSession):
+            assert not os.path.exists(manager.session_dir) or not [
+                name for name in os.listdir(manager.session_dir) if name.startswith('session-')]
+        app.get('/set/a/1')
+        assert set_cookie_headers(app.get('/idle-idioms')) == []
+
+    def test_clear_leaves_a_working_session(self, store):
+        manager, app = store()
+        bottle_app = app.app
+
+        @bottle_app.route('/clear')
+        def clear(session):
+            session.clear()
+            session['after'] = 'yes'
+            return 'ok'
+        app.get('/login/alice')
+        app.get('/clear')
+        body = app.get('/get').json
+        assert body['new'] is False
+        assert body['data']['after'] == 'yes' and body['data']['valid'] is False
+        assert 'name' not in body['data']
+
+    def test_original_api_saves_a_plain_dict(self, store):
+        manager, app = store()
+        bottle_app = app.app
+
+        @bottle_app.route('/save-dict')
+        def save_dict():
+            manager.save({'valid': True, 'name': 'olga', 'colour': 'red'})
+            return 'ok'
+        app.get('/save-dict')
+        body = app.get('/get').json
+        assert body['data']['name'] == 'olga' and body['data']['colour'] == 'red'
+        assert body['data']['valid'] is True and body['data']['sessionid'] == body['id']
+
 
 ###############################################################################
 # CookieSession ###############################################################
@@ -757,7 +1035,7 @@ def test_cookie_too_large_raises_at_save():
     with pytest.raises(bs.SessionTooLarge, match=r'\d+ bytes.*4093'):
         session = bs.Session(manager, 'E' * 43, {'blob': 'x' * 4000},
                              created=time.time(), accessed=time.time())
-        manager.encode(session)
+        manager.persist(session)
     assert test.get('/get').json['data']['blob'] == 'x' * 2000   # the old one is intact
 
 
@@ -765,16 +1043,16 @@ def test_compression_is_bounded():
     manager = bs.CookieSession(secret=SECRET, compress=True)
     session = bs.Session(manager, 'F' * 43, {'blob': 'y' * 20000},
                          created=time.time(), accessed=time.time())
-    value = manager.encode(session)          # 20 KB of JSON fits compressed
+    value = manager.persist(session)          # 20 KB of JSON fits compressed
     assert value.startswith('.') and len(value) < 1000
-    assert manager.decode(value)['blob'] == 'y' * 20000
+    assert manager.load(value)['blob'] == 'y' * 20000
     # A signed zip bomb (as if the key leaked) is still refused, not inflated.
     raw = b'{"c":%d,"d":{"sessionid":"%s","x":"%s"}}' % (
         time.time(), b'F' * 43, b'z' * (manager.max_decompressed + 10))
     body = b'.' + base64.urlsafe_b64encode(zlib.compress(raw, 9)).rstrip(b'=')
     bomb = manager.signer.sign(b'%s.%d' % (body, time.time())).decode()
     with pytest.raises(bs.BadSession, match='too large'):
-        manager.decode(bomb)
+        manager.load(bomb)
 
 
 def test_cookie_never_unpickles_what_the_client_sends():
@@ -816,6 +1094,61 @@ def test_browser_session_cookie_when_expires_is_none():
     assert 'Max-Age' not in header
     manager.now.advance(bs.DEFAULT_MAX_AGE + 1)     # the server still ends it
     assert app.get('/get').json['new'] is True
+
+
+def test_compressed_session_too_large_to_read_back_is_refused_at_save():
+    manager = bs.CookieSession(secret=SECRET, compress=True)
+    app = plugin_app(manager)
+
+    @app.route('/huge')
+    def huge(session):
+        session['blob'] = 'z' * (manager.max_decompressed + 1)   # compresses to ~1 KB
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    test.get('/huge', status=500, expect_errors=True)
+    with pytest.raises(bs.SessionTooLarge):
+        manager.persist(bs.Session(manager, 'H' * 43, {'blob': 'z' * (manager.max_decompressed + 1)},
+                                   created=time.time(), accessed=time.time()))
+    assert test.get('/get').json['data']['a'] == '1'        # still signed in, not lost
+
+
+def test_turning_compression_off_reads_compressed_cookies():
+    packed = webtest.TestApp(plugin_app(bs.CookieSession(secret=SECRET, compress=True)))
+    packed.get('/set/blob/' + 'q' * 500)
+    cookie = packed.cookies['session_data']
+    assert cookie.startswith('.')
+    plain = webtest.TestApp(plugin_app(bs.CookieSession(secret=SECRET)))
+    body = plain.get('/get', headers={'Cookie': 'session_data=' + cookie}).json
+    assert body['data']['blob'] == 'q' * 500
+    plain.get('/count', headers={'Cookie': 'session_data=' + cookie})
+
+
+@pytest.mark.parametrize('option', ['cookie_expires', 'idle_timeout'])
+@pytest.mark.parametrize('value', [float('inf'), float('nan'), 10 ** 400, 401 * 86400,
+                                   datetime.timedelta(days=401)])
+def test_lifetimes_are_finite_and_at_most_400_days(option, value):
+    with pytest.raises(bs.ConfigError):
+        bs.CookieSession(secret=SECRET, **{option: value})
+    bs.CookieSession(secret=SECRET, **{option: 400 * 86400})
+
+
+@pytest.mark.parametrize('other', [dict(path='/admin'), dict(domain='example.org')])
+def test_cookie_path_and_domain_are_bound_into_the_signature(other):
+    shop = webtest.TestApp(plugin_app(bs.CookieSession(secret=SECRET)))
+    shop.get('/login/customer')
+    cookie = 'session_data=' + shop.cookies['session_data']
+    admin = webtest.TestApp(plugin_app(bs.CookieSession(secret=SECRET, **other)))
+    body = admin.get('/get', headers={'Cookie': cookie}).json
+    assert body['new'] is True and body['data']['valid'] is False
+
+
+def test_repr_does_not_show_the_session_id():
+    manager = bs.CookieSession(secret=SECRET)
+    sid = 'J' * 43
+    session = bs.Session(manager, sid, {'name': 'kim'}, created=0, accessed=0)
+    text = repr(session)
+    assert sid not in text and sid[:12] not in text and "'name': 'kim'" in text
 
 
 ###############################################################################
@@ -1143,9 +1476,13 @@ def test_store_down_gives_503_and_nothing_is_lost(request, which):
         app.get('/count')
     server.stop()
     try:
-        for path in ('/get', '/count', '/private', '/login/eve'):
-            response = app.get(path, status=503)
-            assert 'Session' in response.text or 'session' in response.text
+        original = webtest.TestApp(original_app(manager))
+        for test, path in ((app, '/get'), (app, '/count'), (app, '/private'),
+                           (app, '/login/eve'), (original, '/auth/login')):
+            response = test.get(path, status=503)
+            assert 'session store is unavailable' in response.text
+            for leak in ('127.0.0.1', str(server.port), 'refused', 'onnect'):
+                assert leak not in response.text
         assert app.get('/plain').text == 'plain'     # routes without sessions still work
         assert 'sessionid' in app.cookies            # nobody was logged out
     finally:
@@ -1167,6 +1504,8 @@ def test_plugin_keyword_clash_is_a_plugin_error():
     other = bottle.Bottle()
     other.install(bs.SessionPlugin(manager, keyword='s1'))
     other.install(bs.SessionPlugin(manager, keyword='s2'))
+    assert [p.name for p in other.plugins[-2:]] == ['session_s1', 'session_s2']
+    assert bs.SessionPlugin(manager).name == 'session'
 
 
 def test_plugin_leaves_other_routes_alone():
@@ -1253,6 +1592,16 @@ def test_redirect_back_refuses_unsafe_targets(target):
     app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
     response = app.get('/auth/login', headers={'Cookie': 'validuserloginredirect=' + target})
     assert response.headers['Location'] == 'http://localhost:80/'
+
+
+@pytest.mark.parametrize('junk', ['user@example.com=1', 'a=b=c; ,=;', 'x="unterminated'])
+def test_redirect_back_survives_cookies_bottle_cannot_parse(junk):
+    app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
+    response = app.get('/private/page?x=1')
+    remembered = app.cookies['validuserloginredirect']
+    response = app.get('/auth/login', headers={'Cookie': '%s; validuserloginredirect=%s' % (
+        junk, remembered)})
+    assert response.headers['Location'] == 'http://localhost:80/private/page?x=1'
 
 
 def test_unsafe_request_paths_are_not_remembered():
@@ -1379,12 +1728,12 @@ def test_any_single_character_change_is_rejected(data):
     payload = data.draw(st.dictionaries(st.text(max_size=8), st.integers(), max_size=4))
     sid = data.draw(st.text(B64, min_size=43, max_size=43))
     session = bs.Session(manager, sid, payload, created=1700000000, accessed=1700000000)
-    value = manager.encode(session)
-    assert manager.decode(value) == session
+    value = manager.persist(session)
+    assert manager.load(value) == session
     position = data.draw(st.integers(0, len(value) - 1))
     char = data.draw(st.sampled_from(B64 + '.').filter(lambda c: c != value[position]))
     with pytest.raises(bs.BadSession):
-        manager.decode(value[:position] + char + value[position + 1:])
+        manager.load(value[:position] + char + value[position + 1:])
 
 
 JSON_VALUES = st.recursive(
@@ -1632,7 +1981,9 @@ def test_full_disk_or_read_only_dir_gives_503_and_keeps_the_session(request, mod
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['status'] == 503, result
-    assert 'cannot write session file' in result['body']
+    assert 'session store is unavailable' in result['body']
+    assert 'cannot write session file' not in result['body']
+    assert 'cannot write session file' in proc.stderr       # logged, not shown
     if as_nobody:
         os.chown(directory, os.geteuid(), os.getegid())
         for name in os.listdir(directory):
@@ -1767,7 +2118,7 @@ def test_login_flow_in_a_real_browser(browser, capsys):
         assert session['httpOnly'] is True and session.get('sameSite') == 'Lax'
         assert 'session_data' not in browser.execute_script('return document.cookie')
         manager.now = lambda: time.time()
-        assert manager.decode(session['value'])['name'] == 'alice'
+        assert manager.load(session['value'])['name'] == 'alice'
         click('logout', 'username')                                # 5. log out
         assert browser.current_url == served.url + '/login'
         browser.get(served.url + '/private')                       # 6. locked again
