@@ -90,6 +90,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.parse
 import uuid
 import warnings
@@ -105,6 +106,8 @@ COOKIE_LIMIT = 4093                  # bytes of name=value browsers keep for sur
 ID_LENGTH = 43                       # secrets.token_urlsafe(32): 256 random bits
 REDIRECT_COOKIE = 'validuserloginredirect'
 _MAX_CANDIDATES = 8                  # session cookies of one name we try per request
+_UNSAFE_METHODS = frozenset(['POST', 'PUT', 'PATCH', 'DELETE'])
+_CDN_HEADERS = ('Cdn-Cache-Control', 'Surrogate-Control')     # as bottle spells them
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
 _LEGACY_ID_RE = re.compile(                             # the original's uuid4 ids
@@ -253,31 +256,35 @@ def _cookie_values(environ, name):
                 return
 
 
-def _apply_headers(response, name, cookie):
+def _apply_headers(response, cookies):
     """Write a session's headers onto the response that will be sent.
 
     The response depends on the session, so shared caches must not keep it
     (Cache-Control: private unless the app set its own, and Vary: Cookie). A
-    response that sets the cookie is never publicly cacheable, whatever the
-    app set. This writes to bottle's header dict (name -> list of values, the
-    same in 0.12 and 0.13) directly: its accessors cost more than the rest of
-    a session read, and our values were checked for CR and LF in __init__."""
+    response that sets a cookie of ours ({name: Set-Cookie header}) is never
+    publicly cacheable, whatever the app set. This writes to bottle's header
+    dict (name -> list of values, the same in 0.12 and 0.13) directly: its
+    accessors cost more than the rest of a session read, and our values were
+    checked for CR and LF in __init__."""
     headers = response._headers
     vary = headers.setdefault('Vary', ['Cookie'])
-    if 'cookie' not in vary[-1].lower():
+    if vary[-1] != 'Cookie' and 'cookie' not in [
+            v.strip().lower() for v in ','.join(vary).split(',')]:
         vary[-1] += ', Cookie'
     control = headers.setdefault('Cache-Control', ['private'])
-    if cookie is None:
+    if not cookies:
         return
+    for name in _CDN_HEADERS:       # CDNs obey these before Cache-Control
+        headers.pop(name, None)
     if control[-1] != 'private':
         kept = [d.strip() for d in ','.join(control).split(',') if d.strip() and
                 d.split('=')[0].strip().lower() not in ('public', 'private', 's-maxage')]
         control[:] = [', '.join(['private'] + kept)]
-    cookies = headers.setdefault('Set-Cookie', [])
-    if cookies:
+    sent = headers.setdefault('Set-Cookie', [])
+    for name, header in cookies.items():
         prefix = name + '='
-        cookies[:] = [c for c in cookies if not c.startswith(prefix)]
-    cookies.append(cookie)
+        sent[:] = [c for c in sent if not c.startswith(prefix)]
+        sent.append(header)
 
 
 def _private_dir(path):
@@ -485,6 +492,7 @@ class Signer:
 
 _SCALARS = (str, int, float, bool, type(None), bytes)
 _MISSING = object()
+_EXPIRY_KEY, _CSRF_KEY = '_expiry', '_csrf'     # kept in the data, so every store has them
 
 
 class Session(dict):
@@ -499,7 +507,7 @@ class Session(dict):
     """
 
     __slots__ = ('manager', 'id', 'created', 'accessed', 'new', 'modified', 'replaces',
-                 'login_state', 'touch', 'managed', 'cookie')
+                 'login_state', 'touch', 'managed', 'cookies', 'csrf_secret', 'expiry_sent')
 
     def __init__(self, manager, sid, data=(), created=None, accessed=None, new=True):
         dict.__init__(self, data)
@@ -508,7 +516,9 @@ class Session(dict):
         self.accessed = accessed
         self.new = new
         self.touch = self.managed = False   # idle refresh due; a wrapper will commit
-        self.cookie = None                  # the Set-Cookie header to send, if any
+        self.cookies = None                 # {name: Set-Cookie header} to send
+        self.csrf_secret = None             # a visitor's, while nothing is stored
+        self.expiry_sent = self.get(_EXPIRY_KEY)    # a change of it re-sends the cookie
         self._attach(sid)
 
     def _attach(self, sid):
@@ -533,6 +543,28 @@ class Session(dict):
     def invalidate(self):
         """Delete the session and expire its cookie. Call at logout."""
         self.manager.invalidate(self)
+
+    def set_expiry(self, value):
+        """End this session `value` seconds (or a timedelta) from now, at most
+        400 days; 0 for a browser-session cookie (the server still ends it at
+        cookie_expires); None for the store's default. Kept across login."""
+        if value is None:
+            self.pop(_EXPIRY_KEY, None)
+        elif value == 0 and not isinstance(value, bool):
+            self[_EXPIRY_KEY] = 0
+        else:
+            self[_EXPIRY_KEY] = int(self.manager.now() + _seconds(value, 'expiry'))
+
+    def csrf_token(self):
+        """A token for this session's forms: a field named csrf_token, or an
+        X-CSRF-Token header. A new string each call (against BREACH); each is
+        valid until the session logs in or out."""
+        return self.manager.csrf_token(self)
+
+    def check_csrf(self):
+        """Abort with 403 unless this request carries a valid token. The
+        plugin does this for you on POST, PUT, PATCH and DELETE."""
+        self.manager.check_csrf(self)
 
     def __setitem__(self, key, value):
         old = dict.get(self, key, _MISSING)
@@ -623,7 +655,8 @@ class BaseSession:
                                '; Secure' if secure else '',
                                '; HttpOnly' if httponly else '',
                                '; SameSite=' + samesite if samesite else ''])
-        self._environ_key = 'bottlesession.' + cookie_name
+        # Per manager, not per cookie name: two managers may share a name.
+        self._environ_key = 'bottlesession.%x' % id(self)
         # Refresh the idle clock at most this often, so reads rarely write.
         self._touch_after = self.idle_timeout and self.idle_timeout / 10
 
@@ -631,12 +664,15 @@ class BaseSession:
         """The time in seconds. Every expiry decision reads the clock here."""
         return time.time()
 
-    def expires_at(self, created, accessed):
+    def expires_at(self, created, accessed, data=None):
         """When a session ends unless it is used again, in epoch seconds.
 
-        The one expiry rule: max_age after creation (or the last login), or
-        idle_timeout after the last use, whichever comes first."""
-        end = created + self.max_age
+        The one expiry rule: at the end set by Session.set_expiry(), else
+        max_age after creation (or the last login); and idle_timeout after
+        the last use, whichever comes first."""
+        end = data and data.get(_EXPIRY_KEY)
+        if not isinstance(end, (int, float)) or isinstance(end, bool) or end <= 0:
+            end = created + self.max_age
         if self.idle_timeout is not None:
             end = min(end, accessed + self.idle_timeout)
         return end
@@ -679,7 +715,7 @@ class BaseSession:
         if not session.managed:     # no plugin or valid_user will commit it
             if session.touch:
                 self._save(session)
-            _apply_headers(bottle.response, self.cookie_name, session.cookie)
+            _apply_headers(bottle.response, session.cookies)
         return session
 
     def _current(self, managed=False):
@@ -698,14 +734,14 @@ class BaseSession:
                 session = self.load(value)
             except BadSession:
                 continue
-            if now > self.expires_at(session.created, session.accessed):
+            if now > self.expires_at(session.created, session.accessed, session):
                 self.delete(session.id)         # expired: gone on the server too
                 continue
             session.touch = bool(self._touch_after) and now - session.accessed > self._touch_after
             return session
         return Session(self, _new_id(), created=now, accessed=now)
 
-    def _handle(self, session, handler, args, kwargs, autosave):
+    def _handle(self, session, handler, args, kwargs, autosave, csrf=False):
         """Run a handler, then commit the session onto the response Bottle sends.
 
         That is the returned body's bottle.response, a returned HTTPResponse
@@ -713,12 +749,24 @@ class BaseSession:
         Bottle drops the headers of bottle.response for the last two. A
         handler that fails with another exception saves nothing."""
         try:
+            if csrf and bottle.request.method in _UNSAFE_METHODS:
+                self.check_csrf(session)
             result = handler(*args, **kwargs)
         except SessionStoreError:
             raise
         except bottle.HTTPResponse as response:
             self._commit(session, response, autosave)
             raise
+        except Exception as exc:
+            if not session.cookies:
+                raise
+            # A logout or login that then crashed: Bottle's own 500 would
+            # drop the cookie, and a logged-out user would stay logged in.
+            trace = traceback.format_exc()
+            bottle.request.environ['wsgi.errors'].write(trace)
+            error = bottle.HTTPError(500, 'Internal Server Error', exc, trace)
+            _apply_headers(error, session.cookies)
+            raise error from exc
         self._commit(session, result if isinstance(result, bottle.HTTPResponse)
                      else bottle.response, autosave)
         return result
@@ -732,7 +780,7 @@ class BaseSession:
                 self._save(session)
             except SessionStoreError:
                 pass    # logged; a page that only read the session is still served
-        _apply_headers(response, self.cookie_name, session.cookie)
+        _apply_headers(response, session.cookies)
 
     def save(self, session):
         """Store the session and send its cookie. Rotates the id at login.
@@ -750,11 +798,15 @@ class BaseSession:
         elif session.manager is not self:
             raise TypeError('save() takes a session of this manager')
         self._save(session)
-        _apply_headers(bottle.response, self.cookie_name, session.cookie)
+        _apply_headers(bottle.response, session.cookies)
 
     def _save(self, session):
         now = self.now()
         login = session._login()
+        if session.login_state != login:    # a login or a logout: new CSRF token
+            dict.pop(session, _CSRF_KEY, None)
+        elif session.new and session.csrf_secret:   # the visitor's token goes along
+            dict.__setitem__(session, _CSRF_KEY, session.csrf_secret)
         if not session.new and session.login_state != login:
             self._rotate(session, now)      # fixation: login gets a fresh id
         elif len(session.id) != ID_LENGTH:
@@ -762,10 +814,15 @@ class BaseSession:
         session.accessed = now
         value = self.persist(session)
         if value is not None:
-            max_age = None if self.cookie_expires is None else max(
-                0, math.ceil(session.created + self.max_age - now))
-            session.cookie = self._cookie_header(value, max_age)
+            end = session.get(_EXPIRY_KEY)
+            if end == 0 or self.cookie_expires is None and not end:
+                max_age = None                  # a browser-session cookie
+            else:       # the absolute end: idle time is the server's business
+                max_age = max(0, math.ceil(self.expires_at(session.created, math.inf, session)
+                                           - now))
+            self._send(session, self.cookie_name, self._cookie_header(value, max_age))
         session.new = session.modified = session.touch = False
+        session.expiry_sent = session.get(_EXPIRY_KEY)
         session.replaces = None
         session.login_state = login
 
@@ -792,9 +849,67 @@ class BaseSession:
         dict.clear(session)
         session._attach(_new_id())
         session.new, session.created, session.accessed = True, now, now
-        session.touch = False
-        session.cookie = self._cookie_header('', 0)
-        _apply_headers(bottle.response, self.cookie_name, session.cookie)
+        session.touch, session.csrf_secret = False, None
+        self._send(session, self.cookie_name, self._cookie_header('', 0))
+        _apply_headers(bottle.response, session.cookies)
+
+    @staticmethod
+    def _send(session, name, header):
+        if session.cookies is None:
+            session.cookies = {}
+        session.cookies[name] = header
+
+    # CSRF ####################################################################
+    # The secret is 32 random bytes in the session. A visitor with nothing
+    # stored keeps it in a cookie of its own, so showing a form stores
+    # nothing; it moves into the session when that is first saved, and is
+    # replaced at login and logout. A token is the secret masked with fresh
+    # random bytes, as Django does, so it differs in every response (BREACH).
+
+    def _csrf_secret(self, session, create):
+        secret = session.get(_CSRF_KEY)
+        if isinstance(secret, str) and _ID_RE.match(secret):
+            return secret
+        if session.csrf_secret is None and session.new:
+            name = self.cookie_name + '_csrf'
+            for value in _cookie_values(bottle.request.environ, name):
+                if _ID_RE.match(value):
+                    session.csrf_secret = value
+                    break
+            else:
+                if not create:
+                    return None
+                session.csrf_secret = _new_id()
+                self._send(session, name, '%s=%s%s' % (name, session.csrf_secret, self._attrs))
+                if not session.managed:     # get_session() has written its headers
+                    _apply_headers(bottle.response, session.cookies)
+        if session.csrf_secret is None:
+            if not create:
+                return None
+            session[_CSRF_KEY] = secret = _new_id()     # a stored session: saved with it
+            return secret
+        return session.csrf_secret
+
+    def csrf_token(self, session):
+        """See Session.csrf_token()."""
+        secret = _b64decode(self._csrf_secret(session, True).encode('ascii'))
+        mask = secrets.token_bytes(32)
+        return _b64encode(mask + bytes(a ^ b for a, b in zip(mask, secret))).decode('ascii')
+
+    def check_csrf(self, session):
+        """See Session.check_csrf()."""
+        request = bottle.request
+        token = request.environ.get('HTTP_X_CSRF_TOKEN') or request.forms.get('csrf_token')
+        secret = self._csrf_secret(session, False)
+        expected = _b64decode(secret.encode('ascii')) if secret else b'\0' * 32
+        try:
+            raw = _b64decode(token.encode('ascii')) if token and len(token) == 86 else b''
+        except (ValueError, UnicodeError):
+            raw = b''
+        got = bytes(a ^ b for a, b in zip(raw[:32], raw[32:]))
+        if not (hmac.compare_digest(got, expected) and secret and len(raw) == 64):
+            raise bottle.HTTPError(403, 'The form\'s security token is missing or wrong. '
+                                        'Reload the page and try again.')
 
 
 class CookieSession(BaseSession):
@@ -915,13 +1030,15 @@ class ServerSession(BaseSession):
             self.cleanup()
         self.write(session.id, session.created, session.accessed, dict(session),
                    session.replaces)
-        return session.id if session.new or session.replaces else None
+        if session.new or session.replaces or session.get(_EXPIRY_KEY) != session.expiry_sent:
+            return session.id
+        return None
 
     def _record(self, created, accessed, data):
         """The JSON text a store keeps, and when it expires (whole seconds)."""
         created, accessed = int(created), int(accessed)
         text = '{"c":%d,"a":%d,"d":%s}' % (created, accessed, _to_json(data))
-        return text, math.ceil(self.expires_at(created, accessed))
+        return text, math.ceil(self.expires_at(created, accessed, data))
 
     @staticmethod
     def _parse(text):
@@ -1301,17 +1418,23 @@ class SessionPlugin:
     response that is sent, when the handler returns (a body or an
     HTTPResponse such as static_file()) or raises an HTTPResponse such as
     bottle.redirect() or abort(); not when it fails with another exception.
-    Routes without the argument are not wrapped at all. A route can turn
-    saving off with ``@route(..., session={'autosave': False})``.
+    Routes without the argument are not wrapped at all.
+
+    With csrf=True (the default) a POST, PUT, PATCH or DELETE to a route that
+    takes the session must carry the token from Session.csrf_token(), as the
+    form field csrf_token or the X-CSRF-Token header, or it gets a 403. A
+    route can turn either off: ``@route(..., session={'autosave': False,
+    'csrf': False})``.
     """
 
     name = 'session'
     api = 2
 
-    def __init__(self, session_manager, keyword='session', autosave=True):
+    def __init__(self, session_manager, keyword='session', autosave=True, csrf=True):
         if not isinstance(session_manager, BaseSession):
             raise TypeError('SessionPlugin needs a session manager, such as CookieSession()')
         self.session_manager, self.keyword, self.autosave = session_manager, keyword, autosave
+        self.csrf = csrf
         if keyword != 'session':
             self.name = 'session_' + keyword    # so two can be installed, and uninstalled
 
@@ -1324,6 +1447,7 @@ class SessionPlugin:
     def apply(self, callback, route):
         keyword = route.config.get('session.keyword', self.keyword)
         autosave = route.config.get('session.autosave', self.autosave)
+        csrf = route.config.get('session.csrf', self.csrf)
         if keyword not in _callback_args(route):
             return callback
         manager = self.session_manager
@@ -1331,7 +1455,7 @@ class SessionPlugin:
         @functools.wraps(callback)
         def wrapper(*args, **kwargs):
             session = kwargs[keyword] = manager._current(managed=True)
-            return manager._handle(session, callback, args, kwargs, autosave)
+            return manager._handle(session, callback, args, kwargs, autosave, csrf)
         return wrapper
 
     def close(self):
