@@ -483,6 +483,34 @@ class Session(dict):
     def __repr__(self):
         return '<Session %s… %s>' % (self.id[:6], dict.__repr__(self))
 
+    # Flash messages, with Flask's names ######################################
+
+    flash_key = '_flashes'      # their one key: a JSON list of [category, message]
+
+    def flash(self, message, category='message'):
+        """Queue a message for the next page that calls get_flashed_messages().
+
+        It is kept in the session, so it survives a redirect in every store;
+        it must be JSON-serialisable (a str is)."""
+        self[self.flash_key] = self.get(self.flash_key, []) + [[category, message]]
+
+    def get_flashed_messages(self, with_categories=False, category_filter=()):
+        """Return the queued messages and remove them from the session.
+
+        with_categories=True gives (category, message) tuples. category_filter
+        returns and removes only the messages of those categories. With
+        nothing to return, the session is left unmodified. Unlike Flask, a
+        second call in the same request does not return the same messages."""
+        queued = self.get(self.flash_key) or []
+        shown = [m for m in queued if not category_filter or m[0] in category_filter]
+        if shown:
+            kept = [m for m in queued if category_filter and m[0] not in category_filter]
+            if kept:
+                self[self.flash_key] = kept
+            else:
+                del self[self.flash_key]
+        return [tuple(m) for m in shown] if with_categories else [m[1] for m in shown]
+
 
 ###############################################################################
 # Session managers ############################################################

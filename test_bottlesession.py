@@ -737,6 +737,75 @@ class TestEveryStore:
         app.get('/login/carol')
         assert app.get('/who').text == 'carol'
 
+    # Flash messages: one reserved key of JSON pairs, so every store keeps them.
+
+    def flash_app(self, store):
+        manager, app = store()
+        bottle_app = app.app
+
+        @bottle_app.route('/flash/<category>/<message>')
+        def flash(category, message, session):
+            session.flash(message, category)
+            bottle.redirect('/flashed')
+
+        @bottle_app.route('/flash-default/<message>')
+        def flash_default(message, session):
+            session.flash(message)
+            return 'queued'
+
+        @bottle_app.route('/flashed')
+        def flashed(session):
+            return {'messages': session.get_flashed_messages()}
+
+        @bottle_app.route('/flashed/categories')
+        def with_categories(session):
+            only = bottle.request.query.get('only')
+            messages = session.get_flashed_messages(
+                with_categories=True, category_filter=only.split(',') if only else ())
+            return {'messages': [list(m) for m in messages],
+                    'tuples': all(isinstance(m, tuple) for m in messages)}
+        return manager, app
+
+    def test_flash_survives_a_redirect_and_shows_once(self, store):
+        manager, app = self.flash_app(store)
+        response = app.get('/flash/message/saved')
+        assert response.status_int in (302, 303)
+        assert response.follow().json['messages'] == ['saved']
+        assert app.get('/flashed').json['messages'] == []
+        app.get('/flash-default/one')
+        app.get('/flash-default/two')
+        assert app.get('/flashed').json['messages'] == ['one', 'two']
+        assert app.get('/flashed').json['messages'] == []
+
+    def test_flash_categories_and_filter(self, store):
+        manager, app = self.flash_app(store)
+        app.get('/flash/info/a')
+        app.get('/flash/error/b')
+        app.get('/flash/warning/c')
+        app.get('/flash-default/d')
+        body = app.get('/flashed/categories?only=error,warning').json
+        assert body == {'messages': [['error', 'b'], ['warning', 'c']], 'tuples': True}
+        assert app.get('/flashed/categories?only=error').json['messages'] == []
+        body = app.get('/flashed/categories').json
+        assert body['messages'] == [['info', 'a'], ['message', 'd']]
+        assert app.get('/flashed/categories').json['messages'] == []
+
+    def test_reading_no_flashes_writes_nothing(self, store):
+        manager, app = self.flash_app(store)
+        assert set_cookie_headers(app.get('/flashed')) == []        # a new visitor
+        app.get('/set/a/1')
+        sid = app.get('/get').json['id']
+        app.get('/flash/info/kept')
+        server_side = manager.cookie_name != 'session_data'
+        record = manager.read(sid) if server_side else None
+        manager.now.advance(10)
+        for path in ('/flashed/categories?only=error', '/get'):
+            assert set_cookie_headers(app.get(path)) == []
+        if server_side:             # not written again on the server either
+            assert manager.read(sid) == record
+        assert app.get('/flashed').json['messages'] == ['kept']
+        assert set_cookie_headers(app.get('/flashed')) == []
+
 
 ###############################################################################
 # CookieSession ###############################################################
