@@ -1251,7 +1251,12 @@ def _current_path():
     return path
 
 
-def authenticator(session_manager, login_url='/auth/login', verify=None):
+def _check_require(require):
+    if require is not None and not callable(require):
+        raise TypeError('require must be a function of the session, not %r' % (require,))
+
+
+def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
     """Make `valid_user`, a decorator factory that requires a logged-in session.
 
     A visitor whose session is not valid is redirected to the login URL; the
@@ -1260,8 +1265,18 @@ def authenticator(session_manager, login_url='/auth/login', verify=None):
     becomes environ['REMOTE_USER']. `verify(session)`, if given, runs on
     every request; when it returns false the session is invalidated, e.g.
     because the user was deleted or changed their password.
+    `require(session)`, if given, decides who may see the page: a signed-in
+    user for whom it returns false gets a 403 and stays signed in. Use it,
+    not `verify`, for rules such as admin-only pages.
+    ``@valid_user`` works with or without parentheses.
     """
-    def valid_user(login_url=login_url, verify=verify):
+    _check_require(require)
+
+    def valid_user(login_url=login_url, verify=verify, require=require):
+        if callable(login_url):             # @valid_user, without parentheses
+            return valid_user()(login_url)
+        _check_require(require)
+
         def decorator(handler):
             @functools.wraps(handler)
             def check_auth(*args, **kwargs):
@@ -1277,6 +1292,8 @@ def authenticator(session_manager, login_url='/auth/login', verify=None):
                     bottle.redirect(login_url)
                 if session.get('name'):
                     bottle.request.environ['REMOTE_USER'] = str(session['name'])
+                if require is not None and not require(session):
+                    bottle.abort(403, 'You are signed in, but may not see this page.')
                 return handler(*args, **kwargs)
             return check_auth
         return decorator

@@ -1362,6 +1362,89 @@ def test_login_url_can_be_set():
     assert test.get('/b').headers['Location'].endswith('/other')
 
 
+def test_valid_user_with_and_without_parentheses():
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager)
+
+    @app.route('/bare')
+    @valid_user
+    def bare(session):
+        return 'bare ' + session['name']
+
+    @app.route('/called')
+    @valid_user()
+    def called(session):
+        return 'called ' + session['name']
+    test = webtest.TestApp(app)
+    for path in ('/bare', '/called'):
+        assert test.get(path).headers['Location'].endswith('/auth/login')
+    test.get('/login/dora')
+    assert test.get('/bare').text == 'bare dora'
+    assert test.get('/called').text == 'called dora'
+
+
+def is_admin(session):
+    return session.get('name') == 'root'
+
+
+@pytest.mark.parametrize('where', ['authenticator', 'valid_user'])
+def test_require_gives_403_and_keeps_the_user_signed_in(where):
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    if where == 'authenticator':
+        admin_only = bs.authenticator(manager, require=is_admin)()
+    else:
+        admin_only = bs.authenticator(manager)(require=is_admin)
+
+    @app.route('/admin')
+    @admin_only
+    def admin():
+        return 'admin page'
+    test = webtest.TestApp(app)
+    response = test.get('/admin')                   # not signed in: log in first
+    assert response.status_int in (302, 303)
+    assert response.headers['Location'].endswith('/auth/login')
+    test.get('/login/alice')
+    response = test.get('/admin', status=403)       # signed in, but not allowed
+    assert 'admin page' not in response.text and 'Location' not in response.headers
+    assert set_cookie_headers(response) == []        # nothing invalidated
+    assert test.get('/get').json['data']['name'] == 'alice'
+    assert test.get('/get').json['data']['valid'] is True
+    test.get('/login/root')
+    assert test.get('/admin').text == 'admin page'
+
+
+def test_verify_logs_out_and_require_does_not():
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager)
+
+    @app.route('/verified')
+    @valid_user(verify=is_admin)
+    def verified():
+        return 'verified'
+
+    @app.route('/required')
+    @valid_user(require=is_admin)
+    def required():
+        return 'required'
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    test.get('/required', status=403)
+    assert test.get('/get').json['data']['valid'] is True
+    assert test.get('/verified').status_int in (302, 303)
+    assert test.get('/get').json['data']['valid'] is False
+
+
+def test_require_must_be_callable():
+    manager = bs.CookieSession(secret=SECRET)
+    with pytest.raises(TypeError):
+        bs.authenticator(manager, require='admin')
+    with pytest.raises(TypeError):
+        bs.authenticator(manager)(require=True)
+
+
 ###############################################################################
 # Under attack: property-based tests (hypothesis, fixed seed) #################
 ###############################################################################
