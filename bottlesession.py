@@ -68,6 +68,7 @@ __all__ = [
     'Session', 'BaseSession', 'CookieSession', 'ServerSession',
     'PickleSession', 'SQLSession', 'RedisSession', 'SessionPlugin', 'Plugin',
     'authenticator', 'redirect_back',
+    'hash_password', 'check_password', 'needs_rehash',
 ]
 
 import binascii
@@ -1306,3 +1307,109 @@ def redirect_back(default='/'):
     target = bottle.request.get_cookie(REDIRECT_COOKIE)
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
     bottle.redirect(target if _safe_path(target) else default)
+
+
+###############################################################################
+# Passwords ###################################################################
+###############################################################################
+
+# scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
+# of a second per hash. Raise it, and needs_rehash() says which hashes to redo.
+SCRYPT_PARAMETERS = (17, 8, 1)
+_HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
+                      r'\$([A-Za-z0-9_-]{22,86})\$([A-Za-z0-9_-]{22,86})\Z')
+
+
+def _scrypt_cost(log_n, r, p):
+    """The memory (bytes, as OpenSSL counts it) and work (N*r*p) of scrypt."""
+    n = 1 << log_n
+    return 128 * r * (n + p + 2), n * r * p
+
+
+def _password_bytes(password):
+    if isinstance(password, str):       # 'surrogatepass': a lone surrogate from JSON
+        return password.encode('utf-8', 'surrogatepass')
+    if isinstance(password, (bytes, bytearray)):
+        return bytes(password)
+    raise TypeError('a password is a str or bytes, not %s' % type(password).__name__)
+
+
+def _scrypt(password, salt, log_n, r, p, length):
+    memory, _ = _scrypt_cost(log_n, r, p)
+    return hashlib.scrypt(_password_bytes(password), salt=salt, n=1 << log_n, r=r, p=p,
+                          maxmem=memory + 65536, dklen=length)
+
+
+def _parse_hash(hashed):
+    """(log_n, r, p, salt, key) from a hash_password() string, or None.
+
+    A stored hash is trusted no further than twice the current memory and
+    eight times the current work, so that one planted in a user table cannot
+    make check_password() allocate gigabytes or run for minutes."""
+    match = _HASH_RE.match(hashed) if isinstance(hashed, str) else None
+    if match is None:
+        return None
+    log_n, r, p = (int(group) for group in match.groups()[:3])
+    memory, work = _scrypt_cost(log_n, r, p)
+    most_memory, most_work = _scrypt_cost(*SCRYPT_PARAMETERS)
+    if memory > 2 * most_memory or work > 8 * most_work:
+        return None
+    try:
+        salt, key = _b64decode(match.group(4).encode()), _b64decode(match.group(5).encode())
+    except binascii.Error:
+        return None
+    return log_n, r, p, salt, key
+
+
+def hash_password(password):
+    """Hash a password (str or bytes; a str is UTF-8 encoded) for storage.
+
+    Uses scrypt (OWASP's minimum: N=2**17, r=8, p=1) with a random 16-byte
+    salt, and returns a str that carries its parameters::
+
+        scrypt$<log2 N>$<r>$<p>$<salt>$<hash>
+        e.g. scrypt$17$8$1$<22 characters>$<43 characters>
+
+    where salt (16 bytes) and hash (32 bytes) are base64url without padding.
+    It takes 128 MiB and a few tenths of a second on purpose: that is what
+    makes a stolen table slow to crack. check_password() costs the same, so
+    rate-limit login attempts.
+    """
+    log_n, r, p = SCRYPT_PARAMETERS
+    salt = secrets.token_bytes(16)
+    key = _scrypt(password, salt, log_n, r, p, 32)
+    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, _b64encode(salt).decode(),
+                                      _b64encode(key).decode())
+
+
+def check_password(password, hashed):
+    """True if `password` matches `hashed`, a hash_password() string.
+
+    The comparison is constant-time. It returns False, and never raises, for
+    a wrong password, a password that is not a str or bytes, and a hash that
+    is malformed, foreign (not made by hash_password) or asks for absurd
+    parameters. To avoid telling who has an account by timing, check a
+    missing user's password against a hash_password() of anything.
+    """
+    parsed = _parse_hash(hashed)
+    if parsed is None:
+        return False
+    log_n, r, p, salt, key = parsed
+    try:
+        derived = _scrypt(password, salt, log_n, r, p, len(key))
+    except (TypeError, ValueError):     # not a str or bytes; OpenSSL refused
+        return False
+    return hmac.compare_digest(derived, key)
+
+
+def needs_rehash(hashed):
+    """True when `hashed` is weaker than hash_password() makes today, or not
+    one of its hashes at all. Store a new hash_password() at the next
+    successful check_password()."""
+    parsed = _parse_hash(hashed)
+    if parsed is None:
+        return True
+    log_n, r, p, salt, key = parsed
+    current = SCRYPT_PARAMETERS
+    return (log_n < current[0] or r < current[1] or p < current[2]
+            or len(salt) < 16 or len(key) < 32)

@@ -1446,6 +1446,134 @@ def test_require_must_be_callable():
 
 
 ###############################################################################
+# Passwords ###################################################################
+###############################################################################
+
+def b64(raw):
+    return base64.urlsafe_b64encode(raw).decode().rstrip('=')
+
+
+def scrypt_hash(password, salt, log_n, r, p, length=32):
+    """The hash format, built independently of the module: a known-answer check."""
+    key = hashlib.scrypt(password, salt=salt, n=2 ** log_n, r=r, p=p, dklen=length,
+                         maxmem=2 ** 28)
+    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), b64(key))
+
+
+@pytest.fixture(scope='module')
+def hashed():
+    """One hash at the current parameters, shared: each one costs ~0.1-0.5 s."""
+    return bs.hash_password('correct horse ✓')
+
+
+def test_hash_format_and_parameters(hashed):
+    name, log_n, r, p, salt, key = hashed.split('$')
+    assert (name, log_n, r, p) == ('scrypt', '17', '8', '1')       # OWASP's minimum
+    assert len(base64.urlsafe_b64decode(salt + '==')) == 16
+    assert len(base64.urlsafe_b64decode(key + '==')) == 32
+    salt = base64.urlsafe_b64decode(salt + '==')
+    assert hashed == scrypt_hash('correct horse ✓'.encode(), salt, 17, 8, 1)
+
+
+def test_check_password(hashed):
+    assert bs.check_password('correct horse ✓', hashed) is True
+    assert bs.check_password('correct horse ✓'.encode(), hashed) is True
+    for wrong in ('correct horse', 'correct horse ✓ ', 'Correct horse ✓', '', b''):
+        assert bs.check_password(wrong, hashed) is False
+
+
+def test_salts_are_random():
+    one, two = bs.hash_password('pw'), bs.hash_password('pw')
+    assert one != two and one.split('$')[4] != two.split('$')[4]
+    assert bs.check_password('pw', one) and bs.check_password('pw', two)
+
+
+def test_parameters_are_read_from_the_hash():
+    """Hashes made with other (older) parameters still verify, and ask to be redone."""
+    for log_n, r, p, length in ((14, 8, 1, 32), (12, 4, 2, 64), (10, 8, 3, 16)):
+        old = scrypt_hash(b'pw', b'0123456789abcdef', log_n, r, p, length)
+        assert bs.check_password('pw', old) is True
+        assert bs.check_password('pX', old) is False
+        assert bs.needs_rehash(old) is True
+
+
+def test_needs_rehash(hashed):
+    assert bs.needs_rehash(hashed) is False
+    salt, key = b64(os.urandom(16)), b64(os.urandom(32))
+    for params, expected in (('17$8$1', False), ('18$8$1', False), ('17$8$2', False),
+                             ('16$8$1', True), ('17$4$1', True), ('16$8$2', True)):
+        assert bs.needs_rehash('scrypt$%s$%s$%s' % (params, salt, key)) is expected, params
+    assert bs.needs_rehash('scrypt$17$8$1$%s$%s' % (b64(os.urandom(8)), key)) is True
+    for foreign in FOREIGN_HASHES:
+        assert bs.needs_rehash(foreign) is True
+
+
+SALT, KEY = b64(b'0123456789abcdef'), b64(b'k' * 32)
+FOREIGN_HASHES = [
+    None, '', 'wonderland', b'scrypt$17$8$1$' + SALT.encode() + b'$' + KEY.encode(), 17, [],
+    'pbkdf2_sha256$600000$c2FsdA$aGFzaA==',                         # Django
+    '$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW',  # bcrypt
+    'scrypt:32768:8:1$salt$' + 'ab' * 32,                           # werkzeug
+    '$scrypt$ln=16,r=8,p=1$c2FsdA$aGFzaA',                          # passlib
+    'scrypt$17$8$1$%s' % SALT, 'scrypt$17$8$1$%s$' % SALT, 'scrypt$17$8$1$$' + KEY,
+    'scrypt$17$8$1$%s$%s$' % (SALT, KEY), 'scrypt$17$8$%s$%s' % (SALT, KEY),
+    'scrypt$17$8$1$%s$%s\n' % (SALT, KEY), ' scrypt$17$8$1$%s$%s' % (SALT, KEY),
+    'SCRYPT$17$8$1$%s$%s' % (SALT, KEY), 'scrypt$017$8$1$%s$%s' % (SALT, KEY),
+    'scrypt$+17$8$1$%s$%s' % (SALT, KEY), 'scrypt$17$8$1$%s$%s' % (SALT + '!', KEY),
+    'scrypt$17$8$1$%s$%s' % (SALT, KEY[:-1] + '=='), 'scrypt$17$8$1$%s$%s' % (SALT, KEY[:-2]),
+    'scrypt$17$8$1$%s$%s' % (SALT, 'é' * 43), 'scrypt$17$8$1$%s$%s' % (SALT, '\x00' * 43),
+    'scrypt$0$8$1$%s$%s' % (SALT, KEY), 'scrypt$17$0$1$%s$%s' % (SALT, KEY),
+    'scrypt$17$8$0$%s$%s' % (SALT, KEY), 'scrypt$-1$8$1$%s$%s' % (SALT, KEY),
+    'scrypt$17$8$1$%s$%s' % (b64(b'short'), KEY), 'scrypt$17$8$1$%s$%s' % (SALT, b64(b'k' * 8)),
+    'scrypt$17$8$1$%s$%s' % (SALT, b64(b'k' * 5000)), 'scrypt$%s' % ('9' * 5000),
+    'scrypt$' + '$' * 10000,
+]
+# Planted hashes that would make scrypt take gigabytes or minutes if obeyed.
+ABSURD_PARAMETERS = ['21$8$1', '24$8$1', '30$8$1', '64$8$1', '99$8$1', '17$1024$1', '17$8$64',
+                     '20$8$16', '17$8$1000000', '17$99999999999999999999$1', '10$8$99999']
+
+
+@pytest.mark.parametrize('hashed', FOREIGN_HASHES, ids=range(len(FOREIGN_HASHES)))
+def test_malformed_or_foreign_hashes_are_false(hashed):
+    for password in ('wonderland', b'wonderland', '', None, 17):
+        assert bs.check_password(password, hashed) is False
+    assert bs.needs_rehash(hashed) is True
+
+
+@pytest.mark.parametrize('params', ABSURD_PARAMETERS)
+def test_absurd_parameters_are_refused_at_once(params):
+    hashed = 'scrypt$%s$%s$%s' % (params, SALT, KEY)
+    start = time.perf_counter()
+    assert bs.check_password('wonderland', hashed) is False
+    assert bs.needs_rehash(hashed) is True
+    assert time.perf_counter() - start < 0.5     # obeyed, each takes seconds or gigabytes
+
+
+def test_bad_passwords_never_raise(hashed):
+    for password in (None, 17, ['pw'], '\ud800', 'x' * 100000):
+        assert bs.check_password(password, hashed) is False
+    with pytest.raises(TypeError):
+        bs.hash_password(None)
+    with pytest.raises(TypeError):
+        bs.hash_password(17)
+
+
+def test_check_is_constant_time(hashed, monkeypatch):
+    """The comparison goes through hmac.compare_digest, not ==."""
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+    monkeypatch.setattr(hmac, 'compare_digest', spy)
+    assert bs.check_password('correct horse ✓', hashed) is True
+    assert bs.check_password('wrong', hashed) is False
+    stored = base64.urlsafe_b64decode(hashed.split('$')[5] + '==')
+    assert len(calls) == 2 and all(stored in call for call in calls)
+
+
+###############################################################################
 # Under attack: property-based tests (hypothesis, fixed seed) #################
 ###############################################################################
 
