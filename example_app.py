@@ -7,7 +7,6 @@ else with a secret derived from this machine (and says why that is weak).
 Accounts: alice / wonderland, bob / builder.
 """
 import argparse
-import hmac
 import html
 import os
 
@@ -15,7 +14,7 @@ import bottle
 
 import bottlesession
 
-USERS = {'alice': 'wonderland', 'bob': 'builder'}
+USERS = {'alice': 'wonderland', 'bob': 'builder'}     # hashed in make_app()
 
 PAGE = '''<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title></head>
@@ -36,6 +35,9 @@ def make_app(manager):
     app = bottle.Bottle()
     app.install(bottlesession.SessionPlugin(manager))
     valid_user = bottlesession.authenticator(manager, login_url='/login')
+    # A real app stores only these hashes, made by hash_password() at sign-up.
+    hashes = {name: bottlesession.hash_password(password) for name, password in USERS.items()}
+    nobody = bottlesession.hash_password(os.urandom(16))   # unknown names take as long
 
     @app.route('/')
     def index(session):
@@ -71,7 +73,7 @@ def make_app(manager):
     def login(session):
         name = bottle.request.forms.getunicode('username', '')
         password = bottle.request.forms.getunicode('password', '')
-        if not hmac.compare_digest(USERS.get(name, '\0').encode(), password.encode()):
+        if not bottlesession.check_password(password, hashes.get(name, nobody)):
             return login_form(session, 'Wrong name or password.')
         session['valid'] = True         # the id is rotated when this is saved
         session['name'] = name
