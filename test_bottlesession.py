@@ -1528,9 +1528,11 @@ FOREIGN_HASHES = [
     'scrypt$17$8$1$%s$%s' % (SALT, b64(b'k' * 5000)), 'scrypt$%s' % ('9' * 5000),
     'scrypt$' + '$' * 10000,
 ]
-# Planted hashes that would make scrypt take gigabytes or minutes if obeyed.
-ABSURD_PARAMETERS = ['21$8$1', '24$8$1', '30$8$1', '64$8$1', '99$8$1', '17$1024$1', '17$8$64',
-                     '20$8$16', '17$8$1000000', '17$99999999999999999999$1', '10$8$99999']
+# Planted hashes that, obeyed, would take 8 to 10**6 times the time or memory of a
+# normal check (N=2**17, r=8, p=1), or more memory than OpenSSL allows.
+ABSURD_PARAMETERS = ['20$8$1', '18$8$16', '17$8$64', '16$8$128', '20$8$16', '17$8$1000000',
+                     '10$8$99999', '21$8$1', '30$8$1', '99$8$1', '17$1024$1',
+                     '17$99999999999999999999$1']
 
 
 @pytest.mark.parametrize('hashed', FOREIGN_HASHES, ids=range(len(FOREIGN_HASHES)))
