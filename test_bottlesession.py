@@ -1535,11 +1535,11 @@ ABSURD_PARAMETERS = ['20$8$1', '18$8$16', '17$8$64', '16$8$128', '20$8$16', '17$
                      '17$99999999999999999999$1']
 
 
-@pytest.mark.parametrize('hashed', FOREIGN_HASHES, ids=range(len(FOREIGN_HASHES)))
-def test_malformed_or_foreign_hashes_are_false(hashed):
+@pytest.mark.parametrize('foreign', FOREIGN_HASHES, ids=range(len(FOREIGN_HASHES)))
+def test_malformed_or_foreign_hashes_are_false(foreign):
     for password in ('wonderland', b'wonderland', '', None, 17):
-        assert bs.check_password(password, hashed) is False
-    assert bs.needs_rehash(hashed) is True
+        assert bs.check_password(password, foreign) is False
+    assert bs.needs_rehash(foreign) is True
 
 
 @pytest.mark.parametrize('params', ABSURD_PARAMETERS)
