@@ -69,6 +69,7 @@ __all__ = [
     'Session', 'BaseSession', 'CookieSession', 'ServerSession',
     'PickleSession', 'SQLSession', 'RedisSession', 'SessionPlugin', 'Plugin',
     'authenticator', 'redirect_back',
+    'hash_password', 'check_password', 'needs_rehash',
 ]
 
 import binascii
@@ -608,6 +609,34 @@ class Session(dict):
     def __repr__(self):
         data = {key: value for key, value in self.items() if key != 'sessionid'}
         return '<Session %s… %r>' % (self.id[:6], data)
+
+    # Flash messages, with Flask's names ######################################
+
+    flash_key = '_flashes'      # their one key: a JSON list of [category, message]
+
+    def flash(self, message, category='message'):
+        """Queue a message for the next page that calls get_flashed_messages().
+
+        It is kept in the session, so it survives a redirect in every store;
+        it must be JSON-serialisable (a str is)."""
+        self[self.flash_key] = self.get(self.flash_key, []) + [[category, message]]
+
+    def get_flashed_messages(self, with_categories=False, category_filter=()):
+        """Return the queued messages and remove them from the session.
+
+        with_categories=True gives (category, message) tuples. category_filter
+        returns and removes only the messages of those categories. With
+        nothing to return, the session is left unmodified. Unlike Flask, a
+        second call in the same request does not return the same messages."""
+        queued = self.get(self.flash_key) or []
+        shown = [m for m in queued if not category_filter or m[0] in category_filter]
+        if shown:
+            kept = [m for m in queued if category_filter and m[0] not in category_filter]
+            if kept:
+                self[self.flash_key] = kept
+            else:
+                del self[self.flash_key]
+        return [tuple(m) for m in shown] if with_categories else [m[1] for m in shown]
 
 
 ###############################################################################
@@ -1491,7 +1520,12 @@ def _current_path():
     return path
 
 
-def authenticator(session_manager, login_url='/auth/login', verify=None):
+def _check_require(require):
+    if require is not None and not callable(require):
+        raise TypeError('require must be a function of the session, not %r' % (require,))
+
+
+def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
     """Make `valid_user`, a decorator factory that requires a logged-in session.
 
     A visitor whose session is not valid is redirected to the login URL; the
@@ -1500,10 +1534,19 @@ def authenticator(session_manager, login_url='/auth/login', verify=None):
     becomes environ['REMOTE_USER'] when it is a printable string.
     `verify(session)`, if given, runs on every request; when it returns false
     the session is invalidated, e.g. because the user was deleted or changed
-    their password. The session's headers go onto the response that is sent,
-    as with the plugin.
+    their password. `require(session)`, if given, decides who may see the
+    page: a signed-in user for whom it returns false gets a 403 and stays
+    signed in. Use it, not `verify`, for rules such as admin-only pages.
+    ``@valid_user`` works with or without parentheses. The session's headers
+    go onto the response that is sent, as with the plugin.
     """
-    def valid_user(login_url=login_url, verify=verify):
+    _check_require(require)
+
+    def valid_user(login_url=login_url, verify=verify, require=require):
+        if callable(login_url):             # @valid_user, without parentheses
+            return valid_user()(login_url)
+        _check_require(require)
+
         def send_to_login(*args, **kwargs):
             target = _current_path()
             if _safe_path(target):
@@ -1511,6 +1554,9 @@ def authenticator(session_manager, login_url='/auth/login', verify=None):
                     REDIRECT_COOKIE, target, path='/', max_age=3600,
                     httponly=True, secure=session_manager.secure, samesite='Lax')
             bottle.redirect(login_url)
+
+        def refuse(*args, **kwargs):
+            bottle.abort(403, 'You are signed in, but may not see this page.')
 
         def decorator(handler):
             @functools.wraps(handler)
@@ -1523,7 +1569,11 @@ def authenticator(session_manager, login_url='/auth/login', verify=None):
                 name = session.get('name')
                 if isinstance(name, str) and name.isprintable():    # no CR/LF into headers
                     bottle.request.environ['REMOTE_USER'] = name
-                return session_manager._handle(session, handler, args, kwargs, False)
+                if require is not None and not require(session):
+                    handler_now = refuse
+                else:
+                    handler_now = handler
+                return session_manager._handle(session, handler_now, args, kwargs, False)
             return check_auth
         return decorator
     return valid_user
@@ -1535,3 +1585,109 @@ def redirect_back(default='/'):
     target = next(_cookie_values(bottle.request.environ, REDIRECT_COOKIE), None)
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
     bottle.redirect(target if _safe_path(target) else default)
+
+
+###############################################################################
+# Passwords ###################################################################
+###############################################################################
+
+# scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
+# of a second per hash. Raise it, and needs_rehash() says which hashes to redo.
+SCRYPT_PARAMETERS = (17, 8, 1)
+_HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
+                      r'\$([A-Za-z0-9_-]{22,86})\$([A-Za-z0-9_-]{22,86})\Z')
+
+
+def _scrypt_cost(log_n, r, p):
+    """The memory (bytes, as OpenSSL counts it) and work (N*r*p) of scrypt."""
+    n = 1 << log_n
+    return 128 * r * (n + p + 2), n * r * p
+
+
+def _password_bytes(password):
+    if isinstance(password, str):       # 'surrogatepass': a lone surrogate from JSON
+        return password.encode('utf-8', 'surrogatepass')
+    if isinstance(password, (bytes, bytearray)):
+        return bytes(password)
+    raise TypeError('a password is a str or bytes, not %s' % type(password).__name__)
+
+
+def _scrypt(password, salt, log_n, r, p, length):
+    memory, _ = _scrypt_cost(log_n, r, p)
+    return hashlib.scrypt(_password_bytes(password), salt=salt, n=1 << log_n, r=r, p=p,
+                          maxmem=memory + 65536, dklen=length)
+
+
+def _parse_hash(hashed):
+    """(log_n, r, p, salt, key) from a hash_password() string, or None.
+
+    A stored hash is trusted no further than twice the current memory and
+    eight times the current work, so that one planted in a user table cannot
+    make check_password() allocate gigabytes or run for minutes."""
+    match = _HASH_RE.match(hashed) if isinstance(hashed, str) else None
+    if match is None:
+        return None
+    log_n, r, p = (int(group) for group in match.groups()[:3])
+    memory, work = _scrypt_cost(log_n, r, p)
+    most_memory, most_work = _scrypt_cost(*SCRYPT_PARAMETERS)
+    if memory > 2 * most_memory or work > 8 * most_work:
+        return None
+    try:
+        salt, key = _b64decode(match.group(4).encode()), _b64decode(match.group(5).encode())
+    except binascii.Error:
+        return None
+    return log_n, r, p, salt, key
+
+
+def hash_password(password):
+    """Hash a password (str or bytes; a str is UTF-8 encoded) for storage.
+
+    Uses scrypt (OWASP's minimum: N=2**17, r=8, p=1) with a random 16-byte
+    salt, and returns a str that carries its parameters::
+
+        scrypt$<log2 N>$<r>$<p>$<salt>$<hash>
+        e.g. scrypt$17$8$1$<22 characters>$<43 characters>
+
+    where salt (16 bytes) and hash (32 bytes) are base64url without padding.
+    It takes 128 MiB and a few tenths of a second on purpose: that is what
+    makes a stolen table slow to crack. check_password() costs the same, so
+    rate-limit login attempts.
+    """
+    log_n, r, p = SCRYPT_PARAMETERS
+    salt = secrets.token_bytes(16)
+    key = _scrypt(password, salt, log_n, r, p, 32)
+    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, _b64encode(salt).decode(),
+                                      _b64encode(key).decode())
+
+
+def check_password(password, hashed):
+    """True if `password` matches `hashed`, a hash_password() string.
+
+    The comparison is constant-time. It returns False, and never raises, for
+    a wrong password, a password that is not a str or bytes, and a hash that
+    is malformed, foreign (not made by hash_password) or asks for absurd
+    parameters. To avoid telling who has an account by timing, check a
+    missing user's password against a hash_password() of anything.
+    """
+    parsed = _parse_hash(hashed)
+    if parsed is None:
+        return False
+    log_n, r, p, salt, key = parsed
+    try:
+        derived = _scrypt(password, salt, log_n, r, p, len(key))
+    except (TypeError, ValueError):     # not a str or bytes; OpenSSL refused
+        return False
+    return hmac.compare_digest(derived, key)
+
+
+def needs_rehash(hashed):
+    """True when `hashed` is weaker than hash_password() makes today, or not
+    one of its hashes at all. Store a new hash_password() at the next
+    successful check_password()."""
+    parsed = _parse_hash(hashed)
+    if parsed is None:
+        return True
+    log_n, r, p, salt, key = parsed
+    current = SCRYPT_PARAMETERS
+    return (log_n < current[0] or r < current[1] or p < current[2]
+            or len(salt) < 16 or len(key) < 32)

@@ -7,7 +7,6 @@ else with a secret derived from this machine (and says why that is weak).
 Accounts: alice / wonderland, bob / builder.
 """
 import argparse
-import hmac
 import html
 import os
 
@@ -15,7 +14,7 @@ import bottle
 
 import bottlesession
 
-USERS = {'alice': 'wonderland', 'bob': 'builder'}
+USERS = {'alice': 'wonderland', 'bob': 'builder'}     # hashed in make_app()
 
 PAGE = '''<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title></head>
@@ -36,6 +35,9 @@ def make_app(manager):
     app = bottle.Bottle()
     app.install(bottlesession.SessionPlugin(manager))
     valid_user = bottlesession.authenticator(manager, login_url='/login')
+    # A real app stores only these hashes, made by hash_password() at sign-up.
+    hashes = {name: bottlesession.hash_password(password) for name, password in USERS.items()}
+    nobody = bottlesession.hash_password(os.urandom(16))   # unknown names take as long
 
     @app.route('/')
     def index(session):
@@ -49,8 +51,9 @@ def make_app(manager):
         return page(session, 'Private page', '''
             <p>Visits: <b id="visits">{visits}</b> · tab: <b id="tab">{tab}</b></p>
             <form method="post" action="/notes"><input name="note" id="note">
+            <input type="hidden" name="csrf_token" value="{token}">
             <button id="add">add a note</button></form><ul id="notes">{notes}</ul>
-            '''.format(visits=session['visits'], notes=notes,
+            '''.format(visits=session['visits'], notes=notes, token=session.csrf_token(),
                        tab=html.escape(bottle.request.query.get('tab', ''))))
 
     @app.post('/notes')
@@ -63,15 +66,17 @@ def make_app(manager):
     def login_form(session, error=''):
         return page(session, 'Log in', '''<p id="error">{error}</p>
             <form method="post" action="/login">
+            <input type="hidden" name="csrf_token" value="{token}">
             <label>Name <input name="username" id="username"></label>
             <label>Password <input name="password" id="password" type="password"></label>
-            <button id="submit">log in</button></form>'''.format(error=error))
+            <button id="submit">log in</button></form>'''.format(error=error,
+                                                                 token=session.csrf_token()))
 
     @app.post('/login')
     def login(session):
         name = bottle.request.forms.getunicode('username', '')
         password = bottle.request.forms.getunicode('password', '')
-        if not hmac.compare_digest(USERS.get(name, '\0').encode(), password.encode()):
+        if not bottlesession.check_password(password, hashes.get(name, nobody)):
             return login_form(session, 'Wrong name or password.')
         session['valid'] = True         # the id is rotated when this is saved
         session['name'] = name

@@ -1166,6 +1166,75 @@ class TestEveryStore:
         assert body['data']['name'] == 'olga' and body['data']['colour'] == 'red'
         assert body['data']['valid'] is True and body['data']['sessionid'] == body['id']
 
+    # Flash messages: one reserved key of JSON pairs, so every store keeps them.
+
+    def flash_app(self, store):
+        manager, app = store()
+        bottle_app = app.app
+
+        @bottle_app.route('/flash/<category>/<message>')
+        def flash(category, message, session):
+            session.flash(message, category)
+            bottle.redirect('/flashed')
+
+        @bottle_app.route('/flash-default/<message>')
+        def flash_default(message, session):
+            session.flash(message)
+            return 'queued'
+
+        @bottle_app.route('/flashed')
+        def flashed(session):
+            return {'messages': session.get_flashed_messages()}
+
+        @bottle_app.route('/flashed/categories')
+        def with_categories(session):
+            only = bottle.request.query.get('only')
+            messages = session.get_flashed_messages(
+                with_categories=True, category_filter=only.split(',') if only else ())
+            return {'messages': [list(m) for m in messages],
+                    'tuples': all(isinstance(m, tuple) for m in messages)}
+        return manager, app
+
+    def test_flash_survives_a_redirect_and_shows_once(self, store):
+        manager, app = self.flash_app(store)
+        response = app.get('/flash/message/saved')
+        assert response.status_int in (302, 303)
+        assert response.follow().json['messages'] == ['saved']
+        assert app.get('/flashed').json['messages'] == []
+        app.get('/flash-default/one')
+        app.get('/flash-default/two')
+        assert app.get('/flashed').json['messages'] == ['one', 'two']
+        assert app.get('/flashed').json['messages'] == []
+
+    def test_flash_categories_and_filter(self, store):
+        manager, app = self.flash_app(store)
+        app.get('/flash/info/a')
+        app.get('/flash/error/b')
+        app.get('/flash/warning/c')
+        app.get('/flash-default/d')
+        body = app.get('/flashed/categories?only=error,warning').json
+        assert body == {'messages': [['error', 'b'], ['warning', 'c']], 'tuples': True}
+        assert app.get('/flashed/categories?only=error').json['messages'] == []
+        body = app.get('/flashed/categories').json
+        assert body['messages'] == [['info', 'a'], ['message', 'd']]
+        assert app.get('/flashed/categories').json['messages'] == []
+
+    def test_reading_no_flashes_writes_nothing(self, store):
+        manager, app = self.flash_app(store)
+        assert set_cookie_headers(app.get('/flashed')) == []        # a new visitor
+        app.get('/set/a/1')
+        sid = app.get('/get').json['id']
+        app.get('/flash/info/kept')
+        server_side = manager.cookie_name != 'session_data'
+        record = manager.read(sid) if server_side else None
+        manager.now.advance(10)
+        for path in ('/flashed/categories?only=error', '/get'):
+            assert set_cookie_headers(app.get(path)) == []
+        if server_side:             # not written again on the server either
+            assert manager.read(sid) == record
+        assert app.get('/flashed').json['messages'] == ['kept']
+        assert set_cookie_headers(app.get('/flashed')) == []
+
 
 ###############################################################################
 # CookieSession ###############################################################
@@ -1911,6 +1980,219 @@ def test_login_url_can_be_set():
     test = webtest.TestApp(app)
     assert test.get('/a').headers['Location'].endswith('/signin')
     assert test.get('/b').headers['Location'].endswith('/other')
+
+
+def test_valid_user_with_and_without_parentheses():
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager)
+
+    @app.route('/bare')
+    @valid_user
+    def bare(session):
+        return 'bare ' + session['name']
+
+    @app.route('/called')
+    @valid_user()
+    def called(session):
+        return 'called ' + session['name']
+    test = webtest.TestApp(app)
+    for path in ('/bare', '/called'):
+        assert test.get(path).headers['Location'].endswith('/auth/login')
+    test.get('/login/dora')
+    assert test.get('/bare').text == 'bare dora'
+    assert test.get('/called').text == 'called dora'
+
+
+def is_admin(session):
+    return session.get('name') == 'root'
+
+
+@pytest.mark.parametrize('where', ['authenticator', 'valid_user'])
+def test_require_gives_403_and_keeps_the_user_signed_in(where):
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    if where == 'authenticator':
+        admin_only = bs.authenticator(manager, require=is_admin)()
+    else:
+        admin_only = bs.authenticator(manager)(require=is_admin)
+
+    @app.route('/admin')
+    @admin_only
+    def admin():
+        return 'admin page'
+    test = webtest.TestApp(app)
+    response = test.get('/admin')                   # not signed in: log in first
+    assert response.status_int in (302, 303)
+    assert response.headers['Location'].endswith('/auth/login')
+    test.get('/login/alice')
+    response = test.get('/admin', status=403)       # signed in, but not allowed
+    assert 'admin page' not in response.text and 'Location' not in response.headers
+    assert set_cookie_headers(response) == []        # nothing invalidated
+    assert test.get('/get').json['data']['name'] == 'alice'
+    assert test.get('/get').json['data']['valid'] is True
+    test.get('/login/root')
+    assert test.get('/admin').text == 'admin page'
+
+
+def test_verify_logs_out_and_require_does_not():
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager)
+
+    @app.route('/verified')
+    @valid_user(verify=is_admin)
+    def verified():
+        return 'verified'
+
+    @app.route('/required')
+    @valid_user(require=is_admin)
+    def required():
+        return 'required'
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    test.get('/required', status=403)
+    assert test.get('/get').json['data']['valid'] is True
+    assert test.get('/verified').status_int in (302, 303)
+    assert test.get('/get').json['data']['valid'] is False
+
+
+def test_require_must_be_callable():
+    manager = bs.CookieSession(secret=SECRET)
+    with pytest.raises(TypeError):
+        bs.authenticator(manager, require='admin')
+    with pytest.raises(TypeError):
+        bs.authenticator(manager)(require=True)
+
+
+###############################################################################
+# Passwords ###################################################################
+###############################################################################
+
+def b64(raw):
+    return base64.urlsafe_b64encode(raw).decode().rstrip('=')
+
+
+def scrypt_hash(password, salt, log_n, r, p, length=32):
+    """The hash format, built independently of the module: a known-answer check."""
+    key = hashlib.scrypt(password, salt=salt, n=2 ** log_n, r=r, p=p, dklen=length,
+                         maxmem=2 ** 28)
+    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), b64(key))
+
+
+@pytest.fixture(scope='module')
+def hashed():
+    """One hash at the current parameters, shared: each one costs ~0.1-0.5 s."""
+    return bs.hash_password('correct horse ✓')
+
+
+def test_hash_format_and_parameters(hashed):
+    name, log_n, r, p, salt, key = hashed.split('$')
+    assert (name, log_n, r, p) == ('scrypt', '17', '8', '1')       # OWASP's minimum
+    assert len(base64.urlsafe_b64decode(salt + '==')) == 16
+    assert len(base64.urlsafe_b64decode(key + '==')) == 32
+    salt = base64.urlsafe_b64decode(salt + '==')
+    assert hashed == scrypt_hash('correct horse ✓'.encode(), salt, 17, 8, 1)
+
+
+def test_check_password(hashed):
+    assert bs.check_password('correct horse ✓', hashed) is True
+    assert bs.check_password('correct horse ✓'.encode(), hashed) is True
+    for wrong in ('correct horse', 'correct horse ✓ ', 'Correct horse ✓', '', b''):
+        assert bs.check_password(wrong, hashed) is False
+
+
+def test_salts_are_random():
+    one, two = bs.hash_password('pw'), bs.hash_password('pw')
+    assert one != two and one.split('$')[4] != two.split('$')[4]
+    assert bs.check_password('pw', one) and bs.check_password('pw', two)
+
+
+def test_parameters_are_read_from_the_hash():
+    """Hashes made with other (older) parameters still verify, and ask to be redone."""
+    for log_n, r, p, length in ((14, 8, 1, 32), (12, 4, 2, 64), (10, 8, 3, 16)):
+        old = scrypt_hash(b'pw', b'0123456789abcdef', log_n, r, p, length)
+        assert bs.check_password('pw', old) is True
+        assert bs.check_password('pX', old) is False
+        assert bs.needs_rehash(old) is True
+
+
+def test_needs_rehash(hashed):
+    assert bs.needs_rehash(hashed) is False
+    salt, key = b64(os.urandom(16)), b64(os.urandom(32))
+    for params, expected in (('17$8$1', False), ('18$8$1', False), ('17$8$2', False),
+                             ('16$8$1', True), ('17$4$1', True), ('16$8$2', True)):
+        assert bs.needs_rehash('scrypt$%s$%s$%s' % (params, salt, key)) is expected, params
+    assert bs.needs_rehash('scrypt$17$8$1$%s$%s' % (b64(os.urandom(8)), key)) is True
+    for foreign in FOREIGN_HASHES:
+        assert bs.needs_rehash(foreign) is True
+
+
+SALT, KEY = b64(b'0123456789abcdef'), b64(b'k' * 32)
+FOREIGN_HASHES = [
+    None, '', 'wonderland', b'scrypt$17$8$1$' + SALT.encode() + b'$' + KEY.encode(), 17, [],
+    'pbkdf2_sha256$600000$c2FsdA$aGFzaA==',                         # Django
+    '$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW',  # bcrypt
+    'scrypt:32768:8:1$salt$' + 'ab' * 32,                           # werkzeug
+    '$scrypt$ln=16,r=8,p=1$c2FsdA$aGFzaA',                          # passlib
+    'scrypt$17$8$1$%s' % SALT, 'scrypt$17$8$1$%s$' % SALT, 'scrypt$17$8$1$$' + KEY,
+    'scrypt$17$8$1$%s$%s$' % (SALT, KEY), 'scrypt$17$8$%s$%s' % (SALT, KEY),
+    'scrypt$17$8$1$%s$%s\n' % (SALT, KEY), ' scrypt$17$8$1$%s$%s' % (SALT, KEY),
+    'SCRYPT$17$8$1$%s$%s' % (SALT, KEY), 'scrypt$017$8$1$%s$%s' % (SALT, KEY),
+    'scrypt$+17$8$1$%s$%s' % (SALT, KEY), 'scrypt$17$8$1$%s$%s' % (SALT + '!', KEY),
+    'scrypt$17$8$1$%s$%s' % (SALT, KEY[:-1] + '=='), 'scrypt$17$8$1$%s$%s' % (SALT, KEY[:-2]),
+    'scrypt$17$8$1$%s$%s' % (SALT, 'é' * 43), 'scrypt$17$8$1$%s$%s' % (SALT, '\x00' * 43),
+    'scrypt$0$8$1$%s$%s' % (SALT, KEY), 'scrypt$17$0$1$%s$%s' % (SALT, KEY),
+    'scrypt$17$8$0$%s$%s' % (SALT, KEY), 'scrypt$-1$8$1$%s$%s' % (SALT, KEY),
+    'scrypt$17$8$1$%s$%s' % (b64(b'short'), KEY), 'scrypt$17$8$1$%s$%s' % (SALT, b64(b'k' * 8)),
+    'scrypt$17$8$1$%s$%s' % (SALT, b64(b'k' * 5000)), 'scrypt$%s' % ('9' * 5000),
+    'scrypt$' + '$' * 10000,
+]
+# Planted hashes that, obeyed, would take 8 to 10**6 times the time or memory of a
+# normal check (N=2**17, r=8, p=1), or more memory than OpenSSL allows.
+ABSURD_PARAMETERS = ['20$8$1', '18$8$16', '17$8$64', '16$8$128', '20$8$16', '17$8$1000000',
+                     '10$8$99999', '21$8$1', '30$8$1', '99$8$1', '17$1024$1',
+                     '17$99999999999999999999$1']
+
+
+@pytest.mark.parametrize('foreign', FOREIGN_HASHES, ids=range(len(FOREIGN_HASHES)))
+def test_malformed_or_foreign_hashes_are_false(foreign):
+    for password in ('wonderland', b'wonderland', '', None, 17):
+        assert bs.check_password(password, foreign) is False
+    assert bs.needs_rehash(foreign) is True
+
+
+@pytest.mark.parametrize('params', ABSURD_PARAMETERS)
+def test_absurd_parameters_are_refused_at_once(params):
+    hashed = 'scrypt$%s$%s$%s' % (params, SALT, KEY)
+    start = time.perf_counter()
+    assert bs.check_password('wonderland', hashed) is False
+    assert bs.needs_rehash(hashed) is True
+    assert time.perf_counter() - start < 0.5     # obeyed, each takes seconds or gigabytes
+
+
+def test_bad_passwords_never_raise(hashed):
+    for password in (None, 17, ['pw'], '\ud800', 'x' * 100000):
+        assert bs.check_password(password, hashed) is False
+    with pytest.raises(TypeError):
+        bs.hash_password(None)
+    with pytest.raises(TypeError):
+        bs.hash_password(17)
+
+
+def test_check_is_constant_time(hashed, monkeypatch):
+    """The comparison goes through hmac.compare_digest, not ==."""
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+    monkeypatch.setattr(hmac, 'compare_digest', spy)
+    assert bs.check_password('correct horse ✓', hashed) is True
+    assert bs.check_password('wrong', hashed) is False
+    stored = base64.urlsafe_b64decode(hashed.split('$')[5] + '==')
+    assert len(calls) == 2 and all(stored in call for call in calls)
 
 
 ###############################################################################
