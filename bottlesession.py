@@ -463,15 +463,21 @@ class Signer:
     def __init__(self, secrets, salt, context=b''):
         if not secrets:
             raise ConfigError('Signer needs at least one secret')
-        # One keyed HMAC per secret, context already fed in; copying one is
-        # cheaper than keying a new one for every cookie.
-        self._macs = [hmac.new(derive_key(s, salt), context + b'\0', 'sha256')
-                      for s in secrets]
+        # HMAC (RFC 2104) from two SHA-256 states per secret, keyed once, the
+        # context already fed in: copying a hashlib state costs a fraction of
+        # what an hmac object does, and this runs twice per saved cookie.
+        self._keys = []
+        for secret in secrets:
+            key = derive_key(secret, salt).ljust(64, b'\0')     # SHA-256's block size
+            inner = hashlib.sha256(bytes(b ^ 0x36 for b in key) + context + b'\0')
+            self._keys.append((inner, hashlib.sha256(bytes(b ^ 0x5c for b in key))))
 
     def signature(self, message, index=0):
-        mac = self._macs[index].copy()
-        mac.update(message)
-        return _b64encode(mac.digest())
+        inner, outer = self._keys[index]
+        inner, outer = inner.copy(), outer.copy()
+        inner.update(message)
+        outer.update(inner.digest())
+        return _b64encode(outer.digest())
 
     def sign(self, message):
         return message + b'.' + self.signature(message)
@@ -481,7 +487,7 @@ class Signer:
         message, dot, sig = signed.rpartition(b'.')
         if not dot:
             raise BadSignature('no signature')
-        for index in range(len(self._macs)):
+        for index in range(len(self._keys)):
             if hmac.compare_digest(sig, self.signature(message, index)):
                 return message, index
         raise BadSignature('signature does not match')
@@ -699,9 +705,11 @@ class BaseSession:
         The one expiry rule: at the end set by Session.set_expiry(), else
         max_age after creation (or the last login); and idle_timeout after
         the last use, whichever comes first."""
-        end = data and data.get(_EXPIRY_KEY)
-        if not isinstance(end, (int, float)) or isinstance(end, bool) or end <= 0:
-            end = created + self.max_age
+        end = created + self.max_age
+        if data and _EXPIRY_KEY in data:
+            chosen = data[_EXPIRY_KEY]
+            if type(chosen) in (int, float) and chosen > 0:
+                end = chosen
         if self.idle_timeout is not None:
             end = min(end, accessed + self.idle_timeout)
         return end
@@ -832,23 +840,25 @@ class BaseSession:
     def _save(self, session):
         now = self.now()
         login = session._login()
-        if session.login_state != login:    # a login or a logout: new CSRF token
-            dict.pop(session, _CSRF_KEY, None)
+        if session.login_state != login:    # a login or a logout:
+            dict.pop(session, _CSRF_KEY, None)          # a new CSRF token,
+            if not session.new:
+                self._rotate(session, now)              # and a new id (fixation)
         elif session.new and session.csrf_secret:   # the visitor's token goes along
             dict.__setitem__(session, _CSRF_KEY, session.csrf_secret)
-        if not session.new and session.login_state != login:
-            self._rotate(session, now)      # fixation: login gets a fresh id
-        elif len(session.id) != ID_LENGTH:
+        if len(session.id) != ID_LENGTH:
             self._rotate(session, now)      # upgrade a uuid4 id the original made
         session.accessed = now
         value = self.persist(session)
         if value is not None:
             end = session.get(_EXPIRY_KEY)
-            if end == 0 or self.cookie_expires is None and not end:
-                max_age = None                  # a browser-session cookie
-            else:       # the absolute end: idle time is the server's business
+            if end is None and self.cookie_expires is not None:
+                max_age = max(0, math.ceil(session.created + self.max_age - now))
+            elif end:       # the absolute end: idle time is the server's business
                 max_age = max(0, math.ceil(self.expires_at(session.created, math.inf, session)
                                            - now))
+            else:
+                max_age = None                  # a browser-session cookie
             self._send(session, self.cookie_name, self._cookie_header(value, max_age))
         session.new = session.modified = session.touch = False
         session.expiry_sent = session.get(_EXPIRY_KEY)
