@@ -882,7 +882,7 @@ def test_write_error_leaves_no_temp_file_and_the_old_session(tmp_path):
 def test_legacy_session_files_still_load(tmp_path):
     """A file written by the original under Python 2: pickle protocol 0, str keys."""
     manager = bs.PickleSession(str(tmp_path / 's'))
-    os.makedirs(manager.session_dir, mode=0o700)
+    os.makedirs(manager.session_dir, mode=0o700, exist_ok=True)
     old_id = str(uuid.uuid4())
     py2_pickle = ("(dp0\nS'valid'\np1\nI01\nsS'sessionid'\np2\nS'%s'\np3\nsS'name'\np4\n"
                   "S'alice'\np5\ns." % old_id).encode()
@@ -932,6 +932,156 @@ def test_probabilistic_sweep_runs_on_new_sessions(tmp_path):
     assert len(os.listdir(manager.session_dir)) == 1
     with pytest.raises(bs.ConfigError):
         bs.PickleSession(str(tmp_path / 's'), cleanup_chance=2)
+
+
+class Planted:
+    """A pickle that creates `marker` when loaded: proof the store ran it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def plant(directory, sids, marker, uid=None):
+    """Put a planted session-<sid> file for each sid in `directory`."""
+    for sid in sids:
+        path = os.path.join(directory, 'session-' + sid)
+        with open(path, 'wb') as f:
+            f.write(pickle.dumps(Planted(str(marker))))
+        if uid is not None:
+            os.chown(path, uid, uid)
+
+
+def visit(app, path, sid=None):
+    """A request that may meet a refused store: never a 500."""
+    headers = {'Cookie': 'sessionid=' + sid} if sid else {}
+    response = app.get(path, headers=headers, status='*')
+    assert response.status_int in (200, 503), response.status
+    return response
+
+
+def test_symlinked_session_dir_is_refused(tmp_path):
+    real = tmp_path / 'real'
+    real.mkdir(0o700)
+    os.symlink(str(real), str(tmp_path / 'link'))
+    with pytest.raises(bs.ConfigError, match='symlink'):
+        bs.PickleSession(str(tmp_path / 'link'))
+
+
+def test_dir_swapped_for_a_symlink_is_never_followed(tmp_path):
+    """The directory is renamed away and a symlink to another user's directory
+    put in its place: no file there is ever unpickled."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    victim, planted = app.cookies['sessionid'], bs._new_id()
+    theirs, marker = tmp_path / 'theirs', tmp_path / 'marker'
+    theirs.mkdir(0o700)
+    plant(str(theirs), [victim, planted], marker)
+    os.rename(manager.session_dir, str(tmp_path / 'moved'))
+    os.symlink(str(theirs), manager.session_dir)
+    for sid in (victim, planted, None):
+        for path in ('/get', '/set/b/2'):
+            response = visit(webtest.TestApp(app.app), path, sid)
+            if path == '/get' and response.status_int == 200:
+                assert response.json['data'].get('a') in (None, '1')
+    assert not marker.exists(), 'a planted pickle was loaded'
+    assert sorted(os.listdir(str(theirs))) == sorted('session-' + s for s in (victim, planted))
+
+
+@pytest.mark.parametrize('how', ['another owner', 'mode 0777'])
+def test_dir_recreated_by_another_user_is_refused(tmp_path, how):
+    """A temp cleaner removes the idle directory; another user makes it again,
+    with a planted session file: the store refuses it (503), never loads it."""
+    if how == 'another owner' and os.geteuid() != 0:
+        pytest.skip('needs root to give the directory away')
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    victim, planted, marker = app.cookies['sessionid'], bs._new_id(), tmp_path / 'marker'
+    shutil.rmtree(manager.session_dir)
+    os.mkdir(manager.session_dir)
+    if how == 'another owner':
+        os.chown(manager.session_dir, 65534, 65534)
+        plant(manager.session_dir, [victim, planted], marker, uid=65534)
+    else:
+        os.chmod(manager.session_dir, 0o777)
+        plant(manager.session_dir, [victim, planted], marker)
+    for sid in (victim, planted):
+        response = visit(webtest.TestApp(app.app), '/get', sid)
+        assert response.status_int == 503 or response.json['new'] is True
+    for sid in (victim, planted, None):         # nothing is written there either
+        assert visit(webtest.TestApp(app.app), '/set/b/2', sid).status_int == 503
+    assert not marker.exists(), 'a planted pickle was loaded'
+    assert sorted(os.listdir(manager.session_dir)) == sorted(
+        'session-' + s for s in (victim, planted))
+
+
+def test_removed_dir_is_made_again_and_keeps_working(tmp_path):
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    shutil.rmtree(manager.session_dir)          # a temp cleaner, while the app runs
+    assert app.get('/get').json['new'] is True  # the session went with it
+    app.get('/set/b/2')
+    assert app.get('/get').json['data']['b'] == '2'
+    st_dir = os.stat(manager.session_dir)
+    assert stat.S_IMODE(st_dir.st_mode) == 0o700 and st_dir.st_uid == os.geteuid()
+    assert len(os.listdir(manager.session_dir)) == 1
+
+
+def test_a_worker_that_only_reads_follows_the_new_dir(tmp_path):
+    """Two workers (two managers on one directory). After the directory is
+    removed, the one that writes first makes it again; the other, which only
+    reads, must find the sessions there, not keep looking in the old one."""
+    writer = bs.PickleSession(str(tmp_path / 'sessions'))
+    reader = bs.PickleSession(str(tmp_path / 'sessions'))
+    shutil.rmtree(writer.session_dir)
+    app = webtest.TestApp(plugin_app(writer))
+    app.get('/set/a/1')
+    cookie = app.cookies['sessionid']
+    body = visit(webtest.TestApp(plugin_app(reader)), '/get', cookie).json
+    assert body['new'] is False and body['data']['a'] == '1'
+
+
+def test_dir_removed_under_concurrent_requests(tmp_path):
+    """Threads keep saving while the directory is removed again and again:
+    no 500, no descriptor leaked, and every thread saves again afterwards."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    app = plugin_app(manager)
+    fds = len(os.listdir('/proc/self/fd'))
+    stop, statuses = threading.Event(), []
+
+    def client():
+        test = webtest.TestApp(app)
+        while not stop.is_set():
+            statuses.append(test.get('/count', status='*').status_int)
+        statuses.append(-test.get('/set/after/1', status='*').status_int)
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for _ in range(30):
+        time.sleep(0.01)
+        shutil.rmtree(manager.session_dir, ignore_errors=True)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert set(statuses) <= {200, 503, -200}, sorted(set(statuses))
+    assert statuses.count(-200) == len(threads)     # the store works again
+    assert statuses.count(200) > 10 * statuses.count(503)
+    assert len(os.listdir('/proc/self/fd')) == fds
+    assert stat.S_IMODE(os.stat(manager.session_dir).st_mode) == 0o700
+
+
+@pytest.mark.parametrize('where', ['/proc/bottlesession-test', 'file/sessions'])
+def test_unusable_session_dir_is_a_config_error(tmp_path, where):
+    (tmp_path / 'file').write_text('not a directory')
+    with pytest.raises(bs.ConfigError, match='session directory'):
+        bs.PickleSession(str(tmp_path / where))     # an absolute `where` wins
+    bs.PickleSession(str(tmp_path / 'made'))        # made at once, mode 0700
+    assert stat.S_IMODE(os.stat(str(tmp_path / 'made')).st_mode) == 0o700
 
 
 ###############################################################################
