@@ -7,6 +7,7 @@ BOTTLESESSION_REQUIRE_SERVERS=1 (as .ci/run sets it).
 """
 import base64
 import datetime
+import gc
 import glob
 import hashlib
 import hmac
@@ -978,7 +979,7 @@ def test_dir_swapped_for_a_symlink_is_never_followed(tmp_path):
     app.get('/set/a/1')
     victim, planted = app.cookies['sessionid'], bs._new_id()
     theirs, marker = tmp_path / 'theirs', tmp_path / 'marker'
-    theirs.mkdir(0o700)
+    theirs.mkdir(0o700)         # ours to the owner check: only refusing the symlink helps
     plant(str(theirs), [victim, planted], marker)
     os.rename(manager.session_dir, str(tmp_path / 'moved'))
     os.symlink(str(theirs), manager.session_dir)
@@ -1051,6 +1052,7 @@ def test_dir_removed_under_concurrent_requests(tmp_path):
     no 500, no descriptor leaked, and every thread saves again afterwards."""
     manager = bs.PickleSession(str(tmp_path / 'sessions'))
     app = plugin_app(manager)
+    gc.collect()        # other tests' stores close their descriptors when collected
     fds = len(os.listdir('/proc/self/fd'))
     stop, statuses = threading.Event(), []
 
@@ -1059,17 +1061,22 @@ def test_dir_removed_under_concurrent_requests(tmp_path):
         while not stop.is_set():
             statuses.append(test.get('/count', status='*').status_int)
         statuses.append(-test.get('/set/after/1', status='*').status_int)
-    threads = [threading.Thread(target=client) for _ in range(6)]
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
     for thread in threads:
         thread.start()
-    for _ in range(30):
-        time.sleep(0.01)
-        shutil.rmtree(manager.session_dir, ignore_errors=True)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    try:
+        for n in range(20):
+            time.sleep(0.01)
+            trash = str(tmp_path / ('removed-%d' % n))    # rmtree alone races the writers
+            wait_for(lambda: os.rename(manager.session_dir, trash), 10)    # once made again
+            wait_for(lambda: shutil.rmtree(trash), 10)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
     assert set(statuses) <= {200, 503, -200}, sorted(set(statuses))
     assert statuses.count(-200) == len(threads)     # the store works again
+    gc.collect()
     assert len(os.listdir('/proc/self/fd')) == fds
     assert stat.S_IMODE(os.stat(manager.session_dir).st_mode) == 0o700
 
