@@ -100,6 +100,7 @@ import zlib
 import bottle
 
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
+_O_DIRECTORY = getattr(os, 'O_DIRECTORY', 0)
 _log = logging.getLogger('bottlesession')
 DEFAULT_MAX_AGE = 30 * 24 * 3600     # the original's cookie_expires: 30 days
 MAX_LIFETIME = 400 * 24 * 3600       # browsers cap cookie lifetimes here (RFC 6265bis)
@@ -290,21 +291,46 @@ def _apply_headers(response, cookies):
 
 def _private_dir(path):
     """Create `path` mode 0700 if missing; refuse it if others could write it."""
+    _make_dir(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError('cannot use session directory %r: %s' % (path, exc)) from exc
+    _check_private(path, st)
+    return path
+
+
+def _open_private_dir(path):
+    """Open `path`, made mode 0700 if missing, as a directory descriptor.
+
+    A symlink is refused, and the owner and mode are checked on the open
+    descriptor: what was checked is what every later dir_fd= call uses."""
+    _make_dir(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ConfigError('session directory %r is a symlink: another user could '
+                              'point it elsewhere. Give the real path.' % path) from None
+        raise ConfigError('cannot use session directory %r: %s' % (path, exc)) from exc
+    try:
+        _check_private(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _make_dir(path):
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         pass
     except OSError as exc:
         raise ConfigError('cannot create session directory %r: %s' % (path, exc)) from exc
-    _check_private(path)
-    return path
 
 
-def _check_private(path):
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise ConfigError('cannot use session directory %r: %s' % (path, exc)) from exc
+def _check_private(path, st):
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError('session directory %r is not a directory' % path)
     if hasattr(os, 'geteuid') and st.st_uid != os.geteuid():
@@ -380,29 +406,31 @@ def machine_secret(_stacklevel=2):
 
 def _machine_key():
     """The 32 random bytes machine_secret() mixes in, made once, kept private."""
-    directory = _default_dir()
-    path = os.path.join(directory, 'machine-secret')
+    path = os.path.join(_default_dir(), 'machine-secret')
+    name = 'machine-secret'
+    directory = None
     try:
-        _private_dir(directory)
+        directory = _open_private_dir(_default_dir())
         try:
-            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory)
         except FileNotFoundError:
             # Write it whole under a temp name, then link: a process starting
             # at the same moment reads ours or keeps its own, never half.
-            temp = '%s.%s' % (path, secrets.token_hex(8))
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600)
+            temp = '%s.%s' % (name, secrets.token_hex(8))
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
+                         dir_fd=directory)
             try:
                 os.write(fd, secrets.token_bytes(32))
                 os.fsync(fd)
             finally:
                 os.close(fd)
             try:
-                os.link(temp, path)
+                os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
             except FileExistsError:
                 pass
             finally:
-                os.unlink(temp)
-            fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
+                os.unlink(temp, dir_fd=directory)
+            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory)
         try:
             st = os.fstat(fd)
             key = os.read(fd, 33)
@@ -411,6 +439,9 @@ def _machine_key():
     except (OSError, ConfigError) as exc:
         raise ConfigError('no secret was given, and the key to derive one cannot be '
                           'kept in %r (%s): pass secret= or secret_file=' % (path, exc)) from exc
+    finally:
+        if directory is not None:
+            os.close(directory)
     if (not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or len(key) != 32
             or (hasattr(os, 'geteuid') and st.st_uid != os.geteuid())):
         raise ConfigError('no secret was given, and %r is not a private 32-byte key '
@@ -1093,9 +1124,11 @@ class PickleSession(ServerSession):
     """Keeps each session in a file, ``session-<id>``, in a private directory.
 
     :param session_dir: the directory. By default a per-user directory in the
-        system temp dir, created mode 0700 on first use. A directory that
-        others can write or that another user owns is refused: unpickling a
-        file someone planted there would run their code.
+        system temp dir. It is made mode 0700 when the store is built. A
+        symlink, a directory that others can write or that another user owns
+        is refused: unpickling a file someone planted there would run their
+        code. It is opened once and used through that descriptor; if it is
+        removed while the app runs, it is made and checked again.
 
     Writes are atomic (a temp file, then os.replace), so a crash leaves the
     old or the new version, never a torn one. Files written by the original
@@ -1108,25 +1141,65 @@ class PickleSession(ServerSession):
 
     def __init__(self, session_dir=None, cookie_expires=DEFAULT_MAX_AGE, **options):
         super().__init__(cookie_expires, **options)
+        if not {os.open, os.stat, os.rename, os.unlink} <= os.supports_dir_fd:
+            raise ConfigError('PickleSession needs dir_fd support (a POSIX system)')
         self.session_dir = os.path.abspath(session_dir or _default_dir())
-        self._ready = False
-        if os.path.exists(self.session_dir):
-            _check_private(self.session_dir)    # fail now, not on a request
+        # Every file operation is relative to this descriptor, so the path
+        # cannot be swapped for another directory once it has been checked.
+        self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
+        self._reopen_lock = threading.Lock()
 
-    def _dir(self):
-        if not self._ready:
-            _private_dir(self.session_dir)
-            self._ready = True
-        return self.session_dir
+    def __del__(self):
+        try:
+            os.close(self._dir_fd)
+        except (AttributeError, OSError, TypeError):    # half-built, or at exit
+            pass
 
-    def _path(self, sid):
+    def _name(self, sid):
         if not self.valid_id(sid):      # ids never reach a path unchecked
             raise ValueError('invalid session id %r' % (sid,))
-        return os.path.join(self._dir(), 'session-' + sid)
+        return 'session-' + sid
+
+    def _open(self, name, flags):
+        """os.open in the directory; if the directory is gone, reopen it and retry once."""
+        try:
+            return os.open(name, flags | _O_NOFOLLOW, 0o600, dir_fd=self._dir_fd)
+        except FileNotFoundError:
+            if not self._reopen():
+                raise
+        return os.open(name, flags | _O_NOFOLLOW, 0o600, dir_fd=self._dir_fd)
+
+    def _gone(self):
+        """Whether our directory was removed, or its path now names another."""
+        try:
+            held = os.fstat(self._dir_fd)
+            named = os.stat(self.session_dir, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        return held.st_nlink == 0 or (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
+
+    def _reopen(self):
+        """After a miss: if the directory is gone (a temp cleaner removed it, or
+        another worker made it again), open the path again, checked, under the
+        same descriptor number, so threads in flight never see it closed.
+        Return whether to retry. Misses pay two stats; hits pay nothing."""
+        if not self._gone():
+            return False
+        with self._reopen_lock:
+            if self._gone():        # else another thread has just done it
+                try:
+                    fd = _open_private_dir(self.session_dir)
+                except ConfigError as exc:     # e.g. re-created by another user
+                    raise SessionStoreError('refusing the session directory: %s' % exc) from exc
+                try:
+                    os.dup2(fd, self._dir_fd, inheritable=False)
+                finally:
+                    os.close(fd)
+        return True
 
     def read(self, sid):
         try:
-            fd = os.open(self._path(sid), os.O_RDONLY | _O_NOFOLLOW)
+            fd = self._open(self._name(sid), os.O_RDONLY)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -1151,11 +1224,11 @@ class PickleSession(ServerSession):
         return None
 
     def write(self, sid, created, accessed, data, replaces=None):
-        path = self._path(sid)
+        name = self._name(sid)
         blob = memoryview(pickle.dumps((created, accessed, data), pickle.HIGHEST_PROTOCOL))
-        temp = os.path.join(self.session_dir, '.tmp-' + os.urandom(8).hex())
+        temp = '.tmp-' + os.urandom(8).hex()
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600)
+            fd = self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except OSError as exc:
             raise SessionStoreError('cannot write session file: %s' % exc) from exc
         try:
@@ -1164,10 +1237,11 @@ class PickleSession(ServerSession):
                     blob = blob[os.write(fd, blob):]
             finally:
                 os.close(fd)
-            os.replace(temp, path)      # atomic: readers see the old or the new file
+            # Atomic: readers see the old or the new file.
+            os.replace(temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         except BaseException as exc:
             try:
-                os.unlink(temp)
+                os.unlink(temp, dir_fd=self._dir_fd)
             except OSError:
                 pass
             if isinstance(exc, OSError):
@@ -1178,7 +1252,7 @@ class PickleSession(ServerSession):
 
     def delete(self, sid):
         try:
-            os.unlink(self._path(sid))
+            os.unlink(self._name(sid), dir_fd=self._dir_fd)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -1190,20 +1264,25 @@ class PickleSession(ServerSession):
         now = self.now()
         horizon = self.max_age if self.idle_timeout is None else min(self.max_age, self.idle_timeout)
         removed = 0
-        with os.scandir(self._dir()) as entries:
-            for entry in entries:
-                if entry.name.startswith('session-'):
-                    limit = horizon
-                elif entry.name.startswith('.tmp-'):
-                    limit = self.stale_temp_age
-                else:
-                    continue
-                try:
-                    if now - entry.stat(follow_symlinks=False).st_mtime > limit:
-                        os.unlink(entry.path)
-                        removed += 1
-                except FileNotFoundError:
-                    pass
+        # A descriptor of its own: scanning moves its offset, which dups share.
+        scan = os.open('.', os.O_RDONLY | _O_DIRECTORY, dir_fd=self._dir_fd)
+        try:
+            with os.scandir(scan) as entries:
+                for entry in entries:
+                    if entry.name.startswith('session-'):
+                        limit = horizon
+                    elif entry.name.startswith('.tmp-'):
+                        limit = self.stale_temp_age
+                    else:
+                        continue
+                    try:
+                        if now - entry.stat(follow_symlinks=False).st_mtime > limit:
+                            os.unlink(entry.name, dir_fd=scan)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        finally:
+            os.close(scan)
         return removed
 
 

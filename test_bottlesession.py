@@ -7,6 +7,7 @@ BOTTLESESSION_REQUIRE_SERVERS=1 (as .ci/run sets it).
 """
 import base64
 import datetime
+import gc
 import glob
 import hashlib
 import hmac
@@ -1435,7 +1436,7 @@ def test_write_error_leaves_no_temp_file_and_the_old_session(tmp_path):
 def test_legacy_session_files_still_load(tmp_path):
     """A file written by the original under Python 2: pickle protocol 0, str keys."""
     manager = bs.PickleSession(str(tmp_path / 's'))
-    os.makedirs(manager.session_dir, mode=0o700)
+    os.makedirs(manager.session_dir, mode=0o700, exist_ok=True)
     old_id = str(uuid.uuid4())
     py2_pickle = ("(dp0\nS'valid'\np1\nI01\nsS'sessionid'\np2\nS'%s'\np3\nsS'name'\np4\n"
                   "S'alice'\np5\ns." % old_id).encode()
@@ -1485,6 +1486,161 @@ def test_probabilistic_sweep_runs_on_new_sessions(tmp_path):
     assert len(os.listdir(manager.session_dir)) == 1
     with pytest.raises(bs.ConfigError):
         bs.PickleSession(str(tmp_path / 's'), cleanup_chance=2)
+
+
+class Planted:
+    """A pickle that creates `marker` when loaded: proof the store ran it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def plant(directory, sids, marker, uid=None):
+    """Put a planted session-<sid> file for each sid in `directory`."""
+    for sid in sids:
+        path = os.path.join(directory, 'session-' + sid)
+        with open(path, 'wb') as f:
+            f.write(pickle.dumps(Planted(str(marker))))
+        if uid is not None:
+            os.chown(path, uid, uid)
+
+
+def visit(app, path, sid=None):
+    """A request that may meet a refused store: never a 500."""
+    headers = {'Cookie': 'sessionid=' + sid} if sid else {}
+    response = app.get(path, headers=headers, status='*')
+    assert response.status_int in (200, 503), response.status
+    return response
+
+
+def test_symlinked_session_dir_is_refused(tmp_path):
+    real = tmp_path / 'real'
+    real.mkdir(0o700)
+    os.symlink(str(real), str(tmp_path / 'link'))
+    with pytest.raises(bs.ConfigError, match='symlink'):
+        bs.PickleSession(str(tmp_path / 'link'))
+
+
+def test_dir_swapped_for_a_symlink_is_never_followed(tmp_path):
+    """The directory is renamed away and a symlink to another user's directory
+    put in its place: no file there is ever unpickled."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    victim, planted = app.cookies['sessionid'], bs._new_id()
+    theirs, marker = tmp_path / 'theirs', tmp_path / 'marker'
+    theirs.mkdir(0o700)         # ours to the owner check: only refusing the symlink helps
+    plant(str(theirs), [victim, planted], marker)
+    os.rename(manager.session_dir, str(tmp_path / 'moved'))
+    os.symlink(str(theirs), manager.session_dir)
+    for sid in (victim, planted, None):
+        for path in ('/get', '/set/b/2'):
+            response = visit(webtest.TestApp(app.app), path, sid)
+            if path == '/get' and response.status_int == 200:
+                assert response.json['data'].get('a') in (None, '1')
+    assert not marker.exists(), 'a planted pickle was loaded'
+    assert sorted(os.listdir(str(theirs))) == sorted('session-' + s for s in (victim, planted))
+
+
+@pytest.mark.parametrize('how', ['another owner', 'mode 0777'])
+def test_dir_recreated_by_another_user_is_refused(tmp_path, how):
+    """A temp cleaner removes the idle directory; another user makes it again,
+    with a planted session file: the store refuses it (503), never loads it."""
+    if how == 'another owner' and os.geteuid() != 0:
+        pytest.skip('needs root to give the directory away')
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    victim, planted, marker = app.cookies['sessionid'], bs._new_id(), tmp_path / 'marker'
+    shutil.rmtree(manager.session_dir)
+    os.mkdir(manager.session_dir)
+    if how == 'another owner':
+        os.chown(manager.session_dir, 65534, 65534)
+        plant(manager.session_dir, [victim, planted], marker, uid=65534)
+    else:
+        os.chmod(manager.session_dir, 0o777)
+        plant(manager.session_dir, [victim, planted], marker)
+    for sid in (victim, planted):
+        response = visit(webtest.TestApp(app.app), '/get', sid)
+        assert response.status_int == 503 or response.json['new'] is True
+    for sid in (victim, planted, None):         # nothing is written there either
+        assert visit(webtest.TestApp(app.app), '/set/b/2', sid).status_int == 503
+    assert not marker.exists(), 'a planted pickle was loaded'
+    assert sorted(os.listdir(manager.session_dir)) == sorted(
+        'session-' + s for s in (victim, planted))
+
+
+def test_removed_dir_is_made_again_and_keeps_working(tmp_path):
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    shutil.rmtree(manager.session_dir)          # a temp cleaner, while the app runs
+    assert app.get('/get').json['new'] is True  # the session went with it
+    app.get('/set/b/2')
+    assert app.get('/get').json['data']['b'] == '2'
+    st_dir = os.stat(manager.session_dir)
+    assert stat.S_IMODE(st_dir.st_mode) == 0o700 and st_dir.st_uid == os.geteuid()
+    assert len(os.listdir(manager.session_dir)) == 1
+
+
+def test_a_worker_that_only_reads_follows_the_new_dir(tmp_path):
+    """Two workers (two managers on one directory). After the directory is
+    removed, the one that writes first makes it again; the other, which only
+    reads, must find the sessions there, not keep looking in the old one."""
+    writer = bs.PickleSession(str(tmp_path / 'sessions'))
+    reader = bs.PickleSession(str(tmp_path / 'sessions'))
+    shutil.rmtree(writer.session_dir)
+    app = webtest.TestApp(plugin_app(writer))
+    app.get('/set/a/1')
+    cookie = app.cookies['sessionid']
+    body = visit(webtest.TestApp(plugin_app(reader)), '/get', cookie).json
+    assert body['new'] is False and body['data']['a'] == '1'
+
+
+def test_dir_removed_under_concurrent_requests(tmp_path):
+    """Threads keep saving while the directory is removed again and again:
+    no 500, no descriptor leaked, and every thread saves again afterwards."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    app = plugin_app(manager)
+    gc.collect()        # other tests' stores close their descriptors when collected
+    fds = len(os.listdir('/proc/self/fd'))
+    stop, statuses = threading.Event(), []
+
+    def client():
+        test = webtest.TestApp(app)
+        while not stop.is_set():
+            statuses.append(test.get('/count', status='*').status_int)
+        statuses.append(-test.get('/set/after/1', status='*').status_int)
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(20):
+            time.sleep(0.01)
+            trash = str(tmp_path / ('removed-%d' % n))    # rmtree alone races the writers
+            wait_for(lambda: os.rename(manager.session_dir, trash), 10)    # once made again
+            wait_for(lambda: shutil.rmtree(trash), 10)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert set(statuses) <= {200, 503, -200}, sorted(set(statuses))
+    assert statuses.count(-200) == len(threads)     # the store works again
+    gc.collect()
+    assert len(os.listdir('/proc/self/fd')) == fds
+    assert stat.S_IMODE(os.stat(manager.session_dir).st_mode) == 0o700
+
+
+@pytest.mark.parametrize('where', ['/proc/bottlesession-test', 'file/sessions'])
+def test_unusable_session_dir_is_a_config_error(tmp_path, where):
+    (tmp_path / 'file').write_text('not a directory')
+    with pytest.raises(bs.ConfigError, match='session directory'):
+        bs.PickleSession(str(tmp_path / where))     # an absolute `where` wins
+    bs.PickleSession(str(tmp_path / 'made'))        # made at once, mode 0700
+    assert stat.S_IMODE(os.stat(str(tmp_path / 'made')).st_mode) == 0o700
 
 
 ###############################################################################
@@ -2330,14 +2486,23 @@ def test_json_data_round_trips_through_every_store(kind, request, tmp_path, caps
 
 
 _WATCHED = []
+# For each file event: (index of a path, index of its dir_fd or None) in its args.
+_FILE_EVENTS = {'open': [(0, None)], 'os.rename': [(0, 2), (1, 3)], 'os.remove': [(0, 1)],
+                'os.utime': [(0, 3)], 'os.mkdir': [(0, 2)], 'os.chmod': [(0, 2)],
+                'os.scandir': [(0, None)], 'os.listdir': [(0, None)]}
 
 
 def _audit(event, args):
-    if _WATCHED and event in ('open', 'os.rename', 'os.remove', 'os.utime', 'os.mkdir',
-                              'os.scandir', 'os.listdir', 'os.chmod'):
-        path = args[0]
-        if isinstance(path, (str, bytes)) and threading.current_thread() is _WATCHED[0]:
-            _WATCHED.append(os.fsdecode(path))
+    """Record (path, (st_dev, st_ino) of its dir_fd or None) for watched file events."""
+    if _WATCHED and event in _FILE_EVENTS and threading.current_thread() is _WATCHED[0]:
+        for path_at, fd_at in _FILE_EVENTS[event]:
+            path, dir_fd = args[path_at], -1 if fd_at is None else args[fd_at]
+            if isinstance(path, (str, bytes)):
+                where = None
+                if dir_fd not in (None, -1):        # -1: no dir_fd given
+                    held = os.fstat(dir_fd)
+                    where = (held.st_dev, held.st_ino)
+                _WATCHED.append((os.fsdecode(path), where))
 
 
 sys.addaudithook(_audit)
@@ -2348,6 +2513,7 @@ def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
     app = plugin_app(manager)
     webtest.TestApp(app).get('/set/a/1')            # the directory exists
     root = os.path.realpath(manager.session_dir) + os.sep
+    store = (os.stat(root).st_dev, os.stat(root).st_ino)
     touched = []
     ids = st.one_of(st.text(max_size=80), st.text('./\\-_%0Aa', max_size=60),
                     st.sampled_from(['..', '../..', '/etc/passwd', '..%2f..%2fetc', '\\..\\x',
@@ -2367,10 +2533,16 @@ def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
         finally:
             paths, _WATCHED[:] = _WATCHED[1:], []
         touched.extend(paths)
-        for path in paths:
-            assert os.path.realpath(path).startswith(root), path
+        for path, where in paths:
+            # A relative path is taken relative to the store directory: the
+            # dir_fd, when the event carries it, must be that directory (os.open's
+            # event does not carry it; the store opens nothing else relatively).
+            assert where in (None, store), (path, where)
+            full = os.path.realpath(os.path.join(manager.session_dir, path))
+            assert full.startswith(root) or full + os.sep == root, path
     check()
     assert touched, 'the audit hook saw no file access at all'
+    assert any(where for _, where in touched), 'no dir_fd was checked'
     report(capsys, 'file store: 1500 arbitrary ids, %d file operations, all inside the '
            'store directory' % len(touched))
 
