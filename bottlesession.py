@@ -47,7 +47,7 @@ SessionTooLarge rather than let that log the user out in silence.
 """
 
 __author__ = 'The bottlesession authors'
-__version__ = '1.0.0'
+__version__ = '2.0.0'
 __license__ = 'MIT'
 
 # Copyright (c) 2026 The bottlesession authors. The API it keeps working was
