@@ -97,6 +97,11 @@ import uuid
 import warnings
 import zlib
 
+try:
+    import fcntl        # POSIX: the file store's locks
+except ImportError:
+    fcntl = None
+
 import bottle
 
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
@@ -545,7 +550,8 @@ class Session(dict):
     """
 
     __slots__ = ('manager', 'id', 'created', 'accessed', 'new', 'modified', 'replaces',
-                 'login_state', 'touch', 'managed', 'cookies', 'csrf_secret', 'expiry_sent')
+                 'login_state', 'touch', 'managed', 'cookies', 'csrf_secret', 'expiry_sent',
+                 'version')
 
     def __init__(self, manager, sid, data=(), created=None, accessed=None, new=True):
         dict.__init__(self, data)
@@ -557,6 +563,7 @@ class Session(dict):
         self.cookies = None                 # {name: Set-Cookie header} to send
         self.csrf_secret = None             # a visitor's, while nothing is stored
         self.expiry_sent = self.get(_EXPIRY_KEY)    # a change of it re-sends the cookie
+        self.version = None                 # the stored record as loaded (server stores)
         self._attach(sid)
 
     def _attach(self, sid):
@@ -1057,17 +1064,39 @@ class CookieSession(BaseSession):
         pass    # nothing is stored on the server; invalidate() expires the cookie
 
 
+def _merge(base, ours, theirs):
+    """Apply the changes from `base` to `ours` onto `theirs`, a newer version.
+
+    A key this request set, changed in place or deleted is taken from `ours`;
+    every other key keeps the newer value. A key both changed: ours wins."""
+    merged = dict(theirs)
+    for key in base.keys() | ours.keys():
+        if key not in ours:
+            merged.pop(key, None)
+        elif key not in base or base[key] != ours[key]:
+            merged[key] = ours[key]
+    return merged
+
+
 class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
     Ids are strict: a malformed id, or one the store does not hold, is never
-    adopted. A subclass implements read, write, delete and cleanup.
+    adopted. A subclass implements fetch, write, swap, delete and cleanup.
+
+    Concurrent requests on one session merge: a save writes only if the
+    stored version is still the one this request loaded (compare-and-set);
+    if another request changed it, this request's changes are applied to
+    the newer version and the save is tried again. If the session was
+    deleted meanwhile (a logout, a login's new id, expiry), the save is
+    dropped, so a request in flight never brings a session back.
 
     :param cleanup_chance: the chance that saving a new session first runs
         cleanup(), so expired sessions go away without cron. 0 turns it off.
     """
 
     legacy_ids = False
+    swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, **options):
         super().__init__(cookie_expires, **options)
@@ -1075,13 +1104,31 @@ class ServerSession(BaseSession):
             raise ConfigError('cleanup_chance must be between 0 and 1')
         self.cleanup_chance = cleanup_chance
 
-    def read(self, sid):
-        """Return (created, accessed, data) for `sid`, or None."""
+    # The store's part: the stored record's exact bytes or text is its version.
+
+    def fetch(self, sid):
+        """Return (version, (created, accessed, data)) for `sid`, or None."""
         raise NotImplementedError
 
     def write(self, sid, created, accessed, data, replaces=None):
-        """Store a session; when `replaces` is given, delete that id too."""
+        """Store a session under a new id; when `replaces` is given, delete that id."""
         raise NotImplementedError
+
+    def swap(self, sid, version, created, accessed, data):
+        """Store a session only if its stored version is still `version`.
+
+        Return (new version, None) when written, (their version, their
+        record) when another request changed it, or None when it is gone."""
+        raise NotImplementedError
+
+    def parse(self, version):
+        """Return (created, accessed, data) from a stored version, or None."""
+        raise NotImplementedError
+
+    def read(self, sid):
+        """Return (created, accessed, data) for `sid`, or None."""
+        found = self.fetch(sid)
+        return None if found is None else found[1]
 
     def valid_id(self, sid):
         return bool(_ID_RE.match(sid) or (self.legacy_ids and _LEGACY_ID_RE.match(sid)))
@@ -1089,18 +1136,47 @@ class ServerSession(BaseSession):
     def load(self, value):
         if not self.valid_id(value):
             raise BadSession('malformed session id')
-        record = self.read(value)
-        if record is None:
+        found = self.fetch(value)
+        if found is None:
             raise BadSession('unknown session id')
-        created, accessed, data = record
-        return Session(self, value, data, created, accessed, new=False)
+        version, (created, accessed, data) = found
+        session = Session(self, value, data, created, accessed, new=False)
+        session.version = version
+        return session
 
     def persist(self, session):
-        if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
-            self.cleanup()
-        self.write(session.id, session.created, session.accessed, dict(session),
-                   session.replaces)
-        if session.new or session.replaces or session.get(_EXPIRY_KEY) != session.expiry_sent:
+        if session.new or session.replaces or session.version is None:     # a new id
+            if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
+                self.cleanup()
+            self.write(session.id, session.created, session.accessed, dict(session),
+                       session.replaces)
+            return session.id
+        data = ours = dict(session)
+        version, base = session.version, None
+        for attempt in range(self.swap_attempts):
+            found = self.swap(session.id, version, session.created, session.accessed, data)
+            if found is None:           # deleted meanwhile: stay deleted
+                return None
+            version, theirs = found
+            if theirs is None:
+                break
+            if attempt:             # racing saves: wait a little, then the newest
+                time.sleep(random.random() * 0.001 * min(attempt, 5))
+                found = self.fetch(session.id)
+                if found is None:
+                    return None
+                version, theirs = found
+            if base is None:            # the data as this request loaded it
+                base = self.parse(session.version)[2]
+            data = _merge(base, ours, theirs[2])
+        else:
+            raise SessionStoreError('session %s… changed under %d saves in a row'
+                                    % (session.id[:6], self.swap_attempts))
+        session.version = version
+        if data != session:             # the newer keys, for the rest of the request
+            dict.clear(session)
+            dict.update(session, data)
+        if session.get(_EXPIRY_KEY) != session.expiry_sent:
             return session.id
         return None
 
@@ -1110,8 +1186,8 @@ class ServerSession(BaseSession):
         text = '{"c":%d,"a":%d,"d":%s}' % (created, accessed, _to_json(data))
         return text, math.ceil(self.expires_at(created, accessed, data))
 
-    @staticmethod
-    def _parse(text):
+    def parse(self, text):
+        """The JSON stores' record: (created, accessed, data), or None."""
         try:
             record = _json_decode(text if isinstance(text, str) else text.decode('utf-8'))
             created, accessed, data = float(record['c']), float(record['a']), record['d']
@@ -1141,7 +1217,7 @@ class PickleSession(ServerSession):
 
     def __init__(self, session_dir=None, cookie_expires=DEFAULT_MAX_AGE, **options):
         super().__init__(cookie_expires, **options)
-        if not {os.open, os.stat, os.rename, os.unlink} <= os.supports_dir_fd:
+        if fcntl is None or not {os.open, os.stat, os.rename, os.unlink} <= os.supports_dir_fd:
             raise ConfigError('PickleSession needs dir_fd support (a POSIX system)')
         self.session_dir = os.path.abspath(session_dir or _default_dir())
         # Every file operation is relative to this descriptor, so the path
@@ -1197,7 +1273,7 @@ class PickleSession(ServerSession):
                     os.close(fd)
         return True
 
-    def read(self, sid):
+    def fetch(self, sid):
         try:
             fd = self._open(self._name(sid), os.O_RDONLY)
         except FileNotFoundError:
@@ -1209,23 +1285,51 @@ class PickleSession(ServerSession):
             while len(chunk) == 65536:
                 chunk = os.read(fd, 65536)
                 blob += chunk
-            record = pickle.loads(blob)
-            if isinstance(record, dict):    # the original's format: the data only
-                record = (os.fstat(fd).st_mtime,) * 2 + (record,)
+            mtime = os.fstat(fd).st_mtime
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        except Exception:       # truncated or foreign file: treat as unknown
-            return None
         finally:
             os.close(fd)
-        if (isinstance(record, tuple) and len(record) == 3
-                and isinstance(record[2], dict)):
+        record = self.parse(blob, mtime)
+        return None if record is None else (blob, record)
+
+    def parse(self, blob, mtime=0):
+        try:
+            record = pickle.loads(blob)
+        except Exception:       # truncated or foreign file: treat as unknown
+            return None
+        if isinstance(record, dict):    # the original's format: the data only
+            record = (mtime, mtime, record)
+        if isinstance(record, tuple) and len(record) == 3 and isinstance(record[2], dict):
             return record
         return None
 
+    def _locked(self, sid):
+        """An exclusive lock for a compare-and-set on `sid`, or a delete of it:
+        flock on one of 16 lock files, opened anew each time so that threads
+        and forked workers exclude each other too. Reads never wait on it."""
+        stripe = hashlib.sha256(sid.encode('ascii')).digest()[0] % 16
+        fd = self._open('.lock-%d' % stripe, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def swap(self, sid, version, created, accessed, data):
+        try:
+            lock = self._locked(sid)
+        except OSError as exc:
+            raise SessionStoreError('cannot lock session file: %s' % exc) from exc
+        try:
+            found = self.fetch(sid)
+            if found is None or found[0] != version:
+                return found
+            return self.write(sid, created, accessed, data), None
+        finally:
+            os.close(lock)      # and with it the lock
+
     def write(self, sid, created, accessed, data, replaces=None):
         name = self._name(sid)
-        blob = memoryview(pickle.dumps((created, accessed, data), pickle.HIGHEST_PROTOCOL))
+        version = pickle.dumps((created, accessed, data), pickle.HIGHEST_PROTOCOL)
+        blob = memoryview(version)
         temp = '.tmp-' + os.urandom(8).hex()
         try:
             fd = self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -1249,10 +1353,15 @@ class PickleSession(ServerSession):
             raise
         if replaces:
             self.delete(replaces)
+        return version
 
     def delete(self, sid):
         try:
-            os.unlink(self._name(sid), dir_fd=self._dir_fd)
+            lock = self._locked(sid)    # not between another request's compare and set
+            try:
+                os.unlink(self._name(sid), dir_fd=self._dir_fd)
+            finally:
+                os.close(lock)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -1300,6 +1409,7 @@ def _sql_statements(driver, table, style):
         select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % table,
         upsert=upsert,
         update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % table,
+        swap='UPDATE %s SET data = ?, expires = ? WHERE id = ? AND data = ?' % table,
         insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % table,
         delete='DELETE FROM %s WHERE id = ?' % table,
         cleanup='DELETE FROM %s WHERE expires < ?' % table)
@@ -1442,12 +1552,29 @@ class SQLSession(ServerSession):
             except Exception:
                 pass
 
-    def read(self, sid):
+    def fetch(self, sid):
         def select(cur, sql):
             cur.execute(sql['select'], self._params(sid, int(self.now())))
             return cur.fetchone()
         row = self._run(select)
-        return row and self._parse(row[0])
+        record = row and self.parse(row[0])
+        return (row[0], record) if record else None
+
+    def swap(self, sid, version, created, accessed, data):
+        text, end = self._record(created, accessed, data)
+
+        def compare_and_set(cur, sql):
+            cur.execute(sql['swap'], self._params(text, end, sid, version))
+            if cur.rowcount == 1:
+                return text, None
+            cur.execute(sql['select'], self._params(sid, int(self.now())))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            if row[0] == text:      # MySQL counts a row set to what it held as 0
+                return text, None
+            return row[0], self.parse(row[0])
+        return self._run(compare_and_set)
 
     def write(self, sid, created, accessed, data, replaces=None):
         text, end = self._record(created, accessed, data)
@@ -1489,6 +1616,7 @@ class RedisSession(ServerSession):
         if not all(hasattr(client, name) for name in ('get', 'set', 'delete')):
             raise TypeError('client must be a redis-py compatible client')
         self.client, self.prefix = client, prefix
+        self._swap = client.register_script(self._SWAP)     # EVALSHA, loaded on demand
         # A cluster client cannot run a transaction over two keys, which may
         # live on different nodes; it writes the new key before deleting the old.
         self._atomic = hasattr(client, 'pipeline') and not hasattr(client, 'get_nodes')
@@ -1501,9 +1629,28 @@ class RedisSession(ServerSession):
         except Exception as exc:    # redis-py's errors; the module is not imported
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
-    def read(self, sid):
+    # Compare and set on one key, atomic in Redis, so on a cluster too.
+    _SWAP = """
+        local stored = redis.call('GET', KEYS[1])
+        if not stored then return 0 end
+        if stored ~= ARGV[1] then return stored end
+        redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+        return 1"""
+
+    def fetch(self, sid):
         text = self._call(lambda: self.client.get(self.prefix + sid))
-        return None if text is None else self._parse(text)
+        record = text is not None and self.parse(text)
+        return (text, record) if record else None
+
+    def swap(self, sid, version, created, accessed, data):
+        text, end = self._record(created, accessed, data)
+        ttl = max(1, math.ceil(end - self.now()))
+        found = self._call(lambda: self._swap(keys=[self.prefix + sid], args=[version, text, ttl]))
+        if found == 0:
+            return None
+        if found == 1:
+            return text, None
+        return found, self.parse(found)
 
     def write(self, sid, created, accessed, data, replaces=None):
         text, end = self._record(created, accessed, data)
