@@ -2603,56 +2603,65 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_login_flow_in_a_real_browser(browser, capsys):
+def browser_steps(browser):
+    """ready(ids), text(id), type_into(id, value), click(id, expected ids):
+    the steps of a browser test, each waiting for the page it needs."""
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(*ids):
+        """Wait until the page has loaded and shows one of these elements."""
+        def check(driver):
+            try:
+                return (driver.execute_script('return document.readyState') == 'complete'
+                        and any(driver.find_elements(By.ID, i) for i in ids))
+            except WebDriverException:      # asked while the page changed
+                return False
+        WebDriverWait(browser, 15).until(check)
+
+    def text(element_id):
+        return wait_for(lambda: browser.find_element(By.ID, element_id).text, 10)
+
+    def type_into(element_id, value):
+        def attempt():
+            field = browser.find_element(By.ID, element_id)
+            field.clear()
+            field.send_keys(value)
+            assert field.get_attribute('value') == value
+        wait_for(attempt, 10)
+
+    def gone(element):
+        """True once the element's page was replaced. Chromium says so with
+        a stale-element error or 'does not belong to the document'."""
+        try:
+            element.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    def click(element_id, *expect):
+        """Click, and wait until the next page has replaced this one."""
+        page = browser.find_element(By.TAG_NAME, 'html')
+        for attempt in range(5):
+            try:
+                browser.find_element(By.ID, element_id).click()
+                break
+            except WebDriverException:      # the page was still being redrawn
+                if gone(page):
+                    break                   # but the click got through
+                time.sleep(0.2)
+        WebDriverWait(browser, 15).until(lambda driver: gone(page))
+        ready(*expect)
+    return ready, text, type_into, click
+
+
+def test_login_flow_in_a_real_browser(browser, capsys):
+    from selenium.webdriver.common.by import By
     manager = bs.CookieSession(secret=SECRET)
     served = ServedApp(example_app(manager))
+    ready, text, type_into, click = browser_steps(browser)
     try:
-        def ready(*ids):
-            """Wait until the page has loaded and shows one of these elements."""
-            def check(driver):
-                try:
-                    return (driver.execute_script('return document.readyState') == 'complete'
-                            and any(driver.find_elements(By.ID, i) for i in ids))
-                except WebDriverException:      # asked while the page changed
-                    return False
-            WebDriverWait(browser, 15).until(check)
-
-        def text(element_id):
-            return wait_for(lambda: browser.find_element(By.ID, element_id).text, 10)
-
-        def type_into(element_id, value):
-            def attempt():
-                field = browser.find_element(By.ID, element_id)
-                field.clear()
-                field.send_keys(value)
-                assert field.get_attribute('value') == value
-            wait_for(attempt, 10)
-
-        def gone(element):
-            """True once the element's page was replaced. Chromium says so with
-            a stale-element error or 'does not belong to the document'."""
-            try:
-                element.is_enabled()
-                return False
-            except WebDriverException:
-                return True
-
-        def click(element_id, *expect):
-            """Click, and wait until the next page has replaced this one."""
-            page = browser.find_element(By.TAG_NAME, 'html')
-            for attempt in range(5):
-                try:
-                    browser.find_element(By.ID, element_id).click()
-                    break
-                except WebDriverException:      # the page was still being redrawn
-                    if gone(page):
-                        break                   # but the click got through
-                    time.sleep(0.2)
-            WebDriverWait(browser, 15).until(lambda driver: gone(page))
-            ready(*expect)
         browser.get(served.url + '/private?tab=stats')           # 1. a protected page
         assert browser.current_url == served.url + '/login'       # 2. the login form
         type_into('username', 'alice')
