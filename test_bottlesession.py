@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 import warnings
 import zlib
@@ -2893,56 +2895,65 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_login_flow_in_a_real_browser(browser, capsys):
+def browser_steps(browser):
+    """ready(ids), text(id), type_into(id, value), click(id, expected ids):
+    the steps of a browser test, each waiting for the page it needs."""
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(*ids):
+        """Wait until the page has loaded and shows one of these elements."""
+        def check(driver):
+            try:
+                return (driver.execute_script('return document.readyState') == 'complete'
+                        and any(driver.find_elements(By.ID, i) for i in ids))
+            except WebDriverException:      # asked while the page changed
+                return False
+        WebDriverWait(browser, 15).until(check)
+
+    def text(element_id):
+        return wait_for(lambda: browser.find_element(By.ID, element_id).text, 10)
+
+    def type_into(element_id, value):
+        def attempt():
+            field = browser.find_element(By.ID, element_id)
+            field.clear()
+            field.send_keys(value)
+            assert field.get_attribute('value') == value
+        wait_for(attempt, 10)
+
+    def gone(element):
+        """True once the element's page was replaced. Chromium says so with
+        a stale-element error or 'does not belong to the document'."""
+        try:
+            element.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    def click(element_id, *expect):
+        """Click, and wait until the next page has replaced this one."""
+        page = browser.find_element(By.TAG_NAME, 'html')
+        for attempt in range(5):
+            try:
+                browser.find_element(By.ID, element_id).click()
+                break
+            except WebDriverException:      # the page was still being redrawn
+                if gone(page):
+                    break                   # but the click got through
+                time.sleep(0.2)
+        WebDriverWait(browser, 15).until(lambda driver: gone(page))
+        ready(*expect)
+    return ready, text, type_into, click
+
+
+def test_login_flow_in_a_real_browser(browser, capsys):
+    from selenium.webdriver.common.by import By
     manager = bs.CookieSession(secret=SECRET)
     served = ServedApp(example_app(manager))
+    ready, text, type_into, click = browser_steps(browser)
     try:
-        def ready(*ids):
-            """Wait until the page has loaded and shows one of these elements."""
-            def check(driver):
-                try:
-                    return (driver.execute_script('return document.readyState') == 'complete'
-                            and any(driver.find_elements(By.ID, i) for i in ids))
-                except WebDriverException:      # asked while the page changed
-                    return False
-            WebDriverWait(browser, 15).until(check)
-
-        def text(element_id):
-            return wait_for(lambda: browser.find_element(By.ID, element_id).text, 10)
-
-        def type_into(element_id, value):
-            def attempt():
-                field = browser.find_element(By.ID, element_id)
-                field.clear()
-                field.send_keys(value)
-                assert field.get_attribute('value') == value
-            wait_for(attempt, 10)
-
-        def gone(element):
-            """True once the element's page was replaced. Chromium says so with
-            a stale-element error or 'does not belong to the document'."""
-            try:
-                element.is_enabled()
-                return False
-            except WebDriverException:
-                return True
-
-        def click(element_id, *expect):
-            """Click, and wait until the next page has replaced this one."""
-            page = browser.find_element(By.TAG_NAME, 'html')
-            for attempt in range(5):
-                try:
-                    browser.find_element(By.ID, element_id).click()
-                    break
-                except WebDriverException:      # the page was still being redrawn
-                    if gone(page):
-                        break                   # but the click got through
-                    time.sleep(0.2)
-            WebDriverWait(browser, 15).until(lambda driver: gone(page))
-            ready(*expect)
         browser.get(served.url + '/private?tab=stats')           # 1. a protected page
         assert browser.current_url == served.url + '/login'       # 2. the login form
         type_into('username', 'alice')
@@ -2989,6 +3000,150 @@ def test_login_flow_in_a_real_browser(browser, capsys):
            'relock; cookie HttpOnly, SameSite=Lax, hidden from document.cookie; note %d '
            'would pass 4 KB: error page shown, still signed in with %d notes'
            % (notes, notes - 1))
+
+
+
+class RequestLog:
+    """WSGI middleware: for each request, its method, path, status and the
+    names of the cookies the browser sent with it."""
+
+    def __init__(self, app):
+        self.app, self.entries = app, []
+
+    def __call__(self, environ, start_response):
+        names = {c.split('=', 1)[0].strip() for c in environ.get('HTTP_COOKIE', '').split(';')}
+        entry = {'method': environ['REQUEST_METHOD'], 'path': environ['PATH_INFO'],
+                 'cookies': names}
+        self.entries.append(entry)
+
+        def start(status, headers, exc_info=None):
+            entry['status'] = int(status.split()[0])
+            return start_response(status, headers, exc_info)
+        return self.app(environ, start)
+
+    def last(self, method, path):
+        return [e for e in self.entries if (e['method'], e['path']) == (method, path)][-1]
+
+
+def attacker_site(target, fields):
+    """Pages that auto-submit a form to target + their path: the attacker's."""
+    def app(environ, start_response):
+        inputs = ''.join('<input type="hidden" name="%s" value="%s">' % item
+                         for item in fields[environ['PATH_INFO']].items())
+        body = ('<!doctype html><p>You won a prize!</p><form id="f" method="post" '
+                'action="%s%s">%s</form><script>document.getElementById("f").submit()'
+                '</script>' % (target, environ['PATH_INFO'], inputs)).encode()
+        start_response('200 OK', [('Content-Type', 'text/html'),
+                                  ('Content-Length', str(len(body)))])
+        return [body]
+    return app
+
+
+def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys):
+    """Flash messages, remember me, the admin page; then a page on a second
+    port of 127.0.0.1 (same site, so Chromium sends the Lax cookies) posts
+    a note as the victim, and logs the victim in as the attacker."""
+    from selenium.webdriver.common.by import By
+    manager = bs.CookieSession(secret=SECRET)
+    log = RequestLog(example_app(manager))
+    served, attacker = ServedApp(log), None
+    ready, text, type_into, click = browser_steps(browser)
+
+    def flashes():
+        return [e.text for e in browser.find_elements(By.CSS_SELECTOR, '#flashes .flash')]
+
+    def shown_once(message, element_id):
+        assert flashes() == [message]
+        browser.refresh()
+        ready(element_id)
+        assert flashes() == []
+
+    def session_cookie():
+        return {c['name']: c for c in browser.get_cookies()}['session_data']
+
+    def log_in(name, password, remember):
+        browser.get(served.url + '/login')
+        ready('username')
+        type_into('username', name)
+        type_into('password', password)
+        if remember:
+            browser.find_element(By.ID, 'remember').click()
+        click('submit', 'visits', 'flashes')
+
+    def attack(path):
+        """Open the attacker's page; it posts to the app: the app's answer."""
+        seen = len(log.entries)
+        browser.get(attacker.url + path)
+
+        def on_the_app():
+            assert browser.current_url.startswith(served.url)
+        wait_for(on_the_app, 15)
+        ready('flashes')
+        posts = [e for e in log.entries[seen:] if e['method'] == 'POST']
+        assert [e['path'] for e in posts] == [path]
+        return browser.find_element(By.TAG_NAME, 'body').text, posts[0]
+
+    def notes():
+        browser.get(served.url + '/private')
+        ready('visits')
+        return [e.text for e in browser.find_elements(By.CSS_SELECTOR, '#notes li')]
+    try:
+        # The attacker's own token, from the attacker's own visit: valid, but
+        # not for the victim's session.
+        with urllib.request.urlopen(served.url + '/login') as response:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', response.read().decode())[1]
+        attacker = ServedApp(attacker_site(served.url, {
+            '/notes': {'note': 'planted by the attacker', 'csrf_token': token},
+            '/login': {'username': 'bob', 'password': 'builder', 'csrf_token': token}}))
+        log_in('alice', 'not her password', remember=True)       # 1. a wrong password
+        assert browser.current_url == served.url + '/login'
+        shown_once('Wrong name or password.', 'username')
+        log_in('alice', 'wonderland', remember=True)             # 2. remember me
+        assert text('user') == 'alice'
+        shown_once('Welcome back, alice', 'visits')
+        remembered = session_cookie()
+        assert abs(remembered['expiry'] - (time.time() + 30 * 86400)) < 120
+        browser.get(served.url + '/admin')                        # 3. an admin sees it
+        ready('accounts', 'error')
+        assert 'scrypt$17$8$1$' in text('accounts')
+        browser.get(served.url + '/private')
+        ready('note')
+        type_into('note', 'her own note')
+        click('add', 'notes')
+        before, cookie_before = notes(), session_cookie()['value']
+        assert before == ['her own note']
+        message, request = attack('/notes')                       # 4. cross-origin POST
+        assert request['status'] == 403 and 'session_data' in request['cookies']
+        assert 'token is missing or wrong' in message
+        assert session_cookie()['value'] == cookie_before
+        assert notes() == before and text('user') == 'alice'
+        click('logout', 'username')                               # 5. log out
+        shown_once('You are logged out', 'username')
+        message, request = attack('/login')                       # 6. login CSRF
+        assert request['status'] == 403 and 'session_data_csrf' in request['cookies']
+        assert 'token is missing or wrong' in message
+        browser.get(served.url + '/private')
+        ready('username')
+        assert browser.current_url == served.url + '/login' and not flashes()
+        assert not browser.find_elements(By.ID, 'user')
+        log_in('bob', 'builder', remember=False)                  # 7. not remembered
+        assert text('user') == 'bob' and flashes() == ['Welcome back, bob']
+        assert 'expiry' not in session_cookie()
+        browser.get(served.url + '/admin')                        # 8. not an admin
+        ready('error', 'accounts')
+        assert 'may not see this page' in text('error')
+        assert log.last('GET', '/admin')['status'] == 403
+        assert notes() == [] and text('user') == 'bob'
+    finally:
+        if attacker:
+            attacker.close()
+        served.close()
+    report(capsys, 'Chromium, demo: wrong password, welcome and logout flashes each shown '
+           'once; remember me: cookie expires in 30 days, without: a browser-session cookie; '
+           '/admin: alice sees it, bob 403 and still signed in; from a page on a second port '
+           '(same site; Chromium sent the session cookie): POST /notes 403, notes and cookie '
+           'unchanged; login CSRF as bob: 403, victim still logged out; both forms carried '
+           "the attacker's own valid token")
 
 
 LOAD_CLIENT = r'''
