@@ -725,19 +725,40 @@ class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
     Ids are strict: a malformed id, or one the store does not hold, is never
-    adopted. A subclass implements read, write, delete and cleanup.
+    adopted. A subclass implements read, write, delete and cleanup, and keeps
+    session `sid` under storage_key(sid), never under the id itself.
 
     :param cleanup_chance: the chance that saving a new session first runs
         cleanup(), so expired sessions go away without cron. 0 turns it off.
+    :param namespace: a name for this app, for apps that share a store and
+        the cookie's name, path and domain.
     """
 
     legacy_ids = False
 
-    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, **options):
+    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001,
+                 namespace=None, **options):
         super().__init__(cookie_expires, **options)
         if not 0 <= cleanup_chance <= 1:
             raise ConfigError('cleanup_chance must be between 0 and 1')
-        self.cleanup_chance = cleanup_chance
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError('namespace must be a str, not %r' % (namespace,))
+        self.cleanup_chance, self.namespace = cleanup_chance, namespace
+        identity = _json_encode([self.cookie_name, self.path, self.domain, namespace])
+        self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
+
+    def storage_key(self, sid):
+        """The key the store keeps session `sid` under: a hash of the id and of
+        the issuing app's cookie name, path, domain and namespace.
+
+        So another app's ids are unknown here, even on the same table or Redis
+        prefix, and a copy of the stored keys gives nobody a usable cookie.
+        Files the original bottlesession wrote keep their uuid4 names."""
+        if self.legacy_ids and len(sid) == 36:
+            return sid
+        digest = self._identity.copy()
+        digest.update(sid.encode('utf-8', 'surrogatepass'))
+        return _b64encode(digest.digest()).decode('ascii')
 
     def read(self, sid):
         """Return (created, accessed, data) for `sid`, or None."""
@@ -815,7 +836,7 @@ class PickleSession(ServerSession):
     def _path(self, sid):
         if not self.valid_id(sid):      # ids never reach a path unchecked
             raise ValueError('invalid session id %r' % (sid,))
-        return os.path.join(self._dir(), 'session-' + sid)
+        return os.path.join(self._dir(), 'session-' + self.storage_key(sid))
 
     def read(self, sid):
         try:
@@ -1058,27 +1079,29 @@ class SQLSession(ServerSession):
 
     def read(self, sid):
         def select(cur, sql):
-            cur.execute(sql['select'], self._params(sid, int(self.now())))
+            cur.execute(sql['select'], self._params(self.storage_key(sid), int(self.now())))
             return cur.fetchone()
         row = self._run(select)
         return row and self._parse(row[0])
 
     def write(self, sid, created, accessed, data, replaces=None):
         text, end = self._record(created, accessed, data)
+        key = self.storage_key(sid)
 
         def store(cur, sql):
             if sql['upsert']:
-                cur.execute(sql['upsert'], self._params(sid, text, end))
+                cur.execute(sql['upsert'], self._params(key, text, end))
             else:
-                cur.execute(sql['update'], self._params(text, end, sid))
+                cur.execute(sql['update'], self._params(text, end, key))
                 if cur.rowcount == 0:
-                    cur.execute(sql['insert'], self._params(sid, text, end))
+                    cur.execute(sql['insert'], self._params(key, text, end))
             if replaces:
-                cur.execute(sql['delete'], self._params(replaces))
+                cur.execute(sql['delete'], self._params(self.storage_key(replaces)))
         self._run(store)
 
     def delete(self, sid):
-        self._run(lambda cur, sql: cur.execute(sql['delete'], self._params(sid)))
+        key = self.storage_key(sid)
+        self._run(lambda cur, sql: cur.execute(sql['delete'], self._params(key)))
 
     def cleanup(self):
         def purge(cur, sql):
@@ -1115,28 +1138,33 @@ class RedisSession(ServerSession):
         except Exception as exc:    # redis-py's errors; the module is not imported
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
+    def _name(self, sid):
+        return self.prefix + self.storage_key(sid)
+
     def read(self, sid):
-        text = self._call(lambda: self.client.get(self.prefix + sid))
+        text = self._call(lambda: self.client.get(self._name(sid)))
         return None if text is None else self._parse(text)
 
     def write(self, sid, created, accessed, data, replaces=None):
         text, end = self._record(created, accessed, data)
         ttl = max(1, math.ceil(end - self.now()))
+        key, old = self._name(sid), replaces and self._name(replaces)
 
         def store():
-            if replaces and self._atomic:
+            if old and self._atomic:
                 pipe = self.client.pipeline(transaction=True)
-                pipe.set(self.prefix + sid, text, ex=ttl)
-                pipe.delete(self.prefix + replaces)
+                pipe.set(key, text, ex=ttl)
+                pipe.delete(old)
                 pipe.execute()
             else:
-                self.client.set(self.prefix + sid, text, ex=ttl)
-                if replaces:
-                    self.client.delete(self.prefix + replaces)
+                self.client.set(key, text, ex=ttl)
+                if old:
+                    self.client.delete(old)
         self._call(store)
 
     def delete(self, sid):
-        self._call(lambda: self.client.delete(self.prefix + sid))
+        key = self._name(sid)
+        self._call(lambda: self.client.delete(key))
 
 
 ###############################################################################

@@ -292,10 +292,12 @@ def postgres_server():
 ###############################################################################
 
 STORES = ['cookie', 'pickle', 'sqlite', 'postgres', 'redis']
+SERVER_STORES = [kind for kind in STORES if kind != 'cookie']
 
 
-def make_manager(kind, request, tmp_path, **options):
-    tag = uuid.uuid4().hex[:10]
+def make_manager(kind, request, tmp_path, tag=None, **options):
+    """A manager of `kind`; managers given the same tag share one table or prefix."""
+    tag = tag or uuid.uuid4().hex[:10]
     if kind == 'cookie':
         manager = bs.CookieSession(secret=SECRET, **options)
     elif kind == 'pickle':
@@ -819,6 +821,69 @@ def test_browser_session_cookie_when_expires_is_none():
 
 
 ###############################################################################
+# ServerSession: a session belongs to the app that issued it ##################
+###############################################################################
+
+@pytest.mark.parametrize('shop, admin', [
+    ({'cookie_name': 'shop'}, {'cookie_name': 'admin'}),
+    ({'namespace': 'shop'}, {'namespace': 'admin'}),
+    ({'path': '/'}, {'path': '/admin'}),
+    ({'domain': 'shop.example'}, {'domain': 'admin.example'}),
+], ids=['cookie_name', 'namespace', 'path', 'domain'])
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_two_apps_on_one_store_do_not_accept_each_others_ids(kind, shop, admin, request,
+                                                             tmp_path):
+    """A shop and an admin app on one directory, table or Redis prefix."""
+    shop_manager = make_manager(kind, request, tmp_path, tag='shared', **shop)
+    admin_manager = make_manager(kind, request, tmp_path, tag='shared', **admin)
+    shop_app = add_private_route(plugin_app(shop_manager), shop_manager, 'shop page')
+    admin_app = add_private_route(plugin_app(admin_manager), admin_manager, 'admin page')
+
+    def visit(app, manager, path, sid):
+        return webtest.TestApp(app).get(
+            path, headers={'Cookie': '%s=%s' % (manager.cookie_name, sid)})
+    login = webtest.TestApp(shop_app).get('/login/alice')
+    stolen = set_cookie_headers(login)[0].split(';')[0].split('=', 1)[1]
+    assert visit(shop_app, shop_manager, '/private', stolen).text == 'shop page'
+    assert visit(admin_app, admin_manager, '/private', stolen).status_int in (302, 303)
+    body = visit(admin_app, admin_manager, '/get', stolen).json
+    assert body['new'] is True and body['id'] != stolen and 'name' not in body['data']
+    assert visit(shop_app, shop_manager, '/private', stolen).text == 'shop page'
+
+
+def stored_keys(manager, kind, request, tmp_path, tag):
+    """The keys a store holds, read straight from its files, table or Redis."""
+    if kind == 'pickle':
+        return [n[len('session-'):] for n in os.listdir(manager.session_dir)]
+    if kind == 'sqlite':
+        with sqlite3.connect(str(tmp_path / 'sessions.db')) as conn:
+            return [row[0] for row in conn.execute('SELECT id FROM bottlesession')]
+    if kind == 'postgres':
+        with request.getfixturevalue('postgres_server').connect() as conn:
+            return [row[0] for row in conn.execute('SELECT id FROM s_%s' % tag)]
+    client = request.getfixturevalue('redis_server').client()
+    return [k.decode()[len('t%s:' % tag):] for k in client.keys('t%s:*' % tag)]
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_copy_of_the_stored_keys_gives_no_usable_cookie(kind, request, tmp_path):
+    manager = make_manager(kind, request, tmp_path, tag='leak')
+    app = add_private_route(plugin_app(manager), manager)
+    webtest.TestApp(app).get('/login/alice')
+    keys = stored_keys(manager, kind, request, tmp_path, 'leak')
+    assert len(keys) == 1
+    response = webtest.TestApp(app).get('/private', headers={
+        'Cookie': '%s=%s' % (manager.cookie_name, keys[0])})
+    assert response.status_int in (302, 303)
+
+
+def test_namespace_must_be_a_str(tmp_path):
+    assert bs.PickleSession(str(tmp_path / 's'), namespace='shop').namespace == 'shop'
+    with pytest.raises(TypeError):
+        bs.PickleSession(str(tmp_path / 's'), namespace=b'shop')
+
+
+###############################################################################
 # PickleSession ###############################################################
 ###############################################################################
 
@@ -1053,7 +1118,7 @@ def test_redis_keys_have_prefix_and_ttl(redis_server):
     manager = bs.RedisSession(client, prefix='app1:', cookie_expires=3600, idle_timeout=600)
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
-    key = 'app1:' + app.cookies['sessionid']
+    key = 'app1:' + manager.storage_key(app.cookies['sessionid'])
     assert 0 < client.ttl(key) <= 600
     assert json.loads(client.get(key))['d']['a'] == '1'
 
@@ -1065,7 +1130,8 @@ def test_redis_regenerate_is_one_transaction(redis_server):
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
     ids = app.get('/regenerate').json
-    assert client.exists('rg:' + ids['old']) == 0 and client.exists('rg:' + ids['new']) == 1
+    old, new = (manager.storage_key(ids[which]) for which in ('old', 'new'))
+    assert client.exists('rg:' + old) == 0 and client.exists('rg:' + new) == 1
 
 
 @pytest.fixture(scope='session')
@@ -1114,10 +1180,10 @@ def test_redis_cluster_client(redis_cluster):
     app.get('/set/a/1')
     app.get('/login/alice')             # rotates: new key, old key deleted
     ids = app.get('/regenerate').json
-    assert redis_cluster.exists('cluster:' + ids['old']) == 0
+    assert redis_cluster.exists('cluster:' + manager.storage_key(ids['old'])) == 0
     assert app.get('/get').json['data']['a'] == '1'
     app.get('/logout')
-    assert redis_cluster.exists('cluster:' + ids['new']) == 0
+    assert redis_cluster.exists('cluster:' + manager.storage_key(ids['new'])) == 0
 
 
 def test_redis_client_is_checked():
