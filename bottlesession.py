@@ -77,6 +77,7 @@ import hashlib
 import hmac
 import inspect
 import json
+import logging
 import math
 import os
 import pickle
@@ -99,6 +100,7 @@ _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 DEFAULT_MAX_AGE = 30 * 24 * 3600     # the original's cookie_expires: 30 days
 COOKIE_LIMIT = 4093                  # bytes of name=value browsers keep for sure
 REDIRECT_COOKIE = 'validuserloginredirect'
+_log = logging.getLogger('bottlesession')
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{43}\Z')             # secrets.token_urlsafe(32)
 _LEGACY_ID_RE = re.compile(                             # the original's uuid4 ids
@@ -582,9 +584,18 @@ class BaseSession:
                     self.delete(session.id)         # expired: gone on the server too
                 else:
                     if self._touch_after and now - session.accessed > self._touch_after:
-                        self._save(session, bottle.response)
+                        self._refresh(session)
                     return session
         return Session(self, _new_id(), created=now, accessed=now)
+
+    def _refresh(self, session):
+        """Move the idle clock of a session the request only reads. A store
+        that refuses the write (full, read-only) is logged, and the page served:
+        the session is still good, and the next request tries again."""
+        try:
+            self._save(session, bottle.response)
+        except SessionStoreError as exc:
+            _log.warning('could not refresh the idle timeout of a session: %s', exc)
 
     def expires_at(self, created, accessed):
         """When a session ends unless it is used again, in epoch seconds."""
@@ -921,24 +932,51 @@ class PickleSession(ServerSession):
         return removed
 
 
+_POSTGRES_DRIVERS = ('psycopg', 'psycopg2', 'pg8000', 'pgdb')
+_MYSQL_DRIVERS = ('MySQLdb', 'pymysql', 'mysql', 'mariadb')
+
+
+def _quote(name, driver):
+    """Quote a checked name (table or schema.table), so that reserved words
+    like user or order work. PostgreSQL folds unquoted names to lower case;
+    the name is folded the same way, so a table made unquoted is still found."""
+    if driver in _MYSQL_DRIVERS:
+        return '.'.join('`%s`' % part for part in name.split('.'))
+    if driver in _POSTGRES_DRIVERS:
+        name = name.lower()
+    return '.'.join('"%s"' % part for part in name.split('.'))
+
+
 def _sql_statements(driver, table, style):
-    """The SQL store's statements for a DB-API driver: its upsert, its placeholders."""
-    if driver in ('sqlite3', 'psycopg', 'psycopg2', 'pg8000', 'pgdb'):
+    """The SQL store's statements for a DB-API driver: its quoting, its upsert,
+    its placeholders."""
+    name = _quote(table, driver)
+    schema, _, bare = table.rpartition('.')
+    index = _quote(table.replace('.', '_') + '_expires', driver)
+    if driver == 'sqlite3' and schema:      # SQLite puts the schema on the index
+        index, indexed = _quote(schema, driver) + '.' + index, _quote(bare, driver)
+    else:
+        indexed = name
+    if driver in ('sqlite3',) + _POSTGRES_DRIVERS:
         upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON CONFLICT (id) '
-                  'DO UPDATE SET data = excluded.data, expires = excluded.expires' % table)
-    elif driver in ('MySQLdb', 'pymysql', 'mysql', 'mariadb'):
+                  'DO UPDATE SET data = excluded.data, expires = excluded.expires' % name)
+    elif driver in _MYSQL_DRIVERS:
         upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON DUPLICATE '
-                  'KEY UPDATE data = VALUES(data), expires = VALUES(expires)' % table)
+                  'KEY UPDATE data = VALUES(data), expires = VALUES(expires)' % name)
     else:
         upsert = None       # UPDATE, then INSERT when no row matched
     statements = dict(
-        select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % table,
+        exists='SELECT 1 FROM %s WHERE 1 = 0' % name,
+        create='CREATE TABLE %s (id VARCHAR(64) PRIMARY KEY, data TEXT NOT NULL, '
+               'expires BIGINT NOT NULL)' % name,
+        index='CREATE INDEX %s ON %s (expires)' % (index, indexed),
+        select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % name,
         upsert=upsert,
-        update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % table,
-        insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % table,
-        delete='DELETE FROM %s WHERE id = ?' % table,
-        cleanup='DELETE FROM %s WHERE expires < ?' % table)
-    for name, query in statements.items():
+        update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % name,
+        insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % name,
+        delete='DELETE FROM %s WHERE id = ?' % name,
+        cleanup='DELETE FROM %s WHERE expires < ?' % name)
+    for key, query in statements.items():
         if query and style != 'qmark':
             parts = query.split('?')
             if style in ('format', 'pyformat'):
@@ -946,8 +984,36 @@ def _sql_statements(driver, table, style):
             else:
                 marks = [(':%d' if style == 'numeric' else ':p%d') % n
                          for n in range(1, len(parts))]
-            statements[name] = ''.join(p + m for p, m in zip(parts, marks + ['']))
+            statements[key] = ''.join(p + m for p, m in zip(parts, marks + ['']))
     return statements
+
+
+def _connection_lost(conn, error):
+    """Whether `error` broke the connection itself, not just one statement.
+
+    Only then is another connection worth a try. Told from what drivers show,
+    as none is imported here: psycopg's closed and broken, PyMySQL's and
+    MySQLdb's open, and the SQLSTATE class 08, connection exception."""
+    if getattr(conn, 'broken', False) or getattr(conn, 'closed', False):
+        return True
+    if not getattr(conn, 'open', True):
+        return True
+    state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
+    return isinstance(state, str) and state.startswith('08')
+
+
+def _table_exists(conn, sql):
+    cur = conn.cursor()
+    try:
+        cur.execute(sql['exists'])
+        return True
+    except Exception as exc:
+        if _connection_lost(conn, exc):
+            raise
+        conn.rollback()
+        return False
+    finally:
+        cur.close()
 
 
 class SQLSession(ServerSession):
@@ -956,15 +1022,18 @@ class SQLSession(ServerSession):
     :param database: a connection factory (a callable that returns a new
         connection), or one connection, or the path of a SQLite file. By
         default a SQLite file in the private per-user directory.
-    :param table: the table, created if missing unless create_table=False::
+    :param table: the table, created with its index if it is missing, unless
+        create_table=False::
 
         CREATE TABLE bottlesession (id VARCHAR(64) PRIMARY KEY,
             data TEXT NOT NULL, expires BIGINT NOT NULL);
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
 
     With a factory each thread gets its own connection, and a broken one is
-    replaced on the next request. One connection given directly is shared
-    under a lock. The parameter style comes from the driver's module.
+    replaced. Only an error that broke the connection is tried again, once,
+    on a new one; a statement that failed (a lock or statement timeout) is
+    not run twice. One connection given directly is shared under a lock.
+    The parameter style comes from the driver's module.
     """
 
     def __init__(self, database=None, table='bottlesession',
@@ -1000,21 +1069,30 @@ class SQLSession(ServerSession):
         conn.execute('PRAGMA synchronous=NORMAL')
         return conn
 
-    def _prepare(self, conn):
-        """Learn the driver's dialect from its module; create the table once."""
+    def _setup(self, conn):
+        """Learn the driver's dialect from its connection; create the table and
+        its index if the table is missing. Runs once, under the lock."""
         driver = type(conn).__module__.split('.')[0]
-        self._style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
-        if self.create_table:
+        style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
+        sql = _sql_statements(driver, self.table, style)
+        if self.create_table and not _table_exists(conn, sql):
             cur = conn.cursor()
             try:
-                cur.execute('CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, '
-                            'data TEXT NOT NULL, expires BIGINT NOT NULL)' % self.table)
-                cur.execute('CREATE INDEX IF NOT EXISTS %s_expires ON %s (expires)'
-                            % (self.table.replace('.', '_'), self.table))
+                cur.execute(sql['create'])
+                cur.execute(sql['index'])
                 conn.commit()
-            except Exception:
-                conn.rollback()     # another process may have won the race
-        self._sql = _sql_statements(driver, self.table, self._style)
+            except Exception as exc:
+                if _connection_lost(conn, exc):
+                    raise
+                conn.rollback()
+                if not _table_exists(conn, sql):    # not a race another process won
+                    raise SessionStoreError(
+                        'cannot create the session table %s: %s. Create it as the README '
+                        'shows and pass create_table=False, or fix the name'
+                        % (self.table, exc)) from exc
+            finally:
+                cur.close()
+        self._style, self._sql = style, sql
 
     def _params(self, *values):
         if self._style == 'named':
@@ -1022,60 +1100,64 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection (or the shared one), and whether it is new."""
-        conn, fresh = self._shared, False
+        """This thread's connection, or the shared one."""
+        conn = self._shared
         if conn is None:
             conn = getattr(self._local, 'conn', None)
             if conn is None:
-                conn, fresh = self._factory(), True
-                self._local.conn = conn
-        if self._sql is None:
-            with self._lock:
-                if self._sql is None:
-                    self._prepare(conn)
-        return conn, fresh
+                conn = self._local.conn = self._factory()
+        return conn
 
-    def _run(self, work):
-        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
-
-        A pooled connection that fails is closed and the work retried once on
-        a new one, so the first request after a database restart succeeds."""
-        if self._shared is not None:
-            with self._lock:
-                return self._transaction(work)
-        return self._transaction(work)
-
-    def _transaction(self, work):
-        for attempt in (1, 2):
-            conn, fresh = None, True
-            try:
-                conn, fresh = self._connection()
-                cur = conn.cursor()
-                try:
-                    result = work(cur, self._sql)
-                finally:
-                    cur.close()
-                conn.commit()
-                return result
-            except Exception as exc:
-                error = exc
-                if conn is not None:
-                    self._discard(conn)
-                if fresh or self._shared is not None:
-                    break
-        raise SessionStoreError('session database failed: %s' % error) from error
-
-    def _discard(self, conn):
-        try:
-            conn.rollback()
-        except Exception:
-            pass
-        if self._shared is None:    # a pooled one is replaced, never reused
+    def _forget(self, conn):
+        """Close a connection that cannot be used again; the thread makes a new one."""
+        if conn is not self._shared and getattr(self._local, 'conn', None) is conn:
             self._local.conn = None
             try:
                 conn.close()
             except Exception:
                 pass
+
+    def _run(self, work):
+        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
+
+        An error that broke the connection is tried again once, on a new one,
+        so the first request after a database restart succeeds."""
+        for retry in (self._shared is None, False):
+            conn = None
+            try:
+                if self._shared is not None:
+                    with self._lock:
+                        return self._transaction(self._shared, work)
+                conn = self._connection()
+                return self._transaction(conn, work)
+            except SessionStoreError:
+                raise
+            except Exception as exc:
+                lost = conn is not None and _connection_lost(conn, exc)
+                if lost:
+                    self._forget(conn)
+                if not (lost and retry):
+                    raise SessionStoreError('session database failed: %s' % exc) from exc
+
+    def _transaction(self, conn, work):
+        try:
+            if self._sql is None:
+                with self._lock:
+                    if self._sql is None:
+                        self._setup(conn)
+            cur = conn.cursor()
+            try:
+                result = work(cur, self._sql)
+            finally:
+                cur.close()
+            conn.commit()
+            return result
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:
+                self._forget(conn)      # in no state to be used again
+            raise
 
     def read(self, sid):
         def select(cur, sql):
@@ -1125,6 +1207,8 @@ class RedisSession(ServerSession):
         super().__init__(cookie_expires, **options)
         if not all(hasattr(client, name) for name in ('get', 'set', 'delete')):
             raise TypeError('client must be a redis-py compatible client')
+        if not isinstance(prefix, str):
+            raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
         # A cluster client cannot run a transaction over two keys, which may
         # live on different nodes; it writes the new key before deleting the old.

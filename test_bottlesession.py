@@ -11,6 +11,7 @@ import glob
 import hashlib
 import hmac
 import json
+import logging
 import os
 import pickle
 import random
@@ -197,14 +198,15 @@ def original_app(session_manager):
 ###############################################################################
 
 class RedisServer:
-    def __init__(self, workdir):
+    def __init__(self, workdir, *options):
         self.binary = shutil.which('redis-server')
         self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.options = list(options)
 
     def start(self):
         self.proc = subprocess.Popen(
             [self.binary, '--port', str(self.port), '--bind', '127.0.0.1',
-             '--dir', self.workdir, '--save', '', '--appendonly', 'no'],
+             '--dir', self.workdir, '--save', '', '--appendonly', 'no'] + self.options,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.client().ping())
 
@@ -306,7 +308,7 @@ def make_manager(kind, request, tmp_path, tag=None, **options):
         manager = bs.SQLSession(str(tmp_path / 'sessions.db'), **options)
     elif kind == 'postgres':
         server = request.getfixturevalue('postgres_server')
-        manager = bs.SQLSession(server.connect, table='s_' + tag, **options)
+        manager = bs.SQLSession(server.connect, **dict({'table': 's_' + tag}, **options))
     elif kind == 'redis':
         server = request.getfixturevalue('redis_server')
         manager = bs.RedisSession(server.client(), prefix='t%s:' % tag, **options)
@@ -1109,6 +1111,147 @@ def test_postgres_upsert_and_pyformat(postgres_server):
     assert len(rows) == 1 and json.loads(rows[0][0])['d']['a'] == '1'
 
 
+def session_store_error_app(manager):
+    """An app whose /try route returns the SessionStoreError a save raised."""
+    app = plugin_app(manager)
+
+    @app.route('/try', session={'autosave': False})
+    def try_save(session):
+        session['a'] = 1
+        try:
+            session.save()
+        except bs.SessionStoreError as exc:
+            return 'failed: %s' % exc
+        return 'saved'
+    return app
+
+
+@pytest.mark.parametrize('kind', ['sqlite', 'postgres'])
+def test_sql_a_table_that_cannot_be_created_is_a_clear_error(kind, request, tmp_path):
+    manager = make_manager(kind, request, tmp_path, table='nosuchschema.sessions')
+    app = webtest.TestApp(session_store_error_app(manager))
+    for _ in range(2):      # and it is tried again, not remembered
+        text = app.get('/try').text
+        assert text.startswith('failed: cannot create the session table nosuchschema.sessions')
+        assert ('schema "nosuchschema" does not exist' in text
+                or 'unknown database "nosuchschema"' in text), text
+        assert 'create_table=False' in text
+
+
+@pytest.mark.parametrize('name', ['user', 'order', 'select'])
+@pytest.mark.parametrize('kind', ['sqlite', 'postgres'])
+def test_sql_table_names_that_are_reserved_words_work(kind, name, request, tmp_path):
+    manager = make_manager(kind, request, tmp_path, table=name)
+    app = webtest.TestApp(plugin_app(manager))
+    assert [app.get('/count').text for _ in range(3)] == ['1', '2', '3']
+
+
+class CountingConnection:
+    """A real driver connection that counts the statements run through it."""
+
+    def __init__(self, conn, statements):
+        self._conn, self._statements = conn, statements
+
+    def cursor(self):
+        return CountingCursor(self._conn.cursor(), self._statements)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+class CountingCursor:
+    def __init__(self, cur, statements):
+        self._cur, self._statements = cur, statements
+
+    def execute(self, query, params=()):
+        self._statements.append(query)
+        return self._cur.execute(query, params)
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+
+@pytest.mark.parametrize('setting', ['lock_timeout', 'statement_timeout'])
+def test_postgres_a_timeout_is_one_503_after_one_statement(postgres_server, setting):
+    """A slow database gets no second statement and no new backend per request."""
+    table = 'slow_' + setting
+    connections, statements = [], []
+
+    def connect():
+        conn = postgres_server.connect()
+        conn.execute('SET %s = 300' % setting)
+        conn.commit()
+        connections.append(conn)
+        return CountingConnection(conn, statements)
+    manager = bs.SQLSession(connect, table=table, paramstyle='pyformat')
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    with postgres_server.connect() as other:
+        other.execute('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE' % table)
+        statements.clear()
+        app.get('/get', status=503)
+        assert len(statements) == 1 and len(connections) == 1
+    assert app.get('/get').json['data']['a'] == '1'     # the same connection, still good
+    assert len(connections) == 1
+
+
+def test_postgres_a_connection_that_breaks_during_setup_is_replaced(postgres_server):
+    """The first connection dies before the one-time table setup: the next
+    request must not meet it again (a gunicorn sync worker has one thread)."""
+    admin = postgres_server.connect()
+    admin.autocommit = True
+    made = []
+
+    def connect():
+        conn = postgres_server.connect()
+        if not made:
+            pid = conn.info.backend_pid
+            admin.execute('SELECT pg_terminate_backend(%s)', (pid,))
+            wait_for(lambda: admin.execute('SELECT 1 FROM pg_stat_activity WHERE pid = %s',
+                                           (pid,)).fetchone() is None or 1 / 0)
+        made.append(conn)
+        return conn
+    app = webtest.TestApp(plugin_app(bs.SQLSession(connect, table='broken_setup')))
+    assert app.get('/set/a/1', expect_errors=True).status_int in (200, 503)
+    for n in range(3):
+        assert app.get('/count').text == str(n + 1)
+    admin.close()
+
+
+def test_postgres_setup_does_not_wait_behind_an_open_write(postgres_server):
+    """A process start must not queue behind a transaction that writes the table."""
+    webtest.TestApp(plugin_app(bs.SQLSession(postgres_server.connect, table='busy'))
+                    ).get('/set/a/1')
+
+    def connect():
+        conn = postgres_server.connect()
+        conn.execute("SET lock_timeout = '3s'")
+        conn.commit()
+        return conn
+    with postgres_server.connect() as writer:
+        writer.execute("INSERT INTO busy (id, data, expires) VALUES ('x', '{}', 0)")
+        restarted = webtest.TestApp(plugin_app(bs.SQLSession(connect, table='busy')))
+        start = time.monotonic()
+        assert restarted.get('/count').text == '1'
+        assert time.monotonic() - start < 1.5
+
+
+def test_postgres_processes_that_race_to_create_the_table_all_start(postgres_server):
+    managers = [bs.SQLSession(postgres_server.connect, table='race') for _ in range(8)]
+    barrier, results = threading.Barrier(8), []
+
+    def first_request(manager):
+        barrier.wait()
+        results.append(webtest.TestApp(plugin_app(manager)).get('/count', expect_errors=True)
+                       .status_int)
+    threads = [threading.Thread(target=first_request, args=(m,)) for m in managers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 8
+
+
 ###############################################################################
 # RedisSession ################################################################
 ###############################################################################
@@ -1186,9 +1329,38 @@ def test_redis_cluster_client(redis_cluster):
     assert redis_cluster.exists('cluster:' + manager.storage_key(ids['new'])) == 0
 
 
-def test_redis_client_is_checked():
+def test_redis_client_and_prefix_are_checked(redis_server):
     with pytest.raises(TypeError):
         bs.RedisSession(object())
+    for prefix in (b'x:', None, 5):
+        with pytest.raises(TypeError):
+            bs.RedisSession(redis_server.client(), prefix=prefix)
+
+
+def test_redis_full_a_read_only_page_is_served_and_the_failed_refresh_logged(
+        redis_server, tmp_path, caplog):
+    """maxmemory reached with noeviction: Redis refuses writes. A page that
+    only reads the session is still served; the idle refresh is logged."""
+    import redis
+    server = RedisServer(str(tmp_path), '--maxmemory', '1mb', '--maxmemory-policy', 'noeviction')
+    server.start()
+    try:
+        client = server.client()
+        manager = bs.RedisSession(client, idle_timeout=600)
+        manager.now = Clock()
+        app = webtest.TestApp(plugin_app(manager))
+        app.get('/set/a/1')
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            for n in range(1000):
+                client.set('filler:%d' % n, 'x' * 10000)
+        manager.now.advance(120)            # the refresh (every 60 s) is due
+        with caplog.at_level(logging.WARNING, logger='bottlesession'):
+            assert app.get('/get').json['data']['a'] == '1'
+        assert [r for r in caplog.records if r.name == 'bottlesession'
+                and 'idle' in r.getMessage() and 'maxmemory' in r.getMessage()]
+        app.get('/set/b/2', status=503)     # a real change that cannot be saved is a 503
+    finally:
+        server.stop()
 
 
 ###############################################################################
