@@ -213,22 +213,29 @@ def _private_dir(path):
     return path
 
 
-def _check_private(path):
+_PLANTED_PICKLE = 'can plant session files, and unpickling them runs their code'
+_PLANTED_SQLITE = 'can plant a session database, and with it a signed-in session'
+
+
+def _check_private(path, what='session directory', planted=_PLANTED_PICKLE):
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise ConfigError('cannot use session directory %r: %s' % (path, exc)) from exc
+        raise ConfigError('cannot use %s %r: %s' % (what, path, exc)) from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError('session directory %r is not a directory' % path)
+        raise ConfigError('%s %r is not a directory' % (what, path))
+    _check_owner(path, st, what, planted)
+
+
+def _check_owner(path, st, what, planted):
+    """Refuse a directory or file that another user owns or others can write."""
     if hasattr(os, 'geteuid') and st.st_uid != os.geteuid():
-        raise ConfigError('session directory %r is owned by uid %d, not by this user '
-                          '(uid %d): whoever owns it can plant session files, and '
-                          'unpickling them runs their code' % (path, st.st_uid, os.geteuid()))
+        raise ConfigError('%s %r is owned by uid %d, not by this user (uid %d): whoever '
+                          'owns it %s' % (what, path, st.st_uid, os.geteuid(), planted))
     if st.st_mode & 0o022:
-        raise ConfigError('session directory %r is writable by others (mode %o): '
-                          'anyone who can write it can plant session files, and '
-                          'unpickling them runs their code. Use a private '
-                          'directory (mode 0700).' % (path, stat.S_IMODE(st.st_mode)))
+        private = 'a private directory (mode 0700)' if stat.S_ISDIR(st.st_mode) else 'mode 0600'
+        raise ConfigError('%s %r is writable by others (mode %o): anyone who can write it '
+                          '%s. Use %s.' % (what, path, stat.S_IMODE(st.st_mode), planted, private))
 
 
 def _default_dir():
@@ -1016,12 +1023,46 @@ def _table_exists(conn, sql):
         cur.close()
 
 
+def _sqlite_factory(path):
+    """A factory of connections to the SQLite file `path`, or by default to a file
+    in the private per-user directory. A path given is checked now: its
+    directory must be private, and the file, if there, this user's alone."""
+    private = path is None
+    path = os.path.abspath(os.path.join(_default_dir(), 'sessions.sqlite3')
+                           if private else os.fspath(path))
+    if not private:
+        _check_private(os.path.dirname(path), 'directory of the session database',
+                       _PLANTED_SQLITE)
+        try:
+            _check_owner(path, os.stat(path), 'session database', _PLANTED_SQLITE)
+        except FileNotFoundError:
+            pass
+
+    def connect():
+        import sqlite3
+        if private:
+            _private_dir(os.path.dirname(path))
+        try:        # SQLite gives its -wal and -shm files the database's mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600))
+            created = True
+        except FileExistsError:
+            created = False
+        conn = sqlite3.connect(path, timeout=30)
+        if created:     # WAL on our own database only: it changes the file for all
+            conn.execute('PRAGMA journal_mode=WAL')     # readers never wait on a writer
+        if conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal':
+            conn.execute('PRAGMA synchronous=NORMAL')   # durable enough with WAL
+        return conn
+    return connect
+
+
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through any DB-API 2 driver.
 
-    :param database: a connection factory (a callable that returns a new
-        connection), or one connection, or the path of a SQLite file. By
-        default a SQLite file in the private per-user directory.
+    :param database: a pool: anything with a ``connection()`` context manager,
+        such as psycopg_pool.ConnectionPool; or a connection factory: a
+        callable that returns a new connection; or the path of a SQLite file.
+        By default a SQLite file in the private per-user directory.
     :param table: the table, created with its index if it is missing, unless
         create_table=False::
 
@@ -1029,11 +1070,11 @@ class SQLSession(ServerSession):
             data TEXT NOT NULL, expires BIGINT NOT NULL);
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
 
-    With a factory each thread gets its own connection, and a broken one is
-    replaced. Only an error that broke the connection is tried again, once,
-    on a new one; a statement that failed (a lock or statement timeout) is
-    not run twice. One connection given directly is shared under a lock.
-    The parameter style comes from the driver's module.
+    A pool lends a connection for each operation. With a factory each thread
+    keeps its own connection, and a broken one is replaced. Only an error that
+    broke the connection is tried again, once, on a new one; a statement that
+    failed (a lock or statement timeout) is not run twice. The parameter style
+    comes from the driver's module.
     """
 
     def __init__(self, database=None, table='bottlesession',
@@ -1045,29 +1086,24 @@ class SQLSession(ServerSession):
         if paramstyle not in (None, 'qmark', 'format', 'pyformat', 'numeric', 'named'):
             raise ConfigError('unknown DB-API paramstyle %r' % (paramstyle,))
         self.table, self.paramstyle, self.create_table = table, paramstyle, create_table
-        self._shared = None
+        self._pool = self._factory = None
         if database is None or isinstance(database, (str, os.PathLike)):
-            path = database or os.path.join(_default_dir(), 'sessions.sqlite3')
-            self._factory = functools.partial(self._sqlite, path, database is None)
+            self._factory = _sqlite_factory(database)
+        elif hasattr(database, 'connection'):
+            self._pool = database
         elif hasattr(database, 'cursor'):
-            self._shared, self._factory = database, None
+            raise ConfigError(
+                'SQLSession takes a connection factory or a pool, not a connection: one '
+                'connection shared with the app mixes its transactions with the app\'s and '
+                'fails across threads. Pass a factory such as lambda: psycopg.connect(...), '
+                'or a pool such as psycopg_pool.ConnectionPool(...)')
         elif callable(database):
             self._factory = database
         else:
-            raise TypeError('database must be a connection, a factory or a path')
+            raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local = threading.local()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._sql = None
-
-    @staticmethod
-    def _sqlite(path, private):
-        import sqlite3
-        if private:
-            _private_dir(os.path.dirname(path))
-        conn = sqlite3.connect(path, timeout=30)
-        conn.execute('PRAGMA journal_mode=WAL')     # readers never wait on a writer
-        conn.execute('PRAGMA synchronous=NORMAL')
-        return conn
 
     def _setup(self, conn):
         """Learn the driver's dialect from its connection; create the table and
@@ -1100,17 +1136,15 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection, or the shared one."""
-        conn = self._shared
+        """This thread's connection, made by the factory when it has none."""
+        conn = getattr(self._local, 'conn', None)
         if conn is None:
-            conn = getattr(self._local, 'conn', None)
-            if conn is None:
-                conn = self._local.conn = self._factory()
+            conn = self._local.conn = self._factory()
         return conn
 
     def _forget(self, conn):
         """Close a connection that cannot be used again; the thread makes a new one."""
-        if conn is not self._shared and getattr(self._local, 'conn', None) is conn:
+        if getattr(self._local, 'conn', None) is conn:
             self._local.conn = None
             try:
                 conn.close()
@@ -1121,15 +1155,16 @@ class SQLSession(ServerSession):
         """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
 
         An error that broke the connection is tried again once, on a new one,
-        so the first request after a database restart succeeds."""
-        for retry in (self._shared is None, False):
+        so the first request after a database restart succeeds. A pool drops
+        the broken connection itself."""
+        for retry in (True, False):
             conn = None
             try:
-                if self._shared is not None:
-                    with self._lock:
-                        return self._transaction(self._shared, work)
-                conn = self._connection()
-                return self._transaction(conn, work)
+                if self._pool is None:
+                    conn = self._connection()
+                    return self._transaction(conn, work)
+                with self._pool.connection() as conn:
+                    return self._transaction(conn, work)
             except SessionStoreError:
                 raise
             except Exception as exc:

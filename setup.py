@@ -21,7 +21,7 @@ setup(
     python_requires='>=3.9',
     install_requires=['bottle>=0.12'],
     extras_require={
-        'test': ['pytest', 'webtest', 'hypothesis', 'redis', 'psycopg[binary]',
+        'test': ['pytest', 'webtest', 'hypothesis', 'redis', 'psycopg[binary]', 'psycopg-pool',
                  'waitress', 'selenium'],
         'bench': ['beaker', 'itsdangerous', 'redis'],
     },

@@ -1059,25 +1059,98 @@ def test_sql_table_name_is_checked():
         bs.SQLSession(':memory:', table='x; DROP TABLE users')
 
 
-def test_sql_shared_connection_across_threads(tmp_path):
-    conn = sqlite3.connect(str(tmp_path / 'db'), check_same_thread=False)
-    manager = bs.SQLSession(conn)
-    app = plugin_app(manager)
-    errors = []
+def test_sqlite_file_the_store_creates_is_private(tmp_path):
+    path = tmp_path / 'sessions.db'
+    manager = bs.SQLSession(str(path))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    app.get('/count')
+    files = sorted(glob.glob(str(path) + '*'))
+    assert files == [str(path), str(path) + '-shm', str(path) + '-wal']
+    assert [oct(stat.S_IMODE(os.stat(f).st_mode)) for f in files] == ['0o600'] * 3
 
-    def client():
-        try:
-            test = webtest.TestApp(app)
-            for n in range(30):
-                assert test.get('/count').text == str(n + 1)
-        except Exception as exc:        # collected, asserted below
-            errors.append(exc)
-    threads = [threading.Thread(target=client) for _ in range(6)]
+
+@pytest.mark.parametrize('mode', [0o777, 0o1777, 0o770])
+def test_sqlite_file_in_a_directory_others_can_write_is_refused(tmp_path, mode):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(bs.ConfigError, match='writable by others'):
+        bs.SQLSession(str(shared / 'sessions.db'))
+
+
+def test_sqlite_file_owned_by_another_user_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give the file away')
+    planted = tmp_path / 'sessions.db'
+    sqlite3.connect(str(planted)).close()
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(bs.ConfigError, match='owned by uid 65534'):
+        bs.SQLSession(str(planted))
+
+
+def test_sqlite_wal_only_on_a_database_the_store_created(tmp_path):
+    own, apps = str(tmp_path / 'own.db'), str(tmp_path / 'app.db')
+    sqlite3.connect(apps).execute('CREATE TABLE app (x)').connection.close()
+    for path in (own, apps):
+        webtest.TestApp(plugin_app(bs.SQLSession(path))).get('/set/a/1')
+    mode = {path: sqlite3.connect(path).execute('PRAGMA journal_mode').fetchone()[0]
+            for path in (own, apps)}
+    assert mode == {own: 'wal', apps: 'delete'}
+
+
+def test_sql_one_connection_is_refused(tmp_path):
+    conn = sqlite3.connect(str(tmp_path / 'db'), check_same_thread=False)
+    with pytest.raises(bs.ConfigError, match='factory.*pool'):
+        bs.SQLSession(conn)
+
+
+@pytest.fixture
+def postgres_pool(postgres_server):
+    try:
+        from psycopg_pool import ConnectionPool
+    except ImportError:
+        missing('psycopg_pool', "pip install -e '.[test]'")
+    pool = ConnectionPool('host=127.0.0.1 port=%d user=postgres dbname=postgres'
+                          % postgres_server.port, min_size=2, max_size=2, open=True,
+                          timeout=3, check=ConnectionPool.check_connection)
+    yield pool
+    pool.close()
+
+
+def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgres_pool):
+    """Ten slow requests in flight at once (as under gevent) on a pool of two."""
+    manager = bs.SQLSession(postgres_pool, table='pooled')
+    app = plugin_app(manager)
+
+    @app.route('/slow')
+    def slow(session):
+        time.sleep(0.3)             # holds the session, but not a connection
+        session['n'] = session.get('n', 0) + 1
+        return str(session['n'])
+    clients = [webtest.TestApp(app) for _ in range(10)]
+    for client in clients:
+        client.get('/slow')
+    results, backends = [], []
+
+    def request(client):
+        results.append(client.get('/slow', expect_errors=True).status_int)
+
+    def count_backends():
+        with postgres_server.connect() as conn:
+            backends.append(conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'postgres' "
+                "AND backend_type = 'client backend'").fetchone()[0] - 1)
+    threads = [threading.Thread(target=request, args=(c,)) for c in clients]
     for thread in threads:
         thread.start()
+    time.sleep(0.15)
+    count_backends()
     for thread in threads:
         thread.join()
-    assert errors == []
+    assert results == [200] * 10
+    assert backends[0] <= 2 + 1             # the pool's two, and the fixture's own
+    assert [c.get('/get').json['data']['n'] for c in clients] == [2] * 10
 
 
 SQLITE_WORKER = r'''
@@ -1367,11 +1440,14 @@ def test_redis_full_a_read_only_page_is_served_and_the_failed_refresh_logged(
 # Faults: a store that goes away and comes back ###############################
 ###############################################################################
 
-@pytest.mark.parametrize('which', ['redis', 'postgres'])
+@pytest.mark.parametrize('which', ['redis', 'postgres', 'postgres-pool'])
 def test_store_down_gives_503_and_nothing_is_lost(request, which):
     if which == 'redis':
         server = request.getfixturevalue('redis_server')
         manager = bs.RedisSession(server.client(), prefix='fault:')
+    elif which == 'postgres-pool':
+        server = request.getfixturevalue('postgres_server')
+        manager = bs.SQLSession(request.getfixturevalue('postgres_pool'), table='fault_pool')
     else:
         server = request.getfixturevalue('postgres_server')
         manager = bs.SQLSession(server.connect, table='fault')
