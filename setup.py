@@ -22,7 +22,7 @@ setup(
     install_requires=['bottle>=0.12'],
     extras_require={
         'test': ['pytest', 'webtest', 'hypothesis', 'redis', 'psycopg[binary]', 'psycopg-pool',
-                 'waitress', 'selenium'],
+                 'pymysql', 'waitress', 'selenium'],
         'bench': ['beaker', 'itsdangerous', 'redis'],
     },
     classifiers=[
