@@ -776,7 +776,7 @@ class ServerSession(BaseSession):
             return sid
         digest = self._identity.copy()
         digest.update(sid.encode('utf-8', 'surrogatepass'))
-        return _b64encode(digest.digest()).decode('ascii')
+        return digest.hexdigest()       # 64 characters: fits the SQL id column
 
     def read(self, sid):
         """Return (created, accessed, data) for `sid`, or None."""

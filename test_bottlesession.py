@@ -1070,11 +1070,14 @@ def test_probabilistic_sweep_runs_on_new_sessions(tmp_path):
 def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
     manager = bs.SQLSession()
-    webtest.TestApp(plugin_app(manager)).get('/set/a/1')
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
     path = tmp_path / ('bottlesession-%d' % os.geteuid()) / 'sessions.sqlite3'
     rows = sqlite3.connect(str(path)).execute('SELECT id, data, expires FROM bottlesession')
-    (sid, data, expires), = rows.fetchall()
-    assert json.loads(data)['d']['a'] == '1' and len(sid) == 43
+    (key, data, expires), = rows.fetchall()
+    assert json.loads(data)['d']['a'] == '1'
+    assert key == manager.storage_key(app.cookies['sessionid'])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 class ForeignDriverConnection:
