@@ -335,18 +335,26 @@ def _make_dir(path):
         raise ConfigError('cannot create session directory %r: %s' % (path, exc)) from exc
 
 
-def _check_private(path, st):
+_PLANTED_PICKLE = 'can plant session files, and unpickling them runs their code'
+_PLANTED_SQLITE = 'can plant a session database, and with it a signed-in session'
+
+
+def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
+    """Refuse a directory (`st` its stat) that is not this user's alone."""
     if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError('session directory %r is not a directory' % path)
+        raise ConfigError('%s %r is not a directory' % (what, path))
+    _check_owner(path, st, what, planted)
+
+
+def _check_owner(path, st, what, planted):
+    """Refuse a directory or file that another user owns or others can write."""
     if hasattr(os, 'geteuid') and st.st_uid != os.geteuid():
-        raise ConfigError('session directory %r is owned by uid %d, not by this user '
-                          '(uid %d): whoever owns it can plant session files, and '
-                          'unpickling them runs their code' % (path, st.st_uid, os.geteuid()))
+        raise ConfigError('%s %r is owned by uid %d, not by this user (uid %d): whoever '
+                          'owns it %s' % (what, path, st.st_uid, os.geteuid(), planted))
     if st.st_mode & 0o022:
-        raise ConfigError('session directory %r is writable by others (mode %o): '
-                          'anyone who can write it can plant session files, and '
-                          'unpickling them runs their code. Use a private '
-                          'directory (mode 0700).' % (path, stat.S_IMODE(st.st_mode)))
+        private = 'a private directory (mode 0700)' if stat.S_ISDIR(st.st_mode) else 'mode 0600'
+        raise ConfigError('%s %r is writable by others (mode %o): anyone who can write it '
+                          '%s. Use %s.' % (what, path, stat.S_IMODE(st.st_mode), planted, private))
 
 
 def _default_dir():
@@ -853,8 +861,8 @@ class BaseSession:
         elif session.touch:
             try:
                 self._save(session)
-            except SessionStoreError:
-                pass    # logged; a page that only read the session is still served
+            except SessionStoreError as exc:     # the page only read the session: serve it
+                _log.warning('could not refresh the idle clock of a session: %s', exc)
         _apply_headers(response, session.cookies)
 
     def save(self, session):
@@ -1082,7 +1090,8 @@ class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
     Ids are strict: a malformed id, or one the store does not hold, is never
-    adopted. A subclass implements fetch, write, swap, delete and cleanup.
+    adopted. A subclass implements fetch, write, swap, delete and cleanup,
+    and keeps session `sid` under storage_key(sid), never under the id.
 
     Concurrent requests on one session merge: a save writes only if the
     stored version is still the one this request loaded (compare-and-set);
@@ -1093,16 +1102,36 @@ class ServerSession(BaseSession):
 
     :param cleanup_chance: the chance that saving a new session first runs
         cleanup(), so expired sessions go away without cron. 0 turns it off.
+    :param namespace: a name for this app, for apps that share a store and
+        the cookie's name, path and domain.
     """
 
     legacy_ids = False
     swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
 
-    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, **options):
+    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001,
+                 namespace=None, **options):
         super().__init__(cookie_expires, **options)
         if not 0 <= cleanup_chance <= 1:
             raise ConfigError('cleanup_chance must be between 0 and 1')
-        self.cleanup_chance = cleanup_chance
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError('namespace must be a str, not %r' % (namespace,))
+        self.cleanup_chance, self.namespace = cleanup_chance, namespace
+        identity = _json_encode([self.cookie_name, self.path, self.domain, namespace])
+        self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
+
+    def storage_key(self, sid):
+        """The key the store keeps session `sid` under: a hash of the id and of
+        the issuing app's cookie name, path, domain and namespace.
+
+        So another app's ids are unknown here, even on the same table or Redis
+        prefix, and a copy of the stored keys gives nobody a usable cookie.
+        Files the original bottlesession wrote keep their uuid4 names."""
+        if self.legacy_ids and len(sid) == 36:
+            return sid
+        digest = self._identity.copy()
+        digest.update(sid.encode('utf-8', 'surrogatepass'))
+        return digest.hexdigest()       # 64 characters: fits the SQL id column
 
     # The store's part: the stored record's exact bytes or text is its version.
 
@@ -1234,7 +1263,7 @@ class PickleSession(ServerSession):
     def _name(self, sid):
         if not self.valid_id(sid):      # ids never reach a path unchecked
             raise ValueError('invalid session id %r' % (sid,))
-        return 'session-' + sid
+        return 'session-' + self.storage_key(sid)
 
     def _open(self, name, flags):
         """os.open in the directory; if the directory is gone, reopen it and retry once."""
@@ -1395,25 +1424,53 @@ class PickleSession(ServerSession):
         return removed
 
 
+_POSTGRES_DRIVERS = ('psycopg', 'psycopg2', 'pg8000', 'pgdb')
+_MYSQL_DRIVERS = ('MySQLdb', 'pymysql', 'mysql', 'mariadb')
+
+
+def _quote(name, driver):
+    """Quote a checked name (table or schema.table), so that reserved words
+    like user or order work. PostgreSQL folds unquoted names to lower case;
+    the name is folded the same way, so a table made unquoted is still found."""
+    if driver in _MYSQL_DRIVERS:
+        return '.'.join('`%s`' % part for part in name.split('.'))
+    if driver in _POSTGRES_DRIVERS:
+        name = name.lower()
+    return '.'.join('"%s"' % part for part in name.split('.'))
+
+
 def _sql_statements(driver, table, style):
-    """The SQL store's statements for a DB-API driver: its upsert, its placeholders."""
-    if driver in ('sqlite3', 'psycopg', 'psycopg2', 'pg8000', 'pgdb'):
+    """The SQL store's statements for a DB-API driver: its quoting, its upsert,
+    its placeholders."""
+    name = _quote(table, driver)
+    schema, _, bare = table.rpartition('.')
+    index = _quote(table.replace('.', '_') + '_expires', driver)
+    if driver == 'sqlite3' and schema:      # SQLite puts the schema on the index
+        index, indexed = _quote(schema, driver) + '.' + index, _quote(bare, driver)
+    else:
+        indexed = name
+    if driver in ('sqlite3',) + _POSTGRES_DRIVERS:
         upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON CONFLICT (id) '
-                  'DO UPDATE SET data = excluded.data, expires = excluded.expires' % table)
-    elif driver in ('MySQLdb', 'pymysql', 'mysql', 'mariadb'):
+                  'DO UPDATE SET data = excluded.data, expires = excluded.expires' % name)
+    elif driver in _MYSQL_DRIVERS:
         upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON DUPLICATE '
-                  'KEY UPDATE data = VALUES(data), expires = VALUES(expires)' % table)
+                  'KEY UPDATE data = VALUES(data), expires = VALUES(expires)' % name)
     else:
         upsert = None       # UPDATE, then INSERT when no row matched
     statements = dict(
-        select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % table,
+        exists='SELECT 1 FROM %s WHERE 1 = 0' % name,
+        create='CREATE TABLE %s (id VARCHAR(64) PRIMARY KEY, data TEXT NOT NULL, '
+               'expires BIGINT NOT NULL)' % name,
+        index='CREATE INDEX %s ON %s (expires)' % (index, indexed),
+        select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % name,
         upsert=upsert,
-        update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % table,
-        swap='UPDATE %s SET data = ?, expires = ? WHERE id = ? AND data = ?' % table,
-        insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % table,
-        delete='DELETE FROM %s WHERE id = ?' % table,
-        cleanup='DELETE FROM %s WHERE expires < ?' % table)
-    for name, query in statements.items():
+        update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % name,
+        swap='UPDATE %s SET data = ?, expires = ? WHERE id = ? AND %s = ?' % (
+            name, 'BINARY data' if driver in _MYSQL_DRIVERS else 'data'),    # exact, any collation
+        insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % name,
+        delete='DELETE FROM %s WHERE id = ?' % name,
+        cleanup='DELETE FROM %s WHERE expires < ?' % name)
+    for key, query in statements.items():
         if query and style != 'qmark':
             parts = query.split('?')
             if style in ('format', 'pyformat'):
@@ -1421,25 +1478,95 @@ def _sql_statements(driver, table, style):
             else:
                 marks = [(':%d' if style == 'numeric' else ':p%d') % n
                          for n in range(1, len(parts))]
-            statements[name] = ''.join(p + m for p, m in zip(parts, marks + ['']))
+            statements[key] = ''.join(p + m for p, m in zip(parts, marks + ['']))
     return statements
+
+
+def _connection_lost(conn, error):
+    """Whether `error` broke the connection itself, not just one statement.
+
+    Only then is another connection worth a try. Told from what drivers show,
+    as none is imported here: psycopg's closed and broken, PyMySQL's and
+    MySQLdb's open, and the SQLSTATE class 08, connection exception."""
+    if getattr(conn, 'broken', False) or getattr(conn, 'closed', False):
+        return True
+    if not getattr(conn, 'open', True):
+        return True
+    state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
+    return isinstance(state, str) and state.startswith('08')
+
+
+def _table_exists(conn, sql):
+    cur = conn.cursor()
+    try:
+        cur.execute(sql['exists'])
+        return True
+    except Exception as exc:
+        if _connection_lost(conn, exc):
+            raise
+        conn.rollback()
+        return False
+    finally:
+        cur.close()
+
+
+def _sqlite_factory(path):
+    """A factory of connections to the SQLite file `path`, or by default to a file
+    in the private per-user directory. A path given is checked now: its
+    directory must be private, and the file, if there, this user's alone."""
+    private = path is None
+    path = os.path.abspath(os.path.join(_default_dir(), 'sessions.sqlite3')
+                           if private else os.fspath(path))
+    if not private:
+        directory = os.path.dirname(path)
+        try:
+            st = os.stat(directory)
+        except OSError as exc:
+            raise ConfigError('cannot use the directory of the session database %r: %s'
+                              % (directory, exc)) from exc
+        _check_private(directory, st, 'directory of the session database', _PLANTED_SQLITE)
+        try:
+            _check_owner(path, os.stat(path), 'session database', _PLANTED_SQLITE)
+        except FileNotFoundError:
+            pass
+
+    def connect():
+        import sqlite3
+        if private:
+            _private_dir(os.path.dirname(path))
+        try:        # SQLite gives its -wal and -shm files the database's mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600))
+            created = True
+        except FileExistsError:
+            created = False
+        conn = sqlite3.connect(path, timeout=30)
+        if created:     # WAL on our own database only: it changes the file for all
+            conn.execute('PRAGMA journal_mode=WAL')     # readers never wait on a writer
+        if conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal':
+            conn.execute('PRAGMA synchronous=NORMAL')   # durable enough with WAL
+        return conn
+    return connect
 
 
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through any DB-API 2 driver.
 
-    :param database: a connection factory (a callable that returns a new
-        connection), or one connection, or the path of a SQLite file. By
-        default a SQLite file in the private per-user directory.
-    :param table: the table, created if missing unless create_table=False::
+    :param database: a pool: anything with a ``connection()`` context manager,
+        such as psycopg_pool.ConnectionPool; or a connection factory: a
+        callable that returns a new connection; or the path of a SQLite file.
+        By default a SQLite file in the private per-user directory.
+    :param table: the table, created with its index if it is missing, unless
+        create_table=False::
 
         CREATE TABLE bottlesession (id VARCHAR(64) PRIMARY KEY,
             data TEXT NOT NULL, expires BIGINT NOT NULL);
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
 
-    With a factory each thread gets its own connection, and a broken one is
-    replaced on the next request. One connection given directly is shared
-    under a lock. The parameter style comes from the driver's module.
+    A pool lends a connection for each operation. With a factory each thread
+    keeps its own connection, and a broken one is replaced. Only an error that
+    broke the connection is tried again, once, on a new one; a statement that
+    failed (a lock or statement timeout) is not run twice. The parameter style
+    comes from the driver's module.
     """
 
     def __init__(self, database=None, table='bottlesession',
@@ -1451,45 +1578,49 @@ class SQLSession(ServerSession):
         if paramstyle not in (None, 'qmark', 'format', 'pyformat', 'numeric', 'named'):
             raise ConfigError('unknown DB-API paramstyle %r' % (paramstyle,))
         self.table, self.paramstyle, self.create_table = table, paramstyle, create_table
-        self._shared = None
+        self._pool = self._factory = None
         if database is None or isinstance(database, (str, os.PathLike)):
-            path = database or os.path.join(_default_dir(), 'sessions.sqlite3')
-            self._factory = functools.partial(self._sqlite, path, database is None)
+            self._factory = _sqlite_factory(database)
+        elif hasattr(database, 'connection'):
+            self._pool = database
         elif hasattr(database, 'cursor'):
-            self._shared, self._factory = database, None
+            raise ConfigError(
+                'SQLSession takes a connection factory or a pool, not a connection: one '
+                'connection shared with the app mixes its transactions with the app\'s and '
+                'fails across threads. Pass a factory such as lambda: psycopg.connect(...), '
+                'or a pool such as psycopg_pool.ConnectionPool(...)')
         elif callable(database):
             self._factory = database
         else:
-            raise TypeError('database must be a connection, a factory or a path')
+            raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local = threading.local()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._sql = None
 
-    @staticmethod
-    def _sqlite(path, private):
-        import sqlite3
-        if private:
-            _private_dir(os.path.dirname(path))
-        conn = sqlite3.connect(path, timeout=30)
-        conn.execute('PRAGMA journal_mode=WAL')     # readers never wait on a writer
-        conn.execute('PRAGMA synchronous=NORMAL')
-        return conn
-
-    def _prepare(self, conn):
-        """Learn the driver's dialect from its module; create the table once."""
+    def _setup(self, conn):
+        """Learn the driver's dialect from its connection; create the table and
+        its index if the table is missing. Runs once, under the lock."""
         driver = type(conn).__module__.split('.')[0]
-        self._style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
-        if self.create_table:
+        style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
+        sql = _sql_statements(driver, self.table, style)
+        if self.create_table and not _table_exists(conn, sql):
             cur = conn.cursor()
             try:
-                cur.execute('CREATE TABLE IF NOT EXISTS %s (id VARCHAR(64) PRIMARY KEY, '
-                            'data TEXT NOT NULL, expires BIGINT NOT NULL)' % self.table)
-                cur.execute('CREATE INDEX IF NOT EXISTS %s_expires ON %s (expires)'
-                            % (self.table.replace('.', '_'), self.table))
+                cur.execute(sql['create'])
+                cur.execute(sql['index'])
                 conn.commit()
-            except Exception:
-                conn.rollback()     # another process may have won the race
-        self._sql = _sql_statements(driver, self.table, self._style)
+            except Exception as exc:
+                if _connection_lost(conn, exc):
+                    raise
+                conn.rollback()
+                if not _table_exists(conn, sql):    # not a race another process won
+                    raise SessionStoreError(
+                        'cannot create the session table %s: %s. Create it as the README '
+                        'shows and pass create_table=False, or fix the name'
+                        % (self.table, exc)) from exc
+            finally:
+                cur.close()
+        self._style, self._sql = style, sql
 
     def _params(self, *values):
         if self._style == 'named':
@@ -1497,64 +1628,67 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection (or the shared one), and whether it is new."""
-        conn, fresh = self._shared, False
+        """This thread's connection, made by the factory when it has none."""
+        conn = getattr(self._local, 'conn', None)
         if conn is None:
-            conn = getattr(self._local, 'conn', None)
-            if conn is None:
-                conn, fresh = self._factory(), True
-                self._local.conn = conn
-        if self._sql is None:
-            with self._lock:
-                if self._sql is None:
-                    self._prepare(conn)
-        return conn, fresh
+            conn = self._local.conn = self._factory()
+        return conn
 
-    def _run(self, work):
-        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
-
-        A pooled connection that fails is closed and the work retried once on
-        a new one, so the first request after a database restart succeeds."""
-        if self._shared is not None:
-            with self._lock:
-                return self._transaction(work)
-        return self._transaction(work)
-
-    def _transaction(self, work):
-        for attempt in (1, 2):
-            conn, fresh = None, True
-            try:
-                conn, fresh = self._connection()
-                cur = conn.cursor()
-                try:
-                    result = work(cur, self._sql)
-                finally:
-                    cur.close()
-                conn.commit()
-                return result
-            except Exception as exc:
-                error = exc
-                if conn is not None:
-                    self._discard(conn)
-                if fresh or self._shared is not None:
-                    break
-        raise SessionStoreError('session database failed: %s' % error) from error
-
-    def _discard(self, conn):
-        try:
-            conn.rollback()
-        except Exception:
-            pass
-        if self._shared is None:    # a pooled one is replaced, never reused
+    def _forget(self, conn):
+        """Close a connection that cannot be used again; the thread makes a new one."""
+        if getattr(self._local, 'conn', None) is conn:
             self._local.conn = None
             try:
                 conn.close()
             except Exception:
                 pass
 
+    def _run(self, work):
+        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
+
+        An error that broke the connection is tried again once, on a new one,
+        so the first request after a database restart succeeds. A pool drops
+        the broken connection itself."""
+        for retry in (True, False):
+            conn = None
+            try:
+                if self._pool is None:
+                    conn = self._connection()
+                    return self._transaction(conn, work)
+                with self._pool.connection() as conn:
+                    return self._transaction(conn, work)
+            except SessionStoreError:
+                raise
+            except Exception as exc:
+                lost = conn is not None and _connection_lost(conn, exc)
+                if lost:
+                    self._forget(conn)
+                if not (lost and retry):
+                    raise SessionStoreError('session database failed: %s' % exc) from exc
+
+    def _transaction(self, conn, work):
+        try:
+            if self._sql is None:
+                with self._lock:
+                    if self._sql is None:
+                        self._setup(conn)
+            cur = conn.cursor()
+            try:
+                result = work(cur, self._sql)
+            finally:
+                cur.close()
+            conn.commit()
+            return result
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:
+                self._forget(conn)      # in no state to be used again
+            raise
+
     def fetch(self, sid):
         def select(cur, sql):
-            cur.execute(sql['select'], self._params(sid, int(self.now())))
+            cur.execute(sql['select'], self._params(self.storage_key(sid), int(self.now())))
             return cur.fetchone()
         row = self._run(select)
         record = row and self.parse(row[0])
@@ -1562,36 +1696,39 @@ class SQLSession(ServerSession):
 
     def swap(self, sid, version, created, accessed, data):
         text, end = self._record(created, accessed, data)
+        key = self.storage_key(sid)
 
         def compare_and_set(cur, sql):
-            cur.execute(sql['swap'], self._params(text, end, sid, version))
+            cur.execute(sql['swap'], self._params(text, end, key, version))
             if cur.rowcount == 1:
                 return text, None
-            cur.execute(sql['select'], self._params(sid, int(self.now())))
+            cur.execute(sql['select'], self._params(key, int(self.now())))
             row = cur.fetchone()
             if row is None:
                 return None
-            if row[0] == text:      # MySQL counts a row set to what it held as 0
-                return text, None
+            if row[0] == text:      # ours: MySQL counts an unchanged row as 0, or a
+                return text, None   # retry after a lost connection finds it written
             return row[0], self.parse(row[0])
         return self._run(compare_and_set)
 
     def write(self, sid, created, accessed, data, replaces=None):
         text, end = self._record(created, accessed, data)
+        key = self.storage_key(sid)
 
         def store(cur, sql):
             if sql['upsert']:
-                cur.execute(sql['upsert'], self._params(sid, text, end))
+                cur.execute(sql['upsert'], self._params(key, text, end))
             else:
-                cur.execute(sql['update'], self._params(text, end, sid))
+                cur.execute(sql['update'], self._params(text, end, key))
                 if cur.rowcount == 0:
-                    cur.execute(sql['insert'], self._params(sid, text, end))
+                    cur.execute(sql['insert'], self._params(key, text, end))
             if replaces:
-                cur.execute(sql['delete'], self._params(replaces))
+                cur.execute(sql['delete'], self._params(self.storage_key(replaces)))
         self._run(store)
 
     def delete(self, sid):
-        self._run(lambda cur, sql: cur.execute(sql['delete'], self._params(sid)))
+        key = self.storage_key(sid)
+        self._run(lambda cur, sql: cur.execute(sql['delete'], self._params(key)))
 
     def cleanup(self):
         def purge(cur, sql):
@@ -1615,6 +1752,8 @@ class RedisSession(ServerSession):
         super().__init__(cookie_expires, **options)
         if not all(hasattr(client, name) for name in ('get', 'set', 'delete')):
             raise TypeError('client must be a redis-py compatible client')
+        if not isinstance(prefix, str):
+            raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
         self._swap = client.register_script(self._SWAP)     # EVALSHA, loaded on demand
         # A cluster client cannot run a transaction over two keys, which may
@@ -1629,6 +1768,9 @@ class RedisSession(ServerSession):
         except Exception as exc:    # redis-py's errors; the module is not imported
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
+    def _name(self, sid):
+        return self.prefix + self.storage_key(sid)
+
     # Compare and set on one key, atomic in Redis, so on a cluster too.
     _SWAP = """
         local stored = redis.call('GET', KEYS[1])
@@ -1638,14 +1780,14 @@ class RedisSession(ServerSession):
         return 1"""
 
     def fetch(self, sid):
-        text = self._call(lambda: self.client.get(self.prefix + sid))
+        text = self._call(lambda: self.client.get(self._name(sid)))
         record = text is not None and self.parse(text)
         return (text, record) if record else None
 
     def swap(self, sid, version, created, accessed, data):
         text, end = self._record(created, accessed, data)
         ttl = max(1, math.ceil(end - self.now()))
-        found = self._call(lambda: self._swap(keys=[self.prefix + sid], args=[version, text, ttl]))
+        found = self._call(lambda: self._swap(keys=[self._name(sid)], args=[version, text, ttl]))
         if found == 0:
             return None
         if found == 1:
@@ -1655,21 +1797,23 @@ class RedisSession(ServerSession):
     def write(self, sid, created, accessed, data, replaces=None):
         text, end = self._record(created, accessed, data)
         ttl = max(1, math.ceil(end - self.now()))
+        key, old = self._name(sid), replaces and self._name(replaces)
 
         def store():
-            if replaces and self._atomic:
+            if old and self._atomic:
                 pipe = self.client.pipeline(transaction=True)
-                pipe.set(self.prefix + sid, text, ex=ttl)
-                pipe.delete(self.prefix + replaces)
+                pipe.set(key, text, ex=ttl)
+                pipe.delete(old)
                 pipe.execute()
             else:
-                self.client.set(self.prefix + sid, text, ex=ttl)
-                if replaces:
-                    self.client.delete(self.prefix + replaces)
+                self.client.set(key, text, ex=ttl)
+                if old:
+                    self.client.delete(old)
         self._call(store)
 
     def delete(self, sid):
-        self._call(lambda: self.client.delete(self.prefix + sid))
+        key = self._name(sid)
+        self._call(lambda: self.client.delete(key))
 
 
 ###############################################################################
