@@ -558,8 +558,8 @@ class Session(dict):
     """
 
     __slots__ = ('manager', 'id', 'created', 'accessed', 'new', 'modified', 'replaces',
-                 'login_state', 'touch', 'managed', 'cookies', 'csrf_secret', 'expiry_sent',
-                 'version')
+                 'login_state', 'touch', 'managed', 'cookies', 'csrf_secret', 'csrf_fresh',
+                 'expiry_sent', 'version')
 
     def __init__(self, manager, sid, data=(), created=None, accessed=None, new=True):
         dict.__init__(self, data)
@@ -570,6 +570,7 @@ class Session(dict):
         self.touch = self.managed = False   # idle refresh due; a wrapper will commit
         self.cookies = None                 # {name: Set-Cookie header} to send
         self.csrf_secret = None             # a visitor's, while nothing is stored
+        self.csrf_fresh = False             # made for the login this request does
         self.expiry_sent = self.get(_EXPIRY_KEY)    # a change of it re-sends the cookie
         self.version = None                 # the stored record as loaded (server stores)
         self._attach(sid)
@@ -738,6 +739,7 @@ class BaseSession:
                                '; SameSite=' + samesite if samesite else ''])
         # Per manager, not per cookie name: two managers may share a name.
         self._environ_key = 'bottlesession.%x' % id(self)
+        self._csrf_cookie = cookie_name + '_csrf'
         # Refresh the idle clock at most this often, so reads rarely write.
         self._touch_after = self.idle_timeout and self.idle_timeout / 10
 
@@ -887,7 +889,8 @@ class BaseSession:
         now = self.now()
         login = session._login()
         if session.login_state != login:    # a login or a logout:
-            dict.pop(session, _CSRF_KEY, None)          # a new CSRF token,
+            if not session.csrf_fresh:
+                dict.pop(session, _CSRF_KEY, None)      # a new CSRF token,
             if not session.new:
                 self._rotate(session, now)              # and a new id (fixation)
         elif session.new and session.csrf_secret:   # the visitor's token goes along
@@ -936,6 +939,9 @@ class BaseSession:
         session.new, session.created, session.accessed = True, now, now
         session.touch, session.csrf_secret = False, None
         self._send(session, self.cookie_name, self._cookie_header('', 0))
+        if next(_cookie_values(bottle.request.environ, self._csrf_cookie), None):
+            self._send(session, self._csrf_cookie, '%s=; Max-Age=0%s' % (
+                self._csrf_cookie, self._attrs))
         _apply_headers(bottle.response, session.cookies)
 
     @staticmethod
@@ -953,10 +959,15 @@ class BaseSession:
 
     def _csrf_secret(self, session, create):
         secret = session.get(_CSRF_KEY)
+        if create and session.login_state != session._login() and not session.csrf_fresh:
+            # A login (or logout) this request makes: its token is the new one.
+            session.csrf_fresh = True
+            dict.__setitem__(session, _CSRF_KEY, _new_id())
+            return session[_CSRF_KEY]
         if isinstance(secret, str) and _ID_RE.match(secret):
             return secret
         if session.csrf_secret is None and session.new:
-            name = self.cookie_name + '_csrf'
+            name = self._csrf_cookie
             for value in _cookie_values(bottle.request.environ, name):
                 if _ID_RE.match(value):
                     session.csrf_secret = value
@@ -972,6 +983,8 @@ class BaseSession:
             if not create:
                 return None
             session[_CSRF_KEY] = secret = _new_id()     # a stored session: saved with it
+            if not session.managed:     # no wrapper will save it: the original API
+                self.save(session)
             return secret
         return session.csrf_secret
 
@@ -984,7 +997,12 @@ class BaseSession:
     def check_csrf(self, session):
         """See Session.check_csrf()."""
         request = bottle.request
-        token = request.environ.get('HTTP_X_CSRF_TOKEN') or request.forms.get('csrf_token')
+        token = request.environ.get('HTTP_X_CSRF_TOKEN')
+        if not token:
+            try:
+                token = request.forms.get('csrf_token')
+            except Exception:       # a body bottle cannot parse has no token either
+                token = None
         secret = self._csrf_secret(session, False)
         expected = _b64decode(secret.encode('ascii')) if secret else b'\0' * 32
         try:
@@ -1083,6 +1101,19 @@ def _merge(base, ours, theirs):
             merged.pop(key, None)
         elif key not in base or base[key] != ours[key]:
             merged[key] = ours[key]
+    # Flash messages are a queue, not a value: keep theirs, less the ones this
+    # request showed, plus the ones it added.
+    flashes = Session.flash_key
+    queues = [d.get(flashes) if isinstance(d.get(flashes), list) else [] for d in
+              (base, ours, theirs)]
+    if queues[0] != queues[1]:
+        shown = [m for m in queues[0] if m not in queues[1]]
+        added = [m for m in queues[1] if m not in queues[0]]
+        queue = [m for m in queues[2] if m not in shown] + added
+        if queue:
+            merged[flashes] = queue
+        else:
+            merged.pop(flashes, None)
     return merged
 
 
@@ -1175,6 +1206,8 @@ class ServerSession(BaseSession):
 
     def persist(self, session):
         if session.new or session.replaces or session.version is None:     # a new id
+            if session.replaces and session.version and self.fetch(session.replaces) is None:
+                return None     # rotating a session deleted meanwhile: stay deleted
             if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
                 self.cleanup()
             self.write(session.id, session.created, session.accessed, dict(session),
@@ -1396,9 +1429,25 @@ class PickleSession(ServerSession):
         except OSError as exc:
             raise SessionStoreError('cannot delete session file: %s' % exc) from exc
 
+    def _lives_on(self, name):
+        """Whether an old-looking file holds a session that set a longer life."""
+        if not name.startswith('session-'):
+            return False
+        try:
+            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=self._dir_fd)
+        except OSError:
+            return False
+        try:
+            record = self.parse(os.read(fd, 1 << 20))
+        finally:
+            os.close(fd)
+        return (record is not None and _EXPIRY_KEY in record[2]
+                and self.expires_at(*record) > self.now())
+
     def cleanup(self):
-        """Remove session files not written for longer than a session can live,
-        and temp files that killed writers left behind."""
+        """Remove session files not written for longer than a session can live
+        (unless it set a longer one with set_expiry), and temp files that killed
+        writers left behind."""
         now = self.now()
         horizon = self.max_age if self.idle_timeout is None else min(self.max_age, self.idle_timeout)
         removed = 0
@@ -1414,7 +1463,8 @@ class PickleSession(ServerSession):
                     else:
                         continue
                     try:
-                        if now - entry.stat(follow_symlinks=False).st_mtime > limit:
+                        if (now - entry.stat(follow_symlinks=False).st_mtime > limit
+                                and not self._lives_on(entry.name)):
                             os.unlink(entry.name, dir_fd=scan)
                             removed += 1
                     except FileNotFoundError:

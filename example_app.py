@@ -128,8 +128,9 @@ def make_app(manager):
 
     @app.post('/logout')
     def logout(session):
-        session.invalidate()
-        session.flash('You are logged out')
+        if session.get('valid'):        # stores nothing for a visitor who was not in
+            session.invalidate()
+            session.flash('You are logged out')
         bottle.redirect('/login')
 
     @app.error(403)

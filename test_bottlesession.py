@@ -1614,6 +1614,24 @@ def test_cleanup_removes_expired_files_and_stale_temps(tmp_path):
     assert len(os.listdir(manager.session_dir)) == 1
 
 
+def test_cleanup_keeps_sessions_that_set_a_longer_expiry(tmp_path):
+    manager = bs.PickleSession(str(tmp_path / 's'), cookie_expires=7 * 86400)
+    manager.now = Clock()
+    app = plugin_app(manager)
+
+    @app.route('/remember')
+    def remember(session):
+        session.set_expiry(datetime.timedelta(days=90))
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/remember')
+    manager.now.advance(10 * 86400)
+    for name in os.listdir(manager.session_dir):        # as old as the clock says
+        os.utime(os.path.join(manager.session_dir, name), (manager.now(), manager.now() - 10 * 86400))
+    assert manager.cleanup() == 0
+    assert test.get('/get').json['new'] is False
+
+
 def test_probabilistic_sweep_runs_on_new_sessions(tmp_path):
     manager = bs.PickleSession(str(tmp_path / 's'), cookie_expires=60, cleanup_chance=1.0)
     manager.now = Clock()
@@ -2409,6 +2427,65 @@ def test_csrf_is_constant_time_and_tamper_proof():
     assert app.post('/post', params={'csrf_token': token}).text == 'posted'
 
 
+def test_csrf_token_from_before_login_is_dead_after_logout():
+    """From the second outside attack: the visitor's _csrf cookie outlived logout."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = csrf_app(manager)
+    app.app.route('/login', method='POST', callback=lambda session: session.update(
+        valid=True, name='alice') or 'in')
+    app.app.route('/logout', method='POST', callback=lambda session: session.invalidate() or 'out')
+    before = app.get('/form').text
+    app.post('/login', params={'csrf_token': before})
+    app.post('/logout', params={'csrf_token': app.get('/form').text})
+    app.post('/post', params={'csrf_token': before}, status=403)
+
+
+@pytest.mark.parametrize('body, kind', [
+    (b'--x\r\nContent-Disposition: form-data; name="a"\r\nContent-Type: text/plain; '
+     b'charset=nonsense\r\n\r\nb\r\n--x--\r\n', 'multipart/form-data; boundary=x'),
+    (b'a=b', 'multipart/form-data')])
+def test_csrf_check_on_a_malformed_body_is_a_403_not_a_500(body, kind):
+    app = csrf_app(bs.CookieSession(secret=SECRET))
+    app.post('/post', body, headers={'Content-Type': kind}, status=403)
+
+
+def test_check_csrf_for_a_signed_in_user_without_the_plugin(tmp_path):
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    app = bottle.Bottle()
+
+    @app.route('/login')
+    def login():
+        session = manager.get_session()
+        session['valid'], session['name'] = True, 'alice'
+        manager.save(session)
+        return 'in'
+
+    @app.route('/form')
+    def form():
+        return manager.get_session().csrf_token()
+
+    @app.route('/post', method='POST')
+    def post():
+        manager.get_session().check_csrf()
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/login')
+    token = test.get('/form').text
+    assert test.post('/post', params={'csrf_token': token}).text == 'ok'
+
+
+def test_a_token_made_by_the_login_handler_works_after_it():
+    manager = bs.CookieSession(secret=SECRET)
+    app = csrf_app(manager)
+
+    @app.app.route('/api-login', method='POST')
+    def api_login(session):
+        session['valid'], session['name'] = True, 'alice'
+        return session.csrf_token()
+    token = app.post('/api-login', params={'csrf_token': app.get('/form').text}).text
+    assert app.post('/post', params={'csrf_token': token}).text == 'posted'
+
+
 def test_check_csrf_for_the_original_api():
     manager = bs.CookieSession(secret=SECRET)
     app = bottle.Bottle()
@@ -3015,6 +3092,78 @@ def test_concurrent_changes_to_different_keys_all_stay(kind, request, tmp_path):
         'k%d' % n for n in range(8)}
 
 
+def test_a_request_in_flight_does_not_revive_a_legacy_session(tmp_path):
+    """From the second outside attack: the upgrade of an original uuid4 id
+    wrote the session under a new id even after a logout."""
+    directory = tmp_path / 's'
+    manager = bs.PickleSession(str(directory))
+    sid = str(uuid.uuid4())
+    with open(directory / ('session-' + sid), 'wb') as legacy:
+        pickle.dump({'sessionid': sid, 'valid': True, 'name': 'alice'}, legacy)
+    app = plugin_app(manager)
+    loaded, done = threading.Event(), threading.Event()
+
+    @app.route('/slow')
+    def slow(session):
+        session.get('a')
+        loaded.set()
+        done.wait(30)
+        session['late'] = 'write'
+        return 'ok'
+    cookie = 'sessionid=' + sid
+
+    def logout():
+        loaded.wait(30)
+        result = wsgi_get(app, '/logout', cookie)
+        done.set()
+        return result
+    (status, headers, _), _ = in_threads(functools.partial(wsgi_get, app, '/slow', cookie),
+                                         logout)
+    assert status == '200 OK'
+    assert not [v for k, v in headers if k == 'Set-Cookie' and 'Max-Age=0' not in v]
+    assert [n for n in os.listdir(directory) if n.startswith('session-')] == []
+
+
+@pytest.mark.parametrize('kind', RACE_STORES)
+def test_flash_messages_under_concurrent_requests(kind, request, tmp_path):
+    """A message shown by one request is not shown again by a slower one, and
+    a message flashed meanwhile is not lost."""
+    manager = race_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+    loaded, done = threading.Event(), threading.Event()
+
+    @app.route('/flash/<text>')
+    def flash(text, session):
+        session.flash(text)
+        return 'ok'
+
+    @app.route('/slow-flash')
+    def slow_flash(session):
+        session.get('a')
+        loaded.set()
+        done.wait(30)
+        session.flash('late')
+        return 'ok'
+
+    @app.route('/show')
+    def show(session):
+        return json.dumps(session.get_flashed_messages())
+    test = webtest.TestApp(app)
+    test.get('/flash/first')
+    cookie = '%s=%s' % (manager.cookie_name, test.cookies[manager.cookie_name])
+
+    def show_then_flash():
+        loaded.wait(30)
+        shown = wsgi_get(app, '/show', cookie)[2]
+        wsgi_get(app, '/flash/second', cookie)
+        done.set()
+        return shown
+    _, shown = in_threads(functools.partial(wsgi_get, app, '/slow-flash', cookie),
+                          show_then_flash)
+    assert json.loads(shown) == ['first']
+    assert sorted(json.loads(test.get('/show').text)) == ['late', 'second']
+
+
 @pytest.mark.parametrize('kind', RACE_STORES)
 @pytest.mark.parametrize('how', ['logout', 'login'])
 def test_a_request_in_flight_does_not_bring_back_a_deleted_session(kind, how, request,
@@ -3521,7 +3670,7 @@ def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys):
         click('logout', 'username')                               # 5. log out
         shown_once('You are logged out', 'username')
         message, request = attack('/login')                       # 6. login CSRF
-        assert request['status'] == 403 and 'session_data_csrf' in request['cookies']
+        assert request['status'] == 403 and 'session_data' in request['cookies']
         assert 'token is missing or wrong' in message
         browser.get(served.url + '/private')
         ready('username')
