@@ -28,7 +28,8 @@ The CookieSession wire format, after Django's signing.py::
     json      = {"c": created, "d": {...session data...}}
     timestamp = decimal seconds since the epoch when the cookie was signed
     signature = base64url(HMAC-SHA256(key, context payload "." timestamp))
-    context   = cookie_name "\\0" path "\\0" domain "\\0"      (domain "" if unset)
+    context   = cookie_name "\\0" path "\\0" domain "\\0"      (domain "" if unset;
+                [namespace "\\0"] follows when namespace= is given)
     key       = HMAC-SHA256(secret, "bottlesession.cookie-session")
 
 base64url is RFC 4648 without padding, so the value needs no quoting. For
@@ -705,6 +706,9 @@ class BaseSession:
         browser-session cookie; the server still ends it after 30 days.
     :param idle_timeout: end a session not used for this long (off by default).
     :param cookie_name, path, domain, secure, httponly, samesite: the cookie.
+    :param namespace: a name for this app, for apps that share a secret or a
+        store and the cookie's name, path and domain: sessions of one are then
+        unknown to the other.
 
     Lifetimes are at most 400 days, as browsers cap them. A store subclass
     says only how to `load` a session from a cookie value, how to `persist`
@@ -714,7 +718,7 @@ class BaseSession:
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
                  cookie_name='sessionid', path='/', domain=None, secure=False,
-                 httponly=True, samesite='Lax'):
+                 httponly=True, samesite='Lax', namespace=None):
         self.cookie_expires = cookie_expires
         self.max_age = _seconds(DEFAULT_MAX_AGE if cookie_expires is None
                                 else cookie_expires, 'cookie_expires')
@@ -730,7 +734,10 @@ class BaseSession:
             raise ConfigError('samesite must be "Lax", "Strict", "None" or None')
         if samesite == 'None' and not secure:
             raise ConfigError('samesite="None" needs secure=True; browsers refuse it otherwise')
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError('namespace must be a str, not %r' % (namespace,))
         self.cookie_name, self.path, self.domain = cookie_name, path, domain
+        self.namespace = namespace
         self.secure, self.httponly, self.samesite = bool(secure), bool(httponly), samesite
         self._attrs = ''.join(['; Path=' + path,
                                '; Domain=' + domain if domain else '',
@@ -1040,7 +1047,8 @@ class CookieSession(BaseSession):
                  compress=False, **options):
         super().__init__(cookie_expires, cookie_name=cookie_name, secure=secure,
                          httponly=httponly, **options)
-        context = '\0'.join([self.cookie_name, self.path, self.domain or ''])
+        context = '\0'.join([self.cookie_name, self.path, self.domain or '']
+                             + ([self.namespace] if self.namespace else []))
         self.signer = Signer(_load_secrets(secret, secret_file), self.salt,
                              context.encode('ascii'))
         self.compress = compress
@@ -1133,22 +1141,17 @@ class ServerSession(BaseSession):
 
     :param cleanup_chance: the chance that saving a new session first runs
         cleanup(), so expired sessions go away without cron. 0 turns it off.
-    :param namespace: a name for this app, for apps that share a store and
-        the cookie's name, path and domain.
     """
 
     legacy_ids = False
     swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
 
-    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001,
-                 namespace=None, **options):
+    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, **options):
         super().__init__(cookie_expires, **options)
         if not 0 <= cleanup_chance <= 1:
             raise ConfigError('cleanup_chance must be between 0 and 1')
-        if namespace is not None and not isinstance(namespace, str):
-            raise TypeError('namespace must be a str, not %r' % (namespace,))
-        self.cleanup_chance, self.namespace = cleanup_chance, namespace
-        identity = _json_encode([self.cookie_name, self.path, self.domain, namespace])
+        self.cleanup_chance = cleanup_chance
+        identity = _json_encode([self.cookie_name, self.path, self.domain, self.namespace])
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
 
     def storage_key(self, sid):
@@ -1619,8 +1622,8 @@ class SQLSession(ServerSession):
     comes from the driver's module.
     """
 
-    def __init__(self, database=None, table='bottlesession',
-                 cookie_expires=DEFAULT_MAX_AGE, *, paramstyle=None,
+    def __init__(self, database=None, *, table='bottlesession',
+                 cookie_expires=DEFAULT_MAX_AGE, paramstyle=None,
                  create_table=True, **options):
         super().__init__(cookie_expires, **options)
         if not re.match(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z', table):
@@ -1797,9 +1800,12 @@ class RedisSession(ServerSession):
     timestamps are checked on every read. cleanup() has nothing to do.
     """
 
-    def __init__(self, client, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
+    def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
                  **options):
-        super().__init__(cookie_expires, **options)
+        if 'cleanup_chance' in options:
+            raise TypeError('RedisSession takes no cleanup_chance: Redis drops expired '
+                            'sessions itself, at their TTL')
+        super().__init__(cookie_expires, cleanup_chance=0, **options)
         if not all(hasattr(client, name) for name in ('get', 'set', 'delete')):
             raise TypeError('client must be a redis-py compatible client')
         if not isinstance(prefix, str):

@@ -1427,7 +1427,8 @@ def test_lifetimes_are_finite_and_at_most_400_days(option, value):
     bs.CookieSession(secret=SECRET, **{option: 400 * 86400})
 
 
-@pytest.mark.parametrize('other', [dict(path='/admin'), dict(domain='example.org')])
+@pytest.mark.parametrize('other', [dict(path='/admin'), dict(domain='example.org'),
+                                   dict(namespace='admin')])
 def test_cookie_path_and_domain_are_bound_into_the_signature(other):
     shop = webtest.TestApp(plugin_app(bs.CookieSession(secret=SECRET)))
     shop.get('/login/customer')
