@@ -3746,3 +3746,50 @@ def test_load_on_a_threaded_server(tmp_path, capsys):
         lines.append('%s %d requests, %.0f req/s' % (label, total, total / seconds))
     report(capsys, 'waitress (4 threads), %d client processes x %.0f s each, 0 errors, every '
            'counter exact: %s' % (clients, seconds, '; '.join(lines)))
+
+
+###############################################################################
+# The README: every Python example in it runs #################################
+###############################################################################
+
+def readme_examples():
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'README.md'),
+              encoding='utf-8') as readme:
+        return re.findall(r'```python\n(.*?)```', readme.read(), re.S)
+
+
+def test_readme_examples_run(redis_server, postgres_server, private_tmp, monkeypatch):
+    """The README's examples, in order, in one namespace, as a reader would
+    follow them; the hosts they name become the test servers."""
+    monkeypatch.delenv('SESSION_SECRET', raising=False)
+    hosts = {"host='redis.internal'": "host='127.0.0.1', port=%d" % redis_server.port,
+             'dbname=app host=db.internal': 'dbname=postgres user=postgres host=127.0.0.1 '
+                                           'port=%d' % postgres_server.port}
+    examples = readme_examples()
+    assert len(examples) >= 4
+    namespace = {'__name__': 'readme'}
+    for code in examples:
+        for name, here in hosts.items():
+            code = code.replace(name, here)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+            exec(compile(code, 'README.md', 'exec'), namespace)
+        if 'app' in code.split('\n', 3)[2]:         # the quick start: log in and out
+            app = webtest.TestApp(namespace['app'])
+            assert app.get('/').headers['Location'].endswith('/login')
+            token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
+            app.post('/login', {'name': 'alice', 'password': 'wrong', 'csrf_token': token},
+                     status='3*')
+            app.post('/login', {'name': 'alice', 'password': 'wonderland'}, status=403)
+            app.post('/login', {'name': 'alice', 'password': 'wonderland',
+                                'csrf_token': token}, status='3*')
+            assert app.get('/').text == 'Hello alice, visit 1'
+            token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
+            app.post('/logout', {'csrf_token': token}, status='3*')
+            assert app.get('/').status_int in (302, 303)
+        else:                                       # a store: it keeps a session
+            test = webtest.TestApp(plugin_app(namespace['manager']))
+            test.get('/set/a/1')
+            assert test.get('/get').json['data']['a'] == '1'
+    namespace['pool'].close()
+    assert callable(namespace['admin_only'])
