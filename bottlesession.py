@@ -248,8 +248,8 @@ def _cookie_values(environ, name):
     with one odd cookie in it (which a sibling subdomain can plant)."""
     header = environ.get('HTTP_COOKIE')
     if not header or name not in header:
-        return
-    found = 0
+        return ()
+    found = []
     for part in header.split(';'):
         key, eq, value = part.partition('=')
         if eq and key.strip() == name:
@@ -258,10 +258,10 @@ def _cookie_values(environ, name):
                 value = _COOKIE_ESCAPE_RE.sub(
                     lambda m: chr(int(m.group(1), 8)) if m.group(1) else m.group(2),
                     value[1:-1])
-            yield value
-            found += 1
-            if found == _MAX_CANDIDATES:
-                return
+            found.append(value)
+            if len(found) == _MAX_CANDIDATES:
+                break
+    return found
 
 
 def _apply_headers(response, cookies):
@@ -282,8 +282,9 @@ def _apply_headers(response, cookies):
     control = headers.setdefault('Cache-Control', ['private'])
     if not cookies:
         return
-    for name in _CDN_HEADERS:       # CDNs obey these before Cache-Control
-        headers.pop(name, None)
+    if 'Cdn-Cache-Control' in headers or 'Surrogate-Control' in headers:
+        for name in _CDN_HEADERS:   # CDNs obey these before Cache-Control
+            headers.pop(name, None)
     if control[-1] != 'private':
         kept = [d.strip() for d in ','.join(control).split(',') if d.strip() and
                 d.split('=')[0].strip().lower() not in ('public', 'private', 's-maxage')]
@@ -568,13 +569,17 @@ class Session(dict):
         self.created = created
         self.accessed = accessed
         self.new = new
-        self.touch = self.managed = False   # idle refresh due; a wrapper will commit
+        self.touch = self.managed = self.csrf_fresh = self.modified = False
         self.cookies = None                 # {name: Set-Cookie header} to send
         self.csrf_secret = None             # a visitor's, while nothing is stored
-        self.csrf_fresh = False             # made for the login this request does
-        self.expiry_sent = self.get(_EXPIRY_KEY)    # a change of it re-sends the cookie
+        self.expiry_sent = None             # set_expiry() as loaded: a change re-sends
         self.version = None                 # the stored record as loaded (server stores)
-        self._attach(sid)
+        self.replaces = None                # an id to delete when this session is saved
+        self.id = sid                       # (what _attach() does, spelt out: it is hot)
+        dict.__setitem__(self, 'sessionid', sid)
+        if 'valid' not in self:
+            dict.__setitem__(self, 'valid', False)
+        self.login_state = bool(self['valid']), self.get('name')
 
     def _attach(self, sid):
         self.id = sid
@@ -829,7 +834,8 @@ class BaseSession:
             if now > self.expires_at(session.created, session.accessed, session):
                 self.delete(session.id)         # expired: gone on the server too
                 continue
-            session.touch = bool(self._touch_after) and now - session.accessed > self._touch_after
+            if self._touch_after and now - session.accessed > self._touch_after:
+                session.touch = True
             return session
         return Session(self, _new_id(), created=now, accessed=now)
 
@@ -841,7 +847,7 @@ class BaseSession:
         Bottle drops the headers of bottle.response for the last two. A
         handler that fails with another exception saves nothing."""
         try:
-            if csrf and bottle.request.method in _UNSAFE_METHODS:
+            if csrf and bottle.request.environ['REQUEST_METHOD'].upper() in _UNSAFE_METHODS:
                 self.check_csrf(session)
             result = handler(*args, **kwargs)
         except SessionStoreError:
@@ -894,7 +900,7 @@ class BaseSession:
 
     def _save(self, session):
         now = self.now()
-        login = session._login()
+        login = bool(session.get('valid')), session.get('name')
         if session.login_state != login:    # a login or a logout:
             if not session.csrf_fresh:
                 dict.pop(session, _CSRF_KEY, None)      # a new CSRF token,
@@ -915,7 +921,11 @@ class BaseSession:
                                            - now))
             else:
                 max_age = None                  # a browser-session cookie
-            self._send(session, self.cookie_name, self._cookie_header(value, max_age))
+            header = self._cookie_header(value, max_age)
+            if session.cookies is None:
+                session.cookies = {self.cookie_name: header}
+            else:
+                session.cookies[self.cookie_name] = header
         session.new = session.modified = session.touch = False
         session.expiry_sent = session.get(_EXPIRY_KEY)
         session.replaces = None
@@ -946,7 +956,7 @@ class BaseSession:
         session.new, session.created, session.accessed = True, now, now
         session.touch, session.csrf_secret = False, None
         self._send(session, self.cookie_name, self._cookie_header('', 0))
-        if next(_cookie_values(bottle.request.environ, self._csrf_cookie), None):
+        if _cookie_values(bottle.request.environ, self._csrf_cookie):
             self._send(session, self._csrf_cookie, '%s=; Max-Age=0%s' % (
                 self._csrf_cookie, self._attrs))
         _apply_headers(bottle.response, session.cookies)
@@ -1204,7 +1214,7 @@ class ServerSession(BaseSession):
             raise BadSession('unknown session id')
         version, (created, accessed, data) = found
         session = Session(self, value, data, created, accessed, new=False)
-        session.version = version
+        session.version, session.expiry_sent = version, data.get(_EXPIRY_KEY)
         return session
 
     def persist(self, session):
@@ -1919,7 +1929,7 @@ class SessionPlugin:
 
         @functools.wraps(callback)
         def wrapper(*args, **kwargs):
-            session = kwargs[keyword] = manager._current(managed=True)
+            session = kwargs[keyword] = manager._current(True)
             return manager._handle(session, callback, args, kwargs, autosave, csrf)
         return wrapper
 
@@ -2018,7 +2028,7 @@ def authenticator(session_manager, login_url='/auth/login', verify=None, require
 def redirect_back(default='/'):
     """Redirect to the page remembered by the authenticator, if it is a safe
     same-site path, else to `default`. Call it at the end of a login handler."""
-    target = next(_cookie_values(bottle.request.environ, REDIRECT_COOKIE), None)
+    target = (_cookie_values(bottle.request.environ, REDIRECT_COOKIE) or [None])[0]
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
     bottle.redirect(target if _safe_path(target) else default)
 
