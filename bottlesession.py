@@ -1349,6 +1349,12 @@ class PickleSession(ServerSession):
         return True
 
     def fetch(self, sid):
+        blob = self._read(sid)
+        record = blob is not None and self.parse(blob, sid)
+        return (blob, record) if record else None
+
+    def _read(self, sid):
+        """The file's bytes, or None."""
         try:
             fd = self._open(self._name(sid), os.O_RDONLY)
         except FileNotFoundError:
@@ -1360,20 +1366,22 @@ class PickleSession(ServerSession):
             while len(chunk) == 65536:
                 chunk = os.read(fd, 65536)
                 blob += chunk
-            mtime = os.fstat(fd).st_mtime
+            return blob
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
         finally:
             os.close(fd)
-        record = self.parse(blob, mtime)
-        return None if record is None else (blob, record)
 
-    def parse(self, blob, mtime=0):
+    def parse(self, blob, sid=None):
         try:
             record = pickle.loads(blob)
         except Exception:       # truncated or foreign file: treat as unknown
             return None
-        if isinstance(record, dict):    # the original's format: the data only
+        if isinstance(record, dict):    # the original's format: the data only,
+            try:                        # so its age is the file's
+                mtime = os.stat(self._name(sid), dir_fd=self._dir_fd).st_mtime
+            except (OSError, ValueError, TypeError):
+                mtime = self.now()
             record = (mtime, mtime, record)
         if isinstance(record, tuple) and len(record) == 3 and isinstance(record[2], dict):
             return record
@@ -1394,9 +1402,12 @@ class PickleSession(ServerSession):
         except OSError as exc:
             raise SessionStoreError('cannot lock session file: %s' % exc) from exc
         try:
-            found = self.fetch(sid)
-            if found is None or found[0] != version:
-                return found
+            blob = self._read(sid)
+            if blob is None:
+                return None
+            if blob != version:         # only now is it worth unpickling
+                record = self.parse(blob, sid)
+                return record and (blob, record)
             return self.write(sid, created, accessed, data), None
         finally:
             os.close(lock)      # and with it the lock
