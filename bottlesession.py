@@ -774,14 +774,17 @@ class BaseSession:
             end = min(end, accessed + self.idle_timeout)
         return end
 
-    def _cookie_header(self, value, max_age):
-        """The Set-Cookie header: max_age None for a browser-session cookie, 0 to expire."""
+    def _cookie_header(self, value, max_age, name=None):
+        """The one place a Set-Cookie header is built: max_age None for a
+        browser-session cookie, 0 to expire it. `name` is the session cookie's
+        unless given (the visitor's CSRF cookie)."""
+        name = name or self.cookie_name
         if max_age is None:
-            return '%s=%s%s' % (self.cookie_name, value, self._attrs)
+            return '%s=%s%s' % (name, value, self._attrs)
         if max_age == 0:
             return '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
-                self.cookie_name, self._attrs)
-        return '%s=%s; Max-Age=%d%s' % (self.cookie_name, value, max_age, self._attrs)
+                name, self._attrs)
+        return '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
 
     # The store's part ########################################################
 
@@ -957,8 +960,8 @@ class BaseSession:
         session.touch, session.csrf_secret = False, None
         self._send(session, self.cookie_name, self._cookie_header('', 0))
         if _cookie_values(bottle.request.environ, self._csrf_cookie):
-            self._send(session, self._csrf_cookie, '%s=; Max-Age=0%s' % (
-                self._csrf_cookie, self._attrs))
+            self._send(session, self._csrf_cookie,
+                       self._cookie_header('', 0, self._csrf_cookie))
         _apply_headers(bottle.response, session.cookies)
 
     @staticmethod
@@ -993,7 +996,7 @@ class BaseSession:
                 if not create:
                     return None
                 session.csrf_secret = _new_id()
-                self._send(session, name, '%s=%s%s' % (name, session.csrf_secret, self._attrs))
+                self._send(session, name, self._cookie_header(session.csrf_secret, None, name))
                 if not session.managed:     # get_session() has written its headers
                     _apply_headers(bottle.response, session.cookies)
         if session.csrf_secret is None:

@@ -2428,6 +2428,31 @@ def test_csrf_is_constant_time_and_tamper_proof():
     assert app.post('/post', params={'csrf_token': token}).text == 'posted'
 
 
+@pytest.mark.parametrize('kind', ['cookie', 'pickle'])
+def test_a_stored_sessions_token_dies_at_login_and_at_a_change_of_user(kind, request,
+                                                                          tmp_path):
+    """From the break-it check: a stored session that already had a token."""
+    app = csrf_app(make_manager(kind, request, tmp_path))
+
+    @app.app.route('/cart')
+    def cart(session):
+        session['cart'] = 1
+        return 'ok'
+
+    @app.app.route('/login/<name>', method='POST')
+    def login(name, session):
+        session['valid'], session['name'] = True, name
+        return 'in'
+    app.get('/cart')                            # a stored, anonymous session
+    anonymous = app.get('/form').text
+    app.post('/login/alice', params={'csrf_token': anonymous})
+    app.post('/post', params={'csrf_token': anonymous}, status=403)
+    alices = app.get('/form').text
+    app.post('/login/bob', params={'csrf_token': alices})
+    app.post('/post', params={'csrf_token': alices}, status=403)
+    assert app.post('/post', params={'csrf_token': app.get('/form').text}).text == 'posted'
+
+
 def test_csrf_token_from_before_login_is_dead_after_logout():
     """From the second outside attack: the visitor's _csrf cookie outlived logout."""
     manager = bs.CookieSession(secret=SECRET)
