@@ -1302,10 +1302,14 @@ class PickleSession(ServerSession):
         # cannot be swapped for another directory once it has been checked.
         self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
         self._reopen_lock = threading.Lock()
+        # Lock files: opened per process on first use, again after _reopen().
+        self._locks, self._lock_pid, self._generation = ((), (), ()), None, 0
 
     def __del__(self):
         try:
-            os.close(self._dir_fd)
+            mine = self._lock_pid == os.getpid()
+            for fd in [self._dir_fd] + [fd for fd in self._locks[0] if fd is not None and mine]:
+                os.close(fd)
         except (AttributeError, OSError, TypeError):    # half-built, or at exit
             pass
 
@@ -1349,6 +1353,7 @@ class PickleSession(ServerSession):
                     os.dup2(fd, self._dir_fd, inheritable=False)
                 finally:
                     os.close(fd)
+                self._generation += 1   # lock files of the new directory
         return True
 
     def fetch(self, sid):
@@ -1390,20 +1395,47 @@ class PickleSession(ServerSession):
             return record
         return None
 
-    def _locked(self, sid):
-        """An exclusive lock for a compare-and-set on `sid`, or a delete of it:
-        flock on one of 16 lock files, opened anew each time so that threads
-        and forked workers exclude each other too. Reads never wait on it."""
-        stripe = hashlib.sha256(sid.encode('ascii')).digest()[0] % 16
-        fd = self._open('.lock-%d' % stripe, os.O_RDWR | os.O_CREAT)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
+    def _lock(self, sid):
+        """Take the exclusive lock for a compare-and-set on `sid`, or a delete
+        of it: a thread lock, then flock on one of 16 lock files. Each process
+        opens its own, so forked workers exclude each other too; the thread
+        lock does that within a process, where the descriptor is shared.
+        Reads never wait on it. Returns what _unlock() takes."""
+        stripe = int(self._name(sid)[-2:], 16) % 16     # the name ends in hex
+        if self._lock_pid != os.getpid():       # a forked worker opens its own
+            for fd in self._locks[0]:
+                if fd is not None:
+                    os.close(fd)
+            self._locks = [None] * 16, [None] * 16, [threading.Lock() for _ in range(16)]
+            self._lock_pid = os.getpid()
+        fds, made, mutexes = self._locks
+        mutex = mutexes[stripe]
+        mutex.acquire()
+        try:
+            if made[stripe] != self._generation:    # none yet, or in a removed directory
+                if fds[stripe] is not None:
+                    os.close(fds[stripe])
+                    fds[stripe] = None
+                fds[stripe] = self._open('.lock-%d' % stripe, os.O_RDWR | os.O_CREAT)
+                made[stripe] = self._generation
+            fcntl.flock(fds[stripe], fcntl.LOCK_EX)
+        except BaseException as exc:
+            mutex.release()
+            if isinstance(exc, OSError):
+                raise SessionStoreError('cannot lock session file: %s' % exc) from exc
+            raise
+        return fds[stripe], mutex
+
+    @staticmethod
+    def _unlock(held):
+        fd, mutex = held
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            mutex.release()
 
     def swap(self, sid, version, created, accessed, data):
-        try:
-            lock = self._locked(sid)
-        except OSError as exc:
-            raise SessionStoreError('cannot lock session file: %s' % exc) from exc
+        held = self._lock(sid)
         try:
             blob = self._read(sid)
             if blob is None:
@@ -1413,7 +1445,7 @@ class PickleSession(ServerSession):
                 return record and (blob, record)
             return self.write(sid, created, accessed, data), None
         finally:
-            os.close(lock)      # and with it the lock
+            self._unlock(held)
 
     def write(self, sid, created, accessed, data, replaces=None):
         name = self._name(sid)
@@ -1445,16 +1477,15 @@ class PickleSession(ServerSession):
         return version
 
     def delete(self, sid):
+        held = self._lock(sid)      # not between another request's compare and set
         try:
-            lock = self._locked(sid)    # not between another request's compare and set
-            try:
-                os.unlink(self._name(sid), dir_fd=self._dir_fd)
-            finally:
-                os.close(lock)
+            os.unlink(self._name(sid), dir_fd=self._dir_fd)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise SessionStoreError('cannot delete session file: %s' % exc) from exc
+        finally:
+            self._unlock(held)
 
     def _lives_on(self, name):
         """Whether an old-looking file holds a session that set a longer life."""
@@ -1611,14 +1642,23 @@ def _sqlite_factory(path):
         import sqlite3
         if private:
             _private_dir(os.path.dirname(path))
-        try:        # SQLite gives its -wal and -shm files the database's mode
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600))
-            created = True
-        except FileExistsError:
-            created = False
+        if not os.path.exists(path):
+            # Made whole under a temp name, WAL already on, then linked into
+            # place: no other process ever sees it half made. WAL only on our
+            # own database (it changes the file for every user of it); readers
+            # then never wait on a writer. SQLite gives -wal and -shm its mode.
+            temp = '%s.%s' % (path, secrets.token_hex(8))
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600))
+            try:
+                made = sqlite3.connect(temp)
+                made.execute('PRAGMA journal_mode=WAL')
+                made.close()
+                os.link(temp, path)
+            except FileExistsError:
+                pass                # another process made it first: theirs
+            finally:
+                os.unlink(temp)
         conn = sqlite3.connect(path, timeout=30)
-        if created:     # WAL on our own database only: it changes the file for all
-            conn.execute('PRAGMA journal_mode=WAL')     # readers never wait on a writer
         if conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal':
             conn.execute('PRAGMA synchronous=NORMAL')   # durable enough with WAL
         return conn
