@@ -1301,14 +1301,13 @@ class PickleSession(ServerSession):
         # Every file operation is relative to this descriptor, so the path
         # cannot be swapped for another directory once it has been checked.
         self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
-        self._reopen_lock = threading.Lock()
-        # Lock files: opened per process on first use, again after _reopen().
-        self._locks, self._lock_pid, self._generation = ((), (), ()), None, 0
+        # Lock files, opened per process on first use and again after _reopen().
+        self._per_process, self._generation = {}, 0
 
     def __del__(self):
         try:
-            mine = self._lock_pid == os.getpid()
-            for fd in [self._dir_fd] + [fd for fd in self._locks[0] if fd is not None and mine]:
+            mine = self._per_process.get(os.getpid(), ([],))[0]
+            for fd in [self._dir_fd] + [fd for fd in mine if fd is not None]:
                 os.close(fd)
         except (AttributeError, OSError, TypeError):    # half-built, or at exit
             pass
@@ -1343,7 +1342,7 @@ class PickleSession(ServerSession):
         Return whether to retry. Misses pay two stats; hits pay nothing."""
         if not self._gone():
             return False
-        with self._reopen_lock:
+        with self._process()[3]:
             if self._gone():        # else another thread has just done it
                 try:
                     fd = _open_private_dir(self.session_dir)
@@ -1402,13 +1401,7 @@ class PickleSession(ServerSession):
         lock does that within a process, where the descriptor is shared.
         Reads never wait on it. Returns what _unlock() takes."""
         stripe = int(self._name(sid)[-2:], 16) % 16     # the name ends in hex
-        if self._lock_pid != os.getpid():       # a forked worker opens its own
-            for fd in self._locks[0]:
-                if fd is not None:
-                    os.close(fd)
-            self._locks = [None] * 16, [None] * 16, [threading.Lock() for _ in range(16)]
-            self._lock_pid = os.getpid()
-        fds, made, mutexes = self._locks
+        fds, made, mutexes, _ = self._process()
         mutex = mutexes[stripe]
         mutex.acquire()
         try:
@@ -1425,6 +1418,19 @@ class PickleSession(ServerSession):
                 raise SessionStoreError('cannot lock session file: %s' % exc) from exc
             raise
         return fds[stripe], mutex
+
+    def _process(self):
+        """This process's lock files, when each was opened, the thread locks
+        and the reopen lock. A forked worker gets its own, made fresh: none
+        of its parent's may be held or shared. setdefault() picks one for
+        all of its threads, however many ask at once."""
+        pid = os.getpid()
+        state = self._per_process.get(pid)
+        if state is None:
+            state = self._per_process.setdefault(pid, (
+                [None] * 16, [None] * 16, [threading.Lock() for _ in range(16)],
+                threading.Lock()))
+        return state
 
     @staticmethod
     def _unlock(held):

@@ -1791,6 +1791,43 @@ def test_dir_removed_under_concurrent_requests(tmp_path):
     assert stat.S_IMODE(os.stat(manager.session_dir).st_mode) == 0o700
 
 
+def test_first_concurrent_requests_in_a_forked_worker(tmp_path):
+    """From the third outside attack: a worker forked after the store was
+    used (gunicorn --preload) took its first requests at once and raced to
+    set up its own lock files: 500s (EBADF) and lost keys."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    app = plugin_app(manager)
+    client = webtest.TestApp(app)
+    client.get('/count')                 # built and used: the lock files are open
+    cookie = client.cookies['sessionid']
+    expected, failed = set(), []
+    for child in range(40):
+        pid = os.fork()
+        if pid == 0:                     # a new worker: eight requests at once
+            code = 3
+            try:
+                sys.setswitchinterval(1e-6)
+                barrier, statuses = threading.Barrier(8), []
+
+                def work(t):
+                    barrier.wait()
+                    statuses.append(wsgi_get(app, '/tick/k%d_%d/1' % (child, t),
+                                             'sessionid=' + cookie)[0])
+                threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                code = 0 if statuses == ['200 OK'] * 8 else 3
+            finally:
+                os._exit(code)
+        if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]):
+            failed.append(child)
+        expected |= {'k%d_%d' % (child, t) for t in range(8)}
+    assert failed == []
+    assert expected - set(client.get('/get').json['data']) == set()
+
+
 @pytest.mark.parametrize('where', ['/proc/bottlesession-test', 'file/sessions'])
 def test_unusable_session_dir_is_a_config_error(tmp_path, where):
     (tmp_path / 'file').write_text('not a directory')
