@@ -297,10 +297,11 @@ def _apply_headers(response, cookies):
 
 
 def _private_dir(path):
-    """Create `path` mode 0700 if missing; refuse it if others could write it."""
+    """Create `path` mode 0700 if missing; refuse it if others could write it,
+    or if it is a symlink (another user could point it elsewhere)."""
     _make_dir(path)
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError as exc:
         raise ConfigError('cannot use session directory %r: %s' % (path, exc)) from exc
     _check_private(path, st)
@@ -741,6 +742,7 @@ class BaseSession:
             raise ConfigError('samesite="None" needs secure=True; browsers refuse it otherwise')
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError('namespace must be a str, not %r' % (namespace,))
+        namespace = namespace or None       # '' is no namespace, in every store
         self.cookie_name, self.path, self.domain = cookie_name, path, domain
         self.namespace = namespace
         self.secure, self.httponly, self.samesite = bool(secure), bool(httponly), samesite
@@ -1063,7 +1065,7 @@ class CookieSession(BaseSession):
         context = '\0'.join([self.cookie_name, self.path, self.domain or '']
                              + ([self.namespace] if self.namespace else []))
         self.signer = Signer(_load_secrets(secret, secret_file), self.salt,
-                             context.encode('ascii'))
+                             context.encode('utf-8'))
         self.compress = compress
 
     def load(self, value):
@@ -1624,30 +1626,49 @@ def _table_exists(conn, sql):
         cur.close()
 
 
+def _check_sqlite_path(path):
+    """Refuse a SQLite path that another user could swap or plant: its
+    directory must be this user's alone and no symlink; every directory above
+    it must be root's or this user's, and writable by others only if sticky
+    (as /tmp is: then nobody can rename what is ours); the file, if there,
+    must be this user's alone."""
+    directory = os.path.dirname(path)
+    try:
+        _check_private(directory, os.lstat(directory), 'directory of the session database',
+                       _PLANTED_SQLITE)
+        above = os.path.dirname(directory)
+        while True:
+            st = os.stat(above)
+            if st.st_uid not in (0, os.geteuid()) or (
+                    st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+                raise ConfigError('%r, above the session database, could be changed by '
+                                  'another user, who %s' % (above, _PLANTED_SQLITE))
+            if above == os.path.dirname(above):
+                break
+            above = os.path.dirname(above)
+        try:
+            _check_owner(path, os.lstat(path), 'session database', _PLANTED_SQLITE)
+        except FileNotFoundError:
+            pass            # made by the first connection
+    except OSError as exc:
+        raise ConfigError('cannot use the session database %r: %s' % (path, exc)) from exc
+
+
 def _sqlite_factory(path):
     """A factory of connections to the SQLite file `path`, or by default to a file
-    in the private per-user directory. A path given is checked now: its
-    directory must be private, and the file, if there, this user's alone."""
+    in the private per-user directory. The path is checked now, and again
+    before each new connection."""
     private = path is None
     path = os.path.abspath(os.path.join(_default_dir(), 'sessions.sqlite3')
                            if private else os.fspath(path))
     if not private:
-        directory = os.path.dirname(path)
-        try:
-            st = os.stat(directory)
-        except OSError as exc:
-            raise ConfigError('cannot use the directory of the session database %r: %s'
-                              % (directory, exc)) from exc
-        _check_private(directory, st, 'directory of the session database', _PLANTED_SQLITE)
-        try:
-            _check_owner(path, os.stat(path), 'session database', _PLANTED_SQLITE)
-        except FileNotFoundError:
-            pass
+        _check_sqlite_path(path)
 
     def connect():
         import sqlite3
         if private:
             _private_dir(os.path.dirname(path))
+        _check_sqlite_path(path)
         if not os.path.exists(path):
             # Made whole under a temp name, WAL already on, then linked into
             # place: no other process ever sees it half made. WAL only on our

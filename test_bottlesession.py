@@ -1428,7 +1428,7 @@ def test_lifetimes_are_finite_and_at_most_400_days(option, value):
 
 
 @pytest.mark.parametrize('other', [dict(path='/admin'), dict(domain='example.org'),
-                                   dict(namespace='admin')])
+                                   dict(namespace='admin'), dict(namespace='café')])
 def test_cookie_path_and_domain_are_bound_into_the_signature(other):
     shop = webtest.TestApp(plugin_app(bs.CookieSession(secret=SECRET)))
     shop.get('/login/customer')
@@ -1840,6 +1840,28 @@ def test_unusable_session_dir_is_a_config_error(tmp_path, where):
 ###############################################################################
 # SQLSession ##################################################################
 ###############################################################################
+
+def test_sqlite_path_under_a_directory_another_user_can_change_is_refused(tmp_path):
+    """From the third outside attack: a private directory under one that
+    another user owns can be renamed away and replaced, database and all."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give a directory away')
+    shared = tmp_path / 'shared'
+    shared.mkdir(0o755)
+    (shared / 'db').mkdir(0o700)
+    os.chown(shared, 65534, 65534)
+    with pytest.raises(bs.ConfigError, match='another user'):
+        bs.SQLSession(str(shared / 'db' / 'sessions.sqlite3'))
+
+
+def test_sqlite_default_directory_that_is_a_symlink_is_refused(private_tmp):
+    target = private_tmp / 'elsewhere'
+    target.mkdir(0o700)
+    os.symlink(target, private_tmp / ('bottlesession-%d' % os.geteuid()))
+    manager = bs.SQLSession()
+    webtest.TestApp(plugin_app(manager)).get('/set/a/1', status=503)
+    assert os.listdir(target) == []
+
 
 def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
