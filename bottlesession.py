@@ -1189,7 +1189,9 @@ class ServerSession(BaseSession):
         raise NotImplementedError
 
     def write(self, sid, created, accessed, data, replaces=None):
-        """Store a session under a new id; when `replaces` is given, delete that id."""
+        """Store a session under a new id. With `replaces` (an id rotated at
+        login), delete that id first, and store nothing and return False if
+        it was gone: a logout meanwhile stays a logout."""
         raise NotImplementedError
 
     def swap(self, sid, version, created, accessed, data):
@@ -1224,12 +1226,11 @@ class ServerSession(BaseSession):
 
     def persist(self, session):
         if session.new or session.replaces or session.version is None:     # a new id
-            if session.replaces and session.version and self.fetch(session.replaces) is None:
-                return None     # rotating a session deleted meanwhile: stay deleted
             if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
                 self.cleanup()
-            self.write(session.id, session.created, session.accessed, dict(session),
-                       session.replaces)
+            if self.write(session.id, session.created, session.accessed, dict(session),
+                          session.replaces) is False:
+                return None     # rotating a session deleted meanwhile: stay deleted
             return session.id
         data = ours = dict(session)
         version, base = session.version, None
@@ -1456,6 +1457,8 @@ class PickleSession(ServerSession):
             self._unlock(held)
 
     def write(self, sid, created, accessed, data, replaces=None):
+        if replaces and not self._delete(replaces):
+            return False
         name = self._name(sid)
         version = pickle.dumps((created, accessed, data), pickle.HIGHEST_PROTOCOL)
         blob = memoryview(version)
@@ -1480,16 +1483,19 @@ class PickleSession(ServerSession):
             if isinstance(exc, OSError):
                 raise SessionStoreError('cannot write session file: %s' % exc) from exc
             raise
-        if replaces:
-            self.delete(replaces)
         return version
 
     def delete(self, sid):
+        self._delete(sid)
+
+    def _delete(self, sid):
+        """Delete the file of `sid`; return whether there was one."""
         held = self._lock(sid)      # not between another request's compare and set
         try:
             os.unlink(self._name(sid), dir_fd=self._dir_fd)
+            return True
         except FileNotFoundError:
-            pass
+            return False
         except OSError as exc:
             raise SessionStoreError('cannot delete session file: %s' % exc) from exc
         finally:
@@ -1860,15 +1866,18 @@ class SQLSession(ServerSession):
         key = self.storage_key(sid)
 
         def store(cur, sql):
+            if replaces:        # in the same transaction: gone meanwhile, stay gone
+                cur.execute(sql['delete'], self._params(self.storage_key(replaces)))
+                if cur.rowcount == 0:
+                    return False
             if sql['upsert']:
                 cur.execute(sql['upsert'], self._params(key, text, end))
             else:
                 cur.execute(sql['update'], self._params(text, end, key))
                 if cur.rowcount == 0:
                     cur.execute(sql['insert'], self._params(key, text, end))
-            if replaces:
-                cur.execute(sql['delete'], self._params(self.storage_key(replaces)))
-        self._run(store)
+            return True
+        return self._run(store)
 
     def delete(self, sid):
         key = self.storage_key(sid)
@@ -1903,9 +1912,10 @@ class RedisSession(ServerSession):
             raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
         self._swap = client.register_script(self._SWAP)     # EVALSHA, loaded on demand
-        # A cluster client cannot run a transaction over two keys, which may
-        # live on different nodes; it writes the new key before deleting the old.
-        self._atomic = hasattr(client, 'pipeline') and not hasattr(client, 'get_nodes')
+        # A cluster client cannot run a script over two keys, which may live on
+        # different nodes: it deletes the old key, then writes the new one.
+        self._atomic = not hasattr(client, 'get_nodes')
+        self._rotate_script = client.register_script(self._ROTATE)
 
     def _call(self, work):
         try:
@@ -1924,6 +1934,13 @@ class RedisSession(ServerSession):
         if not stored then return 0 end
         if stored ~= ARGV[1] then return stored end
         redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+        return 1"""
+
+    # A login's new id, only if the old one is still there (not on a cluster,
+    # where the two keys may live on two nodes).
+    _ROTATE = """
+        if redis.call('DEL', KEYS[2]) == 0 then return 0 end
+        redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
         return 1"""
 
     def fetch(self, sid):
@@ -1948,15 +1965,12 @@ class RedisSession(ServerSession):
 
         def store():
             if old and self._atomic:
-                pipe = self.client.pipeline(transaction=True)
-                pipe.set(key, text, ex=ttl)
-                pipe.delete(old)
-                pipe.execute()
-            else:
-                self.client.set(key, text, ex=ttl)
-                if old:
-                    self.client.delete(old)
-        self._call(store)
+                return self._rotate_script(keys=[key, old], args=[text, ttl]) == 1
+            if old and not self.client.delete(old):     # a cluster: two nodes, in order
+                return False
+            self.client.set(key, text, ex=ttl)
+            return True
+        return self._call(store)
 
     def delete(self, sid):
         key = self._name(sid)
