@@ -392,8 +392,18 @@ def postgres_server():
 # Store factories: every store runs the one shared behaviour suite ############
 ###############################################################################
 
-STORES = ['cookie', 'pickle', 'sqlite', 'postgres', 'mariadb', 'redis']
-SERVER_STORES = [kind for kind in STORES if kind != 'cookie']
+slow = pytest.mark.slow    # seconds each: deselect with -m 'not slow' for a quick loop
+
+
+def kinds(*names):
+    """Parameters for these store kinds; those on a real server are marked slow."""
+    return [pytest.param(name, marks=slow) if name in ('postgres', 'mariadb', 'redis',
+                                                       'redis-cluster') else name
+            for name in names]
+
+
+STORES = kinds('cookie', 'pickle', 'sqlite', 'postgres', 'mariadb', 'redis')
+SERVER_STORES = kinds('pickle', 'sqlite', 'postgres', 'mariadb', 'redis')
 
 
 def make_manager(kind, request, tmp_path, tag=None, **options):
@@ -617,6 +627,7 @@ def private_tmp(monkeypatch, tmp_path):
     return tmp_path
 
 
+@slow
 def test_derived_secret_is_stable_and_warns(private_tmp):
     if not os.path.exists('/proc/stat'):
         pytest.skip('the derived secret needs Linux')
@@ -1757,6 +1768,7 @@ def test_a_worker_that_only_reads_follows_the_new_dir(tmp_path):
     assert body['new'] is False and body['data']['a'] == '1'
 
 
+@slow
 def test_dir_removed_under_concurrent_requests(tmp_path):
     """Threads keep saving while the directory is removed again and again:
     no 500, no descriptor leaked, and every thread saves again afterwards."""
@@ -1920,6 +1932,7 @@ def postgres_pool(postgres_server):
     pool.close()
 
 
+@slow
 def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgres_pool):
     """Ten slow requests in flight at once (as under gevent) on a pool of two."""
     manager = bs.SQLSession(postgres_pool, table='pooled')
@@ -1965,6 +1978,7 @@ print('ok')
 '''
 
 
+@slow
 def test_sqlite_file_from_several_processes(tmp_path):
     path = str(tmp_path / 'db')
     procs = [subprocess.Popen([sys.executable, '-c', SQLITE_WORKER, path, '100'],
@@ -1977,6 +1991,7 @@ def test_sqlite_file_from_several_processes(tmp_path):
     assert count == (6,)
 
 
+@slow
 @pytest.mark.parametrize('kind, upsert', [('postgres', 'ON CONFLICT'),
                                           ('mariadb', 'ON DUPLICATE KEY')])
 def test_sql_upsert_and_pyformat(kind, upsert, request):
@@ -2009,7 +2024,7 @@ def session_store_error_app(manager):
     return app
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'postgres', 'mariadb'])
+@pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
 def test_sql_a_table_that_cannot_be_created_is_a_clear_error(kind, request, tmp_path):
     manager = make_manager(kind, request, tmp_path, table='nosuchschema.sessions')
     app = webtest.TestApp(session_store_error_app(manager))
@@ -2022,7 +2037,7 @@ def test_sql_a_table_that_cannot_be_created_is_a_clear_error(kind, request, tmp_
 
 
 @pytest.mark.parametrize('name', ['user', 'order', 'select'])
-@pytest.mark.parametrize('kind', ['sqlite', 'postgres', 'mariadb'])
+@pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
 def test_sql_table_names_that_are_reserved_words_work(kind, name, request, tmp_path):
     manager = make_manager(kind, request, tmp_path, table=name)
     app = webtest.TestApp(plugin_app(manager))
@@ -2054,6 +2069,7 @@ class CountingCursor:
         return getattr(self._cur, name)
 
 
+@slow
 @pytest.mark.parametrize('setting', ['lock_timeout', 'statement_timeout'])
 def test_postgres_a_timeout_is_one_503_after_one_statement(postgres_server, setting):
     """A slow database gets no second statement and no new backend per request."""
@@ -2078,6 +2094,7 @@ def test_postgres_a_timeout_is_one_503_after_one_statement(postgres_server, sett
     assert len(connections) == 1
 
 
+@slow
 def test_postgres_a_connection_that_breaks_during_setup_is_replaced(postgres_server):
     """The first connection dies before the one-time table setup: the next
     request must not meet it again (a gunicorn sync worker has one thread)."""
@@ -2101,6 +2118,7 @@ def test_postgres_a_connection_that_breaks_during_setup_is_replaced(postgres_ser
     admin.close()
 
 
+@slow
 def test_postgres_setup_does_not_wait_behind_an_open_write(postgres_server):
     """A process start must not queue behind a transaction that writes the table."""
     webtest.TestApp(plugin_app(bs.SQLSession(postgres_server.connect, table='busy'))
@@ -2119,6 +2137,7 @@ def test_postgres_setup_does_not_wait_behind_an_open_write(postgres_server):
         assert time.monotonic() - start < 1.5
 
 
+@slow
 def test_postgres_processes_that_race_to_create_the_table_all_start(postgres_server):
     managers = [bs.SQLSession(postgres_server.connect, table='race') for _ in range(8)]
     barrier, results = threading.Barrier(8), []
@@ -2139,6 +2158,7 @@ def test_postgres_processes_that_race_to_create_the_table_all_start(postgres_ser
 # RedisSession ################################################################
 ###############################################################################
 
+@slow
 def test_redis_keys_have_prefix_and_ttl(redis_server):
     client = redis_server.client()
     manager = bs.RedisSession(client, prefix='app1:', cookie_expires=3600, idle_timeout=600)
@@ -2149,6 +2169,7 @@ def test_redis_keys_have_prefix_and_ttl(redis_server):
     assert json.loads(client.get(key))['d']['a'] == '1'
 
 
+@slow
 def test_redis_regenerate_is_one_transaction(redis_server):
     client = redis_server.client()
     manager = bs.RedisSession(client, prefix='rg:')
@@ -2199,6 +2220,7 @@ def redis_cluster():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@slow
 def test_redis_cluster_client(redis_cluster):
     manager = bs.RedisSession(redis_cluster, prefix='cluster:')
     assert not manager._atomic          # no transaction across nodes
@@ -2212,6 +2234,7 @@ def test_redis_cluster_client(redis_cluster):
     assert redis_cluster.exists('cluster:' + manager.storage_key(ids['new'])) == 0
 
 
+@slow
 def test_redis_client_and_prefix_are_checked(redis_server):
     with pytest.raises(TypeError):
         bs.RedisSession(object())
@@ -2220,6 +2243,7 @@ def test_redis_client_and_prefix_are_checked(redis_server):
             bs.RedisSession(redis_server.client(), prefix=prefix)
 
 
+@slow
 def test_redis_full_a_read_only_page_is_served_and_the_failed_refresh_logged(
         redis_server, tmp_path, caplog):
     """maxmemory reached with noeviction: Redis refuses writes. A page that
@@ -2250,6 +2274,7 @@ def test_redis_full_a_read_only_page_is_served_and_the_failed_refresh_logged(
 # Faults: a store that goes away and comes back ###############################
 ###############################################################################
 
+@slow
 @pytest.mark.parametrize('which', ['redis', 'postgres', 'postgres-pool', 'mariadb'])
 def test_store_down_gives_503_and_nothing_is_lost(request, which):
     if which == 'redis':
@@ -2730,6 +2755,7 @@ def test_hash_format_and_parameters(hashed):
     assert hashed == scrypt_hash('correct horse ✓'.encode(), salt, 17, 8, 1)
 
 
+@slow
 def test_check_password(hashed):
     assert bs.check_password('correct horse ✓', hashed) is True
     assert bs.check_password('correct horse ✓'.encode(), hashed) is True
@@ -2737,6 +2763,7 @@ def test_check_password(hashed):
         assert bs.check_password(wrong, hashed) is False
 
 
+@slow
 def test_salts_are_random():
     one, two = bs.hash_password('pw'), bs.hash_password('pw')
     assert one != two and one.split('$')[4] != two.split('$')[4]
@@ -2806,6 +2833,7 @@ def test_absurd_parameters_are_refused_at_once(params):
     assert time.perf_counter() - start < 0.5     # obeyed, each takes seconds or gigabytes
 
 
+@slow
 def test_bad_passwords_never_raise(hashed):
     for password in (None, 17, ['pw'], '\ud800', 'x' * 100000):
         assert bs.check_password(password, hashed) is False
@@ -2815,6 +2843,7 @@ def test_bad_passwords_never_raise(hashed):
         bs.hash_password(17)
 
 
+@slow
 def test_check_is_constant_time(hashed, monkeypatch):
     """The comparison goes through hmac.compare_digest, not ==."""
     calls = []
@@ -2884,7 +2913,10 @@ def attack_root(tmp_path_factory):
     return str(tmp_path_factory.mktemp('attack'))
 
 
-@pytest.mark.parametrize('kind,examples', [('cookie', 4000), ('pickle', 1500), ('sqlite', 1500)])
+@pytest.mark.parametrize('kind,examples', [
+    ('cookie', 200),            # the quick loop's taste of this section
+    pytest.param('cookie', 4000, marks=slow), pytest.param('pickle', 1500, marks=slow),
+    pytest.param('sqlite', 1500, marks=slow)])
 def test_arbitrary_cookies_never_fail_and_never_authenticate(kind, examples, attack_root, capsys):
     manager, app = attack_app(kind, attack_root)
     tried = []
@@ -2907,6 +2939,7 @@ def test_arbitrary_cookies_never_fail_and_never_authenticate(kind, examples, att
            % (kind, len(tried)))
 
 
+@slow
 @seed(20261125)
 @settings(max_examples=2000, deadline=None, database=None)
 @given(data=st.data())
@@ -2932,6 +2965,7 @@ JSON_VALUES = st.recursive(
     max_leaves=12)
 
 
+@slow
 @pytest.mark.parametrize('kind', STORES)
 def test_json_data_round_trips_through_every_store(kind, request, tmp_path, capsys):
     manager = make_manager(kind, request, tmp_path)
@@ -2987,6 +3021,7 @@ def _audit(event, args):
 sys.addaudithook(_audit)
 
 
+@slow
 def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
     manager = bs.PickleSession(str(tmp_path / 'files'))
     app = plugin_app(manager)
@@ -3030,7 +3065,7 @@ def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
 # Concurrency, crashes and full disks #########################################
 ###############################################################################
 
-RACE_STORES = ['pickle', 'sqlite', 'postgres', 'redis', 'redis-cluster']
+RACE_STORES = kinds('pickle', 'sqlite', 'postgres', 'redis', 'redis-cluster')
 
 
 def race_manager(kind, request, tmp_path):
@@ -3250,6 +3285,7 @@ def run_workers(args_list):
     return results
 
 
+@slow
 @pytest.mark.parametrize('kind', ['pickle', 'sqlite', 'postgres', 'mariadb', 'redis'])
 def test_concurrent_writers(kind, request, tmp_path, capsys):
     """Six processes on their own sessions and six on one shared session.
@@ -3299,6 +3335,7 @@ def test_concurrent_writers(kind, request, tmp_path, capsys):
            % (kind, requests, len(lost), final['n'] - 1, 6 * requests))
 
 
+@slow
 def test_sigkill_during_save_leaves_old_or_new(tmp_path, capsys):
     manager = bs.PickleSession(str(tmp_path / 'files'))
     manager.now = Clock()
@@ -3353,6 +3390,7 @@ print(json.dumps({'status': response.status_int, 'body': response.text[-300:]}))
 '''
 
 
+@slow
 @pytest.mark.parametrize('mode', ['fsize', 'readonly'])
 def test_full_disk_or_read_only_dir_gives_503_and_keeps_the_session(request, mode, capsys):
     tmp_path = tempfile.mkdtemp(prefix='bs-limited-')     # 'nobody' must reach it
@@ -3499,6 +3537,7 @@ def browser_steps(browser):
     return ready, text, type_into, click
 
 
+@slow
 def test_login_flow_in_a_real_browser(browser, capsys):
     from selenium.webdriver.common.by import By
     manager = bs.CookieSession(secret=SECRET)
@@ -3590,6 +3629,7 @@ def attacker_site(target, fields):
     return app
 
 
+@slow
 def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys):
     """Flash messages, remember me, the admin page; then a page on a second
     port of 127.0.0.1 (same site, so Chromium sends the Lax cookies) posts
@@ -3723,6 +3763,7 @@ print(json.dumps({'requests': done, 'errors': errors, 'mismatches': mismatches})
 '''
 
 
+@slow
 def test_load_on_a_threaded_server(tmp_path, capsys):
     seconds, clients = 6.0, 2
     here = os.path.dirname(os.path.abspath(__file__))
@@ -3758,6 +3799,7 @@ def readme_examples():
         return re.findall(r'```python\n(.*?)```', readme.read(), re.S)
 
 
+@slow
 def test_readme_examples_run(redis_server, postgres_server, private_tmp, monkeypatch):
     """The README's examples, in order, in one namespace, as a reader would
     follow them; the hosts they name become the test servers."""
