@@ -1843,15 +1843,16 @@ class ForeignDriverConnection:
 @pytest.mark.parametrize('style', ['qmark', 'named', 'numeric'])
 def test_sql_paramstyles_and_portable_save(tmp_path, style):
     path = str(tmp_path / 'db')
-    if style == 'numeric' and sys.version_info >= (3, 12):
-        warnings.filterwarnings('ignore', category=DeprecationWarning)
-    manager = bs.SQLSession(lambda: ForeignDriverConnection(path), paramstyle=style)
-    app = webtest.TestApp(plugin_app(manager))
-    for n in range(3):
-        assert app.get('/count').text == str(n + 1)
-    assert manager._sql['upsert'] is None
-    app.get('/regenerate')
-    assert app.get('/get').json['data']['n'] == 3
+    with warnings.catch_warnings():     # the filter ends with the test
+        if style == 'numeric' and sys.version_info >= (3, 12):
+            warnings.filterwarnings('ignore', category=DeprecationWarning)
+        manager = bs.SQLSession(lambda: ForeignDriverConnection(path), paramstyle=style)
+        app = webtest.TestApp(plugin_app(manager))
+        for n in range(3):
+            assert app.get('/count').text == str(n + 1)
+        assert manager._sql['upsert'] is None
+        app.get('/regenerate')
+        assert app.get('/get').json['data']['n'] == 3
 
 
 def test_sql_cleanup_deletes_only_expired_rows(tmp_path):
@@ -2998,7 +2999,8 @@ def test_json_data_round_trips_through_every_store(kind, request, tmp_path, caps
     report(capsys, '%s: %d arbitrary JSON sessions round-tripped' % (kind, count[0]))
 
 
-_WATCHED = []
+_WATCHED = []       # [the thread watched, events...] while a test watches; else empty
+_HOOKED = []        # an audit hook cannot be removed: install it once, on first use
 # For each file event: (index of a path, index of its dir_fd or None) in its args.
 _FILE_EVENTS = {'open': [(0, None)], 'os.rename': [(0, 2), (1, 3)], 'os.remove': [(0, 1)],
                 'os.utime': [(0, 3)], 'os.mkdir': [(0, 2)], 'os.chmod': [(0, 2)],
@@ -3018,14 +3020,29 @@ def _audit(event, args):
                 _WATCHED.append((os.fsdecode(path), where))
 
 
-sys.addaudithook(_audit)
+@pytest.fixture
+def watch_files():
+    """watch() records the file events of the current thread until stop() returns them."""
+    if not _HOOKED:
+        sys.addaudithook(_audit)
+        _HOOKED.append(True)
+
+    def watch():
+        _WATCHED[:] = [threading.current_thread()]
+
+    def stop():
+        paths, _WATCHED[:] = _WATCHED[1:], []
+        return paths
+    yield watch, stop
+    _WATCHED[:] = []
 
 
 @slow
-def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
+def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys, watch_files):
     manager = bs.PickleSession(str(tmp_path / 'files'))
     app = plugin_app(manager)
     webtest.TestApp(app).get('/set/a/1')            # the directory exists
+    watch, stop = watch_files
     root = os.path.realpath(manager.session_dir) + os.sep
     store = (os.stat(root).st_dev, os.stat(root).st_ino)
     touched = []
@@ -3039,13 +3056,13 @@ def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
     @given(sid=ids)
     def check(sid):
         header = 'sessionid=' + sid.encode('utf-8').decode('latin-1')
-        _WATCHED[:] = [threading.current_thread()]
+        watch()
         try:
             for path in ('/get', '/set/x/1'):
                 status, _ = raw_request(app, path, header)
                 assert status.startswith('200')
         finally:
-            paths, _WATCHED[:] = _WATCHED[1:], []
+            paths = stop()
         touched.extend(paths)
         for path, where in paths:
             # A relative path is taken relative to the store directory: the
