@@ -251,18 +251,26 @@ class RedisServer:
             [self.binary, '--port', str(self.port), '--bind', '127.0.0.1',
              '--dir', self.workdir, '--save', '', '--appendonly', 'no'] + self.options,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.client().ping())
+        wait_for(lambda: self.failfast_client().ping())
 
     def stop(self):
         try:
-            self.client().shutdown(save=True)   # keeps the data for start()
+            self.failfast_client().shutdown(save=True)   # keeps the data for start()
         except Exception:
             pass
         self.proc.wait(10)
 
     def client(self, **options):
         import redis
-        return redis.Redis(host='127.0.0.1', port=self.port, socket_timeout=5, **options)
+        return redis.Redis(host='127.0.0.1', port=self.port, **dict({'socket_timeout': 5},
+                                                                   **options))
+
+    def failfast_client(self):
+        """A client that gives up at once, without redis-py's retries and backoff."""
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+        return self.client(retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_timeout=1,
+                           socket_connect_timeout=1)
 
 
 class PostgresServer:
@@ -1933,6 +1941,17 @@ def postgres_pool(postgres_server):
     pool.close()
 
 
+@pytest.fixture
+def failfast_postgres_pool(postgres_server):
+    """A pool that waits at most half a second for a connection, for the outage test."""
+    from psycopg_pool import ConnectionPool
+    pool = ConnectionPool('host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=1'
+                          % postgres_server.port, min_size=1, max_size=2, open=True,
+                          timeout=0.5, check=ConnectionPool.check_connection)
+    yield pool
+    pool.close()
+
+
 @slow
 def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgres_pool):
     """Ten slow requests in flight at once (as under gevent) on a pool of two."""
@@ -2280,13 +2299,14 @@ def test_redis_full_a_read_only_page_is_served_and_the_failed_refresh_logged(
 def test_store_down_gives_503_and_nothing_is_lost(request, which):
     if which == 'redis':
         server = request.getfixturevalue('redis_server')
-        manager = bs.RedisSession(server.client(), prefix='fault:')
+        manager = bs.RedisSession(server.failfast_client(), prefix='fault:')
     elif which == 'mariadb':
         server = request.getfixturevalue('mariadb_server')
         manager = bs.SQLSession(server.connect, table='fault')
     elif which == 'postgres-pool':
         server = request.getfixturevalue('postgres_server')
-        manager = bs.SQLSession(request.getfixturevalue('postgres_pool'), table='fault_pool')
+        manager = bs.SQLSession(request.getfixturevalue('failfast_postgres_pool'),
+                                table='fault_pool')
     else:
         server = request.getfixturevalue('postgres_server')
         manager = bs.SQLSession(server.connect, table='fault')
