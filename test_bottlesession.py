@@ -257,17 +257,11 @@ class RedisServer:
             pass
         self.proc.wait(10)
 
-    def client(self, **options):
-        import redis
-        return redis.Redis(unix_socket_path=self.socket, **dict({'socket_timeout': 5},
-                                                                **options))
+    def client(self):
+        return redis_client(self.socket)
 
     def failfast_client(self):
-        """A client that gives up at once, without redis-py's retries and backoff."""
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-        return self.client(retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_timeout=1,
-                           socket_connect_timeout=1)
+        return redis_client(self.socket, failfast=True)
 
 
 class PostgresServer:
@@ -304,8 +298,7 @@ class PostgresServer:
         self.run(self.pg_ctl, '-D', self.data, '-w', '-m', 'fast', 'stop')
 
     def connect(self):
-        import psycopg
-        return psycopg.connect(self.conninfo, connect_timeout=5)
+        return postgres_connect(self.conninfo)
 
 
 class MariaDBServer:
@@ -342,9 +335,7 @@ class MariaDBServer:
         self.proc.wait(60)
 
     def connect(self, database='bottlesession'):
-        import pymysql
-        return pymysql.connect(unix_socket=self.socket, user='root', database=database,
-                               connect_timeout=5)
+        return mariadb_connect(self.socket, database)
 
 
 @pytest.fixture(scope='session')
@@ -415,24 +406,74 @@ STORES = kinds('cookie', 'pickle', 'sqlite', 'postgres', 'mariadb', 'redis')
 SERVER_STORES = kinds('pickle', 'sqlite', 'postgres', 'mariadb', 'redis')
 
 
+def redis_client(socket_path, failfast=False):
+    """A client of the redis-server on this socket; a failfast one gives up at
+    once, without redis-py's retries and backoff (for outage tests)."""
+    import redis
+    if not failfast:
+        return redis.Redis(unix_socket_path=socket_path, socket_timeout=5)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    return redis.Redis(unix_socket_path=socket_path, retry=Retry(NoBackoff(), 0),
+                       retry_on_error=[], socket_timeout=1, socket_connect_timeout=1)
+
+
+def postgres_connect(conninfo):
+    import psycopg
+    return psycopg.connect(conninfo, connect_timeout=5)
+
+
+def mariadb_connect(socket_path, database='bottlesession'):
+    import pymysql
+    return pymysql.connect(unix_socket=socket_path, user='root', database=database,
+                           connect_timeout=5)
+
+
+def build_store(kind, where=None, name=None, failfast=False, **options):
+    """The one store factory, for the tests and the scripts they start (so it
+    takes plain strings). where: the directory, the SQLite file, the PostgreSQL
+    conninfo (or a pool), the MariaDB or Redis socket, or a Redis cluster node's
+    host:port. name: the SQL table or the Redis key prefix."""
+    if name is not None:
+        options.setdefault('prefix' if kind.startswith('redis') else 'table', name)
+    if kind == 'cookie':
+        return bs.CookieSession(**dict({'secret': SECRET}, **options))
+    if kind == 'pickle':
+        return bs.PickleSession(where, **options)
+    if kind == 'sqlite':
+        return bs.SQLSession(where, **options)
+    if kind == 'postgres':
+        connect = functools.partial(postgres_connect, where) if isinstance(where, str) else where
+        return bs.SQLSession(connect, **options)
+    if kind == 'mariadb':
+        return bs.SQLSession(functools.partial(mariadb_connect, where), **options)
+    if kind == 'redis':
+        return bs.RedisSession(redis_client(where, failfast), **options)
+    if kind == 'redis-cluster':
+        from redis.cluster import RedisCluster
+        host, port = where.rsplit(':', 1)
+        return bs.RedisSession(RedisCluster(host=host, port=int(port)), **options)
+    raise ValueError('no store kind %r' % kind)
+
+
+def server_address(kind, request):
+    """The `where` of build_store for a store on a test server (started on first use)."""
+    if kind == 'redis-cluster':
+        node = request.getfixturevalue('redis_cluster').get_default_node()
+        return '%s:%d' % (node.host, node.port)
+    server = request.getfixturevalue(kind + '_server')
+    return server.conninfo if kind == 'postgres' else server.socket
+
+
 def make_manager(kind, request, tmp_path, tag=None, **options):
     """A manager of `kind`; managers given the same tag share one table or prefix."""
     tag = tag or uuid.uuid4().hex[:10]
-    if kind == 'cookie':
-        manager = bs.CookieSession(secret=SECRET, **options)
-    elif kind == 'pickle':
-        manager = bs.PickleSession(str(tmp_path / 'sessions'), **options)
-    elif kind == 'sqlite':
-        manager = bs.SQLSession(str(tmp_path / 'sessions.db'), **options)
-    elif kind == 'postgres':
-        server = request.getfixturevalue('postgres_server')
-        manager = bs.SQLSession(server.connect, **dict({'table': 's_' + tag}, **options))
-    elif kind == 'mariadb':
-        server = request.getfixturevalue('mariadb_server')
-        manager = bs.SQLSession(server.connect, **dict({'table': 's_' + tag}, **options))
-    elif kind == 'redis':
-        server = request.getfixturevalue('redis_server')
-        manager = bs.RedisSession(server.client(), prefix='t%s:' % tag, **options)
+    local = {'cookie': None, 'pickle': str(tmp_path / 'sessions'),
+             'sqlite': str(tmp_path / 'sessions.db')}
+    where = local[kind] if kind in local else server_address(kind, request)
+    name = None if kind in ('cookie', 'pickle', 'sqlite') else (
+        't%s:' % tag if kind.startswith('redis') else 's_' + tag)
+    manager = build_store(kind, where, name, **options)
     manager.now = Clock()
     return manager
 
@@ -1989,7 +2030,7 @@ def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgre
 
 SQLITE_WORKER = r'''
 import sys, webtest, bottlesession, test_bottlesession as t
-manager = bottlesession.SQLSession(sys.argv[1])
+manager = t.build_store('sqlite', sys.argv[1])
 app = webtest.TestApp(t.plugin_app(manager))
 for n in range(int(sys.argv[2])):
     assert app.get('/count').text == str(n + 1)
@@ -2296,19 +2337,14 @@ def test_redis_full_a_read_only_page_is_served_and_the_failed_refresh_logged(
 @slow
 @pytest.mark.parametrize('which', ['redis', 'postgres', 'postgres-pool', 'mariadb'])
 def test_store_down_gives_503_and_nothing_is_lost(request, which):
-    if which == 'redis':
-        server = request.getfixturevalue('redis_server')
-        manager = bs.RedisSession(server.failfast_client(), prefix='fault:')
-    elif which == 'mariadb':
-        server = request.getfixturevalue('mariadb_server')
-        manager = bs.SQLSession(server.connect, table='fault')
-    elif which == 'postgres-pool':
-        server = request.getfixturevalue('postgres_server')
-        manager = bs.SQLSession(request.getfixturevalue('failfast_postgres_pool'),
-                                table='fault_pool')
+    kind = which.split('-')[0]
+    server = request.getfixturevalue(kind + '_server')
+    if which == 'postgres-pool':
+        manager = build_store(kind, request.getfixturevalue('failfast_postgres_pool'),
+                              'fault_pool')
     else:
-        server = request.getfixturevalue('postgres_server')
-        manager = bs.SQLSession(server.connect, table='fault')
+        manager = build_store(kind, server_address(kind, request),
+                              'fault:' if kind == 'redis' else 'fault', failfast=True)
     app = webtest.TestApp(add_private_route(plugin_app(manager), manager, 'secret page'))
     app.get('/login/dave')
     for _ in range(3):
@@ -2918,12 +2954,8 @@ ATTACK_APPS = {}
 
 def attack_app(kind, tmp_root):
     if kind not in ATTACK_APPS:
-        if kind == 'cookie':
-            manager = bs.CookieSession(secret=SECRET)
-        elif kind == 'pickle':
-            manager = bs.PickleSession(os.path.join(tmp_root, 'attack-files'))
-        else:
-            manager = bs.SQLSession(os.path.join(tmp_root, 'attack.db'))
+        manager = build_store(kind, os.path.join(tmp_root, {'pickle': 'attack-files'}.get(
+            kind, 'attack.db')))
         ATTACK_APPS[kind] = (manager, add_private_route(plugin_app(manager), manager))
     return ATTACK_APPS[kind]
 
@@ -3106,8 +3138,8 @@ RACE_STORES = kinds('pickle', 'sqlite', 'postgres', 'redis', 'redis-cluster')
 
 def race_manager(kind, request, tmp_path):
     if kind == 'redis-cluster':
-        return bs.RedisSession(request.getfixturevalue('redis_cluster'),
-                               prefix='race%s:' % uuid.uuid4().hex[:8])
+        return build_store(kind, server_address(kind, request),
+                           'race%s:' % uuid.uuid4().hex[:8])
     return make_manager(kind, request, tmp_path)
 
 
@@ -3276,27 +3308,15 @@ def test_a_request_in_flight_does_not_bring_back_a_deleted_session(kind, how, re
 
 WORKER = r'''
 import json, sys, webtest, bottlesession as bs, test_bottlesession as t
-kind, where, mode, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-if kind == 'pickle':
-    manager = bs.PickleSession(where)
-elif kind == 'sqlite':
-    manager = bs.SQLSession(where)
-elif kind == 'postgres':
-    import psycopg
-    manager = bs.SQLSession(lambda: psycopg.connect(where), table='concurrent')
-elif kind == 'mariadb':
-    import pymysql
-    manager = bs.SQLSession(lambda: pymysql.connect(**json.loads(where)), table='concurrent')
-else:
-    import redis
-    manager = bs.RedisSession(redis.Redis.from_url(where), prefix='concurrent:')
+kind, where, name, mode, count = sys.argv[1:5] + [int(sys.argv[5])]
+manager = t.build_store(kind, where, name or None)
 app = webtest.TestApp(t.plugin_app(manager))
 errors = mismatches = 0
 for n in range(count):
     try:
         if mode == 'shared':
-            app.get('/tick/%s/%d' % (sys.argv[6], n + 1),
-                    headers={'Cookie': '%s=%s' % (manager.cookie_name, sys.argv[5])})
+            app.get('/tick/%s/%d' % (sys.argv[7], n + 1),
+                    headers={'Cookie': '%s=%s' % (manager.cookie_name, sys.argv[6])})
             continue
         got = app.get('/count').text
         if mode == 'own' and got != str(n + 1):
@@ -3331,31 +3351,16 @@ def test_concurrent_writers(kind, request, tmp_path, capsys):
     both change (the counter) goes to the later save, so increments racing
     on it may be lost. A session is never torn, unreadable or missing, and
     no temp file is left behind."""
-    if kind == 'pickle':
-        where = str(tmp_path / 'files')
-        manager = bs.PickleSession(where)
-    elif kind == 'sqlite':
-        where = str(tmp_path / 'db')
-        manager = bs.SQLSession(where)
-    elif kind == 'postgres':
-        server = request.getfixturevalue('postgres_server')
-        where = server.conninfo
-        manager = bs.SQLSession(server.connect, table='concurrent')
-    elif kind == 'mariadb':
-        server = request.getfixturevalue('mariadb_server')
-        where = json.dumps({'unix_socket': server.socket, 'user': 'root',
-                            'database': 'bottlesession'})
-        manager = bs.SQLSession(server.connect, table='concurrent')
-    else:
-        server = request.getfixturevalue('redis_server')
-        where = 'unix://' + server.socket
-        manager = bs.RedisSession(server.client(), prefix='concurrent:')
+    where = {'pickle': str(tmp_path / 'files'), 'sqlite': str(tmp_path / 'db')}.get(kind) \
+        or server_address(kind, request)
+    name = {'pickle': '', 'sqlite': '', 'redis': 'concurrent:'}.get(kind, 'concurrent')
+    manager = build_store(kind, where, name or None)
     shared_app = webtest.TestApp(plugin_app(manager))
     shared_app.get('/count')
     shared = shared_app.cookies[manager.cookie_name]
     requests = 200
-    results = run_workers([[kind, where, 'own', str(requests)] for _ in range(6)]
-                          + [[kind, where, 'shared', str(requests), shared, 'w%d' % w]
+    results = run_workers([[kind, where, name, 'own', str(requests)] for _ in range(6)]
+                          + [[kind, where, name, 'shared', str(requests), shared, 'w%d' % w]
                              for w in range(6)])
     assert all(r["errors"] == 0 for r in results), json.dumps(results)
     assert all(r['mismatches'] == 0 for r in results[:6]), results   # own sessions: exact
@@ -3419,7 +3424,7 @@ else:                   # a read-only directory, as an unprivileged user
         os.setgid(65534)
         os.setuid(65534)
     os.chmod(directory, 0o500)
-app = webtest.TestApp(t.plugin_app(bs.PickleSession(directory)))
+app = webtest.TestApp(t.plugin_app(t.build_store('pickle', directory)))
 response = app.get('/set/big/' + 'x' * 5000, headers={'Cookie': 'sessionid=' + cookie},
                    expect_errors=True)
 print(json.dumps({'status': response.status_int, 'body': response.text[-300:]}))
