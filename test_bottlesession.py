@@ -1896,11 +1896,18 @@ def test_sql_paramstyles_and_portable_save(tmp_path, style):
     with warnings.catch_warnings():     # the filter ends with the test
         if style == 'numeric' and sys.version_info >= (3, 12):
             warnings.filterwarnings('ignore', category=DeprecationWarning)
-        manager = bs.SQLSession(lambda: ForeignDriverConnection(path), paramstyle=style)
+        statements = []
+        manager = bs.SQLSession(lambda: CountingConnection(ForeignDriverConnection(path),
+                                                           statements), paramstyle=style)
         app = webtest.TestApp(plugin_app(manager))
         for n in range(3):
             assert app.get('/count').text == str(n + 1)
-        assert manager._sql['upsert'] is None
+        verbs = [q.split()[0].upper() for q in statements]
+        assert 'UPDATE' in verbs and 'INSERT' in verbs     # the portable save, no upsert
+        assert not [q for q in statements if re.search('ON CONFLICT|ON DUPLICATE|REPLACE', q,
+                                                       re.I)]
+        placeholder = {'qmark': '?', 'named': ':p1', 'numeric': ':1'}[style]
+        assert all(placeholder in q for q in statements if ' id = ' in q or 'VALUES' in q)
         app.get('/regenerate')
         assert app.get('/get').json['data']['n'] == 3
 
@@ -2056,17 +2063,42 @@ def test_sqlite_file_from_several_processes(tmp_path):
                                           ('mariadb', 'ON DUPLICATE KEY')])
 def test_sql_upsert_and_pyformat(kind, upsert, request):
     server = request.getfixturevalue(kind + '_server')
-    manager = bs.SQLSession(server.connect, table='upsert_check')
+    statements = []
+    manager = bs.SQLSession(functools.partial(counting_driver_connection, kind, server,
+                                              statements), table='upsert_check')
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
     app.get('/set/b/2')
-    assert manager._style == 'pyformat' and upsert in manager._sql['upsert']
+    assert [q for q in statements if upsert in q]      # the new session: one upsert
+    assert not [q for q in statements if q.split()[0].upper() == 'INSERT' and upsert not in q]
+    assert all('%s' in q for q in statements if ' id = ' in q or 'VALUES' in q)  # pyformat
     with server.connect() as conn:
         cur = conn.cursor()
         cur.execute('SELECT data FROM upsert_check')
         rows = cur.fetchall()
     assert len(rows) == 1 and json.loads(rows[0][0])['d'] == {
         'sessionid': app.cookies['sessionid'], 'valid': False, 'a': '1', 'b': '2'}
+
+
+def counting_driver_connection(kind, server, statements):
+    """The driver's own connection (so the store knows its dialect), with a cursor
+    class that records each statement run."""
+    if kind == 'postgres':
+        import psycopg
+
+        class Cursor(psycopg.Cursor):
+            def execute(self, query, params=None, **options):
+                statements.append(query)
+                return super().execute(query, params, **options)
+        return psycopg.connect(server.conninfo, connect_timeout=5, cursor_factory=Cursor)
+    import pymysql.cursors
+
+    class Cursor(pymysql.cursors.Cursor):
+        def execute(self, query, args=None):
+            statements.append(query)
+            return super().execute(query, args)
+    return pymysql.connect(unix_socket=server.socket, user='root', database='bottlesession',
+                           connect_timeout=5, cursorclass=Cursor)
 
 
 def session_store_error_app(manager):
@@ -2233,10 +2265,12 @@ def test_redis_keys_have_prefix_and_ttl(redis_server):
 def test_redis_regenerate_is_one_transaction(redis_server):
     client = redis_server.client()
     manager = bs.RedisSession(client, prefix='rg:')
-    assert manager._atomic
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
+    client.config_resetstat()
     ids = app.get('/regenerate').json
+    stats = client.info('commandstats')
+    assert stats['cmdstat_multi']['calls'] == 1 and stats['cmdstat_exec']['calls'] == 1
     old, new = (manager.storage_key(ids[which]) for which in ('old', 'new'))
     assert client.exists('rg:' + old) == 0 and client.exists('rg:' + new) == 1
 
@@ -2283,11 +2317,14 @@ def redis_cluster():
 @slow
 def test_redis_cluster_client(redis_cluster):
     manager = bs.RedisSession(redis_cluster, prefix='cluster:')
-    assert not manager._atomic          # no transaction across nodes
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
+    redis_cluster.config_resetstat(target_nodes=redis_cluster.ALL_NODES)
     app.get('/login/alice')             # rotates: new key, old key deleted
     ids = app.get('/regenerate').json
+    stats = redis_cluster.info('commandstats', target_nodes=redis_cluster.ALL_NODES)
+    assert not [node for node, got in stats.items()     # no transaction across nodes
+                if 'cmdstat_multi' in got or 'cmdstat_exec' in got]
     assert redis_cluster.exists('cluster:' + manager.storage_key(ids['old'])) == 0
     assert app.get('/get').json['data']['a'] == '1'
     app.get('/logout')
