@@ -1983,8 +1983,9 @@ def postgres_pool(postgres_server):
         from psycopg_pool import ConnectionPool
     except ImportError:
         missing('psycopg_pool', "pip install -e '.[test]'")
-    pool = ConnectionPool(postgres_server.conninfo + ' application_name=bs-pool', min_size=2, max_size=2, open=True,
-                          timeout=3, check=ConnectionPool.check_connection)
+    pool = ConnectionPool(postgres_server.conninfo + ' application_name=bs-pool', min_size=2,
+                          max_size=2, open=True, timeout=3,
+                          check=ConnectionPool.check_connection)
     yield pool
     pool.close()
 
@@ -1993,8 +1994,9 @@ def postgres_pool(postgres_server):
 def failfast_postgres_pool(postgres_server):
     """A pool that waits at most half a second for a connection, for the outage test."""
     from psycopg_pool import ConnectionPool
-    pool = ConnectionPool(postgres_server.conninfo + ' connect_timeout=1', min_size=1, max_size=2, open=True,
-                          timeout=0.5, check=ConnectionPool.check_connection)
+    pool = ConnectionPool(postgres_server.conninfo + ' connect_timeout=1', min_size=1,
+                          max_size=2, open=True, timeout=0.5,
+                          check=ConnectionPool.check_connection)
     yield pool
     pool.close()
 
@@ -3577,7 +3579,7 @@ def browser_steps(browser):
                         and any(driver.find_elements(By.ID, i) for i in ids))
             except WebDriverException:      # asked while the page changed
                 return False
-        WebDriverWait(browser, 15).until(check)
+        WebDriverWait(browser, 15, poll_frequency=0.05).until(check)     # not every 0.5 s
 
     def text(element_id):
         return wait_for(lambda: browser.find_element(By.ID, element_id).text, 10)
@@ -3610,7 +3612,7 @@ def browser_steps(browser):
                 if gone(page):
                     break                   # but the click got through
                 time.sleep(0.2)
-        WebDriverWait(browser, 15).until(lambda driver: gone(page))
+        WebDriverWait(browser, 15, poll_frequency=0.05).until(lambda driver: gone(page))
         ready(*expect)
     return ready, text, type_into, click
 
