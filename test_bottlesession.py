@@ -68,12 +68,6 @@ def missing(what, how):
     pytest.skip(message)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def port_is_free(port):
     with socket.socket() as sock:
         try:
@@ -241,35 +235,44 @@ def original_app(session_manager):
 ###############################################################################
 
 class RedisServer:
+    """A throwaway redis-server on a unix socket in its workdir: no port to race for."""
+
     def __init__(self, workdir, *options):
         self.binary = shutil.which('redis-server')
-        self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.workdir, self.proc = workdir, None
+        self.socket = os.path.join(workdir, 'redis.sock')
         self.options = list(options)
 
     def start(self):
         self.proc = subprocess.Popen(
-            [self.binary, '--port', str(self.port), '--bind', '127.0.0.1',
+            [self.binary, '--port', '0', '--unixsocket', self.socket, '--unixsocketperm', '700',
              '--dir', self.workdir, '--save', '', '--appendonly', 'no'] + self.options,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: self.client().ping())
+        wait_for(lambda: self.failfast_client().ping())
 
     def stop(self):
         try:
-            self.client().shutdown(save=True)   # keeps the data for start()
+            self.failfast_client().shutdown(save=True)   # keeps the data for start()
         except Exception:
             pass
         self.proc.wait(10)
 
-    def client(self, **options):
-        import redis
-        return redis.Redis(host='127.0.0.1', port=self.port, socket_timeout=5, **options)
+    def client(self):
+        return redis_client(self.socket)
+
+    def failfast_client(self):
+        return redis_client(self.socket, failfast=True)
 
 
 class PostgresServer:
+    """A throwaway PostgreSQL on a unix socket in its workdir, no TCP: the port
+    number only names the socket file, so no other server can take it."""
+
     def __init__(self, workdir):
         bins = sorted(glob.glob('/usr/lib/postgresql/*/bin/pg_ctl'))
         self.pg_ctl = bins[-1] if bins else shutil.which('pg_ctl')
-        self.port, self.workdir = free_port(), workdir
+        self.port, self.workdir = 5432, workdir
+        self.conninfo = 'host=%s port=%d user=postgres dbname=postgres' % (workdir, self.port)
         self.data = os.path.join(workdir, 'data')
         # PostgreSQL refuses to run as root: run it as the 'postgres' user.
         self.prefix = ['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []
@@ -287,7 +290,7 @@ class PostgresServer:
 
     def start(self):
         self.run(self.pg_ctl, '-D', self.data, '-w', '-l', os.path.join(self.workdir, 'log'),
-                 '-o', '-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off'
+                 '-o', "-p %d -k %s -c listen_addresses='' -c fsync=off"
                  % (self.port, self.workdir), 'start')
         wait_for(lambda: self.connect().close())
 
@@ -295,19 +298,18 @@ class PostgresServer:
         self.run(self.pg_ctl, '-D', self.data, '-w', '-m', 'fast', 'stop')
 
     def connect(self):
-        import psycopg
-        return psycopg.connect(host='127.0.0.1', port=self.port, user='postgres',
-                               dbname='postgres', connect_timeout=5)
+        return postgres_connect(self.conninfo)
 
 
 class MariaDBServer:
-    """A throwaway mariadbd on a loopback port, its data in a temp dir."""
+    """A throwaway mariadbd on a unix socket, no TCP, its data in a temp dir."""
 
     def __init__(self, workdir):
         path = os.environ.get('PATH', '') + ':/usr/sbin:/usr/local/sbin'
         self.mariadbd = shutil.which('mariadbd', path=path)
         self.install_db = shutil.which('mariadb-install-db', path=path)
-        self.port, self.workdir, self.proc = free_port(), workdir, None
+        self.workdir, self.proc = workdir, None
+        self.socket = os.path.join(workdir, 'sock')
         self.data = os.path.join(workdir, 'data')
         # mariadbd refuses to run as root unless told to stay root.
         self.user = ['--user=root'] if os.geteuid() == 0 else []
@@ -321,8 +323,8 @@ class MariaDBServer:
     def start(self):
         self.proc = subprocess.Popen(
             [self.mariadbd, '--no-defaults', '--datadir=' + self.data,
-             '--socket=' + os.path.join(self.workdir, 'sock'), '--port=%d' % self.port,
-             '--bind-address=127.0.0.1', '--skip-name-resolve', '--skip-log-bin',
+             '--socket=' + self.socket, '--skip-networking', '--skip-name-resolve',
+             '--skip-log-bin',
              '--innodb-buffer-pool-size=32M', '--innodb-flush-log-at-trx-commit=2',
              '--log-error=' + os.path.join(self.workdir, 'log')] + self.user,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -333,9 +335,7 @@ class MariaDBServer:
         self.proc.wait(60)
 
     def connect(self, database='bottlesession'):
-        import pymysql
-        return pymysql.connect(host='127.0.0.1', port=self.port, user='root',
-                               database=database, connect_timeout=5)
+        return mariadb_connect(self.socket, database)
 
 
 @pytest.fixture(scope='session')
@@ -392,28 +392,88 @@ def postgres_server():
 # Store factories: every store runs the one shared behaviour suite ############
 ###############################################################################
 
-STORES = ['cookie', 'pickle', 'sqlite', 'postgres', 'mariadb', 'redis']
-SERVER_STORES = [kind for kind in STORES if kind != 'cookie']
+slow = pytest.mark.slow    # seconds each: deselect with -m 'not slow' for a quick loop
+
+
+def kinds(*names):
+    """Parameters for these store kinds; those on a real server are marked slow."""
+    return [pytest.param(name, marks=slow) if name in ('postgres', 'mariadb', 'redis',
+                                                       'redis-cluster') else name
+            for name in names]
+
+
+STORES = kinds('cookie', 'pickle', 'sqlite', 'postgres', 'mariadb', 'redis')
+SERVER_STORES = kinds('pickle', 'sqlite', 'postgres', 'mariadb', 'redis')
+
+
+def redis_client(socket_path, failfast=False):
+    """A client of the redis-server on this socket; a failfast one gives up at
+    once, without redis-py's retries and backoff (for outage tests)."""
+    import redis
+    if not failfast:
+        return redis.Redis(unix_socket_path=socket_path, socket_timeout=5)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    return redis.Redis(unix_socket_path=socket_path, retry=Retry(NoBackoff(), 0),
+                       retry_on_error=[], socket_timeout=1, socket_connect_timeout=1)
+
+
+def postgres_connect(conninfo):
+    import psycopg
+    return psycopg.connect(conninfo, connect_timeout=5)
+
+
+def mariadb_connect(socket_path, database='bottlesession'):
+    import pymysql
+    return pymysql.connect(unix_socket=socket_path, user='root', database=database,
+                           connect_timeout=5)
+
+
+def build_store(kind, where=None, name=None, failfast=False, **options):
+    """The one store factory, for the tests and the scripts they start (so it
+    takes plain strings). where: the directory, the SQLite file, the PostgreSQL
+    conninfo (or a pool), the MariaDB or Redis socket, or a Redis cluster node's
+    host:port. name: the SQL table or the Redis key prefix."""
+    if name is not None:
+        options.setdefault('prefix' if kind.startswith('redis') else 'table', name)
+    if kind == 'cookie':
+        return bs.CookieSession(**dict({'secret': SECRET}, **options))
+    if kind == 'pickle':
+        return bs.PickleSession(where, **options)
+    if kind == 'sqlite':
+        return bs.SQLSession(where, **options)
+    if kind == 'postgres':
+        connect = functools.partial(postgres_connect, where) if isinstance(where, str) else where
+        return bs.SQLSession(connect, **options)
+    if kind == 'mariadb':
+        return bs.SQLSession(functools.partial(mariadb_connect, where), **options)
+    if kind == 'redis':
+        return bs.RedisSession(redis_client(where, failfast), **options)
+    if kind == 'redis-cluster':
+        from redis.cluster import RedisCluster
+        host, port = where.rsplit(':', 1)
+        return bs.RedisSession(RedisCluster(host=host, port=int(port)), **options)
+    raise ValueError('no store kind %r' % kind)
+
+
+def server_address(kind, request):
+    """The `where` of build_store for a store on a test server (started on first use)."""
+    if kind == 'redis-cluster':
+        node = request.getfixturevalue('redis_cluster').get_default_node()
+        return '%s:%d' % (node.host, node.port)
+    server = request.getfixturevalue(kind + '_server')
+    return server.conninfo if kind == 'postgres' else server.socket
 
 
 def make_manager(kind, request, tmp_path, tag=None, **options):
     """A manager of `kind`; managers given the same tag share one table or prefix."""
     tag = tag or uuid.uuid4().hex[:10]
-    if kind == 'cookie':
-        manager = bs.CookieSession(secret=SECRET, **options)
-    elif kind == 'pickle':
-        manager = bs.PickleSession(str(tmp_path / 'sessions'), **options)
-    elif kind == 'sqlite':
-        manager = bs.SQLSession(str(tmp_path / 'sessions.db'), **options)
-    elif kind == 'postgres':
-        server = request.getfixturevalue('postgres_server')
-        manager = bs.SQLSession(server.connect, **dict({'table': 's_' + tag}, **options))
-    elif kind == 'mariadb':
-        server = request.getfixturevalue('mariadb_server')
-        manager = bs.SQLSession(server.connect, **dict({'table': 's_' + tag}, **options))
-    elif kind == 'redis':
-        server = request.getfixturevalue('redis_server')
-        manager = bs.RedisSession(server.client(), prefix='t%s:' % tag, **options)
+    local = {'cookie': None, 'pickle': str(tmp_path / 'sessions'),
+             'sqlite': str(tmp_path / 'sessions.db')}
+    where = local[kind] if kind in local else server_address(kind, request)
+    name = None if kind in ('cookie', 'pickle', 'sqlite') else (
+        't%s:' % tag if kind.startswith('redis') else 's_' + tag)
+    manager = build_store(kind, where, name, **options)
     manager.now = Clock()
     return manager
 
@@ -617,6 +677,7 @@ def private_tmp(monkeypatch, tmp_path):
     return tmp_path
 
 
+@slow
 def test_derived_secret_is_stable_and_warns(private_tmp):
     if not os.path.exists('/proc/stat'):
         pytest.skip('the derived secret needs Linux')
@@ -1757,6 +1818,7 @@ def test_a_worker_that_only_reads_follows_the_new_dir(tmp_path):
     assert body['new'] is False and body['data']['a'] == '1'
 
 
+@slow
 def test_dir_removed_under_concurrent_requests(tmp_path):
     """Threads keep saving while the directory is removed again and again:
     no 500, no descriptor leaked, and every thread saves again afterwards."""
@@ -1890,15 +1952,23 @@ class ForeignDriverConnection:
 @pytest.mark.parametrize('style', ['qmark', 'named', 'numeric'])
 def test_sql_paramstyles_and_portable_save(tmp_path, style):
     path = str(tmp_path / 'db')
-    if style == 'numeric' and sys.version_info >= (3, 12):
-        warnings.filterwarnings('ignore', category=DeprecationWarning)
-    manager = bs.SQLSession(lambda: ForeignDriverConnection(path), paramstyle=style)
-    app = webtest.TestApp(plugin_app(manager))
-    for n in range(3):
-        assert app.get('/count').text == str(n + 1)
-    assert manager._sql['upsert'] is None
-    app.get('/regenerate')
-    assert app.get('/get').json['data']['n'] == 3
+    with warnings.catch_warnings():     # the filter ends with the test
+        if style == 'numeric' and sys.version_info >= (3, 12):
+            warnings.filterwarnings('ignore', category=DeprecationWarning)
+        statements = []
+        manager = bs.SQLSession(lambda: CountingConnection(ForeignDriverConnection(path),
+                                                           statements), paramstyle=style)
+        app = webtest.TestApp(plugin_app(manager))
+        for n in range(3):
+            assert app.get('/count').text == str(n + 1)
+        verbs = [q.split()[0].upper() for q in statements]
+        assert 'UPDATE' in verbs and 'INSERT' in verbs     # the portable save, no upsert
+        assert not [q for q in statements if re.search('ON CONFLICT|ON DUPLICATE|REPLACE', q,
+                                                       re.I)]
+        placeholder = {'qmark': '?', 'named': ':p1', 'numeric': ':1'}[style]
+        assert all(placeholder in q for q in statements if ' id = ' in q or 'VALUES' in q)
+        app.get('/regenerate')
+        assert app.get('/get').json['data']['n'] == 3
 
 
 def test_sql_cleanup_deletes_only_expired_rows(tmp_path):
@@ -1972,13 +2042,25 @@ def postgres_pool(postgres_server):
         from psycopg_pool import ConnectionPool
     except ImportError:
         missing('psycopg_pool', "pip install -e '.[test]'")
-    pool = ConnectionPool('host=127.0.0.1 port=%d user=postgres dbname=postgres'
-                          % postgres_server.port, min_size=2, max_size=2, open=True,
-                          timeout=3, check=ConnectionPool.check_connection)
+    pool = ConnectionPool(postgres_server.conninfo + ' application_name=bs-pool', min_size=2,
+                          max_size=2, open=True, timeout=3,
+                          check=ConnectionPool.check_connection)
     yield pool
     pool.close()
 
 
+@pytest.fixture
+def failfast_postgres_pool(postgres_server):
+    """A pool that waits at most half a second for a connection, for the outage test."""
+    from psycopg_pool import ConnectionPool
+    pool = ConnectionPool(postgres_server.conninfo + ' connect_timeout=1', min_size=1,
+                          max_size=2, open=True, timeout=0.5,
+                          check=ConnectionPool.check_connection)
+    yield pool
+    pool.close()
+
+
+@slow
 def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgres_pool):
     """Ten slow requests in flight at once (as under gevent) on a pool of two."""
     manager = bs.SQLSession(postgres_pool, table='pooled')
@@ -1999,9 +2081,9 @@ def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgre
 
     def count_backends():
         with postgres_server.connect() as conn:
-            backends.append(conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'postgres' "
-                "AND backend_type = 'client backend'").fetchone()[0] - 1)
+            backends.append(conn.execute(       # the pool's, not other tests' leftovers
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bs-pool' "
+                "AND backend_type = 'client backend'").fetchone()[0])
     threads = [threading.Thread(target=request, args=(c,)) for c in clients]
     for thread in threads:
         thread.start()
@@ -2010,13 +2092,13 @@ def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgre
     for thread in threads:
         thread.join()
     assert results == [200] * 10
-    assert backends[0] <= 2 + 1             # the pool's two, and the fixture's own
+    assert 1 <= backends[0] <= 2            # the pool's two at most
     assert [c.get('/get').json['data']['n'] for c in clients] == [2] * 10
 
 
 SQLITE_WORKER = r'''
 import sys, webtest, bottlesession, test_bottlesession as t
-manager = bottlesession.SQLSession(sys.argv[1])
+manager = t.build_store('sqlite', sys.argv[1])
 app = webtest.TestApp(t.plugin_app(manager))
 for n in range(int(sys.argv[2])):
     assert app.get('/count').text == str(n + 1)
@@ -2024,6 +2106,7 @@ print('ok')
 '''
 
 
+@slow
 def test_sqlite_file_from_several_processes(tmp_path):
     path = str(tmp_path / 'db')
     procs = [subprocess.Popen([sys.executable, '-c', SQLITE_WORKER, path, '100'],
@@ -2036,21 +2119,47 @@ def test_sqlite_file_from_several_processes(tmp_path):
     assert count == (6,)
 
 
+@slow
 @pytest.mark.parametrize('kind, upsert', [('postgres', 'ON CONFLICT'),
                                           ('mariadb', 'ON DUPLICATE KEY')])
 def test_sql_upsert_and_pyformat(kind, upsert, request):
     server = request.getfixturevalue(kind + '_server')
-    manager = bs.SQLSession(server.connect, table='upsert_check')
+    statements = []
+    manager = bs.SQLSession(functools.partial(counting_driver_connection, kind, server,
+                                              statements), table='upsert_check')
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
     app.get('/set/b/2')
-    assert manager._style == 'pyformat' and upsert in manager._sql['upsert']
+    assert [q for q in statements if upsert in q]      # the new session: one upsert
+    assert not [q for q in statements if q.split()[0].upper() == 'INSERT' and upsert not in q]
+    assert all('%s' in q for q in statements if ' id = ' in q or 'VALUES' in q)  # pyformat
     with server.connect() as conn:
         cur = conn.cursor()
         cur.execute('SELECT data FROM upsert_check')
         rows = cur.fetchall()
     assert len(rows) == 1 and json.loads(rows[0][0])['d'] == {
         'sessionid': app.cookies['sessionid'], 'valid': False, 'a': '1', 'b': '2'}
+
+
+def counting_driver_connection(kind, server, statements):
+    """The driver's own connection (so the store knows its dialect), with a cursor
+    class that records each statement run."""
+    if kind == 'postgres':
+        import psycopg
+
+        class Cursor(psycopg.Cursor):
+            def execute(self, query, params=None, **options):
+                statements.append(query)
+                return super().execute(query, params, **options)
+        return psycopg.connect(server.conninfo, connect_timeout=5, cursor_factory=Cursor)
+    import pymysql.cursors
+
+    class Cursor(pymysql.cursors.Cursor):
+        def execute(self, query, args=None):
+            statements.append(query)
+            return super().execute(query, args)
+    return pymysql.connect(unix_socket=server.socket, user='root', database='bottlesession',
+                           connect_timeout=5, cursorclass=Cursor)
 
 
 def session_store_error_app(manager):
@@ -2068,7 +2177,7 @@ def session_store_error_app(manager):
     return app
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'postgres', 'mariadb'])
+@pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
 def test_sql_a_table_that_cannot_be_created_is_a_clear_error(kind, request, tmp_path):
     manager = make_manager(kind, request, tmp_path, table='nosuchschema.sessions')
     app = webtest.TestApp(session_store_error_app(manager))
@@ -2081,7 +2190,7 @@ def test_sql_a_table_that_cannot_be_created_is_a_clear_error(kind, request, tmp_
 
 
 @pytest.mark.parametrize('name', ['user', 'order', 'select'])
-@pytest.mark.parametrize('kind', ['sqlite', 'postgres', 'mariadb'])
+@pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
 def test_sql_table_names_that_are_reserved_words_work(kind, name, request, tmp_path):
     manager = make_manager(kind, request, tmp_path, table=name)
     app = webtest.TestApp(plugin_app(manager))
@@ -2113,6 +2222,7 @@ class CountingCursor:
         return getattr(self._cur, name)
 
 
+@slow
 @pytest.mark.parametrize('setting', ['lock_timeout', 'statement_timeout'])
 def test_postgres_a_timeout_is_one_503_after_one_statement(postgres_server, setting):
     """A slow database gets no second statement and no new backend per request."""
@@ -2137,6 +2247,7 @@ def test_postgres_a_timeout_is_one_503_after_one_statement(postgres_server, sett
     assert len(connections) == 1
 
 
+@slow
 def test_postgres_a_connection_that_breaks_during_setup_is_replaced(postgres_server):
     """The first connection dies before the one-time table setup: the next
     request must not meet it again (a gunicorn sync worker has one thread)."""
@@ -2160,6 +2271,7 @@ def test_postgres_a_connection_that_breaks_during_setup_is_replaced(postgres_ser
     admin.close()
 
 
+@slow
 def test_postgres_setup_does_not_wait_behind_an_open_write(postgres_server):
     """A process start must not queue behind a transaction that writes the table."""
     webtest.TestApp(plugin_app(bs.SQLSession(postgres_server.connect, table='busy'))
@@ -2178,6 +2290,7 @@ def test_postgres_setup_does_not_wait_behind_an_open_write(postgres_server):
         assert time.monotonic() - start < 1.5
 
 
+@slow
 def test_postgres_processes_that_race_to_create_the_table_all_start(postgres_server):
     managers = [bs.SQLSession(postgres_server.connect, table='race') for _ in range(8)]
     barrier, results = threading.Barrier(8), []
@@ -2198,6 +2311,7 @@ def test_postgres_processes_that_race_to_create_the_table_all_start(postgres_ser
 # RedisSession ################################################################
 ###############################################################################
 
+@slow
 def test_redis_keys_have_prefix_and_ttl(redis_server):
     client = redis_server.client()
     manager = bs.RedisSession(client, prefix='app1:', cookie_expires=3600, idle_timeout=600)
@@ -2208,13 +2322,16 @@ def test_redis_keys_have_prefix_and_ttl(redis_server):
     assert json.loads(client.get(key))['d']['a'] == '1'
 
 
+@slow
 def test_redis_regenerate_is_one_transaction(redis_server):
     client = redis_server.client()
     manager = bs.RedisSession(client, prefix='rg:')
-    assert manager._atomic
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
+    client.config_resetstat()
     ids = app.get('/regenerate').json
+    stats = client.info('commandstats')
+    assert stats['cmdstat_multi']['calls'] == 1 and stats['cmdstat_exec']['calls'] == 1
     old, new = (manager.storage_key(ids[which]) for which in ('old', 'new'))
     assert client.exists('rg:' + old) == 0 and client.exists('rg:' + new) == 1
 
@@ -2258,19 +2375,24 @@ def redis_cluster():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@slow
 def test_redis_cluster_client(redis_cluster):
     manager = bs.RedisSession(redis_cluster, prefix='cluster:')
-    assert not manager._atomic          # no transaction across nodes
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
+    redis_cluster.config_resetstat(target_nodes=redis_cluster.ALL_NODES)
     app.get('/login/alice')             # rotates: new key, old key deleted
     ids = app.get('/regenerate').json
+    stats = redis_cluster.info('commandstats', target_nodes=redis_cluster.ALL_NODES)
+    assert not [node for node, got in stats.items()     # no transaction across nodes
+                if 'cmdstat_multi' in got or 'cmdstat_exec' in got]
     assert redis_cluster.exists('cluster:' + manager.storage_key(ids['old'])) == 0
     assert app.get('/get').json['data']['a'] == '1'
     app.get('/logout')
     assert redis_cluster.exists('cluster:' + manager.storage_key(ids['new'])) == 0
 
 
+@slow
 def test_redis_client_and_prefix_are_checked(redis_server):
     with pytest.raises(TypeError):
         bs.RedisSession(object())
@@ -2279,6 +2401,7 @@ def test_redis_client_and_prefix_are_checked(redis_server):
             bs.RedisSession(redis_server.client(), prefix=prefix)
 
 
+@slow
 def test_redis_full_a_read_only_page_is_served_and_the_failed_refresh_logged(
         redis_server, tmp_path, caplog):
     """maxmemory reached with noeviction: Redis refuses writes. A page that
@@ -2309,20 +2432,17 @@ def test_redis_full_a_read_only_page_is_served_and_the_failed_refresh_logged(
 # Faults: a store that goes away and comes back ###############################
 ###############################################################################
 
+@slow
 @pytest.mark.parametrize('which', ['redis', 'postgres', 'postgres-pool', 'mariadb'])
 def test_store_down_gives_503_and_nothing_is_lost(request, which):
-    if which == 'redis':
-        server = request.getfixturevalue('redis_server')
-        manager = bs.RedisSession(server.client(), prefix='fault:')
-    elif which == 'mariadb':
-        server = request.getfixturevalue('mariadb_server')
-        manager = bs.SQLSession(server.connect, table='fault')
-    elif which == 'postgres-pool':
-        server = request.getfixturevalue('postgres_server')
-        manager = bs.SQLSession(request.getfixturevalue('postgres_pool'), table='fault_pool')
+    kind = which.split('-')[0]
+    server = request.getfixturevalue(kind + '_server')
+    if which == 'postgres-pool':
+        manager = build_store(kind, request.getfixturevalue('failfast_postgres_pool'),
+                              'fault_pool')
     else:
-        server = request.getfixturevalue('postgres_server')
-        manager = bs.SQLSession(server.connect, table='fault')
+        manager = build_store(kind, server_address(kind, request),
+                              'fault:' if kind == 'redis' else 'fault', failfast=True)
     app = webtest.TestApp(add_private_route(plugin_app(manager), manager, 'secret page'))
     app.get('/login/dave')
     for _ in range(3):
@@ -2334,7 +2454,7 @@ def test_store_down_gives_503_and_nothing_is_lost(request, which):
                            (app, '/login/eve'), (original, '/auth/login')):
             response = test.get(path, status=503)
             assert 'session store is unavailable' in response.text
-            for leak in ('127.0.0.1', str(server.port), 'refused', 'onnect'):
+            for leak in ('127.0.0.1', server.workdir, 'sock', 'refused', 'onnect'):
                 assert leak not in response.text
         assert app.get('/plain').text == 'plain'     # routes without sessions still work
         assert 'sessionid' in app.cookies            # nobody was logged out
@@ -2814,6 +2934,7 @@ def test_hash_format_and_parameters(hashed):
     assert hashed == scrypt_hash('correct horse ✓'.encode(), salt, 17, 8, 1)
 
 
+@slow
 def test_check_password(hashed):
     assert bs.check_password('correct horse ✓', hashed) is True
     assert bs.check_password('correct horse ✓'.encode(), hashed) is True
@@ -2821,6 +2942,7 @@ def test_check_password(hashed):
         assert bs.check_password(wrong, hashed) is False
 
 
+@slow
 def test_salts_are_random():
     one, two = bs.hash_password('pw'), bs.hash_password('pw')
     assert one != two and one.split('$')[4] != two.split('$')[4]
@@ -2890,6 +3012,7 @@ def test_absurd_parameters_are_refused_at_once(params):
     assert time.perf_counter() - start < 0.5     # obeyed, each takes seconds or gigabytes
 
 
+@slow
 def test_bad_passwords_never_raise(hashed):
     for password in (None, 17, ['pw'], '\ud800', 'x' * 100000):
         assert bs.check_password(password, hashed) is False
@@ -2899,6 +3022,7 @@ def test_bad_passwords_never_raise(hashed):
         bs.hash_password(17)
 
 
+@slow
 def test_check_is_constant_time(hashed, monkeypatch):
     """The comparison goes through hmac.compare_digest, not ==."""
     calls = []
@@ -2953,12 +3077,8 @@ ATTACK_APPS = {}
 
 def attack_app(kind, tmp_root):
     if kind not in ATTACK_APPS:
-        if kind == 'cookie':
-            manager = bs.CookieSession(secret=SECRET)
-        elif kind == 'pickle':
-            manager = bs.PickleSession(os.path.join(tmp_root, 'attack-files'))
-        else:
-            manager = bs.SQLSession(os.path.join(tmp_root, 'attack.db'))
+        manager = build_store(kind, os.path.join(tmp_root, {'pickle': 'attack-files'}.get(
+            kind, 'attack.db')))
         ATTACK_APPS[kind] = (manager, add_private_route(plugin_app(manager), manager))
     return ATTACK_APPS[kind]
 
@@ -2968,7 +3088,10 @@ def attack_root(tmp_path_factory):
     return str(tmp_path_factory.mktemp('attack'))
 
 
-@pytest.mark.parametrize('kind,examples', [('cookie', 4000), ('pickle', 1500), ('sqlite', 1500)])
+@pytest.mark.parametrize('kind,examples', [
+    ('cookie', 200),            # the quick loop's taste of this section
+    pytest.param('cookie', 4000, marks=slow), pytest.param('pickle', 1500, marks=slow),
+    pytest.param('sqlite', 1500, marks=slow)])
 def test_arbitrary_cookies_never_fail_and_never_authenticate(kind, examples, attack_root, capsys):
     manager, app = attack_app(kind, attack_root)
     tried = []
@@ -2991,6 +3114,7 @@ def test_arbitrary_cookies_never_fail_and_never_authenticate(kind, examples, att
            % (kind, len(tried)))
 
 
+@slow
 @seed(20261125)
 @settings(max_examples=2000, deadline=None, database=None)
 @given(data=st.data())
@@ -3016,6 +3140,7 @@ JSON_VALUES = st.recursive(
     max_leaves=12)
 
 
+@slow
 @pytest.mark.parametrize('kind', STORES)
 def test_json_data_round_trips_through_every_store(kind, request, tmp_path, capsys):
     manager = make_manager(kind, request, tmp_path)
@@ -3048,7 +3173,8 @@ def test_json_data_round_trips_through_every_store(kind, request, tmp_path, caps
     report(capsys, '%s: %d arbitrary JSON sessions round-tripped' % (kind, count[0]))
 
 
-_WATCHED = []
+_WATCHED = []       # [the thread watched, events...] while a test watches; else empty
+_HOOKED = []        # an audit hook cannot be removed: install it once, on first use
 # For each file event: (index of a path, index of its dir_fd or None) in its args.
 _FILE_EVENTS = {'open': [(0, None)], 'os.rename': [(0, 2), (1, 3)], 'os.remove': [(0, 1)],
                 'os.utime': [(0, 3)], 'os.mkdir': [(0, 2)], 'os.chmod': [(0, 2)],
@@ -3068,13 +3194,29 @@ def _audit(event, args):
                 _WATCHED.append((os.fsdecode(path), where))
 
 
-sys.addaudithook(_audit)
+@pytest.fixture
+def watch_files():
+    """watch() records the file events of the current thread until stop() returns them."""
+    if not _HOOKED:
+        sys.addaudithook(_audit)
+        _HOOKED.append(True)
+
+    def watch():
+        _WATCHED[:] = [threading.current_thread()]
+
+    def stop():
+        paths, _WATCHED[:] = _WATCHED[1:], []
+        return paths
+    yield watch, stop
+    _WATCHED[:] = []
 
 
-def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
+@slow
+def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys, watch_files):
     manager = bs.PickleSession(str(tmp_path / 'files'))
     app = plugin_app(manager)
     webtest.TestApp(app).get('/set/a/1')            # the directory exists
+    watch, stop = watch_files
     root = os.path.realpath(manager.session_dir) + os.sep
     store = (os.stat(root).st_dev, os.stat(root).st_ino)
     touched = []
@@ -3088,13 +3230,13 @@ def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
     @given(sid=ids)
     def check(sid):
         header = 'sessionid=' + sid.encode('utf-8').decode('latin-1')
-        _WATCHED[:] = [threading.current_thread()]
+        watch()
         try:
             for path in ('/get', '/set/x/1'):
                 status, _ = raw_request(app, path, header)
                 assert status.startswith('200')
         finally:
-            paths, _WATCHED[:] = _WATCHED[1:], []
+            paths = stop()
         touched.extend(paths)
         for path, where in paths:
             # A relative path is taken relative to the store directory: the
@@ -3114,13 +3256,13 @@ def test_arbitrary_ids_never_touch_a_path_outside_the_store(tmp_path, capsys):
 # Concurrency, crashes and full disks #########################################
 ###############################################################################
 
-RACE_STORES = ['pickle', 'sqlite', 'postgres', 'redis', 'redis-cluster']
+RACE_STORES = kinds('pickle', 'sqlite', 'postgres', 'redis', 'redis-cluster')
 
 
 def race_manager(kind, request, tmp_path):
     if kind == 'redis-cluster':
-        return bs.RedisSession(request.getfixturevalue('redis_cluster'),
-                               prefix='race%s:' % uuid.uuid4().hex[:8])
+        return build_store(kind, server_address(kind, request),
+                           'race%s:' % uuid.uuid4().hex[:8])
     return make_manager(kind, request, tmp_path)
 
 
@@ -3289,27 +3431,15 @@ def test_a_request_in_flight_does_not_bring_back_a_deleted_session(kind, how, re
 
 WORKER = r'''
 import json, sys, webtest, bottlesession as bs, test_bottlesession as t
-kind, where, mode, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-if kind == 'pickle':
-    manager = bs.PickleSession(where)
-elif kind == 'sqlite':
-    manager = bs.SQLSession(where)
-elif kind == 'postgres':
-    import psycopg
-    manager = bs.SQLSession(lambda: psycopg.connect(where), table='concurrent')
-elif kind == 'mariadb':
-    import pymysql
-    manager = bs.SQLSession(lambda: pymysql.connect(**json.loads(where)), table='concurrent')
-else:
-    import redis
-    manager = bs.RedisSession(redis.Redis.from_url(where), prefix='concurrent:')
+kind, where, name, mode, count = sys.argv[1:5] + [int(sys.argv[5])]
+manager = t.build_store(kind, where, name or None)
 app = webtest.TestApp(t.plugin_app(manager))
 errors = mismatches = 0
 for n in range(count):
     try:
         if mode == 'shared':
-            app.get('/tick/%s/%d' % (sys.argv[6], n + 1),
-                    headers={'Cookie': '%s=%s' % (manager.cookie_name, sys.argv[5])})
+            app.get('/tick/%s/%d' % (sys.argv[7], n + 1),
+                    headers={'Cookie': '%s=%s' % (manager.cookie_name, sys.argv[6])})
             continue
         got = app.get('/count').text
         if mode == 'own' and got != str(n + 1):
@@ -3334,6 +3464,7 @@ def run_workers(args_list):
     return results
 
 
+@slow
 @pytest.mark.parametrize('kind', ['pickle', 'sqlite', 'postgres', 'mariadb', 'redis'])
 def test_concurrent_writers(kind, request, tmp_path, capsys):
     """Six processes on their own sessions and six on one shared session.
@@ -3343,31 +3474,16 @@ def test_concurrent_writers(kind, request, tmp_path, capsys):
     both change (the counter) goes to the later save, so increments racing
     on it may be lost. A session is never torn, unreadable or missing, and
     no temp file is left behind."""
-    if kind == 'pickle':
-        where = str(tmp_path / 'files')
-        manager = bs.PickleSession(where)
-    elif kind == 'sqlite':
-        where = str(tmp_path / 'db')
-        manager = bs.SQLSession(where)
-    elif kind == 'postgres':
-        server = request.getfixturevalue('postgres_server')
-        where = 'host=127.0.0.1 port=%d user=postgres dbname=postgres' % server.port
-        manager = bs.SQLSession(server.connect, table='concurrent')
-    elif kind == 'mariadb':
-        server = request.getfixturevalue('mariadb_server')
-        where = json.dumps({'host': '127.0.0.1', 'port': server.port, 'user': 'root',
-                            'database': 'bottlesession'})
-        manager = bs.SQLSession(server.connect, table='concurrent')
-    else:
-        server = request.getfixturevalue('redis_server')
-        where = 'redis://127.0.0.1:%d/0' % server.port
-        manager = bs.RedisSession(server.client(), prefix='concurrent:')
+    where = {'pickle': str(tmp_path / 'files'), 'sqlite': str(tmp_path / 'db')}.get(kind) \
+        or server_address(kind, request)
+    name = {'pickle': '', 'sqlite': '', 'redis': 'concurrent:'}.get(kind, 'concurrent')
+    manager = build_store(kind, where, name or None)
     shared_app = webtest.TestApp(plugin_app(manager))
     shared_app.get('/count')
     shared = shared_app.cookies[manager.cookie_name]
     requests = 200
-    results = run_workers([[kind, where, 'own', str(requests)] for _ in range(6)]
-                          + [[kind, where, 'shared', str(requests), shared, 'w%d' % w]
+    results = run_workers([[kind, where, name, 'own', str(requests)] for _ in range(6)]
+                          + [[kind, where, name, 'shared', str(requests), shared, 'w%d' % w]
                              for w in range(6)])
     assert all(r["errors"] == 0 for r in results), json.dumps(results)
     assert all(r['mismatches'] == 0 for r in results[:6]), results   # own sessions: exact
@@ -3383,6 +3499,7 @@ def test_concurrent_writers(kind, request, tmp_path, capsys):
            % (kind, requests, len(lost), final['n'] - 1, 6 * requests))
 
 
+@slow
 def test_sigkill_during_save_leaves_old_or_new(tmp_path, capsys):
     manager = bs.PickleSession(str(tmp_path / 'files'))
     manager.now = Clock()
@@ -3430,13 +3547,14 @@ else:                   # a read-only directory, as an unprivileged user
         os.setgid(65534)
         os.setuid(65534)
     os.chmod(directory, 0o500)
-app = webtest.TestApp(t.plugin_app(bs.PickleSession(directory)))
+app = webtest.TestApp(t.plugin_app(t.build_store('pickle', directory)))
 response = app.get('/set/big/' + 'x' * 5000, headers={'Cookie': 'sessionid=' + cookie},
                    expect_errors=True)
 print(json.dumps({'status': response.status_int, 'body': response.text[-300:]}))
 '''
 
 
+@slow
 @pytest.mark.parametrize('mode', ['fsize', 'readonly'])
 def test_full_disk_or_read_only_dir_gives_503_and_keeps_the_session(request, mode, capsys):
     tmp_path = tempfile.mkdtemp(prefix='bs-limited-')     # 'nobody' must reach it
@@ -3545,7 +3663,7 @@ def browser_steps(browser):
                         and any(driver.find_elements(By.ID, i) for i in ids))
             except WebDriverException:      # asked while the page changed
                 return False
-        WebDriverWait(browser, 15).until(check)
+        WebDriverWait(browser, 15, poll_frequency=0.05).until(check)     # not every 0.5 s
 
     def text(element_id):
         return wait_for(lambda: browser.find_element(By.ID, element_id).text, 10)
@@ -3578,11 +3696,12 @@ def browser_steps(browser):
                 if gone(page):
                     break                   # but the click got through
                 time.sleep(0.2)
-        WebDriverWait(browser, 15).until(lambda driver: gone(page))
+        WebDriverWait(browser, 15, poll_frequency=0.05).until(lambda driver: gone(page))
         ready(*expect)
     return ready, text, type_into, click
 
 
+@slow
 def test_login_flow_in_a_real_browser(browser, capsys):
     from selenium.webdriver.common.by import By
     manager = bs.CookieSession(secret=SECRET)
@@ -3674,6 +3793,7 @@ def attacker_site(target, fields):
     return app
 
 
+@slow
 def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys):
     """Flash messages, remember me, the admin page; then a page on a second
     port of 127.0.0.1 (same site, so Chromium sends the Lax cookies) posts
@@ -3807,6 +3927,7 @@ print(json.dumps({'requests': done, 'errors': errors, 'mismatches': mismatches})
 '''
 
 
+@slow
 def test_load_on_a_threaded_server(tmp_path, capsys):
     seconds, clients = 6.0, 2
     here = os.path.dirname(os.path.abspath(__file__))
@@ -3842,13 +3963,13 @@ def readme_examples():
         return re.findall(r'```python\n(.*?)```', readme.read(), re.S)
 
 
+@slow
 def test_readme_examples_run(redis_server, postgres_server, private_tmp, monkeypatch):
     """The README's examples, in order, in one namespace, as a reader would
     follow them; the hosts they name become the test servers."""
     monkeypatch.delenv('SESSION_SECRET', raising=False)
-    hosts = {"host='redis.internal'": "host='127.0.0.1', port=%d" % redis_server.port,
-             'dbname=app host=db.internal': 'dbname=postgres user=postgres host=127.0.0.1 '
-                                           'port=%d' % postgres_server.port}
+    hosts = {"host='redis.internal'": 'unix_socket_path=%r' % redis_server.socket,
+             'dbname=app host=db.internal': postgres_server.conninfo}
     examples = readme_examples()
     assert len(examples) >= 4
     namespace = {'__name__': 'readme'}
