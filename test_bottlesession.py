@@ -2323,15 +2323,19 @@ def test_redis_keys_have_prefix_and_ttl(redis_server):
 
 
 @slow
-def test_redis_regenerate_is_one_transaction(redis_server):
+def test_redis_regenerate_is_one_script(redis_server):
+    """The new key is written by the script that deletes the old one, so a
+    logout in between cannot be undone (see the race tests)."""
     client = redis_server.client()
     manager = bs.RedisSession(client, prefix='rg:')
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
+    app.get('/regenerate')                  # the script is loaded now
     client.config_resetstat()
     ids = app.get('/regenerate').json
     stats = client.info('commandstats')
-    assert stats['cmdstat_multi']['calls'] == 1 and stats['cmdstat_exec']['calls'] == 1
+    assert stats['cmdstat_evalsha']['calls'] == 1 and 'cmdstat_multi' not in stats
+    assert stats['cmdstat_del']['calls'] == 1 and stats['cmdstat_set']['calls'] == 1
     old, new = (manager.storage_key(ids[which]) for which in ('old', 'new'))
     assert client.exists('rg:' + old) == 0 and client.exists('rg:' + new) == 1
 
@@ -3317,6 +3321,27 @@ def test_concurrent_changes_to_different_keys_all_stay(kind, request, tmp_path):
     data = test.get('/get').json['data']
     assert data['a'] == '1' and {k for k in data if k.startswith('k')} == {
         'k%d' % n for n in range(8)}
+
+
+@pytest.mark.parametrize('kind', ['pickle', 'sqlite', 'redis'])
+def test_a_logout_just_before_a_login_rotation_writes_stays(kind, request, tmp_path):
+    """From the third outside attack: a logout that lands between the
+    rotation's check of the old id and its write of the new one."""
+    manager = race_manager(kind, request, tmp_path)
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    old = app.cookies[manager.cookie_name]
+    write = manager.write
+
+    def logout_first(sid, created, accessed, data, replaces=None):
+        if replaces:
+            manager.delete(replaces)        # the other tab's logout, just now
+        return write(sid, created, accessed, data, replaces)
+    manager.write = logout_first
+    response = app.get('/login/alice')
+    assert not [h for h in set_cookie_headers(response) if 'Max-Age=0' not in h]
+    assert manager.read(old) is None
+    assert app.get('/get').json['data'].get('name') is None
 
 
 def test_a_request_in_flight_does_not_revive_a_legacy_session(tmp_path):
