@@ -1168,6 +1168,7 @@ class ServerSession(BaseSession):
         self.cleanup_chance = cleanup_chance
         identity = _json_encode([self.cookie_name, self.path, self.domain, self.namespace])
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
+        self._last_key = None, None
 
     def storage_key(self, sid):
         """The key the store keeps session `sid` under: a hash of the id and of
@@ -1178,9 +1179,14 @@ class ServerSession(BaseSession):
         Files the original bottlesession wrote keep their uuid4 names."""
         if self.legacy_ids and len(sid) == 36:
             return sid
+        last = self._last_key           # a request reads, then saves, one id
+        if last[0] == sid:
+            return last[1]
         digest = self._identity.copy()
         digest.update(sid.encode('utf-8', 'surrogatepass'))
-        return digest.hexdigest()       # 64 characters: fits the SQL id column
+        key = digest.hexdigest()        # 64 characters: fits the SQL id column
+        self._last_key = sid, key       # one tuple: threads see both or neither
+        return key
 
     # The store's part: the stored record's exact bytes or text is its version.
 
