@@ -1207,10 +1207,6 @@ class ServerSession(BaseSession):
         record) when another request changed it, or None when it is gone."""
         raise NotImplementedError
 
-    def parse(self, version):
-        """Return (created, accessed, data) from a stored version, or None."""
-        raise NotImplementedError
-
     def read(self, sid):
         """Return (created, accessed, data) for `sid`, or None."""
         found = self.fetch(sid)
@@ -1274,7 +1270,8 @@ class ServerSession(BaseSession):
         return text, math.ceil(self.expires_at(created, accessed, data))
 
     def parse(self, text):
-        """The JSON stores' record: (created, accessed, data), or None."""
+        """Return (created, accessed, data) from a stored version, or None.
+        This reads the JSON that SQL and Redis keep; the file store unpickles."""
         try:
             record = _json_decode(text if isinstance(text, str) else text.decode('utf-8'))
             created, accessed, data = float(record['c']), float(record['a']), record['d']
