@@ -2066,14 +2066,17 @@ def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgre
     manager = bs.SQLSession(postgres_pool, table='pooled')
     app = plugin_app(manager)
 
+    delay = [0]
+
     @app.route('/slow')
     def slow(session):
-        time.sleep(0.3)             # holds the session, but not a connection
+        time.sleep(delay[0])        # holds the session, but not a connection
         session['n'] = session.get('n', 0) + 1
         return str(session['n'])
     clients = [webtest.TestApp(app) for _ in range(10)]
     for client in clients:
         client.get('/slow')
+    delay[0] = 0.3
     results, backends = [], []
 
     def request(client):
@@ -2096,25 +2099,12 @@ def test_postgres_pool_lends_a_connection_per_operation(postgres_server, postgre
     assert [c.get('/get').json['data']['n'] for c in clients] == [2] * 10
 
 
-SQLITE_WORKER = r'''
-import sys, webtest, bottlesession, test_bottlesession as t
-manager = t.build_store('sqlite', sys.argv[1])
-app = webtest.TestApp(t.plugin_app(manager))
-for n in range(int(sys.argv[2])):
-    assert app.get('/count').text == str(n + 1)
-print('ok')
-'''
-
-
 @slow
 def test_sqlite_file_from_several_processes(tmp_path):
+    """Six processes start at once on a SQLite file that does not exist yet."""
     path = str(tmp_path / 'db')
-    procs = [subprocess.Popen([sys.executable, '-c', SQLITE_WORKER, path, '100'],
-                              cwd=os.path.dirname(os.path.abspath(__file__)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(6)]
-    results = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 6, results
+    results = run_workers([['sqlite', path, '', 'own', 100]] * 6)
+    assert results == [{'errors': 0, 'mismatches': 0}] * 6
     count = sqlite3.connect(path).execute('SELECT count(*) FROM bottlesession').fetchone()
     assert count == (6,)
 
@@ -3454,38 +3444,62 @@ def test_a_request_in_flight_does_not_bring_back_a_deleted_session(kind, how, re
     assert body['new'] is True and 'late' not in body['data']
 
 
-WORKER = r'''
-import json, sys, webtest, bottlesession as bs, test_bottlesession as t
-kind, where, name, mode, count = sys.argv[1:5] + [int(sys.argv[5])]
-manager = t.build_store(kind, where, name or None)
-app = webtest.TestApp(t.plugin_app(manager))
-errors = mismatches = 0
-for n in range(count):
-    try:
-        if mode == 'shared':
-            app.get('/tick/%s/%d' % (sys.argv[7], n + 1),
-                    headers={'Cookie': '%s=%s' % (manager.cookie_name, sys.argv[6])})
-            continue
-        got = app.get('/count').text
-        if mode == 'own' and got != str(n + 1):
-            mismatches += 1
-    except Exception as exc:
-        errors += 1
-        print(repr(exc), file=sys.stderr)
-print(json.dumps({'errors': errors, 'mismatches': mismatches}))
+WORKERS = r'''
+import json, os, sys, webtest, bottlesession as bs, test_bottlesession as t
+
+def work(kind, where, name, mode, count, cookie=None, key=None):
+    manager = t.build_store(kind, where, name or None)
+    app = webtest.TestApp(t.plugin_app(manager))
+    errors = mismatches = 0
+    for n in range(count):
+        try:
+            if mode == 'shared':
+                app.get('/tick/%s/%d' % (key, n + 1),
+                        headers={'Cookie': '%s=%s' % (manager.cookie_name, cookie)})
+                continue
+            got = app.get('/count').text
+            if mode == 'own' and got != str(n + 1):
+                mismatches += 1
+        except Exception as exc:
+            errors += 1
+            print(repr(exc), file=sys.stderr)
+    return {'errors': errors, 'mismatches': mismatches}
+
+# Import once, then fork the workers: twelve interpreters starting up would
+# take longer than the work, and would start it less at once.
+children = []
+for job in json.loads(sys.argv[1]):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        status = 1
+        try:
+            os.write(write, json.dumps(work(*job)).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    children.append((pid, read))
+results = []
+for pid, read in children:
+    with os.fdopen(read) as pipe:
+        out = pipe.read()
+    assert os.waitpid(pid, 0)[1] == 0, 'a worker crashed'
+    results.append(json.loads(out))
+print(json.dumps(results))
 '''
 
 
-def run_workers(args_list):
+def run_workers(jobs):
+    """Run each job (the arguments of work() above) in a process of its own,
+    all at once: a list of {'errors': n, 'mismatches': n}."""
     here = os.path.dirname(os.path.abspath(__file__))
-    procs = [subprocess.Popen([sys.executable, '-c', WORKER] + args, cwd=here,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for args in args_list]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    proc = subprocess.run([sys.executable, '-c', WORKERS, json.dumps(jobs)], cwd=here,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(jobs)
     return results
 
 
@@ -3507,8 +3521,8 @@ def test_concurrent_writers(kind, request, tmp_path, capsys):
     shared_app.get('/count')
     shared = shared_app.cookies[manager.cookie_name]
     requests = 200
-    results = run_workers([[kind, where, name, 'own', str(requests)] for _ in range(6)]
-                          + [[kind, where, name, 'shared', str(requests), shared, 'w%d' % w]
+    results = run_workers([[kind, where, name, 'own', requests] for _ in range(6)]
+                          + [[kind, where, name, 'shared', requests, shared, 'w%d' % w]
                              for w in range(6)])
     assert all(r["errors"] == 0 for r in results), json.dumps(results)
     assert all(r['mismatches'] == 0 for r in results[:6]), results   # own sessions: exact
@@ -3636,8 +3650,13 @@ class ServedApp:
         self.thread.start()
 
     def close(self):
-        self.server.close()
+        """Stop at once. server.close() alone leaves the browser's keep-alive
+        connections in waitress's loop, which then runs on."""
+        from waitress import wasyncore
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
         self.thread.join(10)
+        assert not self.thread.is_alive(), 'the server did not stop'
+        self.server.task_dispatcher.shutdown()
 
 
 def example_app(manager):
@@ -3954,7 +3973,7 @@ print(json.dumps({'requests': done, 'errors': errors, 'mismatches': mismatches})
 
 @slow
 def test_load_on_a_threaded_server(tmp_path, capsys):
-    seconds, clients = 6.0, 2
+    seconds, clients = 3.0, 2
     here = os.path.dirname(os.path.abspath(__file__))
     lines, throughput = [], {}
     for label, manager, path in (
