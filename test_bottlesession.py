@@ -1890,6 +1890,53 @@ def test_first_concurrent_requests_in_a_forked_worker(tmp_path):
     assert expected - set(client.get('/get').json['data']) == set()
 
 
+def test_fork_while_a_thread_reopens_the_directory(tmp_path, monkeypatch):
+    """From the third outside attack: a worker forked while a thread of its
+    parent was opening the removed directory again hung on its first request,
+    waiting for a lock that thread held in the parent only."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    app = plugin_app(manager)
+    wsgi_get(app, '/set/a/1')
+    parent, opening, done = os.getpid(), threading.Event(), threading.Event()
+    real = bs._open_private_dir
+
+    def slow_in_the_parent(path):
+        if os.getpid() == parent:
+            opening.set()
+            done.wait(30)
+        return real(path)
+    monkeypatch.setattr(bs, '_open_private_dir', slow_in_the_parent)
+    shutil.rmtree(manager.session_dir)
+    thread = threading.Thread(target=wsgi_get, args=(app, '/set/b/2'))
+    thread.start()
+    try:
+        assert opening.wait(10)          # the thread is inside the reopen now
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                code = 0 if wsgi_get(app, '/set/c/3')[0] == '200 OK' else 3
+            finally:
+                os._exit(code)
+        deadline, code = time.time() + 15, None
+        while code is None and time.time() < deadline:
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                code = os.waitstatus_to_exitcode(status)
+            else:
+                time.sleep(0.02)
+        if code is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    finally:
+        done.set()
+        thread.join(30)
+    assert code is not None, 'the forked worker hung on its first request'
+    assert code == 0, 'the forked worker got an error page'
+    assert os.path.isdir(manager.session_dir)
+    assert wsgi_get(app, '/set/d/4')[0] == '200 OK'
+
+
 @pytest.mark.parametrize('where', ['/proc/bottlesession-test', 'file/sessions'])
 def test_unusable_session_dir_is_a_config_error(tmp_path, where):
     (tmp_path / 'file').write_text('not a directory')
