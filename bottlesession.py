@@ -3,29 +3,40 @@
 Copy this file next to bottle.py, or ``pip install bottlesession``. It needs
 nothing but the standard library and bottle::
 
-    import os, bottle, bottlesession
+    import os, bottle, bottlesession as bs
 
     app = bottle.Bottle()
-    manager = bottlesession.CookieSession(secret=os.environ['SESSION_SECRET'])
-    app.install(bottlesession.SessionPlugin(manager))
-    valid_user = bottlesession.authenticator(manager)
+    manager = bs.CookieSession(secret=os.environ['SESSION_SECRET'])
+    app.install(bs.SessionPlugin(manager, load_user=USERS.get))
+    valid_user = bs.authenticator(manager, login_url='/login')
 
     @app.route('/')
-    @valid_user()
-    def index(session):                  # the plugin passes the session in
-        session['visits'] = session.get('visits', 0) + 1   # and saves it
-        return 'Hello %s, visit %d' % (session['name'], session['visits'])
+    @valid_user
+    def index(session, user):           # the plugin passes both in
+        session['visits'] = session.get('visits', 0) + 1    # and saves it
+        return 'Hello %s, visit %d' % (user['name'], session['visits'])
 
-Stores: CookieSession (data in a signed cookie), PickleSession (a file per
-session), SQLSession (any DB-API 2 connection, sqlite3 by default) and
-RedisSession (a redis-py compatible client). They share one Session object,
-one set of expiry rules and one request cycle.
+A login handler calls ``session.login(user_id)``; a logout, ``session.logout()``.
+
+The file, top to bottom, in sections that stand alone:
+
+1. Errors: one hierarchy, rooted in SessionError.
+2. The session object: a dict that tracks its changes; flash messages.
+3. The request cycle: BaseSession loads a session once per request, and
+   commits it once: saves it if due, then writes its cookies and headers.
+4. Logins and CSRF: login() and logout(), the current user, the origin and
+   token checks.
+5. The plugin and the authenticator.
+6. The stores: CookieSession and its signer; ServerSession, the base of the
+   server-side stores, with the one store interface and the merge;
+   PickleSession (files), SQLSession and RedisSession.
+7. Passwords: scrypt.
 
 The CookieSession wire format, after Django's signing.py::
 
     value     = payload "." timestamp "." signature
     payload   = base64url(json)              or "." base64url(zlib(json))
-    json      = {"c": created, "d": {...session data...}}
+    json      = {"c": created, "d": {...session data...}, ...}  (Session.meta)
     timestamp = decimal seconds since the epoch when the cookie was signed
     signature = base64url(HMAC-SHA256(key, context payload "." timestamp))
     context   = cookie_name "\\0" path "\\0" domain "\\0"      (domain "" if unset;
@@ -34,21 +45,20 @@ The CookieSession wire format, after Django's signing.py::
 
 base64url is RFC 4648 without padding, so the value needs no quoting. For
 example, with secret "0123456789abcdef", cookie_name "session_data", path
-"/", no domain, created and signed at 1700000000::
+"/", no domain, created and signed at 1700000000, and no data::
 
-    session_data=eyJjIjoxNzAwMDAwMDAwLCJkIjp7InNlc3Npb25pZCI6IkFBQUFBQUFBQUFBQUFB
-    QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUEiLCJ2YWxpZCI6ZmFsc2V9fQ.1700000000.
-    or_NV7VmiXs8_oKQr6_gb8Ge8zSTD2Vz2mKMR1n00wE          (one line)
+    session_data=eyJjIjoxNzAwMDAwMDAwLCJkIjp7InZhbGlkIjpmYWxzZX19.1700000000.
+    dBdncjKg-jZKDpqUrhIZ4BaGFbYSBAhbUJY8L3a3EUk          (one line)
 
-Caveats. A signed cookie is not encrypted: the client can read it. It cannot
-be revoked: a copy can be replayed until it expires, so keep cookie_expires
-short or use a server-side store where logout must end the session
-everywhere. Browsers drop cookies over about 4 KB; CookieSession raises
-SessionTooLarge rather than let that log the user out in silence.
+Caveats. A signed cookie is not encrypted: the client can read it. A copy of
+it can be replayed until it expires, unless the app gives user_version= to
+the plugin (then a password change ends it). Browsers drop cookies over about
+4 KB; CookieSession raises SessionTooLarge rather than let that log the user
+out in silence.
 """
 
 __author__ = 'The bottlesession authors'
-__version__ = '2.0.0'
+__version__ = '3.0.0'
 __license__ = 'MIT'
 
 # Copyright (c) 2026 The bottlesession authors. The API it keeps working was
@@ -64,16 +74,18 @@ __license__ = 'MIT'
 # WITHOUT WARRANTY OF ANY KIND. See the LICENSE file for the full text.
 
 __all__ = [
-    'SessionError', 'BadSession', 'BadSignature',
-    'SessionTooLarge', 'SessionStoreError', 'ConfigError',
-    'InsecureSecretWarning', 'derive_key', 'machine_secret', 'Signer',
-    'Session', 'BaseSession', 'CookieSession', 'ServerSession',
-    'PickleSession', 'SQLSession', 'RedisSession', 'SessionPlugin', 'Plugin',
-    'authenticator', 'redirect_back',
-    'hash_password', 'check_password', 'needs_rehash',
+    'SessionError', 'BadSession', 'BadSignature', 'SessionTooLarge',
+    'SessionStoreError', 'ConfigError', 'InsecureSecretWarning',
+    'Session', 'BaseSession', 'current_user',
+    'SessionPlugin', 'Plugin', 'authenticator', 'redirect_back',
+    'derive_key', 'machine_secret', 'Signer', 'CookieSession',
+    'ServerSession', 'PickleSession', 'SQLSession', 'RedisSession',
+    'hash_password', 'check_password', 'needs_rehash', 'SCRYPT_PARAMETERS',
 ]
 
 import binascii
+import collections
+import contextlib
 import datetime
 import functools
 import hashlib
@@ -105,17 +117,16 @@ except ImportError:
 
 import bottle
 
-_O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
-_O_DIRECTORY = getattr(os, 'O_DIRECTORY', 0)
 _log = logging.getLogger('bottlesession')
 DEFAULT_MAX_AGE = 30 * 24 * 3600     # the original's cookie_expires: 30 days
 MAX_LIFETIME = 400 * 24 * 3600       # browsers cap cookie lifetimes here (RFC 6265bis)
 COOKIE_LIMIT = 4093                  # bytes of name=value browsers keep for sure
-ID_LENGTH = 43                       # secrets.token_urlsafe(32): 256 random bits
+SECRET_BYTES = 32                    # session ids, CSRF secrets: 256 random bits
+ID_LENGTH = 43                       # SECRET_BYTES in base64url
+TOKEN_LENGTH = 86                    # a CSRF token: a mask and the masked secret
 REDIRECT_COOKIE = 'validuserloginredirect'
-_MAX_CANDIDATES = 8                  # session cookies of one name we try per request
-_UNSAFE_METHODS = frozenset(['POST', 'PUT', 'PATCH', 'DELETE'])
-_CDN_HEADERS = ('Cdn-Cache-Control', 'Surrogate-Control')     # as bottle spells them
+_MAX_CANDIDATES = 8                  # cookies of one name we try per request
+_SAFE_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
 _LEGACY_ID_RE = re.compile(                             # the original's uuid4 ids
@@ -126,7 +137,7 @@ _SAFE_PATH_RE = re.compile(r'/(?![/\\])[\x21-\x5b\x5d-\x7e]*\Z')  # no '\\'
 
 
 ###############################################################################
-# Errors ######################################################################
+# 1. Errors ###################################################################
 ###############################################################################
 
 class SessionError(Exception):
@@ -144,13 +155,12 @@ class BadSignature(BadSession):
 
 
 class SessionTooLarge(SessionError, ValueError):
-    """The session is too large to store: browsers drop cookies over 4 KB
-    silently, and a compressed cookie may not inflate past max_decompressed."""
+    """The session is too large to store: over 4 KB for a cookie (browsers
+    drop it in silence), over max_size for a server-side store."""
 
     def __init__(self, size, limit):
-        super().__init__('the session would be %d bytes, over the limit of %d (browsers '
-                         'drop cookies over %d). Keep less in the session or use a '
-                         'server-side store.' % (size, limit, COOKIE_LIMIT))
+        super().__init__('the session would be %d bytes, over the limit of %d. Keep '
+                         'less in the session, or use a server-side store.' % (size, limit))
         self.size, self.limit = size, limit
 
 
@@ -181,13 +191,9 @@ class InsecureSecretWarning(UserWarning):
     """The signing secret is weak: short, or derived from the machine."""
 
 
-###############################################################################
-# Helpers #####################################################################
-###############################################################################
-
 def _new_id():
-    """A fresh session id: 256 random bits, URL- and cookie-safe."""
-    return secrets.token_urlsafe(32)
+    """A fresh session id or CSRF secret: 256 random bits, URL- and cookie-safe."""
+    return secrets.token_urlsafe(SECRET_BYTES)
 
 
 def _seconds(value, name):
@@ -222,11 +228,11 @@ _json_decode = json.JSONDecoder().decode
 
 
 def _to_json(data):
-    """Serialize session data, or raise a TypeError that names the bad key."""
+    """Serialize a record, or raise a TypeError that names the bad session key."""
     try:
         return _json_encode(data)
     except (TypeError, ValueError) as exc:
-        for key, value in data.items():
+        for key, value in data.get('d', {}).items():
             if not isinstance(key, (str, int, float, bool, type(None))):
                 raise TypeError('session key %r is not a string' % (key,)) from exc
             try:
@@ -236,6 +242,190 @@ def _to_json(data):
                                 % (key, type(value).__name__)) from exc
         raise TypeError('session data cannot be stored as JSON: %s' % exc) from exc
 
+
+###############################################################################
+# 2. The session object #######################################################
+###############################################################################
+
+_SCALARS = (str, int, float, bool, type(None), bytes)
+_MISSING = object()
+
+
+class Session(dict):
+    """The session: a dict that knows its id and whether it was modified.
+
+    Changes through the dict methods set `modified`; a call that changes
+    nothing (``pop('flash', None)`` on a session without it, setting a key to
+    the string or number it already holds) does not. A change inside a value
+    (``session['cart'].append(x)``) is not seen: set ``session.modified =
+    True``. Keys 'sessionid' and 'valid' are there from the start, as in the
+    original; 'sessionid' is never stored.
+
+    `meta` holds what the module keeps beside the data, stored with it:
+
+        c  the start of its lifetime: its creation or its last login (epoch s)
+        a  its last use
+        e  the end set_expiry() chose (epoch s), or 0 for a browser-session cookie
+        u  the signed-in user's id, and l, when they signed in
+        h  a keyed hash of the plugin's user_version(user), made at login
+        x  the CSRF secret: 32 random bytes in base64url
+
+    `loaded` is what this request loaded, the base its changes are told
+    from: (the stored version, meta, (valid, name)); the version is None
+    until the session is stored.
+    """
+
+    __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies',
+                 'wrapped')
+
+    def __init__(self, manager, sid, data=(), meta=None, version=None):
+        dict.__init__(self, data)
+        dict.__setitem__(self, 'sessionid', sid)
+        dict.setdefault(self, 'valid', False)
+        self.manager, self.id, self.meta = manager, sid, meta
+        self.loaded = version, dict(meta), (bool(self['valid']), self.get('name'))
+        self.old_id = None          # the stored id that a login's new id replaces
+        self.modified = False
+        self.cookies = None         # {cookie name: Set-Cookie header} to send
+        self.wrapped = False        # the plugin or valid_user commits it, not get_session()
+
+    new = property(lambda self: self.loaded[0] is None, doc='Whether it is not stored yet.')
+    created = property(lambda self: self.meta['c'], doc='The start of its lifetime.')
+    accessed = property(lambda self: self.meta['a'], doc='Its last use.')
+
+    @property
+    def user_id(self):
+        """The signed-in user's id (a str or an int), or None."""
+        return self.meta.get('u') if self.get('valid') else None
+
+    @property
+    def login_time(self):
+        """When the user signed in (epoch seconds), or None."""
+        return self.meta.get('l') if self.get('valid') else None
+
+    def login(self, user_id):
+        """Sign `user_id` in: a new id and CSRF secret, saved with the session."""
+        _login(self, user_id)
+
+    def logout(self):
+        """Sign out: delete the session and expire its cookie (see invalidate)."""
+        self.manager.invalidate(self)
+        bottle.response.set_header('Cache-Control', 'no-store')
+
+    def save(self):
+        """Save now. The plugin does this for you when the session was modified."""
+        self.manager.save(self)
+
+    def regenerate(self):
+        """Give the session a new id and CSRF secret, keep its data; save it."""
+        self.manager.regenerate(self)
+
+    def invalidate(self):
+        """Delete the session and expire its cookie. The same object becomes
+        a fresh, empty session."""
+        self.manager.invalidate(self)
+
+    def set_expiry(self, value):
+        """End this session `value` seconds (or a timedelta) from now, at most
+        400 days; 0 for a browser-session cookie (the server still ends it at
+        cookie_expires); None for the store's default. Kept across login."""
+        if value is None:
+            self.meta.pop('e', None)
+        elif value == 0 and not isinstance(value, bool):
+            self.meta['e'] = 0
+        else:
+            self.meta['e'] = int(self.manager.now() + _seconds(value, 'expiry'))
+        self.modified = True
+
+    def csrf_token(self):
+        """A token for this session's forms: a field named csrf_token, or an
+        X-CSRF-Token header. A new string each call (against BREACH); each is
+        valid until the session logs in or out."""
+        return _csrf_token(self)
+
+    def check_csrf(self):
+        """Abort with 403 unless this request passes the CSRF checks (see
+        check_origin). The plugin does this for you on unsafe methods."""
+        _check_csrf(self, ())
+
+    def __setitem__(self, key, value):
+        old = dict.get(self, key, _MISSING)
+        if type(old) is not type(value) or type(value) not in _SCALARS or old != value:
+            self.modified = True
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key):
+        dict.__delitem__(self, key)
+        self.modified = True
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def clear(self):
+        """Remove all data. The id stays, and the session is no longer signed in."""
+        dict.clear(self)
+        dict.update(self, sessionid=self.id, valid=False)
+        self.modified = True
+
+    def pop(self, key, *default):
+        if key in self:
+            self.modified = True
+        return dict.pop(self, key, *default)
+
+    def popitem(self):
+        item = dict.popitem(self)
+        self.modified = True
+        return item
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __repr__(self):
+        data = {key: value for key, value in self.items() if key != 'sessionid'}
+        return '<Session %s… %r>' % (self.id[:6], data)
+
+    # Flash messages, with Flask's names ######################################
+
+    flash_key = '_flashes'      # their one key: a JSON list of [category, message]
+    flash_limit = 20            # unread messages kept; the oldest go first
+
+    def flash(self, message, category='message'):
+        """Queue a message for the next page that calls get_flashed_messages().
+
+        It is kept in the session, so it survives a redirect in every store;
+        it must be JSON-serialisable (a str is). Of more than flash_limit
+        unread messages, the oldest are dropped."""
+        queue = self.get(self.flash_key, []) + [[category, message]]
+        self[self.flash_key] = queue[-self.flash_limit:]
+
+    def get_flashed_messages(self, with_categories=False, category_filter=()):
+        """Return the queued messages and remove them from the session.
+
+        with_categories=True gives (category, message) tuples. category_filter
+        returns and removes only the messages of those categories. With
+        nothing to return, the session is left unmodified. Unlike Flask, a
+        second call in the same request does not return the same messages."""
+        queued = self.get(self.flash_key) or []
+        shown = [m for m in queued if not category_filter or m[0] in category_filter]
+        if shown:
+            kept = [m for m in queued if category_filter and m[0] not in category_filter]
+            if kept:
+                self[self.flash_key] = kept
+            else:
+                del self[self.flash_key]
+        return [tuple(m) for m in shown] if with_categories else [m[1] for m in shown]
+
+
+###############################################################################
+# 3. The request cycle ########################################################
+###############################################################################
 
 _COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')
 
@@ -282,10 +472,9 @@ def _apply_headers(response, cookies):
     control = headers.setdefault('Cache-Control', ['private'])
     if not cookies:
         return
-    if 'Cdn-Cache-Control' in headers or 'Surrogate-Control' in headers:
-        for name in _CDN_HEADERS:   # CDNs obey these before Cache-Control
-            headers.pop(name, None)
-    if control[-1] != 'private':
+    for name in ('Cdn-Cache-Control', 'Surrogate-Control'):    # CDNs obey these first
+        headers.pop(name, None)
+    if control[-1] not in ('private', 'no-store'):
         kept = [d.strip() for d in ','.join(control).split(',') if d.strip() and
                 d.split('=')[0].strip().lower() not in ('public', 'private', 's-maxage')]
         control[:] = [', '.join(['private'] + kept)]
@@ -296,16 +485,779 @@ def _apply_headers(response, cookies):
         sent.append(header)
 
 
-def _private_dir(path):
-    """Create `path` mode 0700 if missing; refuse it if others could write it,
-    or if it is a symlink (another user could point it elsewhere)."""
-    _make_dir(path)
+class BaseSession:
+    """What every store shares: the options, expiry and the request cycle.
+
+    :param cookie_expires: the session's maximum age in seconds (or a
+        timedelta), counted from its creation or its last login, enforced by
+        the server and sent to the browser as Max-Age. None makes a
+        browser-session cookie; the server still ends it after 30 days.
+    :param idle_timeout: end a session not used for this long (off by default).
+    :param cookie_name, path, domain, secure, httponly, samesite: the cookie.
+    :param namespace: a name for this app, for apps that share a secret or a
+        store and the cookie's name, path and domain: sessions of one are then
+        unknown to the other.
+
+    Lifetimes are at most 400 days, as browsers cap them. A store says how to
+    `load` a session, `persist` it and `delete` it (see "The store's part").
+    """
+
+    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
+                 cookie_name='sessionid', path='/', domain=None, secure=False,
+                 httponly=True, samesite='Lax', namespace=None):
+        self.cookie_expires = cookie_expires
+        self.max_age = _seconds(DEFAULT_MAX_AGE if cookie_expires is None
+                                else cookie_expires, 'cookie_expires')
+        self.idle_timeout = None if idle_timeout is None else _seconds(idle_timeout, 'idle_timeout')
+        if not isinstance(cookie_name, str) or not _TOKEN_RE.match(cookie_name):
+            raise ConfigError('cookie_name %r is not a valid cookie name' % (cookie_name,))
+        if not isinstance(path, str) or not path.startswith('/') or not _ATTR_RE.match(path):
+            raise ConfigError('path must be a URL path like "/", not %r' % (path,))
+        if domain is not None and not (isinstance(domain, str) and _ATTR_RE.match(domain)):
+            raise ConfigError('domain %r is not a valid cookie domain' % (domain,))
+        samesite = samesite and str(samesite).capitalize()
+        if samesite not in ('Lax', 'Strict', 'None', None):
+            raise ConfigError('samesite must be "Lax", "Strict", "None" or None')
+        if samesite == 'None' and not secure:
+            raise ConfigError('samesite="None" needs secure=True; browsers refuse it otherwise')
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError('namespace must be a str, not %r' % (namespace,))
+        self.cookie_name, self.path, self.domain = cookie_name, path, domain
+        self.namespace = namespace or None      # '' is no namespace, in every store
+        self.secure, self.httponly, self.samesite = bool(secure), bool(httponly), samesite
+        self._attrs = ''.join(['; Path=' + path,
+                               '; Domain=' + domain if domain else '',
+                               '; Secure' if secure else '',
+                               '; HttpOnly' if httponly else '',
+                               '; SameSite=' + samesite if samesite else ''])
+        # Per manager, not per cookie name: two managers may share a name.
+        self._environ_key = 'bottlesession.%x' % id(self)
+        self.visitor_cookie = cookie_name + '_csrf'
+        # Refresh the idle clock at most this often, so reads rarely write.
+        self._touch_after = self.idle_timeout and self.idle_timeout / 10
+        self._limits, self._limits_lock = {}, threading.Lock()
+
+    def _context(self):
+        """What a signature of this app binds: the cookie's name, path, domain
+        and, if given, the namespace."""
+        return '\0'.join([self.cookie_name, self.path, self.domain or '']
+                         + ([self.namespace] if self.namespace else [])).encode('utf-8')
+
+    def _sign_with(self, keys):
+        """Make the signer of visitors' CSRF cookies, and the key of user_version
+        hashes, from this store's secrets."""
+        self._visitor_signer = Signer(keys, b'csrf-visitor', self._context())
+        self._user_version_key = derive_key(keys[0], b'user-version')
+
+    def now(self):
+        """The time in seconds. Every expiry decision reads the clock here."""
+        return time.time()
+
+    def expires_at(self, meta):
+        """When a session ends unless it is used again, in epoch seconds.
+
+        The one expiry rule: at the end set by Session.set_expiry(), else
+        max_age after creation (or the last login); and idle_timeout after
+        the last use, whichever comes first."""
+        end = meta['c'] + self.max_age
+        chosen = meta.get('e')
+        if type(chosen) in (int, float) and chosen > 0:
+            end = chosen
+        if self.idle_timeout is not None:
+            end = min(end, meta['a'] + self.idle_timeout)
+        return end
+
+    def _max_age(self, meta, now):
+        """The cookie's Max-Age: None for a browser-session cookie. An end
+        set_expiry() chose is absolute: idle time is the server's business."""
+        end = meta.get('e')
+        if end is None:
+            if self.cookie_expires is None:
+                return None
+            end = meta['c'] + self.max_age
+        elif not end:
+            return None
+        return max(0, math.ceil(end - now))
+
+    def _cookie_header(self, name, value, max_age):
+        """The one place a Set-Cookie header is built: max_age None for a
+        browser-session cookie, 0 to expire it."""
+        if max_age is None:
+            return '%s=%s%s' % (name, value, self._attrs)
+        if max_age == 0:
+            return '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
+                name, self._attrs)
+        return '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
+
+    @staticmethod
+    def _send(session, name, header):
+        if session.cookies is None:
+            session.cookies = {}
+        session.cookies[name] = header
+
+    @staticmethod
+    def _record(session):
+        """What a store keeps of a session: its meta and, under 'd', its data
+        without the id (a stored copy must not hold a usable cookie)."""
+        record = dict(session.meta)
+        record['d'] = data = dict(session)
+        del data['sessionid']
+        return record
+
+    # The store's part ########################################################
+
+    def load(self, value):
+        """Return the Session for a cookie value, or raise BadSession."""
+        raise NotImplementedError
+
+    def persist(self, session):
+        """Store the session. Return (its new version, the cookie value to
+        send or None), or (None, None) if it was deleted meanwhile."""
+        raise NotImplementedError
+
+    def delete(self, sid):
+        """Delete the stored session `sid`, if there is one."""
+        raise NotImplementedError
+
+    def cleanup(self):
+        """Delete expired sessions, for cron. Return how many were removed."""
+        return 0
+
+    def user_sessions(self, user_id):
+        """The live sessions of `user_id` (server-side stores)."""
+        raise ConfigError('%s cannot list or end a user\'s sessions: the browser holds '
+                          'them. Give SessionPlugin(..., user_version=fn) to end them '
+                          'when the user\'s version changes.' % type(self).__name__)
+
+    end_sessions = user_sessions
+
+    def rate_limit(self, key, limit, period):
+        """Count one attempt for `key`, such as 'login:' + name. Return True
+        while at most `limit` attempts fall within the last `period` seconds.
+
+        This store counts in this process only; the server-side stores share
+        the count across processes and machines."""
+        now = self.now()
+        with self._limits_lock:
+            if len(self._limits) > 10000:       # forget keys whose attempts all expired
+                self._limits = {k: v for k, v in self._limits.items() if v[-1] > now - period}
+            hits = self._limits[key] = _count(self._limits.get(key, []), now, limit, period)
+        return len(hits) <= limit
+
+    def reset_rate_limit(self, key):
+        """Forget the attempts counted for `key`: call it after a good login."""
+        with self._limits_lock:
+            self._limits.pop(key, None)
+
+    # Loading #################################################################
+
+    def get_session(self):
+        """The current request's session, loaded once per request.
+
+        A missing, malformed, tampered, unknown or expired cookie gives a
+        fresh session; nothing is stored or sent until it is saved."""
+        session = self._current()
+        if not session.wrapped:     # no plugin or valid_user will commit it
+            if self._refresh_due(session):
+                self._save(session)
+            _apply_headers(bottle.response, session.cookies)
+        return session
+
+    def _current(self, wrapped=False):
+        environ = bottle.request.environ
+        session = environ.get(self._environ_key)
+        if session is None:
+            session = environ[self._environ_key] = self._load(environ)
+        if wrapped:
+            session.wrapped = True
+        return session
+
+    def _load(self, environ):
+        now = self.now()
+        for value in _cookie_values(environ, self.cookie_name):
+            try:
+                session = self.load(value)
+            except BadSession:
+                continue
+            if now > self.expires_at(session.meta):
+                self.delete(session.id)         # expired: gone on the server too
+                continue
+            return session
+        return Session(self, _new_id(), meta={'c': now, 'a': now})
+
+    def _refresh_due(self, session):
+        return (self._touch_after and not session.new
+                and self.now() - session.meta['a'] > self._touch_after)
+
+    # Committing ##############################################################
+
+    def _handle(self, session, handler, args, kwargs, autosave):
+        """Run a handler, then commit the session onto the response Bottle sends.
+
+        That is the returned body's bottle.response, a returned HTTPResponse
+        (static_file() too), or a raised redirect(), abort() or HTTPError:
+        Bottle drops the headers of bottle.response for the last two. A
+        handler that fails with another exception saves nothing."""
+        try:
+            result = handler(*args, **kwargs)
+        except SessionStoreError:
+            raise
+        except bottle.HTTPResponse as response:
+            self._commit(session, response, autosave)
+            raise
+        except Exception as exc:
+            if not session.cookies:
+                raise
+            # A logout or login that then crashed: Bottle's own 500 would
+            # drop the cookie, and a logged-out user would stay logged in.
+            trace = traceback.format_exc()
+            bottle.request.environ['wsgi.errors'].write(trace)
+            error = bottle.HTTPError(500, 'Internal Server Error', exc, trace)
+            _apply_headers(error, session.cookies)
+            raise error from exc
+        self._commit(session, result if isinstance(result, bottle.HTTPResponse)
+                     else bottle.response, autosave)
+        return result
+
+    def _commit(self, session, response, autosave):
+        """Save the session if due, at most once, then write its headers. A
+        login or logout is saved even with autosave off."""
+        if session.modified and (autosave or session.meta.get('l') != session.loaded[1].get('l')
+                                 or session.old_id):
+            self._save(session)
+        elif self._refresh_due(session):
+            try:
+                self._save(session)
+            except SessionStoreError as exc:     # the page only read the session: serve it
+                _log.warning('could not refresh the idle clock of a session: %s', exc)
+        _apply_headers(response, session.cookies)
+
+    def save(self, session):
+        """Store the session and send its cookie.
+
+        Original-API code may pass a plain dict: it becomes the request's
+        session data."""
+        if not isinstance(session, Session):
+            if not isinstance(session, dict):
+                raise TypeError('save() takes the session that get_session() returned')
+            data, session = dict(session), self._current()
+            dict.clear(session)
+            dict.update(session, data, sessionid=session.id)
+            dict.setdefault(session, 'valid', False)
+            session.modified = True
+        elif session.manager is not self:
+            raise TypeError('save() takes a session of this manager')
+        self._save(session)
+        _apply_headers(bottle.response, session.cookies)
+
+    def _save(self, session):
+        now = self.now()
+        _notice_login(session)      # a login or logout made by setting session['valid']
+        if len(session.id) != ID_LENGTH:
+            _rotate(session)        # an original uuid4 id gets a strong one
+        session.meta['a'] = now
+        version, value = self.persist(session)
+        if value is not None:
+            self._send(session, self.cookie_name,
+                       self._cookie_header(self.cookie_name, value,
+                                           self._max_age(session.meta, now)))
+        if version is not None:
+            session.loaded = (version, dict(session.meta),
+                              (bool(session.get('valid')), session.get('name')))
+        session.old_id, session.modified = None, False
+
+    def regenerate(self, session):
+        """Give the session a new id and CSRF secret, keep its data; save it."""
+        _rotate(session)
+        session.meta['x'] = _new_id()
+        session.modified = True
+        self.save(session)
+
+    def invalidate(self, session):
+        """Delete the session's stored data and expire its cookies.
+
+        The same object becomes a fresh, empty, anonymous session."""
+        for sid in (session.old_id, None if session.new else session.id):
+            if sid:
+                self.delete(sid)
+        now, cookies, wrapped = self.now(), session.cookies, session.wrapped
+        dict.clear(session)
+        Session.__init__(session, self, _new_id(), meta={'c': now, 'a': now})
+        session.cookies, session.wrapped = cookies, wrapped
+        environ = bottle.request.environ
+        environ.pop(self._environ_key + '.user', None)
+        self._send(session, self.cookie_name, self._cookie_header(self.cookie_name, '', 0))
+        if _cookie_values(environ, self.visitor_cookie):
+            self._send(session, self.visitor_cookie,
+                       self._cookie_header(self.visitor_cookie, '', 0))
+        _apply_headers(bottle.response, session.cookies)
+
+
+def _count(hits, now, limit, period):
+    """The attempts kept for a rate limit: the last `limit` within `period`,
+    and this one. Only whether there are more than `limit` matters."""
+    hits = [t for t in hits if t > now - period][-limit:]
+    hits.append(now)
+    return hits
+
+
+###############################################################################
+# 4. Logins and CSRF ##########################################################
+###############################################################################
+# The login state lives in session.meta: 'u' the user, 'l' the login time,
+# 'h' the user_version hash, 'x' the CSRF secret. _login() and _logout() are
+# the only writers of the first three, and every login or logout starts a new
+# CSRF secret and, for a stored session, a new id (against fixation).
+#
+# A POST, PUT, PATCH or DELETE passes these checks before its handler runs:
+# the browser's Sec-Fetch-Site, else its Origin, else the CSRF token. The
+# token is the secret masked with fresh random bytes, as Django does, so it
+# differs in every response (BREACH). A visitor with nothing stored keeps the
+# secret in a signed cookie of its own, so showing a form stores nothing.
+
+def _rotate(session):
+    """Give a stored session a new id; the old one is deleted when it is saved."""
+    if not session.new and session.old_id is None:
+        session.old_id = session.id
+        session.id = _new_id()
+        dict.__setitem__(session, 'sessionid', session.id)
+
+
+def _login(session, user_id):
+    if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
+        raise TypeError('user_id must be a str or an int, not %r' % (user_id,))
+    previous = session.user_id
+    if previous is not None and previous != user_id:    # another user's data goes
+        dict.clear(session)
+        dict.__setitem__(session, 'sessionid', session.id)
+    _rotate(session)
+    now = session.manager.now()
+    session.meta.update(c=now, l=now, u=user_id, x=_new_id())
+    session.meta.pop('h', None)
+    dict.__setitem__(session, 'valid', True)
+    session.modified = True
+    environ = bottle.request.environ
+    environ.pop(session.manager._environ_key + '.user', None)
+    plugin = _plugin(session.manager)
+    if plugin is not None and plugin.user_version is not None and user_id is not None:
+        user = environ[session.manager._environ_key + '.user'] = plugin.load_user(user_id)
+        if user is not None:
+            session.meta['h'] = _version_hash(session, user_id, plugin.user_version(user))
+
+
+def _logout(session):
+    """A logout made by setting session['valid'] false: the session stays."""
+    _rotate(session)
+    for key in ('u', 'l', 'h'):
+        session.meta.pop(key, None)
+    session.meta['x'] = _new_id()
+    session.modified = True
+
+
+def _notice_login(session):
+    """See a login or logout made the original way, by setting 'valid' (or a
+    new 'name'), and make it a real one. Runs before a save and a token."""
+    if session.meta.get('l') != session.loaded[1].get('l'):
+        return                          # login() or logout() ran: it is done
+    state = bool(session.get('valid')), session.get('name')
+    if state == session.loaded[2]:
+        return
+    if not state[0]:
+        _logout(session)
+    else:
+        name = state[1] if isinstance(state[1], (str, int)) else None
+        _login(session, None if isinstance(name, bool) else name)
+
+
+def _version_hash(session, user_id, version):
+    """The keyed hash of user_version(user) a login keeps; never the string."""
+    message = _json_encode([user_id, str(version)]).encode('utf-8')
+    return hmac.new(session.manager._user_version_key, message,
+                    hashlib.sha256).hexdigest()
+
+
+def _plugin(manager=None):
+    """The SessionPlugin of the app serving this request (of `manager`), or None."""
+    app = bottle.request.environ.get('bottle.app')
+    for plugin in getattr(app, 'plugins', ()):
+        if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager):
+            return plugin
+    return None
+
+
+def current_user():
+    """The user signed in on this request, as the plugin's load_user gives
+    it, or None. Loaded at most once per request. A user that load_user no
+    longer finds, or whose user_version changed, is signed out."""
+    plugin = _plugin()
+    if plugin is None or plugin.load_user is None:
+        raise ConfigError('current_user() needs SessionPlugin(manager, load_user=...) '
+                          'installed on the app serving this request')
+    return _user(plugin, plugin.session_manager._current())
+
+
+def _user(plugin, session):
+    environ = bottle.request.environ
+    key = session.manager._environ_key + '.user'
+    if key in environ:
+        return environ[key]
+    user, user_id = None, session.user_id
+    if user_id is not None:
+        user = plugin.load_user(user_id)
+        if user is not None and plugin.user_version is not None and not hmac.compare_digest(
+                str(session.meta.get('h')),
+                _version_hash(session, user_id, plugin.user_version(user))):
+            user = None
+        if user is None:
+            session.logout()
+    environ[key] = user
+    return user
+
+
+def _visitor_secret(session):
+    """A visitor's CSRF secret, from the first of their visitor cookies that
+    this app signed; it then counts as loaded with the session."""
+    manager = session.manager
+    for value in _cookie_values(bottle.request.environ, manager.visitor_cookie):
+        try:
+            secret = manager._visitor_signer.unsign(value.encode('ascii'))[0].decode('ascii')
+        except (BadSignature, UnicodeError):
+            continue
+        if _ID_RE.match(secret):
+            session.meta['x'] = session.loaded[1]['x'] = secret
+            return secret
+    return None
+
+
+def _csrf_secret(session, create):
+    _notice_login(session)
+    secret = session.meta.get('x')
+    if secret is None and session.new:
+        secret = _visitor_secret(session)
+    if secret is None and create:
+        secret = session.meta['x'] = _new_id()
+        if not session.new:             # a stored session: saved with it
+            session.modified = True
+            if not session.wrapped:     # no wrapper will save it: the original API
+                session.manager.save(session)
+    if create and session.new and secret != session.loaded[1].get('x'):
+        manager = session.manager
+        value = manager._visitor_signer.sign(secret.encode('ascii')).decode('ascii')
+        manager._send(session, manager.visitor_cookie,
+                      manager._cookie_header(manager.visitor_cookie, value, None))
+        if not session.wrapped:
+            _apply_headers(bottle.response, session.cookies)
+    return secret
+
+
+def _csrf_token(session):
+    secret = _b64decode(_csrf_secret(session, True).encode('ascii'))
+    mask = secrets.token_bytes(SECRET_BYTES)
+    return _b64encode(mask + bytes(a ^ b for a, b in zip(mask, secret))).decode('ascii')
+
+
+def _token_fault(session):
+    """Why this request's CSRF token does not match the session's secret, or None."""
+    request = bottle.request
+    token = request.environ.get('HTTP_X_CSRF_TOKEN')
+    if not token:
+        try:
+            token = request.forms.get('csrf_token')
+        except Exception:       # a body bottle cannot parse has no token either
+            token = None
+    secret = _csrf_secret(session, False)
+    expected = _b64decode(secret.encode('ascii')) if secret else bytes(SECRET_BYTES)
     try:
-        st = os.lstat(path)
-    except OSError as exc:
-        raise ConfigError('cannot use session directory %r: %s' % (path, exc)) from exc
-    _check_private(path, st)
+        raw = _b64decode(token.encode('ascii')) if token and len(token) == TOKEN_LENGTH else b''
+    except (ValueError, UnicodeError):
+        raw = b''
+    got = bytes(a ^ b for a, b in zip(raw[:SECRET_BYTES], raw[SECRET_BYTES:]))
+    if hmac.compare_digest(got, expected) and secret and len(raw) == 2 * SECRET_BYTES:
+        return None
+    return 'the form\'s security token is missing or wrong. Reload the page and try again'
+
+
+def _origin(value):
+    """scheme://host[:port], lower case, without the scheme's default port."""
+    value = value.strip().lower()
+    for default in ('http://', ':80'), ('https://', ':443'):
+        if value.startswith(default[0]) and value.endswith(default[1]):
+            return value[:-len(default[1])]
+    return value
+
+
+def _origin_fault(environ, trusted):
+    """What the browser says of where an unsafe request comes from: '' when
+    it is this origin or a trusted one, None when it says nothing (then the
+    token decides), else why the request is refused."""
+    origin = environ.get('HTTP_ORIGIN')
+    if origin is not None and _origin(origin) in trusted:
+        return ''
+    site = environ.get('HTTP_SEC_FETCH_SITE')
+    if site is not None:
+        if site in ('same-origin', 'none'):
+            return ''
+        return 'the browser says this request comes from another site (Sec-Fetch-Site: %s)' % (
+            site[:20],)
+    if origin is None:
+        return None
+    scheme, host = bottle.request.urlparts[:2]
+    if _origin(origin) == _origin(scheme + '://' + host):
+        return ''
+    return 'the browser says this request comes from another origin'
+
+
+def _check_csrf(source, trusted):
+    """Refuse this request with 403 unless it passes the CSRF checks.
+    `source` is the session, or the manager to load it from if the token
+    must decide."""
+    fault = _origin_fault(bottle.request.environ, trusted)
+    if fault is None:
+        session = source if isinstance(source, Session) else source._current()
+        fault = _token_fault(session)
+    if fault:
+        _refuse(403, 'Refused: %s.' % fault)
+
+
+def _wants_json():
+    """Whether the request's Accept header prefers application/json to HTML."""
+    accept = bottle.request.environ.get('HTTP_ACCEPT', '')
+    if 'json' not in accept:
+        return False
+    ranks = {}
+    for index, part in enumerate(accept.lower().split(',')):
+        kind, _, params = part.partition(';')
+        quality = re.search(r'q=([0-9.]+)', params)
+        try:
+            ranks[kind.strip()] = float(quality.group(1)) if quality else 1.0, -index
+        except ValueError:
+            continue
+    return ranks.get('application/json', (0, 0)) > ranks.get('text/html', (0, 0))
+
+
+def _refuse(status, message, json_too=False):
+    """Raise an error response: JSON when asked for (or json_too), else HTML."""
+    if json_too or _wants_json():
+        raise bottle.HTTPResponse(_json_encode({'error': message, 'status': status}),
+                                  status, {'Content-Type': 'application/json'})
+    raise bottle.HTTPError(status, message)
+
+
+###############################################################################
+# 5. The plugin and the authenticator #########################################
+###############################################################################
+
+class SessionPlugin:
+    """Pass the session to handlers that take a `session` argument, and the
+    current user to those that take `user`; save the session if modified;
+    refuse cross-site POSTs.
+
+    The session is saved, and its cookies and cache headers written onto the
+    response that is sent, when the handler returns (a body or an
+    HTTPResponse such as static_file()) or raises an HTTPResponse such as
+    redirect() or abort(); not when it fails with another exception.
+
+    :param load_user: ``fn(user_id)`` returns the app's user, or None when the
+        user no longer exists (the session is then signed out). Called at
+        most once per request, and only when the request asks for the user.
+    :param user_version: ``fn(user)`` returns a string that changes when the
+        user's sessions should end, such as the password hash. Every session
+        of that user whose user is loaded afterwards is signed out.
+    :param csrf: check every POST, PUT, PATCH and DELETE to every route of the
+        app (see _check_csrf). A route opts out with ``session={'csrf': False}``.
+    :param trusted_origins: other origins ('https://admin.example.com') whose
+        pages may post here.
+    """
+
+    name = 'session'
+    api = 2
+
+    def __init__(self, session_manager, keyword='session', autosave=True, csrf=True, *,
+                 load_user=None, user_version=None, trusted_origins=()):
+        if not isinstance(session_manager, BaseSession):
+            raise TypeError('SessionPlugin needs a session manager, such as CookieSession()')
+        for name, fn in (('load_user', load_user), ('user_version', user_version)):
+            if fn is not None and not callable(fn):
+                raise TypeError('%s must be a function, not %r' % (name, fn))
+        if user_version is not None and load_user is None:
+            raise ConfigError('user_version needs load_user: it is a function of the user')
+        if isinstance(trusted_origins, str):
+            raise TypeError('trusted_origins is a list of origins, not one string')
+        for origin in trusted_origins:
+            if not re.match(r'https?://[^/\s?#]+\Z', str(origin)):
+                raise ConfigError('a trusted origin is scheme://host[:port], not %r' % (origin,))
+        self.session_manager, self.keyword, self.autosave = session_manager, keyword, autosave
+        self.csrf, self.load_user, self.user_version = csrf, load_user, user_version
+        self.trusted_origins = frozenset(_origin(origin) for origin in trusted_origins)
+        if keyword != 'session':
+            self.name = 'session_' + keyword    # so two can be installed, and uninstalled
+
+    def setup(self, app):
+        for other in app.plugins:
+            if other is not self and getattr(other, 'keyword', None) == self.keyword:
+                raise bottle.PluginError('another plugin already uses the keyword %r'
+                                         % self.keyword)
+
+    def apply(self, callback, route):
+        keyword = route.config.get('session.keyword', self.keyword)
+        autosave = route.config.get('session.autosave', self.autosave)
+        csrf = route.config.get('session.csrf', self.csrf)
+        args = _callback_args(route)
+        takes_session = keyword in args
+        takes_user = (self.load_user is not None and 'user' in args
+                      and not re.search(r'<user[:>]', route.rule))     # not a URL wildcard
+        if not (takes_session or takes_user or csrf):
+            return callback
+        manager, trusted = self.session_manager, self.trusted_origins
+
+        @functools.wraps(callback)
+        def wrapper(*args, **kwargs):
+            if csrf and bottle.request.environ['REQUEST_METHOD'].upper() not in _SAFE_METHODS:
+                _check_csrf(manager, trusted)
+            if not (takes_session or takes_user):
+                return callback(*args, **kwargs)
+            session = manager._current(True)
+            if takes_session:
+                kwargs[keyword] = session
+            if takes_user:
+                kwargs['user'] = _user(self, session)
+            return manager._handle(session, callback, args, kwargs, autosave)
+        return wrapper
+
+
+def _callback_args(route):
+    try:        # follows functools.wraps, so decorated handlers are seen through
+        return inspect.signature(route.callback).parameters
+    except (TypeError, ValueError):
+        return route.get_callback_args()
+
+
+Plugin = SessionPlugin
+
+
+def _safe_path(target):
+    """True for a same-site path like '/a?b=1'; false for URLs, '//host',
+    '/\\host', whitespace, control characters and over-long values."""
+    return (isinstance(target, str) and len(target) <= 2048
+            and _SAFE_PATH_RE.match(target) is not None)
+
+
+def _current_path():
+    path = urllib.parse.quote(bottle.request.fullpath, safe="/:@!$&'()*+,;=-._~")
+    query = bottle.request.query_string
+    if query:
+        path += '?' + urllib.parse.quote(query, safe="/:@!$&'()*+,;=-._~?%")
     return path
+
+
+def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
+    """Make `valid_user`, a decorator factory that requires a signed-in session.
+
+    A visitor who is not signed in is redirected to the login URL; the page
+    they asked for is remembered (a same-site path only) in the
+    'validuserloginredirect' cookie, for redirect_back(). With the plugin's
+    load_user, the user is loaded too, and a user who is gone or whose
+    user_version changed is signed out. session['name'] (or the user id)
+    becomes environ['REMOTE_USER'] when it is a printable string.
+
+    :param verify: ``fn(session)``, run on every request; when false the
+        session is signed out (the user was deleted, say).
+    :param require: ``fn(session)``, who may see the page: a signed-in user
+        for whom it is false gets a 403 and stays signed in (admin pages).
+
+    ``valid_user(login_url, verify, require, fresh=None, api=False)`` takes
+    the same, and two more. `fresh`: seconds since the login after which the
+    user must sign in again to see the page; they stay signed in meanwhile.
+    `api=True`: refuse with 401 (or 403 for `require`) and a JSON body, not
+    a redirect; so does any refused request whose Accept prefers JSON.
+    ``@valid_user`` works without parentheses too.
+    """
+    _check_gate(require, None)
+
+    def valid_user(login_url=login_url, verify=verify, require=require, fresh=None,
+                   api=False):
+        if callable(login_url):             # @valid_user, without parentheses
+            return valid_user()(login_url)
+        _check_gate(require, fresh)
+
+        def decorator(handler):
+            @functools.wraps(handler)
+            def check_auth(*args, **kwargs):
+                session = session_manager._current(wrapped=True)
+                gate = _gate(session, handler, login_url, verify, require, fresh, api)
+                return session_manager._handle(session, gate, args, kwargs, False)
+            return check_auth
+        return decorator
+    return valid_user
+
+
+def _check_gate(require, fresh):
+    if require is not None and not callable(require):
+        raise TypeError('require must be a function of the session, not %r' % (require,))
+    if fresh is not None:
+        _seconds(fresh, 'fresh')
+
+
+def _gate(session, handler, login_url, verify, require, fresh, api):
+    """The handler to run for this request: `handler`, or a refusal."""
+    if session.get('valid') and verify is not None and not verify(session):
+        session.logout()
+    plugin = _plugin(session.manager)
+    if session.get('valid') and plugin is not None and plugin.load_user is not None:
+        _user(plugin, session)      # signs out a user who is gone or changed
+    login = session.login_time
+    if not session.get('valid'):
+        return functools.partial(_to_login, session.manager, login_url, api,
+                                 'Sign in to see this page.')
+    if fresh is not None and (login is None or session.manager.now() - login > fresh):
+        return functools.partial(_to_login, session.manager, login_url, api,
+                                 'Sign in again to see this page.')
+    name = session.get('name', session.user_id)
+    if isinstance(name, int) and not isinstance(name, bool):
+        name = str(name)
+    if isinstance(name, str) and name.isprintable():    # no CR/LF into headers
+        bottle.request.environ['REMOTE_USER'] = name
+    if require is not None and not require(session):
+        return lambda *args, **kwargs: _refuse(
+            403, 'You are signed in, but may not see this page.', api)
+    return handler
+
+
+def _to_login(manager, login_url, api, message, *args, **kwargs):
+    """Refuse with 401 and JSON for an API, else remember the page and redirect."""
+    if api or _wants_json():
+        _refuse(401, message, True)
+    target = _current_path()
+    if _safe_path(target):
+        bottle.response.set_cookie(REDIRECT_COOKIE, target, path='/', max_age=3600,
+                                   httponly=True, secure=manager.secure, samesite='Lax')
+    bottle.redirect(login_url)
+
+
+def redirect_back(default='/'):
+    """Redirect to the page remembered by the authenticator, if it is a safe
+    same-site path, else to `default`. Call it at the end of a login handler."""
+    target = (_cookie_values(bottle.request.environ, REDIRECT_COOKIE) or [None])[0]
+    bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
+    bottle.redirect(target if _safe_path(target) else default)
+
+
+###############################################################################
+# 6. The stores ###############################################################
+###############################################################################
+
+# Private directories: the file store's, the default SQLite file's, and the
+# derived secret's key file live in one that only this user can change.
+
+_O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
+_O_DIRECTORY = getattr(os, 'O_DIRECTORY', 0)
+_PLANTED_PICKLE = 'can plant session files, and unpickling them runs their code'
+_PLANTED_SQLITE = 'can plant a session database, and with it a signed-in session'
+
+
+def _default_dir():
+    uid = os.geteuid() if hasattr(os, 'geteuid') else 0
+    return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % uid)
 
 
 def _open_private_dir(path):
@@ -313,7 +1265,12 @@ def _open_private_dir(path):
 
     A symlink is refused, and the owner and mode are checked on the open
     descriptor: what was checked is what every later dir_fd= call uses."""
-    _make_dir(path)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError('cannot create session directory %r: %s' % (path, exc)) from exc
     try:
         fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW)
     except OSError as exc:
@@ -329,28 +1286,11 @@ def _open_private_dir(path):
     return fd
 
 
-def _make_dir(path):
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ConfigError('cannot create session directory %r: %s' % (path, exc)) from exc
-
-
-_PLANTED_PICKLE = 'can plant session files, and unpickling them runs their code'
-_PLANTED_SQLITE = 'can plant a session database, and with it a signed-in session'
-
-
 def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
-    """Refuse a directory (`st` its stat) that is not this user's alone."""
-    if not stat.S_ISDIR(st.st_mode):
+    """Refuse a directory or file (`st` its stat) that another user owns or
+    others can write: whoever can, can plant what we would trust."""
+    if what.endswith('directory') and not stat.S_ISDIR(st.st_mode):
         raise ConfigError('%s %r is not a directory' % (what, path))
-    _check_owner(path, st, what, planted)
-
-
-def _check_owner(path, st, what, planted):
-    """Refuse a directory or file that another user owns or others can write."""
     if hasattr(os, 'geteuid') and st.st_uid != os.geteuid():
         raise ConfigError('%s %r is owned by uid %d, not by this user (uid %d): whoever '
                           'owns it %s' % (what, path, st.st_uid, os.geteuid(), planted))
@@ -360,14 +1300,38 @@ def _check_owner(path, st, what, planted):
                           '%s. Use %s.' % (what, path, stat.S_IMODE(st.st_mode), planted, private))
 
 
-def _default_dir():
-    uid = os.geteuid() if hasattr(os, 'geteuid') else 0
-    return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % uid)
+def _write_file(directory, name, blob, mtime=None, replace=False):
+    """Write `blob` to file `name` in `directory` (a descriptor) whole: under a
+    temp name, then renamed (replace=True) or linked into place. Return
+    False if it was not replaced and `name` was there: a process starting
+    at the same moment wrote it, and theirs is kept."""
+    temp = '.tmp-' + secrets.token_hex(8)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
+                 dir_fd=directory)
+    try:
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+            return True
+        os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        try:
+            os.unlink(temp, dir_fd=directory)
+        except FileNotFoundError:
+            pass
 
 
-###############################################################################
 # Secrets and signing #########################################################
-###############################################################################
 
 def derive_key(secret, salt):
     """Derive a key for one purpose: HMAC-SHA256(secret, 'bottlesession.' + salt).
@@ -377,79 +1341,42 @@ def derive_key(secret, salt):
     return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
 
 
-_PROC_STAT, _PROC_UPTIME = '/proc/stat', '/proc/uptime'      # Linux only
-
-
-def _boot_time():
-    try:
-        with open(_PROC_STAT, 'rb') as stats:
-            for line in stats:
-                if line.startswith(b'btime '):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        with open(_PROC_UPTIME, 'rb') as uptime:
-            # Rounded to the minute, as now - uptime jitters by a fraction.
-            return int(time.time() - float(uptime.read().split()[0])) // 60 * 60
-    except (OSError, ValueError, IndexError):
-        raise ConfigError('no secret was given and this system has no boot time to '
-                          'derive one from: pass secret= or secret_file=') from None
-
-
 def machine_secret(_stacklevel=2):
     """A secret for this machine, for when none is given; it warns.
 
-    SHA-256 of the node id, the boot time and 32 random bytes that are made
-    once and kept in a 0600 file, 'machine-secret', in the per-user private
-    directory (the default session directory). It stays the same across
-    restarts, and nobody can compute it without reading that file. It is
-    lost with that directory (a temp cleaner, a reboot that clears /tmp),
-    which ends every session; it differs per machine, so several servers
-    cannot share sessions. Pass secret= or secret_file= in production."""
+    SHA-256 of the node id, the boot time and 32 random bytes kept in a 0600
+    file, 'machine-secret', in the per-user private directory (the default
+    session directory): nobody can compute it without reading that file. It
+    changes at a reboot and when that directory is lost, which ends every
+    session, and it differs per machine."""
     node = uuid.getnode()
     if node >> 40 & 1:      # multicast bit: uuid made the node id up at random
         raise ConfigError('no secret was given and this machine has no stable node '
                           'id to derive one from: pass secret= or secret_file=')
+    try:
+        with open('/proc/stat', 'rb') as stats:     # Linux: the boot time
+            boot = int([line for line in stats if line.startswith(b'btime ')][0].split()[1])
+    except (OSError, ValueError, IndexError):
+        raise ConfigError('no secret was given and this system has no boot time to '
+                          'derive one from: pass secret= or secret_file=') from None
     warnings.warn(InsecureSecretWarning(
-        'no secret given: derived one from this machine and a random key kept in '
-        '%s. Sessions end when that directory is lost (a temp cleaner, a reboot), '
-        'and the key is per machine, so several servers cannot share sessions. '
-        'Pass secret= or secret_file=.' % _default_dir()), stacklevel=_stacklevel)
-    seed = b'bottlesession:%d:%d:' % (node, _boot_time())
+        'no secret given: derived one from this machine. Sessions end at a reboot, '
+        'and several servers cannot share them. Pass secret= or secret_file=.'),
+        stacklevel=_stacklevel)
+    seed = b'bottlesession:%d:%d:' % (node, boot)
     return hashlib.sha256(seed + _machine_key()).hexdigest().encode('ascii')
 
 
 def _machine_key():
     """The 32 random bytes machine_secret() mixes in, made once, kept private."""
-    path = os.path.join(_default_dir(), 'machine-secret')
-    name = 'machine-secret'
+    path, name = os.path.join(_default_dir(), 'machine-secret'), 'machine-secret'
     directory = None
     try:
         directory = _open_private_dir(_default_dir())
+        _write_file(directory, name, secrets.token_bytes(32))     # or keep the one there
+        fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory)
         try:
-            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory)
-        except FileNotFoundError:
-            # Write it whole under a temp name, then link: a process starting
-            # at the same moment reads ours or keeps its own, never half.
-            temp = '%s.%s' % (name, secrets.token_hex(8))
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
-                         dir_fd=directory)
-            try:
-                os.write(fd, secrets.token_bytes(32))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(temp, dir_fd=directory)
-            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory)
-        try:
-            st = os.fstat(fd)
-            key = os.read(fd, 33)
+            st, key = os.fstat(fd), os.read(fd, 33)
         finally:
             os.close(fd)
     except (OSError, ConfigError) as exc:
@@ -486,7 +1413,7 @@ def _load_secrets(secret, secret_file):
             raise ConfigError('secret_file %r is empty: its first line is the secret'
                               % (secret_file,))
     else:
-        found = [machine_secret(_stacklevel=4)]     # point at the caller's line
+        found = [machine_secret(_stacklevel=5)]     # point at the caller's line
     keys = []
     for item in found:
         if not isinstance(item, (str, bytes)) or not item:
@@ -495,7 +1422,7 @@ def _load_secrets(secret, secret_file):
     if any(len(key) < 16 for key in keys):
         warnings.warn(InsecureSecretWarning(
             'a session secret is shorter than 16 bytes: it can be guessed. Use '
-            'secrets.token_urlsafe(32).'), stacklevel=3)
+            'secrets.token_urlsafe(32).'), stacklevel=4)
     return keys
 
 
@@ -504,27 +1431,21 @@ class Signer:
 
     The first secret signs; every one verifies, so secrets can be rotated:
     put the new one first and drop the old one once its cookies expired.
-    `context` is bound into every signature (CookieSession binds the cookie
-    name, so one cookie's value is worthless under another name)."""
+    Each key is derived for `salt` (one purpose), and `context` is bound into
+    every signature: CookieSession binds the cookie's name, path, domain and
+    namespace, so a cookie is worthless under another of them."""
 
     def __init__(self, secrets, salt, context=b''):
         if not secrets:
             raise ConfigError('Signer needs at least one secret')
-        # HMAC (RFC 2104) from two SHA-256 states per secret, keyed once, the
-        # context already fed in: copying a hashlib state costs a fraction of
-        # what an hmac object does, and this runs twice per saved cookie.
-        self._keys = []
-        for secret in secrets:
-            key = derive_key(secret, salt).ljust(64, b'\0')     # SHA-256's block size
-            inner = hashlib.sha256(bytes(b ^ 0x36 for b in key) + context + b'\0')
-            self._keys.append((inner, hashlib.sha256(bytes(b ^ 0x5c for b in key))))
+        # Keyed once, with the context fed in: each signature copies one.
+        self._macs = [hmac.new(derive_key(secret, salt), context + b'\0', hashlib.sha256)
+                      for secret in secrets]
 
     def signature(self, message, index=0):
-        inner, outer = self._keys[index]
-        inner, outer = inner.copy(), outer.copy()
-        inner.update(message)
-        outer.update(inner.digest())
-        return _b64encode(outer.digest())
+        mac = self._macs[index].copy()
+        mac.update(message)
+        return _b64encode(mac.digest())
 
     def sign(self, message):
         return message + b'.' + self.signature(message)
@@ -534,511 +1455,16 @@ class Signer:
         message, dot, sig = signed.rpartition(b'.')
         if not dot:
             raise BadSignature('no signature')
-        for index in range(len(self._keys)):
+        for index in range(len(self._macs)):
             if hmac.compare_digest(sig, self.signature(message, index)):
                 return message, index
         raise BadSignature('signature does not match')
 
 
-###############################################################################
-# The session object ##########################################################
-###############################################################################
-
-_SCALARS = (str, int, float, bool, type(None), bytes)
-_MISSING = object()
-_EXPIRY_KEY, _CSRF_KEY = '_expiry', '_csrf'     # kept in the data, so every store has them
-
-
-class Session(dict):
-    """The session: a dict that knows its id and whether it is new or modified.
-
-    Changes through the dict methods set `modified`; a call that changes
-    nothing (``pop('flash', None)`` on a session without it, setting a key
-    to the string or number it already holds) does not. A change inside a
-    value (``session['cart'].append(x)``) is not seen: set
-    ``session.modified = True``. Keys 'sessionid' and 'valid' are there from
-    the start, as in the original.
-    """
-
-    __slots__ = ('manager', 'id', 'created', 'accessed', 'new', 'modified', 'replaces',
-                 'login_state', 'touch', 'managed', 'cookies', 'csrf_secret', 'csrf_fresh',
-                 'expiry_sent', 'version')
-
-    def __init__(self, manager, sid, data=(), created=None, accessed=None, new=True):
-        dict.__init__(self, data)
-        self.manager = manager
-        self.created = created
-        self.accessed = accessed
-        self.new = new
-        self.touch = self.managed = self.csrf_fresh = self.modified = False
-        self.cookies = None                 # {name: Set-Cookie header} to send
-        self.csrf_secret = None             # a visitor's, while nothing is stored
-        self.expiry_sent = None             # set_expiry() as loaded: a change re-sends
-        self.version = None                 # the stored record as loaded (server stores)
-        self.replaces = None                # an id to delete when this session is saved
-        self.id = sid                       # (what _attach() does, spelt out: it is hot)
-        dict.__setitem__(self, 'sessionid', sid)
-        if 'valid' not in self:
-            dict.__setitem__(self, 'valid', False)
-        self.login_state = bool(self['valid']), self.get('name')
-
-    def _attach(self, sid):
-        self.id = sid
-        dict.__setitem__(self, 'sessionid', sid)
-        dict.setdefault(self, 'valid', False)
-        self.login_state = self._login()    # a change of it at save rotates the id
-        self.modified = False
-        self.replaces = None        # an id to delete when this session is saved
-
-    def _login(self):
-        return bool(self.get('valid')), self.get('name')
-
-    def save(self):
-        """Save now. The plugin does this for you when the session was modified."""
-        self.manager.save(self)
-
-    def regenerate(self):
-        """Give the session a new id, keep its data, delete the old id. Call at login."""
-        self.manager.regenerate(self)
-
-    def invalidate(self):
-        """Delete the session and expire its cookie. Call at logout."""
-        self.manager.invalidate(self)
-
-    def set_expiry(self, value):
-        """End this session `value` seconds (or a timedelta) from now, at most
-        400 days; 0 for a browser-session cookie (the server still ends it at
-        cookie_expires); None for the store's default. Kept across login."""
-        if value is None:
-            self.pop(_EXPIRY_KEY, None)
-        elif value == 0 and not isinstance(value, bool):
-            self[_EXPIRY_KEY] = 0
-        else:
-            self[_EXPIRY_KEY] = int(self.manager.now() + _seconds(value, 'expiry'))
-
-    def csrf_token(self):
-        """A token for this session's forms: a field named csrf_token, or an
-        X-CSRF-Token header. A new string each call (against BREACH); each is
-        valid until the session logs in or out."""
-        return self.manager.csrf_token(self)
-
-    def check_csrf(self):
-        """Abort with 403 unless this request carries a valid token. The
-        plugin does this for you on POST, PUT, PATCH and DELETE."""
-        self.manager.check_csrf(self)
-
-    def __setitem__(self, key, value):
-        old = dict.get(self, key, _MISSING)
-        if type(old) is not type(value) or type(value) not in _SCALARS or old != value:
-            self.modified = True
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key):
-        dict.__delitem__(self, key)
-        self.modified = True
-
-    def __ior__(self, other):
-        self.update(other)
-        return self
-
-    def clear(self):
-        """Remove all data. The id stays, and the session is no longer logged in."""
-        dict.clear(self)
-        dict.update(self, sessionid=self.id, valid=False)
-        self.modified = True
-
-    def pop(self, key, *default):
-        if key in self:
-            self.modified = True
-        return dict.pop(self, key, *default)
-
-    def popitem(self):
-        item = dict.popitem(self)
-        self.modified = True
-        return item
-
-    def setdefault(self, key, default=None):
-        if key not in self:
-            self[key] = default
-        return dict.__getitem__(self, key)
-
-    def update(self, *args, **kwargs):
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def __repr__(self):
-        data = {key: value for key, value in self.items() if key != 'sessionid'}
-        return '<Session %s… %r>' % (self.id[:6], data)
-
-    # Flash messages, with Flask's names ######################################
-
-    flash_key = '_flashes'      # their one key: a JSON list of [category, message]
-
-    def flash(self, message, category='message'):
-        """Queue a message for the next page that calls get_flashed_messages().
-
-        It is kept in the session, so it survives a redirect in every store;
-        it must be JSON-serialisable (a str is)."""
-        self[self.flash_key] = self.get(self.flash_key, []) + [[category, message]]
-
-    def get_flashed_messages(self, with_categories=False, category_filter=()):
-        """Return the queued messages and remove them from the session.
-
-        with_categories=True gives (category, message) tuples. category_filter
-        returns and removes only the messages of those categories. With
-        nothing to return, the session is left unmodified. Unlike Flask, a
-        second call in the same request does not return the same messages."""
-        queued = self.get(self.flash_key) or []
-        shown = [m for m in queued if not category_filter or m[0] in category_filter]
-        if shown:
-            kept = [m for m in queued if category_filter and m[0] not in category_filter]
-            if kept:
-                self[self.flash_key] = kept
-            else:
-                del self[self.flash_key]
-        return [tuple(m) for m in shown] if with_categories else [m[1] for m in shown]
-
-
-###############################################################################
-# Session managers ############################################################
-###############################################################################
-
-class BaseSession:
-    """What every store shares: ids, expiry, cookies and the request cycle.
-
-    :param cookie_expires: the session's maximum age in seconds (or a
-        timedelta), counted from its creation or its last login, enforced by
-        the server and sent to the browser as Max-Age. None makes a
-        browser-session cookie; the server still ends it after 30 days.
-    :param idle_timeout: end a session not used for this long (off by default).
-    :param cookie_name, path, domain, secure, httponly, samesite: the cookie.
-    :param namespace: a name for this app, for apps that share a secret or a
-        store and the cookie's name, path and domain: sessions of one are then
-        unknown to the other.
-
-    Lifetimes are at most 400 days, as browsers cap them. A store subclass
-    says only how to `load` a session from a cookie value, how to `persist`
-    one (returning the cookie value to send, if it changed) and how to
-    `delete` one.
-    """
-
-    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
-                 cookie_name='sessionid', path='/', domain=None, secure=False,
-                 httponly=True, samesite='Lax', namespace=None):
-        self.cookie_expires = cookie_expires
-        self.max_age = _seconds(DEFAULT_MAX_AGE if cookie_expires is None
-                                else cookie_expires, 'cookie_expires')
-        self.idle_timeout = None if idle_timeout is None else _seconds(idle_timeout, 'idle_timeout')
-        if not isinstance(cookie_name, str) or not _TOKEN_RE.match(cookie_name):
-            raise ConfigError('cookie_name %r is not a valid cookie name' % (cookie_name,))
-        if not isinstance(path, str) or not path.startswith('/') or not _ATTR_RE.match(path):
-            raise ConfigError('path must be a URL path like "/", not %r' % (path,))
-        if domain is not None and not (isinstance(domain, str) and _ATTR_RE.match(domain)):
-            raise ConfigError('domain %r is not a valid cookie domain' % (domain,))
-        samesite = samesite and str(samesite).capitalize()
-        if samesite not in ('Lax', 'Strict', 'None', None):
-            raise ConfigError('samesite must be "Lax", "Strict", "None" or None')
-        if samesite == 'None' and not secure:
-            raise ConfigError('samesite="None" needs secure=True; browsers refuse it otherwise')
-        if namespace is not None and not isinstance(namespace, str):
-            raise TypeError('namespace must be a str, not %r' % (namespace,))
-        namespace = namespace or None       # '' is no namespace, in every store
-        self.cookie_name, self.path, self.domain = cookie_name, path, domain
-        self.namespace = namespace
-        self.secure, self.httponly, self.samesite = bool(secure), bool(httponly), samesite
-        self._attrs = ''.join(['; Path=' + path,
-                               '; Domain=' + domain if domain else '',
-                               '; Secure' if secure else '',
-                               '; HttpOnly' if httponly else '',
-                               '; SameSite=' + samesite if samesite else ''])
-        # Per manager, not per cookie name: two managers may share a name.
-        self._environ_key = 'bottlesession.%x' % id(self)
-        self._csrf_cookie = cookie_name + '_csrf'
-        # Refresh the idle clock at most this often, so reads rarely write.
-        self._touch_after = self.idle_timeout and self.idle_timeout / 10
-
-    def now(self):
-        """The time in seconds. Every expiry decision reads the clock here."""
-        return time.time()
-
-    def expires_at(self, created, accessed, data=None):
-        """When a session ends unless it is used again, in epoch seconds.
-
-        The one expiry rule: at the end set by Session.set_expiry(), else
-        max_age after creation (or the last login); and idle_timeout after
-        the last use, whichever comes first."""
-        end = created + self.max_age
-        if data and _EXPIRY_KEY in data:
-            chosen = data[_EXPIRY_KEY]
-            if type(chosen) in (int, float) and chosen > 0:
-                end = chosen
-        if self.idle_timeout is not None:
-            end = min(end, accessed + self.idle_timeout)
-        return end
-
-    def _cookie_header(self, value, max_age, name=None):
-        """The one place a Set-Cookie header is built: max_age None for a
-        browser-session cookie, 0 to expire it. `name` is the session cookie's
-        unless given (the visitor's CSRF cookie)."""
-        name = name or self.cookie_name
-        if max_age is None:
-            return '%s=%s%s' % (name, value, self._attrs)
-        if max_age == 0:
-            return '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
-                name, self._attrs)
-        return '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
-
-    # The store's part ########################################################
-
-    def load(self, value):
-        """Return the Session for a cookie value, or raise BadSession."""
-        raise NotImplementedError
-
-    def persist(self, session):
-        """Store the session; return the new cookie value, or None to keep it."""
-        raise NotImplementedError
-
-    def delete(self, sid):
-        """Delete the stored session `sid`, if there is one."""
-        raise NotImplementedError
-
-    def cleanup(self):
-        """Delete expired sessions, for cron. Return how many were removed."""
-        return 0
-
-    # The request cycle #######################################################
-
-    def get_session(self):
-        """The current request's session, loaded once per request.
-
-        A missing, malformed, tampered, unknown or expired cookie gives a
-        fresh session; nothing is stored or sent until it is saved."""
-        session = self._current()
-        if not session.managed:     # no plugin or valid_user will commit it
-            if session.touch:
-                self._save(session)
-            _apply_headers(bottle.response, session.cookies)
-        return session
-
-    def _current(self, managed=False):
-        environ = bottle.request.environ
-        session = environ.get(self._environ_key)
-        if session is None:
-            session = environ[self._environ_key] = self._load(environ)
-        if managed:
-            session.managed = True
-        return session
-
-    def _load(self, environ):
-        now = self.now()
-        for value in _cookie_values(environ, self.cookie_name):
-            try:
-                session = self.load(value)
-            except BadSession:
-                continue
-            if now > self.expires_at(session.created, session.accessed, session):
-                self.delete(session.id)         # expired: gone on the server too
-                continue
-            if self._touch_after and now - session.accessed > self._touch_after:
-                session.touch = True
-            return session
-        return Session(self, _new_id(), created=now, accessed=now)
-
-    def _handle(self, session, handler, args, kwargs, autosave, csrf=False):
-        """Run a handler, then commit the session onto the response Bottle sends.
-
-        That is the returned body's bottle.response, a returned HTTPResponse
-        (static_file() too), or a raised redirect(), abort() or HTTPError:
-        Bottle drops the headers of bottle.response for the last two. A
-        handler that fails with another exception saves nothing."""
-        try:
-            if csrf and bottle.request.environ['REQUEST_METHOD'].upper() in _UNSAFE_METHODS:
-                self.check_csrf(session)
-            result = handler(*args, **kwargs)
-        except SessionStoreError:
-            raise
-        except bottle.HTTPResponse as response:
-            self._commit(session, response, autosave)
-            raise
-        except Exception as exc:
-            if not session.cookies:
-                raise
-            # A logout or login that then crashed: Bottle's own 500 would
-            # drop the cookie, and a logged-out user would stay logged in.
-            trace = traceback.format_exc()
-            bottle.request.environ['wsgi.errors'].write(trace)
-            error = bottle.HTTPError(500, 'Internal Server Error', exc, trace)
-            _apply_headers(error, session.cookies)
-            raise error from exc
-        self._commit(session, result if isinstance(result, bottle.HTTPResponse)
-                     else bottle.response, autosave)
-        return result
-
-    def _commit(self, session, response, autosave):
-        """Save the session if due (at most once), then write its headers."""
-        if autosave and session.modified:
-            self._save(session)
-        elif session.touch:
-            try:
-                self._save(session)
-            except SessionStoreError as exc:     # the page only read the session: serve it
-                _log.warning('could not refresh the idle clock of a session: %s', exc)
-        _apply_headers(response, session.cookies)
-
-    def save(self, session):
-        """Store the session and send its cookie. Rotates the id at login.
-
-        Original-API code may pass a plain dict: it becomes the request's
-        session data."""
-        if not isinstance(session, Session):
-            if not isinstance(session, dict):
-                raise TypeError('save() takes the session that get_session() returned')
-            data, session = dict(session), self._current()
-            dict.clear(session)
-            dict.update(session, data, sessionid=session.id)
-            dict.setdefault(session, 'valid', False)
-            session.modified = True
-        elif session.manager is not self:
-            raise TypeError('save() takes a session of this manager')
-        self._save(session)
-        _apply_headers(bottle.response, session.cookies)
-
-    def _save(self, session):
-        now = self.now()
-        login = bool(session.get('valid')), session.get('name')
-        if session.login_state != login:    # a login or a logout:
-            if not session.csrf_fresh:
-                dict.pop(session, _CSRF_KEY, None)      # a new CSRF token,
-            if not session.new:
-                self._rotate(session, now)              # and a new id (fixation)
-        elif session.new and session.csrf_secret:   # the visitor's token goes along
-            dict.__setitem__(session, _CSRF_KEY, session.csrf_secret)
-        if len(session.id) != ID_LENGTH:
-            self._rotate(session, now)      # upgrade a uuid4 id the original made
-        session.accessed = now
-        value = self.persist(session)
-        if value is not None:
-            end = session.get(_EXPIRY_KEY)
-            if end is None and self.cookie_expires is not None:
-                max_age = max(0, math.ceil(session.created + self.max_age - now))
-            elif end:       # the absolute end: idle time is the server's business
-                max_age = max(0, math.ceil(self.expires_at(session.created, math.inf, session)
-                                           - now))
-            else:
-                max_age = None                  # a browser-session cookie
-            header = self._cookie_header(value, max_age)
-            if session.cookies is None:
-                session.cookies = {self.cookie_name: header}
-            else:
-                session.cookies[self.cookie_name] = header
-        session.new = session.modified = session.touch = False
-        session.expiry_sent = session.get(_EXPIRY_KEY)
-        session.replaces = None
-        session.login_state = login
-
-    def _rotate(self, session, now):
-        replaces = session.replaces or (None if session.new else session.id)
-        session._attach(_new_id())
-        session.replaces = replaces
-        session.created = now
-        session.modified = True
-
-    def regenerate(self, session):
-        """Give the session a new id, keep its data and delete the old id; save it."""
-        self._rotate(session, self.now())
-        self.save(session)
-
-    def invalidate(self, session):
-        """Delete the session's stored data and expire its cookie.
-
-        The same object becomes a fresh, empty, anonymous session."""
-        for sid in (session.replaces, None if session.new else session.id):
-            if sid:
-                self.delete(sid)
-        now = self.now()
-        dict.clear(session)
-        session._attach(_new_id())
-        session.new, session.created, session.accessed = True, now, now
-        session.touch, session.csrf_secret = False, None
-        self._send(session, self.cookie_name, self._cookie_header('', 0))
-        if _cookie_values(bottle.request.environ, self._csrf_cookie):
-            self._send(session, self._csrf_cookie,
-                       self._cookie_header('', 0, self._csrf_cookie))
-        _apply_headers(bottle.response, session.cookies)
-
-    @staticmethod
-    def _send(session, name, header):
-        if session.cookies is None:
-            session.cookies = {}
-        session.cookies[name] = header
-
-    # CSRF ####################################################################
-    # The secret is 32 random bytes in the session. A visitor with nothing
-    # stored keeps it in a cookie of its own, so showing a form stores
-    # nothing; it moves into the session when that is first saved, and is
-    # replaced at login and logout. A token is the secret masked with fresh
-    # random bytes, as Django does, so it differs in every response (BREACH).
-
-    def _csrf_secret(self, session, create):
-        secret = session.get(_CSRF_KEY)
-        if create and session.login_state != session._login() and not session.csrf_fresh:
-            # A login (or logout) this request makes: its token is the new one.
-            session.csrf_fresh = True
-            dict.__setitem__(session, _CSRF_KEY, _new_id())
-            return session[_CSRF_KEY]
-        if isinstance(secret, str) and _ID_RE.match(secret):
-            return secret
-        if session.csrf_secret is None and session.new:
-            name = self._csrf_cookie
-            for value in _cookie_values(bottle.request.environ, name):
-                if _ID_RE.match(value):
-                    session.csrf_secret = value
-                    break
-            else:
-                if not create:
-                    return None
-                session.csrf_secret = _new_id()
-                self._send(session, name, self._cookie_header(session.csrf_secret, None, name))
-                if not session.managed:     # get_session() has written its headers
-                    _apply_headers(bottle.response, session.cookies)
-        if session.csrf_secret is None:
-            if not create:
-                return None
-            session[_CSRF_KEY] = secret = _new_id()     # a stored session: saved with it
-            if not session.managed:     # no wrapper will save it: the original API
-                self.save(session)
-            return secret
-        return session.csrf_secret
-
-    def csrf_token(self, session):
-        """See Session.csrf_token()."""
-        secret = _b64decode(self._csrf_secret(session, True).encode('ascii'))
-        mask = secrets.token_bytes(32)
-        return _b64encode(mask + bytes(a ^ b for a, b in zip(mask, secret))).decode('ascii')
-
-    def check_csrf(self, session):
-        """See Session.check_csrf()."""
-        request = bottle.request
-        token = request.environ.get('HTTP_X_CSRF_TOKEN')
-        if not token:
-            try:
-                token = request.forms.get('csrf_token')
-            except Exception:       # a body bottle cannot parse has no token either
-                token = None
-        secret = self._csrf_secret(session, False)
-        expected = _b64decode(secret.encode('ascii')) if secret else b'\0' * 32
-        try:
-            raw = _b64decode(token.encode('ascii')) if token and len(token) == 86 else b''
-        except (ValueError, UnicodeError):
-            raw = b''
-        got = bytes(a ^ b for a, b in zip(raw[:32], raw[32:]))
-        if not (hmac.compare_digest(got, expected) and secret and len(raw) == 64):
-            raise bottle.HTTPError(403, 'The form\'s security token is missing or wrong. '
-                                        'Reload the page and try again.')
-
+# CookieSession ###############################################################
 
 class CookieSession(BaseSession):
-    """Keeps the session data in a signed cookie, so the server stores nothing.
+    """Keeps the session in a signed cookie, so the server stores nothing.
 
     :param secret: str or bytes, or a list of them, newest first, to rotate
         keys: the first signs, every one verifies, and a cookie signed with an
@@ -1050,7 +1476,7 @@ class CookieSession(BaseSession):
     (see machine_secret). Data must be JSON: str keys; str, int, float, bool,
     None, lists and dicts. The client can read it and replay it until it
     expires (see the module docstring). The signature binds the cookie's
-    name, path and domain, so a cookie is worthless under another of them.
+    name, path, domain and namespace. Rate limits count in this process.
     """
 
     salt = b'cookie-session'
@@ -1062,10 +1488,9 @@ class CookieSession(BaseSession):
                  compress=False, **options):
         super().__init__(cookie_expires, cookie_name=cookie_name, secure=secure,
                          httponly=httponly, **options)
-        context = '\0'.join([self.cookie_name, self.path, self.domain or '']
-                             + ([self.namespace] if self.namespace else []))
-        self.signer = Signer(_load_secrets(secret, secret_file), self.salt,
-                             context.encode('utf-8'))
+        keys = _load_secrets(secret, secret_file)
+        self.signer = Signer(keys, self.salt, self._context())
+        self._sign_with(keys)
         self.compress = compress
 
     def load(self, value):
@@ -1084,18 +1509,22 @@ class CookieSession(BaseSession):
             else:
                 raw = _b64decode(payload)
             record = _json_decode(raw.decode('utf-8'))
-            created, data = float(record['c']), record['d']
-            sid = data['sessionid']
+            created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
         except BadSession:
             raise
-        except (ValueError, TypeError, KeyError, zlib.error, binascii.Error) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, zlib.error,
+                binascii.Error) as exc:
             raise BadSession('malformed payload') from exc
-        if not isinstance(sid, str) or not _ID_RE.match(sid):
-            raise BadSession('malformed session id')
-        return Session(self, sid, data, created, int(stamp), new=False)
+        if not isinstance(data, dict) or not isinstance(sid, str) or not _ID_RE.match(sid):
+            raise BadSession('malformed session')
+        record.update(c=created, a=int(stamp))
+        return Session(self, sid, data, record, value)
 
     def persist(self, session):
-        raw = ('{"c":%d,"d":%s}' % (session.created, _to_json(session))).encode('ascii')
+        record = self._record(session)
+        del record['a']                 # the timestamp says it
+        record['i'] = session.id
+        raw = _to_json(record).encode('ascii')
         payload = _b64encode(raw)
         if self.compress:
             if len(raw) > self.max_decompressed:    # load() would refuse it: a silent logout
@@ -1103,185 +1532,301 @@ class CookieSession(BaseSession):
             packed = b'.' + _b64encode(zlib.compress(raw, 9))
             if len(packed) < len(payload):
                 payload = packed
-        value = self.signer.sign(b'%s.%d' % (payload, session.accessed)).decode('ascii')
+        value = self.signer.sign(b'%s.%d' % (payload, session.meta['a'])).decode('ascii')
         size = len(self.cookie_name) + 1 + len(value)
         if size > COOKIE_LIMIT:
             raise SessionTooLarge(size, COOKIE_LIMIT)
-        return value
+        return value, value
 
     def delete(self, sid):
         pass    # nothing is stored on the server; invalidate() expires the cookie
 
 
-def _merge(base, ours, theirs):
+# ServerSession: the server-side stores' base, and the merge #################
+
+def _merge(base, ours, theirs, same):
     """Apply the changes from `base` to `ours` onto `theirs`, a newer version.
 
     A key this request set, changed in place or deleted is taken from `ours`;
-    every other key keeps the newer value. A key both changed: ours wins."""
+    every other key keeps the newer value. A key both changed: ours wins.
+    same(a, b) tells whether two values store the same bytes."""
     merged = dict(theirs)
     for key in base.keys() | ours.keys():
         if key not in ours:
             merged.pop(key, None)
-        elif key not in base or base[key] != ours[key]:
+        elif key not in base or not same(base[key], ours[key]):
             merged[key] = ours[key]
-    # Flash messages are a queue, not a value: keep theirs, less the ones this
-    # request showed, plus the ones it added.
-    flashes = Session.flash_key
-    queues = [d.get(flashes) if isinstance(d.get(flashes), list) else [] for d in
-              (base, ours, theirs)]
-    if queues[0] != queues[1]:
-        shown = [m for m in queues[0] if m not in queues[1]]
-        added = [m for m in queues[1] if m not in queues[0]]
-        queue = [m for m in queues[2] if m not in shown] + added
-        if queue:
-            merged[flashes] = queue
-        else:
-            merged.pop(flashes, None)
     return merged
+
+
+def _merge_flashes(base, ours, theirs, merged):
+    """Flash messages are a queue, not a value: theirs, less the ones this
+    request showed, plus the ones it added, counted, so duplicates stay."""
+    key = Session.flash_key
+    queues = [d.get(key) if isinstance(d.get(key), list) else [] for d in (base, ours, theirs)]
+    if queues[0] == queues[1]:
+        return
+    counts = [collections.Counter(map(repr, queue)) for queue in queues[:2]]
+    shown, added = counts[0] - counts[1], counts[1] - counts[0]
+    queue = []
+    for message in queues[2]:
+        if shown[repr(message)]:
+            shown[repr(message)] -= 1
+        else:
+            queue.append(message)
+    for message in queues[1]:
+        if added[repr(message)]:
+            added[repr(message)] -= 1
+            queue.append(message)
+    if queue:
+        merged[key] = queue[-Session.flash_limit:]
+    else:
+        merged.pop(key, None)
+
+
+def _merge_record(base, ours, theirs, same):
+    """Merge two stored records, their meta and their data, key by key."""
+    def split(record):
+        return {k: v for k, v in record.items() if k != 'd'}, record.get('d') or {}
+    (base_meta, base_data), (our_meta, our_data), (their_meta, their_data) = (
+        split(base), split(ours), split(theirs))
+    merged = _merge(base_meta, our_meta, their_meta, same)
+    merged['d'] = _merge(base_data, our_data, their_data, same)
+    _merge_flashes(base_data, our_data, their_data, merged['d'])
+    return merged
+
+
+_NO_LOCK = contextlib.nullcontext()
 
 
 class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
     Ids are strict: a malformed id, or one the store does not hold, is never
-    adopted. A subclass implements fetch, write, swap, delete and cleanup,
-    and keeps session `sid` under storage_key(sid), never under the id.
+    adopted. A session is kept under storage_key(id), a hash, never under the
+    id, and its stored data leaves the id out: a copy of the store holds no
+    usable cookie.
 
     Concurrent requests on one session merge: a save writes only if the
     stored version is still the one this request loaded (compare-and-set);
     if another request changed it, this request's changes are applied to
-    the newer version and the save is tried again. If the session was
-    deleted meanwhile (a logout, a login's new id, expiry), the save is
-    dropped, so a request in flight never brings a session back.
+    the newer version and the save is tried again. A session deleted
+    meanwhile (a logout, expiry, end_sessions()) stays deleted, but for a
+    login, which starts afresh with what this request changed.
+
+    The store interface, all a new store implements. Keys are 64 hex
+    characters; blobs are what dumps() made (JSON text; pickles for files):
+
+        read(key)       -> the blob under key, or None if none is, or it expired
+        write(key, blob, expires, expected=None, replaces=None, user=None)
+                        -> whether it wrote. It stores blob under key until
+                           `expires` (epoch seconds), only if the blob under
+                           `replaces or key` is `expected` (None: no live
+                           record). `replaces`, the old key of a login, is
+                           deleted in the same step. `user` is a key that
+                           user_records() finds the record under.
+        remove(key)     -> whether a record was there
+        user_records(user) -> [(key, blob)] of the records written with `user`
+        purge(now)      -> how many expired records were removed
+
+    A store may also override lock(key), a context manager held around a
+    read and its write (the file store's locks; stores with an atomic
+    compare-and-set need none), and dumps(record) and loads(blob).
 
     :param cleanup_chance: the chance that saving a new session first runs
         cleanup(), so expired sessions go away without cron. 0 turns it off.
+    :param secret: signs visitors' CSRF cookies, and keys user_version
+        hashes. Without it, a visitor's token (asked for only by clients that
+        send neither Sec-Fetch-Site nor Origin) holds in this process only.
     """
 
     legacy_ids = False
     swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
+    max_size = 1 << 20      # bytes of a stored session, the same in every store
 
-    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, **options):
+    def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, secret=None,
+                 **options):
         super().__init__(cookie_expires, **options)
         if not 0 <= cleanup_chance <= 1:
             raise ConfigError('cleanup_chance must be between 0 and 1')
         self.cleanup_chance = cleanup_chance
         identity = _json_encode([self.cookie_name, self.path, self.domain, self.namespace])
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
-        self._last_key = None, None
+        if secret is not None:
+            self._sign_with(_load_secrets(secret, None))
+        else:
+            self._visitor_signer = Signer([secrets.token_bytes(32)], b'csrf-visitor',
+                                          self._context())
+            self._user_version_key = self._identity.copy().digest()
 
     def storage_key(self, sid):
         """The key the store keeps session `sid` under: a hash of the id and of
-        the issuing app's cookie name, path, domain and namespace.
-
-        So another app's ids are unknown here, even on the same table or Redis
-        prefix, and a copy of the stored keys gives nobody a usable cookie.
+        the issuing app's cookie name, path, domain and namespace, so another
+        app's ids are unknown here, even on the same table or Redis prefix.
         Files the original bottlesession wrote keep their uuid4 names."""
         if self.legacy_ids and len(sid) == 36:
             return sid
-        last = self._last_key           # a request reads, then saves, one id
-        if last[0] == sid:
-            return last[1]
         digest = self._identity.copy()
         digest.update(sid.encode('utf-8', 'surrogatepass'))
-        key = digest.hexdigest()        # 64 characters: fits the SQL id column
-        self._last_key = sid, key       # one tuple: threads see both or neither
-        return key
+        return digest.hexdigest()
 
-    # The store's part: the stored record's exact bytes or text is its version.
+    def _key(self, kind, name):
+        """The key of a user's index or a rate limit: apart from every session's."""
+        digest = self._identity.copy()
+        digest.update(b'\0%s\0%s' % (kind, _json_encode(name).encode('utf-8')))
+        return digest.hexdigest()
 
-    def fetch(self, sid):
-        """Return (version, (created, accessed, data)) for `sid`, or None."""
-        raise NotImplementedError
-
-    def write(self, sid, created, accessed, data, replaces=None):
-        """Store a session under a new id. With `replaces` (an id rotated at
-        login), delete that id first, and store nothing and return False if
-        it was gone: a logout meanwhile stays a logout."""
-        raise NotImplementedError
-
-    def swap(self, sid, version, created, accessed, data):
-        """Store a session only if its stored version is still `version`.
-
-        Return (new version, None) when written, (their version, their
-        record) when another request changed it, or None when it is gone."""
-        raise NotImplementedError
-
-    def read(self, sid):
-        """Return (created, accessed, data) for `sid`, or None."""
-        found = self.fetch(sid)
-        return None if found is None else found[1]
+    def _user_key(self, record):
+        user = record.get('u')
+        return self._key(b'user', user) if user is not None and record['d'].get('valid') else None
 
     def valid_id(self, sid):
         return bool(_ID_RE.match(sid) or (self.legacy_ids and _LEGACY_ID_RE.match(sid)))
 
+    # The store's part, on the interface above ################################
+
+    def lock(self, key):
+        return _NO_LOCK
+
+    def dumps(self, record):
+        return _to_json(record)
+
+    def loads(self, blob):
+        return _json_decode(blob if isinstance(blob, str) else blob.decode('utf-8'))
+
+    def _same(self, a, b):
+        return _json_encode(a) == _json_encode(b)
+
+    def _parse(self, blob):
+        """The record in a blob, or None if it is not one of ours."""
+        try:
+            record = self.loads(blob)
+            float(record['c']), float(record['a'])
+        except Exception:       # damaged, foreign or truncated: treated as unknown
+            return None
+        return record if isinstance(record.get('d'), dict) else None
+
     def load(self, value):
         if not self.valid_id(value):
             raise BadSession('malformed session id')
-        found = self.fetch(value)
-        if found is None:
+        blob = self.read(self.storage_key(value))
+        record = None if blob is None else self._parse(blob)
+        if record is None:
             raise BadSession('unknown session id')
-        version, (created, accessed, data) = found
-        session = Session(self, value, data, created, accessed, new=False)
-        session.version, session.expiry_sent = version, data.get(_EXPIRY_KEY)
-        return session
+        data = record.pop('d')
+        data.pop('sessionid', None)     # written by bottlesession 2.0
+        return Session(self, value, data, record, blob)
 
     def persist(self, session):
-        if session.new or session.replaces or session.version is None:     # a new id
-            if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
-                self.cleanup()
-            if self.write(session.id, session.created, session.accessed, dict(session),
-                          session.replaces) is False:
-                return None     # rotating a session deleted meanwhile: stay deleted
-            return session.id
-        data = ours = dict(session)
-        version, base = session.version, None
+        if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
+            self._cleanup_quietly()
+        send = session.new or session.old_id or session.meta.get('e') != session.loaded[1].get('e')
+        key = self.storage_key(session.id)
+        old = session.old_id and self.storage_key(session.old_id)
+        version, ours = session.loaded[0], self._record(session)
+        record, base = ours, None
         for attempt in range(self.swap_attempts):
-            found = self.swap(session.id, version, session.created, session.accessed, data)
-            if found is None:           # deleted meanwhile: stay deleted
-                return None
-            version, theirs = found
-            if theirs is None:
+            blob = self.dumps(record)
+            if len(blob) > self.max_size:
+                raise SessionTooLarge(len(blob), self.max_size)
+            with self.lock(old or key):
+                if self.write(key, blob, math.ceil(self.expires_at(record)), version, old,
+                              self._user_key(record)):
+                    break
+                theirs = self.read(old or key)
+            if theirs == blob:          # a retried write that had landed after all
                 break
-            if attempt:             # racing saves: wait a little, then the newest
-                time.sleep(random.random() * 0.001 * min(attempt, 5))
-                found = self.fetch(session.id)
-                if found is None:
-                    return None
-                version, theirs = found
-            if base is None:            # the data as this request loaded it
-                base = self.parse(session.version)[2]
-            data = _merge(base, ours, theirs[2])
+            if base is None:
+                base = self._parse(session.loaded[0]) if version is not None else {}
+            if theirs is None or self._parse(theirs) is None:
+                if not (session.get('valid') and session.meta.get('l') != session.loaded[1].get('l')):
+                    return None, None   # deleted meanwhile: stays deleted
+                theirs, old = None, None    # a login starts afresh
+            record = _merge_record(base, ours, self._parse(theirs) if theirs else {}, self._same)
+            version = theirs
+            time.sleep(random.random() * 0.001 * min(attempt, 5))
         else:
             raise SessionStoreError('session %s… changed under %d saves in a row'
                                     % (session.id[:6], self.swap_attempts))
-        session.version = version
-        if data != session:             # the newer keys, for the rest of the request
+        if record is not ours:          # the newer keys, for the rest of the request
+            session.meta = {k: v for k, v in record.items() if k != 'd'}
             dict.clear(session)
-            dict.update(session, data)
-        if session.get(_EXPIRY_KEY) != session.expiry_sent:
-            return session.id
-        return None
+            dict.update(session, record['d'], sessionid=session.id)
+        return blob, session.id if send else None
 
-    def _record(self, created, accessed, data):
-        """The JSON text a store keeps, and when it expires (whole seconds)."""
-        created, accessed = int(created), int(accessed)
-        text = '{"c":%d,"a":%d,"d":%s}' % (created, accessed, _to_json(data))
-        return text, math.ceil(self.expires_at(created, accessed, data))
+    def delete(self, sid):
+        key = self.storage_key(sid)
+        with self.lock(key):
+            self.remove(key)
 
-    def parse(self, text):
-        """Return (created, accessed, data) from a stored version, or None.
-        This reads the JSON that SQL and Redis keep; the file store unpickles."""
+    def cleanup(self):
+        """Delete expired sessions, for cron. Return how many were removed."""
+        return self.purge(self.now())
+
+    def _cleanup_quietly(self):
         try:
-            record = _json_decode(text if isinstance(text, str) else text.decode('utf-8'))
-            created, accessed, data = float(record['c']), float(record['a']), record['d']
-        except (ValueError, TypeError, KeyError):
-            return None     # not ours, or damaged: treated as unknown
-        return (created, accessed, data) if isinstance(data, dict) else None
+            self.cleanup()
+        except Exception as exc:        # a sweep must not fail the request it rides on
+            _log.warning('session cleanup failed: %s', exc)
 
+    # Users and rate limits ###################################################
+
+    def _user_records(self, user_id):
+        now = self.now()
+        for key, blob in self.user_records(self._key(b'user', user_id)):
+            record = self._parse(blob)
+            if (record is not None and record.get('u') == user_id and record['d'].get('valid')
+                    and now <= self.expires_at(record)):
+                yield key, record
+
+    def user_sessions(self, user_id):
+        """The live sessions of `user_id`: dicts of 'key' (the storage key, no
+        cookie), 'created', 'accessed', 'expires' and 'login' (Unix times)."""
+        return [{'key': key, 'created': record['c'], 'accessed': record['a'],
+                 'expires': self.expires_at(record), 'login': record.get('l')}
+                for key, record in self._user_records(user_id)]
+
+    def end_sessions(self, user_id, keep=None):
+        """End every session of `user_id` but `keep` (a Session); return how many."""
+        kept = keep is not None and self.storage_key(keep.id)
+        ended = 0
+        for key, _ in list(self._user_records(user_id)):
+            if key != kept:
+                with self.lock(key):
+                    ended += bool(self.remove(key))
+        return ended
+
+    def rate_limit(self, key, limit, period):
+        """Count one attempt for `key`, such as 'login:' + name. Return True
+        while at most `limit` attempts fall within the last `period` seconds.
+        The count is kept in the store, so every process and machine shares it."""
+        name = self._key(b'rate', key)
+        for attempt in range(self.swap_attempts):
+            now = self.now()
+            with self.lock(name):
+                blob = self.read(name)
+                try:
+                    hits = [float(t) for t in self.loads(blob)] if blob else []
+                except Exception:
+                    hits = []
+                hits = _count(hits, now, limit, period)
+                if self.write(name, self.dumps(hits), math.ceil(now + period), blob):
+                    return len(hits) <= limit
+            time.sleep(random.random() * 0.001 * min(attempt, 5))
+        raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
+                                % (key, self.swap_attempts))
+
+    def reset_rate_limit(self, key):
+        """Forget the attempts counted for `key`: call it after a good login."""
+        name = self._key(b'rate', key)
+        with self.lock(name):
+            self.remove(name)
+
+
+# PickleSession ###############################################################
 
 class PickleSession(ServerSession):
-    """Keeps each session in a file, ``session-<id>``, in a private directory.
+    """Keeps each session in a file, ``session-<key>``, in a private directory.
 
     :param session_dir: the directory. By default a per-user directory in the
         system temp dir. It is made mode 0700 when the store is built. A
@@ -1290,10 +1835,13 @@ class PickleSession(ServerSession):
         code. It is opened once and used through that descriptor; if it is
         removed while the app runs, it is made and checked again.
 
-    Writes are atomic (a temp file, then os.replace), so a crash leaves the
-    old or the new version, never a torn one. Files written by the original
-    bottlesession still load; their ids are replaced when next saved.
-    Any picklable value may be stored.
+    A file's modification time is its session's end, so cleanup() reads no
+    file, and apps that share the directory never judge each other's
+    sessions. Writes are atomic (a temp file, then a rename), so a crash
+    leaves the old or the new version, never a torn one. Files written by
+    the original bottlesession still load; their ids are replaced when next
+    saved. Any picklable value may be stored. user_sessions() reads every
+    file: it is for a few thousand sessions, not for millions.
     """
 
     legacy_ids = True
@@ -1318,10 +1866,20 @@ class PickleSession(ServerSession):
         except (AttributeError, OSError, TypeError):    # half-built, or at exit
             pass
 
-    def _name(self, sid):
-        if not self.valid_id(sid):      # ids never reach a path unchecked
-            raise ValueError('invalid session id %r' % (sid,))
-        return 'session-' + self.storage_key(sid)
+    def dumps(self, record):
+        return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, blob):
+        return pickle.loads(blob)
+
+    def _same(self, a, b):
+        return self.dumps(a) == self.dumps(b)
+
+    @staticmethod
+    def _name(key):
+        if not re.match(r'[0-9a-f]{64}\Z', key) and not _LEGACY_ID_RE.match(key):
+            raise ValueError('invalid session key %r' % (key,))     # never a path unchecked
+        return 'session-' + key
 
     def _open(self, name, flags):
         """os.open in the directory; if the directory is gone, reopen it and retry once."""
@@ -1361,52 +1919,64 @@ class PickleSession(ServerSession):
                 self._generation += 1   # lock files of the new directory
         return True
 
-    def fetch(self, sid):
-        blob = self._read(sid)
-        record = blob is not None and self.parse(blob, sid)
-        return (blob, record) if record else None
-
-    def _read(self, sid):
-        """The file's bytes, or None."""
+    def read(self, key):
         try:
-            fd = self._open(self._name(sid), os.O_RDONLY)
+            fd = self._open(self._name(key), os.O_RDONLY)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
         try:
+            mtime = os.fstat(fd).st_mtime
+            if len(key) == 64 and mtime < self.now():
+                return None             # its end has passed
             blob = chunk = os.read(fd, 65536)
             while len(chunk) == 65536:
                 chunk = os.read(fd, 65536)
                 blob += chunk
-            return blob
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
         finally:
             os.close(fd)
+        if len(key) == 36:              # the original's: the data alone, aged by the file
+            try:
+                data = pickle.loads(blob)
+            except Exception:
+                return None
+            return self.dumps({'c': mtime, 'a': mtime, 'd': data}) if isinstance(data, dict) else None
+        return blob
 
-    def parse(self, blob, sid=None):
+    def write(self, key, blob, expires, expected=None, replaces=None, user=None):
+        if self.read(replaces or key) != expected:      # under lock(): see ServerSession
+            return False
         try:
-            record = pickle.loads(blob)
-        except Exception:       # truncated or foreign file: treat as unknown
-            return None
-        if isinstance(record, dict):    # the original's format: the data only,
-            try:                        # so its age is the file's
-                mtime = os.stat(self._name(sid), dir_fd=self._dir_fd).st_mtime
-            except (OSError, ValueError, TypeError):
-                mtime = self.now()
-            record = (mtime, mtime, record)
-        if isinstance(record, tuple) and len(record) == 3 and isinstance(record[2], dict):
-            return record
-        return None
+            if replaces:
+                self._unlink(replaces)
+            _write_file(self._dir_fd, self._name(key), blob, expires, replace=True)
+        except OSError as exc:
+            raise SessionStoreError('cannot write session file: %s' % exc) from exc
+        return True
 
-    def _lock(self, sid):
-        """Take the exclusive lock for a compare-and-set on `sid`, or a delete
-        of it: a thread lock, then flock on one of 16 lock files. Each process
+    def remove(self, key):
+        try:
+            return self._unlink(key)
+        except OSError as exc:
+            raise SessionStoreError('cannot delete session file: %s' % exc) from exc
+
+    def _unlink(self, key):
+        try:
+            os.unlink(self._name(key), dir_fd=self._dir_fd)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def lock(self, key):
+        """The exclusive lock for a compare-and-set on `key`, or a delete of
+        it: a thread lock, then flock on one of 16 lock files. Each process
         opens its own, so forked workers exclude each other too; the thread
         lock does that within a process, where the descriptor is shared.
-        Reads never wait on it. Returns what _unlock() takes."""
-        stripe = int(self._name(sid)[-2:], 16) % 16     # the name ends in hex
+        Reads never wait on it."""
+        stripe = int(key[-2:], 16) % 16     # keys end in hex
         fds, made, mutexes, _ = self._process()
         mutex = mutexes[stripe]
         mutex.acquire()
@@ -1423,7 +1993,7 @@ class PickleSession(ServerSession):
             if isinstance(exc, OSError):
                 raise SessionStoreError('cannot lock session file: %s' % exc) from exc
             raise
-        return fds[stripe], mutex
+        return _Held(fds[stripe], mutex)
 
     def _process(self):
         """This process's lock files, when each was opened, the thread locks
@@ -1438,172 +2008,139 @@ class PickleSession(ServerSession):
                 threading.Lock()))
         return state
 
-    @staticmethod
-    def _unlock(held):
-        fd, mutex = held
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            mutex.release()
-
-    def swap(self, sid, version, created, accessed, data):
-        held = self._lock(sid)
-        try:
-            blob = self._read(sid)
-            if blob is None:
-                return None
-            if blob != version:         # only now is it worth unpickling
-                record = self.parse(blob, sid)
-                return record and (blob, record)
-            return self.write(sid, created, accessed, data), None
-        finally:
-            self._unlock(held)
-
-    def write(self, sid, created, accessed, data, replaces=None):
-        if replaces and not self._delete(replaces):
-            return False
-        name = self._name(sid)
-        version = pickle.dumps((created, accessed, data), pickle.HIGHEST_PROTOCOL)
-        blob = memoryview(version)
-        temp = '.tmp-' + os.urandom(8).hex()
-        try:
-            fd = self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        except OSError as exc:
-            raise SessionStoreError('cannot write session file: %s' % exc) from exc
-        try:
-            try:
-                while blob:
-                    blob = blob[os.write(fd, blob):]
-            finally:
-                os.close(fd)
-            # Atomic: readers see the old or the new file.
-            os.replace(temp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-        except BaseException as exc:
-            try:
-                os.unlink(temp, dir_fd=self._dir_fd)
-            except OSError:
-                pass
-            if isinstance(exc, OSError):
-                raise SessionStoreError('cannot write session file: %s' % exc) from exc
-            raise
-        return version
-
-    def delete(self, sid):
-        self._delete(sid)
-
-    def _delete(self, sid):
-        """Delete the file of `sid`; return whether there was one."""
-        held = self._lock(sid)      # not between another request's compare and set
-        try:
-            os.unlink(self._name(sid), dir_fd=self._dir_fd)
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise SessionStoreError('cannot delete session file: %s' % exc) from exc
-        finally:
-            self._unlock(held)
-
-    def _lives_on(self, name):
-        """Whether an old-looking file holds a session that set a longer life."""
-        if not name.startswith('session-'):
-            return False
-        try:
-            fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=self._dir_fd)
-        except OSError:
-            return False
-        try:
-            record = self.parse(os.read(fd, 1 << 20))
-        finally:
-            os.close(fd)
-        return (record is not None and _EXPIRY_KEY in record[2]
-                and self.expires_at(*record) > self.now())
-
-    def cleanup(self):
-        """Remove session files not written for longer than a session can live
-        (unless it set a longer one with set_expiry), and temp files that killed
-        writers left behind."""
-        now = self.now()
-        horizon = self.max_age if self.idle_timeout is None else min(self.max_age, self.idle_timeout)
-        removed = 0
-        # A descriptor of its own: scanning moves its offset, which dups share.
+    def _scan(self):
+        """(name, stat) of each file in the directory, through a descriptor of
+        its own: scanning moves its offset, which dups share."""
         scan = os.open('.', os.O_RDONLY | _O_DIRECTORY, dir_fd=self._dir_fd)
         try:
             with os.scandir(scan) as entries:
                 for entry in entries:
-                    if entry.name.startswith('session-'):
-                        limit = horizon
-                    elif entry.name.startswith('.tmp-'):
-                        limit = self.stale_temp_age
-                    else:
-                        continue
                     try:
-                        if (now - entry.stat(follow_symlinks=False).st_mtime > limit
-                                and not self._lives_on(entry.name)):
-                            os.unlink(entry.name, dir_fd=scan)
-                            removed += 1
+                        yield entry.name, entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         pass
         finally:
             os.close(scan)
+
+    def user_records(self, user):
+        found = []
+        for name, _ in self._scan():
+            if name.startswith('session-'):
+                blob = self.read(name[8:])
+                record = blob and self._parse(blob)
+                if record and self._user_key(record) == user:
+                    found.append((name[8:], blob))
+        return found
+
+    def purge(self, now):
+        """Remove session files whose end has passed (an original file's is a
+        session's lifetime after it was written), and temp files that killed
+        writers left behind."""
+        legacy = self.max_age if self.idle_timeout is None else min(self.max_age,
+                                                                      self.idle_timeout)
+        removed = 0
+        for name, st in self._scan():
+            if name.startswith('session-'):
+                end = st.st_mtime + (legacy if len(name) == 44 else 0)
+            elif name.startswith('.tmp-'):
+                end = st.st_ctime + self.stale_temp_age
+            else:
+                continue
+            if end < now:
+                try:
+                    os.unlink(name, dir_fd=self._dir_fd)
+                    removed += name.startswith('session-')
+                except FileNotFoundError:
+                    pass
         return removed
 
 
-_POSTGRES_DRIVERS = ('psycopg', 'psycopg2', 'pg8000', 'pgdb')
-_MYSQL_DRIVERS = ('MySQLdb', 'pymysql', 'mysql', 'mariadb')
+class _Held:
+    """A file-store lock, as a context manager."""
+
+    __slots__ = ('fd', 'mutex')
+
+    def __init__(self, fd, mutex):
+        self.fd, self.mutex = fd, mutex
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.mutex.release()
 
 
-def _quote(name, driver):
-    """Quote a checked name (table or schema.table), so that reserved words
-    like user or order work. PostgreSQL folds unquoted names to lower case;
-    the name is folded the same way, so a table made unquoted is still found."""
-    if driver in _MYSQL_DRIVERS:
-        return '.'.join('`%s`' % part for part in name.split('.'))
-    if driver in _POSTGRES_DRIVERS:
-        name = name.lower()
-    return '.'.join('"%s"' % part for part in name.split('.'))
+# SQLSession ##################################################################
+
+_DIALECTS = {'sqlite3': 'sqlite', 'psycopg': 'postgres', 'psycopg2': 'postgres',
+             'pg8000': 'postgres', 'pgdb': 'postgres', 'MySQLdb': 'mysql',
+             'pymysql': 'mysql', 'mysql': 'mysql', 'mariadb': 'mysql'}
+
+# The statements, in qmark style; {t} is the quoted table, {data} the data
+# column compared byte for byte. A column holds at least ServerSession.max_size.
+_SQL = dict(
+    probe='SELECT id, data, expires, user_key FROM {t} WHERE 1 = 0',
+    create='CREATE TABLE {t} (id VARCHAR(64) PRIMARY KEY, data {text} NOT NULL, '
+           'expires BIGINT NOT NULL, user_key VARCHAR(64))',
+    add_user='ALTER TABLE {t} ADD user_key VARCHAR(64)',     # a table of bottlesession 2.0
+    index_expires='CREATE INDEX {index_expires} ON {indexed} (expires)',
+    index_user='CREATE INDEX {index_user} ON {indexed} (user_key)',
+    widen=None,                                             # MySQL: 2.0's TEXT held 64 KB
+    select='SELECT data FROM {t} WHERE id = ? AND expires >= ?',
+    swap='UPDATE {t} SET data = ?, expires = ?, user_key = ? WHERE id = ? AND {data} = ?',
+    take='DELETE FROM {t} WHERE id = ? AND {data} = ?',
+    delete='DELETE FROM {t} WHERE id = ?',
+    purge='DELETE FROM {t} WHERE expires < ?',
+    user='SELECT id, data FROM {t} WHERE user_key = ? AND expires >= ?',
+    drop_expired='DELETE FROM {t} WHERE id = ? AND expires < ?',
+    # Insert unless a live record is there; an expired one is replaced.
+    insert='INSERT INTO {t} AS s (id, data, expires, user_key) VALUES (?, ?, ?, ?) '
+           'ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires = '
+           'excluded.expires, user_key = excluded.user_key WHERE s.expires < ?',
+)
+_SQL_DIALECT = {
+    'mysql': dict(
+        text='MEDIUMTEXT', data='BINARY data',
+        widen='ALTER TABLE {t} MODIFY data MEDIUMTEXT NOT NULL',
+        insert='INSERT INTO {t} (id, data, expires, user_key) VALUES (?, ?, ?, ?) ON '
+               'DUPLICATE KEY UPDATE data = IF(expires < ?, VALUES(data), data), user_key '
+               '= IF(expires < ?, VALUES(user_key), user_key), expires = IF(expires < ?, '
+               'VALUES(expires), expires)'),
+    None: dict(     # a driver we do not know: no upsert; expired rows go first
+        insert='INSERT INTO {t} (id, data, expires, user_key) VALUES (?, ?, ?, ?)'),
+}
 
 
-def _sql_statements(driver, table, style):
-    """The SQL store's statements for a DB-API driver: its quoting, its upsert,
-    its placeholders."""
-    name = _quote(table, driver)
+def _sql_statements(dialect, table, style):
+    """The SQL store's statements for a dialect: its quoting, its upsert, the
+    driver's placeholders."""
+    quote = '`%s`' if dialect == 'mysql' else '"%s"'
+    if dialect == 'postgres':       # it folds unquoted names: a table made unquoted is found
+        table = table.lower()
     schema, _, bare = table.rpartition('.')
-    index = _quote(table.replace('.', '_') + '_expires', driver)
-    if driver == 'sqlite3' and schema:      # SQLite puts the schema on the index
-        index, indexed = _quote(schema, driver) + '.' + index, _quote(bare, driver)
-    else:
-        indexed = name
-    if driver in ('sqlite3',) + _POSTGRES_DRIVERS:
-        upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON CONFLICT (id) '
-                  'DO UPDATE SET data = excluded.data, expires = excluded.expires' % name)
-    elif driver in _MYSQL_DRIVERS:
-        upsert = ('INSERT INTO %s (id, data, expires) VALUES (?, ?, ?) ON DUPLICATE '
-                  'KEY UPDATE data = VALUES(data), expires = VALUES(expires)' % name)
-    else:
-        upsert = None       # UPDATE, then INSERT when no row matched
-    statements = dict(
-        exists='SELECT 1 FROM %s WHERE 1 = 0' % name,
-        create='CREATE TABLE %s (id VARCHAR(64) PRIMARY KEY, data TEXT NOT NULL, '
-               'expires BIGINT NOT NULL)' % name,
-        index='CREATE INDEX %s ON %s (expires)' % (index, indexed),
-        select='SELECT data FROM %s WHERE id = ? AND expires >= ?' % name,
-        upsert=upsert,
-        update='UPDATE %s SET data = ?, expires = ? WHERE id = ?' % name,
-        swap='UPDATE %s SET data = ?, expires = ? WHERE id = ? AND %s = ?' % (
-            name, 'BINARY data' if driver in _MYSQL_DRIVERS else 'data'),    # exact, any collation
-        insert='INSERT INTO %s (id, data, expires) VALUES (?, ?, ?)' % name,
-        delete='DELETE FROM %s WHERE id = ?' % name,
-        cleanup='DELETE FROM %s WHERE expires < ?' % name)
+    statements = dict(_SQL, **_SQL_DIALECT.get(dialect, {}))
+    names = dict(text=statements.pop('text', 'TEXT'), data=statements.pop('data', 'data'),
+                 t='.'.join(quote % part for part in table.split('.')))
+    flat = table.replace('.', '_')
+    for column in ('expires', 'user'):
+        names['index_' + column] = quote % ('%s_%s' % (flat, column))
+        if dialect == 'sqlite' and schema:      # SQLite puts the schema on the index
+            names['index_' + column] = quote % schema + '.' + names['index_' + column]
+    names['indexed'] = quote % bare if dialect == 'sqlite' and schema else names['t']
     for key, query in statements.items():
-        if query and style != 'qmark':
-            parts = query.split('?')
-            if style in ('format', 'pyformat'):
-                marks = ['%s'] * (len(parts) - 1)
-            else:
-                marks = [(':%d' if style == 'numeric' else ':p%d') % n
-                         for n in range(1, len(parts))]
-            statements[key] = ''.join(p + m for p, m in zip(parts, marks + ['']))
+        if query is None:
+            continue
+        parts = query.format(**names).split('?')
+        if style in ('format', 'pyformat'):
+            marks = ['%s'] * (len(parts) - 1)
+        elif style in ('numeric', 'named'):
+            marks = [(':%d' if style == 'numeric' else ':p%d') % n for n in range(1, len(parts))]
+        else:
+            marks = ['?'] * (len(parts) - 1)
+        statements[key] = ''.join(p + m for p, m in zip(parts, marks + ['']))
     return statements
 
 
@@ -1621,42 +2158,26 @@ def _connection_lost(conn, error):
     return isinstance(state, str) and state.startswith('08')
 
 
-def _table_exists(conn, sql):
-    cur = conn.cursor()
-    try:
-        cur.execute(sql['exists'])
-        return True
-    except Exception as exc:
-        if _connection_lost(conn, exc):
-            raise
-        conn.rollback()
-        return False
-    finally:
-        cur.close()
-
-
 def _check_sqlite_path(path):
     """Refuse a SQLite path that another user could swap or plant: its
-    directory must be this user's alone and no symlink; every directory above
-    it must be root's or this user's, and writable by others only if sticky
-    (as /tmp is: then nobody can rename what is ours); the file, if there,
-    must be this user's alone."""
+    directory must be this user's alone; every directory above it must be
+    root's or this user's, and writable by others only if sticky (as /tmp
+    is: then nobody can rename what is ours); none may be a symlink; the
+    file, if there, must be this user's alone."""
     directory = os.path.dirname(path)
     try:
         _check_private(directory, os.lstat(directory), 'directory of the session database',
                        _PLANTED_SQLITE)
-        above = os.path.dirname(directory)
-        while True:
-            st = os.stat(above)
-            if st.st_uid not in (0, os.geteuid()) or (
-                    st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
-                raise ConfigError('%r, above the session database, could be changed by '
-                                  'another user, who %s' % (above, _PLANTED_SQLITE))
-            if above == os.path.dirname(above):
-                break
+        above = directory
+        while above != os.path.dirname(above):
             above = os.path.dirname(above)
+            st = os.lstat(above)
+            if stat.S_ISLNK(st.st_mode) or st.st_uid not in (0, os.geteuid()) or (
+                    st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+                raise ConfigError('%r, above the session database, is a symlink or could be '
+                                  'changed by another user, who %s' % (above, _PLANTED_SQLITE))
         try:
-            _check_owner(path, os.lstat(path), 'session database', _PLANTED_SQLITE)
+            _check_private(path, os.lstat(path), 'session database', _PLANTED_SQLITE)
         except FileNotFoundError:
             pass            # made by the first connection
     except OSError as exc:
@@ -1667,16 +2188,14 @@ def _sqlite_factory(path):
     """A factory of connections to the SQLite file `path`, or by default to a file
     in the private per-user directory. The path is checked now, and again
     before each new connection."""
-    private = path is None
-    path = os.path.abspath(os.path.join(_default_dir(), 'sessions.sqlite3')
-                           if private else os.fspath(path))
-    if not private:
-        _check_sqlite_path(path)
+    if path is None:
+        os.close(_open_private_dir(_default_dir()))     # usable, or a ConfigError now
+        path = os.path.join(_default_dir(), 'sessions.sqlite3')
+    path = os.path.abspath(os.fspath(path))
+    _check_sqlite_path(path)
 
     def connect():
         import sqlite3
-        if private:
-            _private_dir(os.path.dirname(path))
         _check_sqlite_path(path)
         if not os.path.exists(path):
             # Made whole under a temp name, WAL already on, then linked into
@@ -1702,24 +2221,26 @@ def _sqlite_factory(path):
 
 
 class SQLSession(ServerSession):
-    """Keeps sessions in a SQL table, through any DB-API 2 driver.
+    """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
     :param database: a pool: anything with a ``connection()`` context manager,
         such as psycopg_pool.ConnectionPool; or a connection factory: a
         callable that returns a new connection; or the path of a SQLite file.
-        By default a SQLite file in the private per-user directory.
-    :param table: the table, created with its index if it is missing, unless
-        create_table=False::
+        By default a SQLite file in the private per-user directory. One bare
+        connection is refused: it would mix its transactions with the app's.
+    :param table: the table, created with its indexes if it is missing, unless
+        create_table=False (MEDIUMTEXT for data on MySQL and MariaDB)::
 
-        CREATE TABLE bottlesession (id VARCHAR(64) PRIMARY KEY,
-            data TEXT NOT NULL, expires BIGINT NOT NULL);
+        CREATE TABLE bottlesession (id VARCHAR(64) PRIMARY KEY, data TEXT NOT NULL,
+            expires BIGINT NOT NULL, user_key VARCHAR(64));
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
+        CREATE INDEX bottlesession_user ON bottlesession (user_key);
 
-    A pool lends a connection for each operation. With a factory each thread
-    keeps its own connection, and a broken one is replaced. Only an error that
+    A pool lends a connection for each operation; create it in each worker
+    process, after a fork. With a factory each thread of each process keeps
+    its own connection, and a broken one is replaced. Only an error that
     broke the connection is tried again, once, on a new one; a statement that
-    failed (a lock or statement timeout) is not run twice. The parameter style
-    comes from the driver's module.
+    failed (a lock or statement timeout) is not run twice.
     """
 
     def __init__(self, database=None, *, table='bottlesession',
@@ -1747,33 +2268,44 @@ class SQLSession(ServerSession):
         else:
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local = threading.local()
+        self._inherited = []        # a forked parent's connections: never used, never closed
         self._lock = threading.Lock()
         self._sql = None
 
     def _setup(self, conn):
         """Learn the driver's dialect from its connection; create the table and
-        its index if the table is missing. Runs once, under the lock."""
+        its indexes if the table is missing. Runs once, under the lock."""
         driver = type(conn).__module__.split('.')[0]
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
-        sql = _sql_statements(driver, self.table, style)
-        if self.create_table and not _table_exists(conn, sql):
-            cur = conn.cursor()
-            try:
-                cur.execute(sql['create'])
-                cur.execute(sql['index'])
-                conn.commit()
-            except Exception as exc:
-                if _connection_lost(conn, exc):
-                    raise
-                conn.rollback()
-                if not _table_exists(conn, sql):    # not a race another process won
+        dialect = _DIALECTS.get(driver)
+        sql = _sql_statements(dialect, self.table, style)
+        if self.create_table and not self._try(conn, sql['probe']):
+            if self._try(conn, sql['add_user']):    # bottlesession 2.0's table
+                work = ['index_user', 'widen']
+            else:
+                work = ['create', 'index_expires', 'index_user']
+            for name in work:
+                if sql[name] and not self._try(conn, sql[name]) and not self._try(conn, sql['probe']):
                     raise SessionStoreError(
-                        'cannot create the session table %s: %s. Create it as the README '
-                        'shows and pass create_table=False, or fix the name'
-                        % (self.table, exc)) from exc
-            finally:
-                cur.close()
-        self._style, self._sql = style, sql
+                        'cannot create the session table %s. Create it as the README shows '
+                        'and pass create_table=False, or fix the name' % self.table)
+        self._style, self._dialect, self._sql = style, dialect, sql
+
+    @staticmethod
+    def _try(conn, statement):
+        """Run one statement in a transaction of its own; whether it worked."""
+        cur = conn.cursor()
+        try:
+            cur.execute(statement)
+            conn.commit()
+            return True
+        except Exception as exc:
+            if _connection_lost(conn, exc):
+                raise
+            conn.rollback()
+            return False
+        finally:
+            cur.close()
 
     def _params(self, *values):
         if self._style == 'named':
@@ -1781,16 +2313,23 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection, made by the factory when it has none."""
-        conn = getattr(self._local, 'conn', None)
-        if conn is None:
-            conn = self._local.conn = self._factory()
+        """This thread's connection in this process, made by the factory when
+        it has none. One inherited through fork() is never used: the parent
+        still talks on its socket."""
+        held = getattr(self._local, 'held', None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        if held is not None:
+            self._inherited.append(held[1])
+        conn = self._factory()
+        self._local.held = os.getpid(), conn
         return conn
 
     def _forget(self, conn):
         """Close a connection that cannot be used again; the thread makes a new one."""
-        if getattr(self._local, 'conn', None) is conn:
-            self._local.conn = None
+        held = getattr(self._local, 'held', None)
+        if held is not None and held[1] is conn:
+            self._local.held = None
             try:
                 conn.close()
             except Exception:
@@ -1839,68 +2378,64 @@ class SQLSession(ServerSession):
                 self._forget(conn)      # in no state to be used again
             raise
 
-    def fetch(self, sid):
-        def select(cur, sql):
-            cur.execute(sql['select'], self._params(self.storage_key(sid), int(self.now())))
-            return cur.fetchone()
-        row = self._run(select)
-        record = row and self.parse(row[0])
-        return (row[0], record) if record else None
+    def _one(self, cur, sql, key):
+        cur.execute(sql['select'], self._params(key, int(self.now())))
+        row = cur.fetchone()
+        return row and row[0]
 
-    def swap(self, sid, version, created, accessed, data):
-        text, end = self._record(created, accessed, data)
-        key = self.storage_key(sid)
+    def read(self, key):
+        return self._run(lambda cur, sql: self._one(cur, sql, key))
 
-        def compare_and_set(cur, sql):
-            cur.execute(sql['swap'], self._params(text, end, key, version))
-            if cur.rowcount == 1:
-                return text, None
-            cur.execute(sql['select'], self._params(key, int(self.now())))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            if row[0] == text:      # ours: MySQL counts an unchanged row as 0, or a
-                return text, None   # retry after a lost connection finds it written
-            return row[0], self.parse(row[0])
-        return self._run(compare_and_set)
-
-    def write(self, sid, created, accessed, data, replaces=None):
-        text, end = self._record(created, accessed, data)
-        key = self.storage_key(sid)
-
+    def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         def store(cur, sql):
-            if replaces:        # in the same transaction: gone meanwhile, stay gone
-                cur.execute(sql['delete'], self._params(self.storage_key(replaces)))
-                if cur.rowcount == 0:
-                    return False
-            if sql['upsert']:
-                cur.execute(sql['upsert'], self._params(key, text, end))
-            else:
-                cur.execute(sql['update'], self._params(text, end, key))
-                if cur.rowcount == 0:
-                    cur.execute(sql['insert'], self._params(key, text, end))
-            return True
+            if expected is not None and replaces:
+                cur.execute(sql['take'], self._params(replaces, expected))
+                if cur.rowcount != 1:
+                    return self._one(cur, sql, key) == blob     # a retry that had landed
+            elif expected is not None:
+                cur.execute(sql['swap'], self._params(blob, expires, user, key, expected))
+                # MySQL counts an unchanged row as 0; a retry finds it written
+                return cur.rowcount == 1 or self._one(cur, sql, key) == blob
+            now = int(self.now())
+            if self._dialect is None:       # no upsert: an expired row goes first
+                cur.execute(sql['drop_expired'], self._params(key, now))
+            cur.execute(sql['insert'], self._params(
+                key, blob, expires, user, *[now] * sql['insert'].count('expires <')))
+            return cur.rowcount in (1, 2) or self._one(cur, sql, key) == blob
         return self._run(store)
 
-    def delete(self, sid):
-        key = self.storage_key(sid)
-        self._run(lambda cur, sql: cur.execute(sql['delete'], self._params(key)))
+    def remove(self, key):
+        def delete(cur, sql):
+            cur.execute(sql['delete'], self._params(key))
+            return cur.rowcount > 0
+        return self._run(delete)
 
-    def cleanup(self):
-        def purge(cur, sql):
-            cur.execute(sql['cleanup'], self._params(int(self.now())))
+    def user_records(self, user):
+        def select(cur, sql):
+            cur.execute(sql['user'], self._params(user, int(self.now())))
+            return [tuple(row) for row in cur.fetchall()]
+        return self._run(select)
+
+    def purge(self, now):
+        def delete(cur, sql):
+            cur.execute(sql['purge'], self._params(int(now)))
             return cur.rowcount
-        return self._run(purge)
+        return self._run(delete)
 
+
+# RedisSession ################################################################
 
 class RedisSession(ServerSession):
     """Keeps sessions in Redis, through a redis-py compatible client you pass in.
 
     :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``.
-    :param prefix: put before each session id to make its key.
+        Give it a socket_timeout, and no retries of its own, to bound how long
+        a stalled Redis holds a request (see the README).
+    :param prefix: put before each key.
 
     Expiry is enforced twice: Redis drops the key at its TTL, and the stored
-    timestamps are checked on every read. cleanup() has nothing to do.
+    timestamps are checked on every read. cleanup() has nothing to do. A
+    user's sessions are indexed in a set of their own.
     """
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
@@ -1914,11 +2449,38 @@ class RedisSession(ServerSession):
         if not isinstance(prefix, str):
             raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
-        self._swap = client.register_script(self._SWAP)     # EVALSHA, loaded on demand
-        # A cluster client cannot run a script over two keys, which may live on
-        # different nodes: it deletes the old key, then writes the new one.
-        self._atomic = not hasattr(client, 'get_nodes')
-        self._rotate_script = client.register_script(self._ROTATE)
+        # Scripts run atomically in Redis; EVALSHA, loaded on demand. A cluster
+        # runs a script over the keys of one node only: there a login deletes
+        # the old key, then writes the new one, in two steps.
+        self._swap = client.register_script(self._SWAP)
+        self._move = client.register_script(self._MOVE)
+        self._index = client.register_script(self._INDEX)
+        self._cluster = hasattr(client, 'get_nodes')
+
+    # Compare and set on one key: write ARGV[2] (or delete it, if empty) only
+    # if the key holds ARGV[1] (or nothing, if that is empty).
+    _SWAP = """
+        local stored = redis.call('GET', KEYS[1])
+        if ARGV[1] == '' then
+            if stored then return 0 end
+        elseif stored ~= ARGV[1] then return 0 end
+        if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+        else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+        return 1"""
+
+    # A login's new key, only if the old one still holds what was loaded.
+    _MOVE = """
+        if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+        redis.call('DEL', KEYS[2])
+        redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+        return 1"""
+
+    # A user's index: add a key, and live as long as the longest session.
+    _INDEX = """
+        redis.call('SADD', KEYS[1], ARGV[1])
+        if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then
+            redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+        return 1"""
 
     def _call(self, work):
         try:
@@ -1928,211 +2490,54 @@ class RedisSession(ServerSession):
         except Exception as exc:    # redis-py's errors; the module is not imported
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
-    def _name(self, sid):
-        return self.prefix + self.storage_key(sid)
+    def read(self, key):
+        return _text(self._call(lambda: self.client.get(self.prefix + key)))
 
-    # Compare and set on one key, atomic in Redis, so on a cluster too.
-    _SWAP = """
-        local stored = redis.call('GET', KEYS[1])
-        if not stored then return 0 end
-        if stored ~= ARGV[1] then return stored end
-        redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-        return 1"""
-
-    # A login's new id, only if the old one is still there (not on a cluster,
-    # where the two keys may live on two nodes).
-    _ROTATE = """
-        if redis.call('DEL', KEYS[2]) == 0 then return 0 end
-        redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-        return 1"""
-
-    def fetch(self, sid):
-        text = self._call(lambda: self.client.get(self._name(sid)))
-        record = text is not None and self.parse(text)
-        return (text, record) if record else None
-
-    def swap(self, sid, version, created, accessed, data):
-        text, end = self._record(created, accessed, data)
-        ttl = max(1, math.ceil(end - self.now()))
-        found = self._call(lambda: self._swap(keys=[self._name(sid)], args=[version, text, ttl]))
-        if found == 0:
-            return None
-        if found == 1:
-            return text, None
-        return found, self.parse(found)
-
-    def write(self, sid, created, accessed, data, replaces=None):
-        text, end = self._record(created, accessed, data)
-        ttl = max(1, math.ceil(end - self.now()))
-        key, old = self._name(sid), replaces and self._name(replaces)
+    def write(self, key, blob, expires, expected=None, replaces=None, user=None):
+        ttl = max(1, math.ceil(expires - self.now()))
+        name = self.prefix + key
 
         def store():
-            if old and self._atomic:
-                return self._rotate_script(keys=[key, old], args=[text, ttl]) == 1
-            if old and not self.client.delete(old):     # a cluster: two nodes, in order
-                return False
-            self.client.set(key, text, ex=ttl)
-            return True
+            if replaces and not self._cluster:
+                done = self._move(keys=[name, self.prefix + replaces], args=[expected, blob, ttl])
+            elif replaces:
+                done = (self._swap(keys=[self.prefix + replaces], args=[expected, '', 0])
+                        and self.client.set(name, blob, ex=ttl))
+            else:
+                done = self._swap(keys=[name], args=[expected or '', blob, ttl])
+            if done and user:
+                self._index(keys=[self.prefix + user], args=[key, ttl])
+            return bool(done)
         return self._call(store)
 
-    def delete(self, sid):
-        key = self._name(sid)
-        self._call(lambda: self.client.delete(key))
+    def remove(self, key):
+        return bool(self._call(lambda: self.client.delete(self.prefix + key)))
 
-
-###############################################################################
-# The Bottle plugin ###########################################################
-###############################################################################
-
-class SessionPlugin:
-    """Pass the session to handlers that take a `session` argument; save it if modified.
-
-    The session is saved, and its cookie and cache headers written onto the
-    response that is sent, when the handler returns (a body or an
-    HTTPResponse such as static_file()) or raises an HTTPResponse such as
-    bottle.redirect() or abort(); not when it fails with another exception.
-    Routes without the argument are not wrapped at all.
-
-    With csrf=True (the default) a POST, PUT, PATCH or DELETE to a route that
-    takes the session must carry the token from Session.csrf_token(), as the
-    form field csrf_token or the X-CSRF-Token header, or it gets a 403. A
-    route can turn either off: ``@route(..., session={'autosave': False,
-    'csrf': False})``.
-    """
-
-    name = 'session'
-    api = 2
-
-    def __init__(self, session_manager, keyword='session', autosave=True, csrf=True):
-        if not isinstance(session_manager, BaseSession):
-            raise TypeError('SessionPlugin needs a session manager, such as CookieSession()')
-        self.session_manager, self.keyword, self.autosave = session_manager, keyword, autosave
-        self.csrf = csrf
-        if keyword != 'session':
-            self.name = 'session_' + keyword    # so two can be installed, and uninstalled
-
-    def setup(self, app):
-        for other in app.plugins:
-            if other is not self and getattr(other, 'keyword', None) == self.keyword:
-                raise bottle.PluginError('another plugin already uses the keyword %r'
-                                         % self.keyword)
-
-    def apply(self, callback, route):
-        keyword = route.config.get('session.keyword', self.keyword)
-        autosave = route.config.get('session.autosave', self.autosave)
-        csrf = route.config.get('session.csrf', self.csrf)
-        if keyword not in _callback_args(route):
-            return callback
-        manager = self.session_manager
-
-        @functools.wraps(callback)
-        def wrapper(*args, **kwargs):
-            session = kwargs[keyword] = manager._current(True)
-            return manager._handle(session, callback, args, kwargs, autosave, csrf)
-        return wrapper
-
-    def close(self):
-        pass
-
-
-def _callback_args(route):
-    try:        # follows functools.wraps, so decorated handlers are seen through
-        return inspect.signature(route.callback).parameters
-    except (TypeError, ValueError):
-        return route.get_callback_args()
-
-
-Plugin = SessionPlugin
-
-
-###############################################################################
-# The authenticator ###########################################################
-###############################################################################
-
-def _safe_path(target):
-    """True for a same-site path like '/a?b=1'; false for URLs, '//host',
-    '/\\host', whitespace, control characters and over-long values."""
-    return (isinstance(target, str) and len(target) <= 2048
-            and _SAFE_PATH_RE.match(target) is not None)
-
-
-def _current_path():
-    path = urllib.parse.quote(bottle.request.fullpath, safe="/:@!$&'()*+,;=-._~")
-    query = bottle.request.query_string
-    if query:
-        path += '?' + urllib.parse.quote(query, safe="/:@!$&'()*+,;=-._~?%")
-    return path
-
-
-def _check_require(require):
-    if require is not None and not callable(require):
-        raise TypeError('require must be a function of the session, not %r' % (require,))
-
-
-def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
-    """Make `valid_user`, a decorator factory that requires a logged-in session.
-
-    A visitor whose session is not valid is redirected to the login URL; the
-    page they asked for is remembered (a same-site path only) in the
-    'validuserloginredirect' cookie, for redirect_back(). session['name']
-    becomes environ['REMOTE_USER'] when it is a printable string.
-    `verify(session)`, if given, runs on every request; when it returns false
-    the session is invalidated, e.g. because the user was deleted or changed
-    their password. `require(session)`, if given, decides who may see the
-    page: a signed-in user for whom it returns false gets a 403 and stays
-    signed in. Use it, not `verify`, for rules such as admin-only pages.
-    ``@valid_user`` works with or without parentheses. The session's headers
-    go onto the response that is sent, as with the plugin.
-    """
-    _check_require(require)
-
-    def valid_user(login_url=login_url, verify=verify, require=require):
-        if callable(login_url):             # @valid_user, without parentheses
-            return valid_user()(login_url)
-        _check_require(require)
-
-        def send_to_login(*args, **kwargs):
-            target = _current_path()
-            if _safe_path(target):
-                bottle.response.set_cookie(
-                    REDIRECT_COOKIE, target, path='/', max_age=3600,
-                    httponly=True, secure=session_manager.secure, samesite='Lax')
-            bottle.redirect(login_url)
-
-        def refuse(*args, **kwargs):
-            bottle.abort(403, 'You are signed in, but may not see this page.')
-
-        def decorator(handler):
-            @functools.wraps(handler)
-            def check_auth(*args, **kwargs):
-                session = session_manager._current(managed=True)
-                if session.get('valid') and verify is not None and not verify(session):
-                    session_manager.invalidate(session)
-                if not session.get('valid'):
-                    return session_manager._handle(session, send_to_login, args, kwargs, False)
-                name = session.get('name')
-                if isinstance(name, str) and name.isprintable():    # no CR/LF into headers
-                    bottle.request.environ['REMOTE_USER'] = name
-                if require is not None and not require(session):
-                    handler_now = refuse
+    def user_records(self, user):
+        def members():
+            index = self.prefix + user
+            found = []
+            for key in self.client.smembers(index):
+                key = key.decode('ascii') if isinstance(key, bytes) else key
+                blob = self.client.get(self.prefix + key)
+                if blob is None:
+                    self.client.srem(index, key)    # expired since: forget it
                 else:
-                    handler_now = handler
-                return session_manager._handle(session, handler_now, args, kwargs, False)
-            return check_auth
-        return decorator
-    return valid_user
+                    found.append((key, _text(blob)))
+            return found
+        return self._call(members)
+
+    def purge(self, now):
+        return 0
 
 
-def redirect_back(default='/'):
-    """Redirect to the page remembered by the authenticator, if it is a safe
-    same-site path, else to `default`. Call it at the end of a login handler."""
-    target = (_cookie_values(bottle.request.environ, REDIRECT_COOKIE) or [None])[0]
-    bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
-    bottle.redirect(target if _safe_path(target) else default)
+def _text(blob):
+    """A stored blob as text: redis-py gives bytes unless decode_responses=True."""
+    return blob.decode('utf-8') if isinstance(blob, bytes) else blob
 
 
 ###############################################################################
-# Passwords ###################################################################
+# 7. Passwords ################################################################
 ###############################################################################
 
 # scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
