@@ -751,8 +751,8 @@ class BaseSession:
         _apply_headers(bottle.response, session.cookies)
 
     def _save(self, session):
-        now = self.now()
         _notice_login(session)      # a login or logout made by setting session['valid']
+        now = self.now()
         if len(session.id) != ID_LENGTH:
             _rotate(session)        # an original uuid4 id gets a strong one
         session.meta['a'] = now
@@ -823,11 +823,10 @@ def _rotate(session):
         dict.__setitem__(session, 'sessionid', session.id)
 
 
-def _login(session, user_id):
+def _login(session, user_id, keep_data=False):
     if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
         raise TypeError('user_id must be a str or an int, not %r' % (user_id,))
-    previous = session.user_id
-    if previous is not None and previous != user_id:    # another user's data goes
+    if not keep_data and session.user_id not in (None, user_id):   # another user's data goes
         dict.clear(session)
         dict.__setitem__(session, 'sessionid', session.id)
     _rotate(session)
@@ -866,7 +865,7 @@ def _notice_login(session):
         _logout(session)
     else:
         name = state[1] if isinstance(state[1], (str, int)) else None
-        _login(session, None if isinstance(name, bool) else name)
+        _login(session, None if isinstance(name, bool) else name, keep_data=True)
 
 
 def _version_hash(session, user_id, version):
@@ -1341,6 +1340,9 @@ def derive_key(secret, salt):
     return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
 
 
+_PROC_STAT = '/proc/stat'
+
+
 def machine_secret(_stacklevel=2):
     """A secret for this machine, for when none is given; it warns.
 
@@ -1354,7 +1356,7 @@ def machine_secret(_stacklevel=2):
         raise ConfigError('no secret was given and this machine has no stable node '
                           'id to derive one from: pass secret= or secret_file=')
     try:
-        with open('/proc/stat', 'rb') as stats:     # Linux: the boot time
+        with open(_PROC_STAT, 'rb') as stats:       # Linux: the boot time
             boot = int([line for line in stats if line.startswith(b'btime ')][0].split()[1])
     except (OSError, ValueError, IndexError):
         raise ConfigError('no secret was given and this system has no boot time to '
@@ -1738,12 +1740,12 @@ class ServerSession(BaseSession):
                 break
             if base is None:
                 base = self._parse(session.loaded[0]) if version is not None else {}
-            if theirs is None or self._parse(theirs) is None:
+            newer = theirs and self._parse(theirs)
+            if newer is None:
                 if not (session.get('valid') and session.meta.get('l') != session.loaded[1].get('l')):
                     return None, None   # deleted meanwhile: stays deleted
-                theirs, old = None, None    # a login starts afresh
-            record = _merge_record(base, ours, self._parse(theirs) if theirs else {}, self._same)
-            version = theirs
+                theirs, old, newer = None, None, dict(ours, d={})  # a login starts afresh
+            record, version = _merge_record(base, ours, newer, self._same), theirs
             time.sleep(random.random() * 0.001 * min(attempt, 5))
         else:
             raise SessionStoreError('session %s… changed under %d saves in a row'
@@ -2042,14 +2044,14 @@ class PickleSession(ServerSession):
         for name, st in self._scan():
             if name.startswith('session-'):
                 end = st.st_mtime + (legacy if len(name) == 44 else 0)
-            elif name.startswith('.tmp-'):
-                end = st.st_ctime + self.stale_temp_age
+            elif name.startswith('.tmp-'):      # its mtime is when it was made, or its end
+                end = st.st_mtime + self.stale_temp_age
             else:
                 continue
             if end < now:
                 try:
                     os.unlink(name, dir_fd=self._dir_fd)
-                    removed += name.startswith('session-')
+                    removed += 1
                 except FileNotFoundError:
                     pass
         return removed
@@ -2279,31 +2281,32 @@ class SQLSession(ServerSession):
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
         sql = _sql_statements(dialect, self.table, style)
-        if self.create_table and not self._try(conn, sql['probe']):
-            if self._try(conn, sql['add_user']):    # bottlesession 2.0's table
+        if self.create_table and self._try(conn, sql['probe']):
+            if not self._try(conn, sql['add_user']):    # bottlesession 2.0's table
                 work = ['index_user', 'widen']
             else:
                 work = ['create', 'index_expires', 'index_user']
             for name in work:
-                if sql[name] and not self._try(conn, sql[name]) and not self._try(conn, sql['probe']):
+                error = sql[name] and self._try(conn, sql[name])
+                if error and self._try(conn, sql['probe']):    # not a race another process won
                     raise SessionStoreError(
-                        'cannot create the session table %s. Create it as the README shows '
-                        'and pass create_table=False, or fix the name' % self.table)
+                        'cannot create the session table %s: %s. Create it as the README '
+                        'shows and pass create_table=False, or fix the name' % (self.table, error))
         self._style, self._dialect, self._sql = style, dialect, sql
 
     @staticmethod
     def _try(conn, statement):
-        """Run one statement in a transaction of its own; whether it worked."""
+        """Run one statement in a transaction of its own; None, or its error."""
         cur = conn.cursor()
         try:
             cur.execute(statement)
             conn.commit()
-            return True
+            return None
         except Exception as exc:
             if _connection_lost(conn, exc):
                 raise
             conn.rollback()
-            return False
+            return exc
         finally:
             cur.close()
 
