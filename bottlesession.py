@@ -600,6 +600,9 @@ class BaseSession:
         """What a store keeps of a session: its meta and, under 'd', its data
         without the id (a stored copy must not hold a usable cookie)."""
         record = dict(session.meta)
+        for key in ('c', 'a', 'l'):     # whole seconds are enough, and shorter
+            if key in record:
+                record[key] = int(record[key])
         record['d'] = data = dict(session)
         del data['sessionid']
         return record
@@ -752,6 +755,8 @@ class BaseSession:
 
     def _save(self, session):
         _notice_login(session)      # a login or logout made by setting session['valid']
+        if session.new:
+            _csrf_secret(session, False)    # a visitor's secret goes along: open forms work
         now = self.now()
         if len(session.id) != ID_LENGTH:
             _rotate(session)        # an original uuid4 id gets a strong one
@@ -783,6 +788,7 @@ class BaseSession:
         now, cookies, wrapped = self.now(), session.cookies, session.wrapped
         dict.clear(session)
         Session.__init__(session, self, _new_id(), meta={'c': now, 'a': now})
+        session.meta['x'] = _new_id()       # a new secret: the visitor cookie dies too
         session.cookies, session.wrapped = cookies, wrapped
         environ = bottle.request.environ
         environ.pop(self._environ_key + '.user', None)
@@ -1808,11 +1814,13 @@ class ServerSession(BaseSession):
             with self.lock(name):
                 blob = self.read(name)
                 try:
-                    hits = [float(t) for t in self.loads(blob)] if blob else []
+                    hits = [float(t) for t in self.loads(blob)['h']] if blob else []
                 except Exception:
                     hits = []
                 hits = _count(hits, now, limit, period)
-                if self.write(name, self.dumps(hits), math.ceil(now + period), blob):
+                # A nonce: two counts of one moment must not look like one write.
+                record = {'n': _new_id(), 'h': hits}
+                if self.write(name, self.dumps(record), math.ceil(now + period), blob):
                     return len(hits) <= limit
             time.sleep(random.random() * 0.001 * min(attempt, 5))
         raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
