@@ -485,6 +485,25 @@ def _apply_headers(response, cookies):
         sent.append(header)
 
 
+def _send(session, name, header):
+    """Queue a Set-Cookie header; the commit writes it onto the response."""
+    if session.cookies is None:
+        session.cookies = {}
+    session.cookies[name] = header
+
+
+def _record(session):
+    """What a store keeps of a session: its meta and, under 'd', its data
+    without the id (a stored copy must not hold a usable cookie)."""
+    record = dict(session.meta)
+    for key in ('c', 'a', 'l'):     # whole seconds are enough, and shorter
+        if key in record:
+            record[key] = int(record[key])
+    record['d'] = data = dict(session)
+    del data['sessionid']
+    return record
+
+
 class BaseSession:
     """What every store shares: the options, expiry and the request cycle.
 
@@ -535,19 +554,6 @@ class BaseSession:
         self.visitor_cookie = cookie_name + '_csrf'
         # Refresh the idle clock at most this often, so reads rarely write.
         self._touch_after = self.idle_timeout and self.idle_timeout / 10
-        self._limits, self._limits_lock = {}, threading.Lock()
-
-    def _context(self):
-        """What a signature of this app binds: the cookie's name, path, domain
-        and, if given, the namespace."""
-        return '\0'.join([self.cookie_name, self.path, self.domain or '']
-                         + ([self.namespace] if self.namespace else [])).encode('utf-8')
-
-    def _sign_with(self, keys):
-        """Make the signer of visitors' CSRF cookies, and the key of user_version
-        hashes, from this store's secrets."""
-        self._visitor_signer = Signer(keys, b'csrf-visitor', self._context())
-        self._user_version_key = derive_key(keys[0], b'user-version')
 
     def now(self):
         """The time in seconds. Every expiry decision reads the clock here."""
@@ -589,24 +595,6 @@ class BaseSession:
                 name, self._attrs)
         return '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
 
-    @staticmethod
-    def _send(session, name, header):
-        if session.cookies is None:
-            session.cookies = {}
-        session.cookies[name] = header
-
-    @staticmethod
-    def _record(session):
-        """What a store keeps of a session: its meta and, under 'd', its data
-        without the id (a stored copy must not hold a usable cookie)."""
-        record = dict(session.meta)
-        for key in ('c', 'a', 'l'):     # whole seconds are enough, and shorter
-            if key in record:
-                record[key] = int(record[key])
-        record['d'] = data = dict(session)
-        del data['sessionid']
-        return record
-
     # The store's part ########################################################
 
     def load(self, value):
@@ -625,32 +613,6 @@ class BaseSession:
     def cleanup(self):
         """Delete expired sessions, for cron. Return how many were removed."""
         return 0
-
-    def user_sessions(self, user_id):
-        """The live sessions of `user_id` (server-side stores)."""
-        raise ConfigError('%s cannot list or end a user\'s sessions: the browser holds '
-                          'them. Give SessionPlugin(..., user_version=fn) to end them '
-                          'when the user\'s version changes.' % type(self).__name__)
-
-    end_sessions = user_sessions
-
-    def rate_limit(self, key, limit, period):
-        """Count one attempt for `key`, such as 'login:' + name. Return True
-        while at most `limit` attempts fall within the last `period` seconds.
-
-        This store counts in this process only; the server-side stores share
-        the count across processes and machines."""
-        now = self.now()
-        with self._limits_lock:
-            if len(self._limits) > 10000:       # forget keys whose attempts all expired
-                self._limits = {k: v for k, v in self._limits.items() if v[-1] > now - period}
-            hits = self._limits[key] = _count(self._limits.get(key, []), now, limit, period)
-        return len(hits) <= limit
-
-    def reset_rate_limit(self, key):
-        """Forget the attempts counted for `key`: call it after a good login."""
-        with self._limits_lock:
-            self._limits.pop(key, None)
 
     # Loading #################################################################
 
@@ -763,7 +725,7 @@ class BaseSession:
         session.meta['a'] = now
         version, value = self.persist(session)
         if value is not None:
-            self._send(session, self.cookie_name,
+            _send(session, self.cookie_name,
                        self._cookie_header(self.cookie_name, value,
                                            self._max_age(session.meta, now)))
         if version is not None:
@@ -792,19 +754,12 @@ class BaseSession:
         session.cookies, session.wrapped = cookies, wrapped
         environ = bottle.request.environ
         environ.pop(self._environ_key + '.user', None)
-        self._send(session, self.cookie_name, self._cookie_header(self.cookie_name, '', 0))
+        _send(session, self.cookie_name, self._cookie_header(self.cookie_name, '', 0))
         if _cookie_values(environ, self.visitor_cookie):
-            self._send(session, self.visitor_cookie,
+            _send(session, self.visitor_cookie,
                        self._cookie_header(self.visitor_cookie, '', 0))
         _apply_headers(bottle.response, session.cookies)
 
-
-def _count(hits, now, limit, period):
-    """The attempts kept for a rate limit: the last `limit` within `period`,
-    and this one. Only whether there are more than `limit` matters."""
-    hits = [t for t in hits if t > now - period][-limit:]
-    hits.append(now)
-    return hits
 
 
 ###############################################################################
@@ -948,7 +903,7 @@ def _csrf_secret(session, create):
     if create and session.new and secret != session.loaded[1].get('x'):
         manager = session.manager
         value = manager._visitor_signer.sign(secret.encode('ascii')).decode('ascii')
-        manager._send(session, manager.visitor_cookie,
+        _send(session, manager.visitor_cookie,
                       manager._cookie_header(manager.visitor_cookie, value, None))
         if not session.wrapped:
             _apply_headers(bottle.response, session.cookies)
@@ -1469,7 +1424,29 @@ class Signer:
         raise BadSignature('signature does not match')
 
 
+def _context(manager):
+    """What a signature of this app binds: the cookie's name, path, domain
+    and, if given, the namespace."""
+    return '\0'.join([manager.cookie_name, manager.path, manager.domain or '']
+                      + ([manager.namespace] if manager.namespace else [])).encode('utf-8')
+
+
+def _sign_with(manager, keys):
+    """Make the signer of visitors' CSRF cookies, and the key of user_version
+    hashes, from a store's secrets."""
+    manager._visitor_signer = Signer(keys, b'csrf-visitor', _context(manager))
+    manager._user_version_key = derive_key(keys[0], b'user-version')
+
+
 # CookieSession ###############################################################
+
+def _count(hits, now, limit, period):
+    """The attempts kept for a rate limit: the last `limit` within `period`,
+    and this one. Only whether there are more than `limit` matters."""
+    hits = [t for t in hits if t > now - period][-limit:]
+    hits.append(now)
+    return hits
+
 
 class CookieSession(BaseSession):
     """Keeps the session in a signed cookie, so the server stores nothing.
@@ -1497,9 +1474,34 @@ class CookieSession(BaseSession):
         super().__init__(cookie_expires, cookie_name=cookie_name, secure=secure,
                          httponly=httponly, **options)
         keys = _load_secrets(secret, secret_file)
-        self.signer = Signer(keys, self.salt, self._context())
-        self._sign_with(keys)
+        self.signer = Signer(keys, self.salt, _context(self))
+        _sign_with(self, keys)
         self.compress = compress
+        self._limits, self._limits_lock = {}, threading.Lock()
+
+    def user_sessions(self, user_id, keep=None):
+        """Server-side stores list and end a user's sessions; this one cannot."""
+        raise ConfigError('%s cannot list or end a user\'s sessions: the browser holds '
+                          'them. Give SessionPlugin(..., user_version=fn) to end them '
+                          'when the user\'s version changes.' % type(self).__name__)
+
+    end_sessions = user_sessions
+
+    def rate_limit(self, key, limit, period):
+        """Count one attempt for `key`, such as 'login:' + name. Return True
+        while at most `limit` attempts fall within the last `period` seconds.
+        This store counts in this process only: the browser holds the rest."""
+        now = self.now()
+        with self._limits_lock:
+            if len(self._limits) > 10000:       # forget keys whose attempts all expired
+                self._limits = {k: v for k, v in self._limits.items() if v[-1] > now - period}
+            hits = self._limits[key] = _count(self._limits.get(key, []), now, limit, period)
+        return len(hits) <= limit
+
+    def reset_rate_limit(self, key):
+        """Forget the attempts counted for `key`: call it after a good login."""
+        with self._limits_lock:
+            self._limits.pop(key, None)
 
     def load(self, value):
         if len(value) > self.max_cookie_size or not value.isascii():
@@ -1529,7 +1531,7 @@ class CookieSession(BaseSession):
         return Session(self, sid, data, record, value)
 
     def persist(self, session):
-        record = self._record(session)
+        record = _record(session)
         del record['a']                 # the timestamp says it
         record['i'] = session.id
         raw = _to_json(record).encode('ascii')
@@ -1661,10 +1663,10 @@ class ServerSession(BaseSession):
         identity = _json_encode([self.cookie_name, self.path, self.domain, self.namespace])
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
         if secret is not None:
-            self._sign_with(_load_secrets(secret, None))
+            _sign_with(self, _load_secrets(secret, None))
         else:
             self._visitor_signer = Signer([secrets.token_bytes(32)], b'csrf-visitor',
-                                          self._context())
+                                          _context(self))
             self._user_version_key = self._identity.copy().digest()
 
     def storage_key(self, sid):
@@ -1729,38 +1731,47 @@ class ServerSession(BaseSession):
         if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
             self._cleanup_quietly()
         send = session.new or session.old_id or session.meta.get('e') != session.loaded[1].get('e')
-        key = self.storage_key(session.id)
         old = session.old_id and self.storage_key(session.old_id)
-        version, ours = session.loaded[0], self._record(session)
-        record, base = ours, None
-        for attempt in range(self.swap_attempts):
-            blob = self.dumps(record)
-            if len(blob) > self.max_size:
-                raise SessionTooLarge(len(blob), self.max_size)
-            with self.lock(old or key):
-                if self.write(key, blob, math.ceil(self.expires_at(record)), version, old,
-                              self._user_key(record)):
-                    break
-                theirs = self.read(old or key)
-            if theirs == blob:          # a retried write that had landed after all
-                break
-            if base is None:
-                base = self._parse(session.loaded[0]) if version is not None else {}
-            newer = theirs and self._parse(theirs)
-            if newer is None:
-                if not (session.get('valid') and session.meta.get('l') != session.loaded[1].get('l')):
-                    return None, None   # deleted meanwhile: stays deleted
-                theirs, old, newer = None, None, dict(ours, d={})  # a login starts afresh
-            record, version = _merge_record(base, ours, newer, self._same), theirs
-            time.sleep(random.random() * 0.001 * min(attempt, 5))
-        else:
-            raise SessionStoreError('session %s… changed under %d saves in a row'
-                                    % (session.id[:6], self.swap_attempts))
+        ours = _record(session)
+        lock = self.lock(old or self.storage_key(session.id))
+        with lock:                      # a store that locks needs one round
+            blob, record = self._swap(session, ours, old, lock is _NO_LOCK)
+        if blob is None:
+            return None, None
         if record is not ours:          # the newer keys, for the rest of the request
             session.meta = {k: v for k, v in record.items() if k != 'd'}
             dict.clear(session)
             dict.update(session, record['d'], sessionid=session.id)
         return blob, session.id if send else None
+
+    def _swap(self, session, ours, old, wait):
+        """Write `ours`, merged onto what other requests saved since this one
+        loaded, by compare-and-set. Return (blob, record) as written, or (None,
+        None) if the session was deleted meanwhile: it stays deleted, but for
+        a login, which starts afresh with what this request changed."""
+        key, version, record, base = self.storage_key(session.id), session.loaded[0], ours, None
+        for attempt in range(self.swap_attempts):
+            blob = self.dumps(record)
+            if len(blob) > self.max_size:
+                raise SessionTooLarge(len(blob), self.max_size)
+            if self.write(key, blob, math.ceil(self.expires_at(record)), version, old,
+                          self._user_key(record)):
+                return blob, record
+            theirs = self.read(old or key)
+            if theirs == blob:          # a retried write that had landed after all
+                return blob, record
+            if base is None:
+                base = self._parse(session.loaded[0]) if version is not None else {}
+            newer = theirs and self._parse(theirs)
+            if newer is None:
+                if not (session.get('valid') and session.meta.get('l') != session.loaded[1].get('l')):
+                    return None, None
+                theirs, old, newer = None, None, dict(ours, d={})
+            record, version = _merge_record(base, ours, newer, self._same), theirs
+            if wait:                    # racing saves: wait a little, then the newest
+                time.sleep(random.random() * 0.001 * min(attempt, 5))
+        raise SessionStoreError('session %s… changed under %d saves in a row'
+                                % (session.id[:6], self.swap_attempts))
 
     def delete(self, sid):
         key = self.storage_key(sid)
@@ -2463,9 +2474,9 @@ class RedisSession(ServerSession):
         # Scripts run atomically in Redis; EVALSHA, loaded on demand. A cluster
         # runs a script over the keys of one node only: there a login deletes
         # the old key, then writes the new one, in two steps.
-        self._swap = client.register_script(self._SWAP)
-        self._move = client.register_script(self._MOVE)
-        self._index = client.register_script(self._INDEX)
+        self._swap_script = client.register_script(self._SWAP)
+        self._move_script = client.register_script(self._MOVE)
+        self._index_script = client.register_script(self._INDEX)
         self._cluster = hasattr(client, 'get_nodes')
 
     # Compare and set on one key: write ARGV[2] (or delete it, if empty) only
@@ -2510,14 +2521,14 @@ class RedisSession(ServerSession):
 
         def store():
             if replaces and not self._cluster:
-                done = self._move(keys=[name, self.prefix + replaces], args=[expected, blob, ttl])
+                done = self._move_script(keys=[name, self.prefix + replaces], args=[expected, blob, ttl])
             elif replaces:
-                done = (self._swap(keys=[self.prefix + replaces], args=[expected, '', 0])
+                done = (self._swap_script(keys=[self.prefix + replaces], args=[expected, '', 0])
                         and self.client.set(name, blob, ex=ttl))
             else:
-                done = self._swap(keys=[name], args=[expected or '', blob, ttl])
+                done = self._swap_script(keys=[name], args=[expected or '', blob, ttl])
             if done and user:
-                self._index(keys=[self.prefix + user], args=[key, ttl])
+                self._index_script(keys=[self.prefix + user], args=[key, ttl])
             return bool(done)
         return self._call(store)
 
