@@ -1757,6 +1757,8 @@ class ServerSession(BaseSession):
             if self.write(key, blob, math.ceil(self.expires_at(record)), version, old,
                           self._user_key(record)):
                 return blob, record
+            if wait:                    # racing saves: wait a little, then read the newest
+                time.sleep(random.random() * 0.001 * min(attempt, 5))
             theirs = self.read(old or key)
             if theirs == blob:          # a retried write that had landed after all
                 return blob, record
@@ -1768,8 +1770,6 @@ class ServerSession(BaseSession):
                     return None, None
                 theirs, old, newer = None, None, dict(ours, d={})
             record, version = _merge_record(base, ours, newer, self._same), theirs
-            if wait:                    # racing saves: wait a little, then the newest
-                time.sleep(random.random() * 0.001 * min(attempt, 5))
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
 
@@ -2063,8 +2063,8 @@ class PickleSession(ServerSession):
         for name, st in self._scan():
             if name.startswith('session-'):
                 end = st.st_mtime + (legacy if len(name) == 44 else 0)
-            elif name.startswith('.tmp-'):      # its mtime is when it was made, or its end
-                end = st.st_mtime + self.stale_temp_age
+            elif name.startswith('.tmp-'):      # its ctime is when it was made, or its
+                end = min(st.st_mtime, st.st_ctime) + self.stale_temp_age  # mtime if older
             else:
                 continue
             if end < now:
