@@ -2564,15 +2564,56 @@ def _text(blob):
 
 # scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
 # of a second per hash. Raise it, and needs_rehash() says which hashes to redo.
+# Lower it in tests only, and no further than the floor below, e.g.
+#     monkeypatch.setattr(bottlesession, 'SCRYPT_PARAMETERS', (14, 8, 1))
+# It is checked where it is used: a bad value raises ConfigError.
 SCRYPT_PARAMETERS = (17, 8, 1)
+# The floor: the least hash_password() makes and check_password() accepts from
+# storage, one floor for both so that whatever one makes the other accepts.
+# N=2**14, r=8 is the scrypt paper's setting for interactive logins (16 MiB,
+# ~30 ms here): cheap enough for a test suite, and below it the memory, which
+# is what makes scrypt slow on a GPU, is too little. r and p have floors of
+# their own, 8 and 1, as every recommendation has them: p adds time but no
+# memory, and a smaller r with a larger N is a hash hash_password() never made.
+_SCRYPT_FLOOR = (14, 8, 1)
+# A planted hash is bounded relative to the stronger of SCRYPT_PARAMETERS and
+# this, so that a test that lowers SCRYPT_PARAMETERS still reads real hashes.
+_SCRYPT_DEFAULT = (17, 8, 1)
+_SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
+# A salt is 16 bytes and a key 32, in full: a column too narrow cuts a hash
+# short, and scrypt's output at a shorter length is a prefix of the full one.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
-                      r'\$([A-Za-z0-9_-]{22,86})\$([A-Za-z0-9_-]{22,86})\Z')
+                      r'\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})\Z')
+# What a refused hash or a missing user is checked against: the same work.
+_DECOY_SALT, _DECOY_KEY = bytes(16), bytes(32)
 
 
 def _scrypt_cost(log_n, r, p):
     """The memory (bytes, as OpenSSL counts it) and work (N*r*p) of scrypt."""
     n = 1 << log_n
     return 128 * r * (n + p + 2), n * r * p
+
+
+def _below_floor(log_n, r, p):
+    return any(part < least for part, least in zip((log_n, r, p), _SCRYPT_FLOOR))
+
+
+def _scrypt_parameters():
+    """SCRYPT_PARAMETERS, checked: a ConfigError rather than a weak hash, or
+    one check_password() could not read back."""
+    value = SCRYPT_PARAMETERS
+    if not (isinstance(value, (tuple, list)) and len(value) == 3
+            and all(type(part) is int for part in value)):
+        raise ConfigError('SCRYPT_PARAMETERS is (log2 N, r, p), three ints, not %r'
+                          % (value,))
+    if _below_floor(*value):
+        raise ConfigError('SCRYPT_PARAMETERS %r is below the floor %r, even in tests'
+                          % (tuple(value), _SCRYPT_FLOOR))
+    log_n, r, p = value                 # log_n first: 1 << 10**9 is itself costly
+    if log_n > 24 or r > 999 or p > 999 or _scrypt_cost(*value)[0] + 65536 > _SCRYPT_MAXMEM:
+        raise ConfigError('SCRYPT_PARAMETERS %r needs over 2 GiB, or r or p over 999'
+                          % (tuple(value),))
+    return tuple(value)
 
 
 def _password_bytes(password):
@@ -2583,24 +2624,28 @@ def _password_bytes(password):
     raise TypeError('a password is a str or bytes, not %s' % type(password).__name__)
 
 
-def _scrypt(password, salt, log_n, r, p, length):
+def _scrypt(secret, salt, log_n, r, p):
     memory, _ = _scrypt_cost(log_n, r, p)
-    return hashlib.scrypt(_password_bytes(password), salt=salt, n=1 << log_n, r=r, p=p,
-                          maxmem=memory + 65536, dklen=length)
+    return hashlib.scrypt(secret, salt=salt, n=1 << log_n, r=r, p=p,
+                          maxmem=memory + 65536, dklen=32)
 
 
-def _parse_hash(hashed):
-    """(log_n, r, p, salt, key) from a hash_password() string, or None.
+def _parse_hash(hashed, current):
+    """(log_n, r, p, salt, key) from a hash check_password() accepts, or None.
 
-    A stored hash is trusted no further than twice the current memory and
-    eight times the current work, so that one planted in a user table cannot
-    make check_password() allocate gigabytes or run for minutes."""
+    Refused besides the malformed: a salt or key short of 16 and 32 bytes,
+    parameters below the floor, and over twice the memory or eight times the
+    work of `current` (or of the default, if more), so that a hash planted in
+    a user table cannot make check_password() allocate gigabytes or run for
+    minutes."""
     match = _HASH_RE.match(hashed) if isinstance(hashed, str) else None
     if match is None:
         return None
     log_n, r, p = (int(group) for group in match.groups()[:3])
+    if _below_floor(log_n, r, p):
+        return None
     memory, work = _scrypt_cost(log_n, r, p)
-    most_memory, most_work = _scrypt_cost(*SCRYPT_PARAMETERS)
+    most_memory, most_work = map(max, _scrypt_cost(*current), _scrypt_cost(*_SCRYPT_DEFAULT))
     if memory > 2 * most_memory or work > 8 * most_work:
         return None
     try:
@@ -2613,8 +2658,8 @@ def _parse_hash(hashed):
 def hash_password(password):
     """Hash a password (str or bytes; a str is UTF-8 encoded) for storage.
 
-    Uses scrypt (OWASP's minimum: N=2**17, r=8, p=1) with a random 16-byte
-    salt, and returns a str that carries its parameters::
+    Uses scrypt at SCRYPT_PARAMETERS (OWASP's minimum: N=2**17, r=8, p=1) with
+    a random 16-byte salt, and returns a str that carries its parameters::
 
         scrypt$<log2 N>$<r>$<p>$<salt>$<hash>
         e.g. scrypt$17$8$1$<22 characters>$<43 characters>
@@ -2623,10 +2668,14 @@ def hash_password(password):
     It takes 128 MiB and a few tenths of a second on purpose: that is what
     makes a stolen table slow to crack. check_password() costs the same, so
     rate-limit login attempts.
+
+    For tests only, SCRYPT_PARAMETERS may be lowered as far as the floor,
+    (14, 8, 1), about ten times faster; below it, or not three ints, it
+    raises ConfigError.
     """
-    log_n, r, p = SCRYPT_PARAMETERS
+    log_n, r, p = _scrypt_parameters()
     salt = secrets.token_bytes(16)
-    key = _scrypt(password, salt, log_n, r, p, 32)
+    key = _scrypt(_password_bytes(password), salt, log_n, r, p)
     return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, _b64encode(salt).decode(),
                                       _b64encode(key).decode())
 
@@ -2634,31 +2683,34 @@ def hash_password(password):
 def check_password(password, hashed):
     """True if `password` matches `hashed`, a hash_password() string.
 
-    The comparison is constant-time. It returns False, and never raises, for
-    a wrong password, a password that is not a str or bytes, and a hash that
-    is malformed, foreign (not made by hash_password) or asks for absurd
-    parameters. To avoid telling who has an account by timing, check a
-    missing user's password against a hash_password() of anything.
+    Pass None for a user that does not exist, as check_password(password,
+    USERS.get(name)) does: False, after the same work as a wrong password,
+    so that the time taken does not tell who has an account. The same for a
+    password that is not a str or bytes, and for a hash that is malformed,
+    foreign, cut short, below the floor (N=2**14, r=8, p=1) or asks for
+    absurd parameters: False, after a check's work at SCRYPT_PARAMETERS.
+    The comparison is constant-time. It raises only ConfigError, for a bad
+    SCRYPT_PARAMETERS.
     """
-    parsed = _parse_hash(hashed)
-    if parsed is None:
-        return False
-    log_n, r, p, salt, key = parsed
+    current = _scrypt_parameters()
+    parsed = _parse_hash(hashed, current)
     try:
-        derived = _scrypt(password, salt, log_n, r, p, len(key))
-    except (TypeError, ValueError):     # not a str or bytes; OpenSSL refused
+        secret = _password_bytes(password)
+    except TypeError:
+        secret, parsed = b'', None
+    # Refused or missing: a check's work all the same, timed like a real one.
+    log_n, r, p, salt, key = parsed or current + (_DECOY_SALT, _DECOY_KEY)
+    try:
+        derived = _scrypt(secret, salt, log_n, r, p)
+    except ValueError:                  # OpenSSL refused: out of memory
         return False
-    return hmac.compare_digest(derived, key)
+    return hmac.compare_digest(derived, key) and parsed is not None
 
 
 def needs_rehash(hashed):
     """True when `hashed` is weaker than hash_password() makes today, or not
-    one of its hashes at all. Store a new hash_password() at the next
-    successful check_password()."""
-    parsed = _parse_hash(hashed)
-    if parsed is None:
-        return True
-    log_n, r, p, salt, key = parsed
-    current = SCRYPT_PARAMETERS
-    return (log_n < current[0] or r < current[1] or p < current[2]
-            or len(salt) < 16 or len(key) < 32)
+    one check_password() accepts at all. Store a new hash_password() at the
+    next successful check_password()."""
+    current = _scrypt_parameters()
+    parsed = _parse_hash(hashed, current)
+    return parsed is None or any(part < want for part, want in zip(parsed[:3], current))

@@ -2965,10 +2965,36 @@ def scrypt_hash(password, salt, log_n, r, p, length=32):
     return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), b64(key))
 
 
+# hashlib.scrypt's (n, r, p, dklen) for one check at the default, (17, 8, 1).
+DEFAULT_CHECK = (2 ** 17, 8, 1, 32)
+SALT, KEY = b64(b'0123456789abcdef'), b64(b'k' * 32)
+ZEROS = b64(bytes(32))              # the key spy_on_scrypt(fake=True) derives
+
+
 @pytest.fixture(scope='module')
 def hashed():
     """One hash at the current parameters, shared: each one costs ~0.1-0.5 s."""
     return bs.hash_password('correct horse ✓')
+
+
+@pytest.fixture
+def fast_hashing(monkeypatch):
+    """The documented way to make tests fast: SCRYPT_PARAMETERS at the floor."""
+    monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', (14, 8, 1))
+
+
+def spy_on_scrypt(monkeypatch, fake=False):
+    """The (n, r, p, dklen) of each hashlib.scrypt call, recorded; with fake,
+    each is answered at once with zero bytes instead of the work."""
+    calls, real = [], hashlib.scrypt
+
+    def spy(password, *, salt, n, r, p, maxmem=0, dklen=64):
+        calls.append((n, r, p, dklen))
+        if fake:
+            return bytes(dklen)
+        return real(password, salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=dklen)
+    monkeypatch.setattr(hashlib, 'scrypt', spy)
+    return calls
 
 
 def test_hash_format_and_parameters(hashed):
@@ -2988,20 +3014,90 @@ def test_check_password(hashed):
         assert bs.check_password(wrong, hashed) is False
 
 
-@slow
-def test_salts_are_random():
+def test_salts_are_random(fast_hashing):
     one, two = bs.hash_password('pw'), bs.hash_password('pw')
     assert one != two and one.split('$')[4] != two.split('$')[4]
     assert bs.check_password('pw', one) and bs.check_password('pw', two)
 
 
-def test_parameters_are_read_from_the_hash():
-    """Hashes made with other (older) parameters still verify, and ask to be redone."""
-    for log_n, r, p, length in ((14, 8, 1, 32), (12, 4, 2, 64), (10, 8, 3, 16)):
-        old = scrypt_hash(b'pw', b'0123456789abcdef', log_n, r, p, length)
-        assert bs.check_password('pw', old) is True
-        assert bs.check_password('pX', old) is False
-        assert bs.needs_rehash(old) is True
+def test_lowered_parameters_make_tests_fast(fast_hashing, monkeypatch):
+    calls = spy_on_scrypt(monkeypatch)
+    made = bs.hash_password('pw')
+    assert made.startswith('scrypt$14$8$1$') and bs.needs_rehash(made) is False
+    assert bs.check_password('pw', made) is True and bs.check_password('pX', made) is False
+    assert bs.check_password('pw', None) is False           # the missing user's work too
+    assert calls == [(2 ** 14, 8, 1, 32)] * 4               # ~8 times cheaper than 2**17
+
+
+def test_lowered_parameters_still_accept_hashes_made_at_the_default(fast_hashing,
+                                                                     monkeypatch):
+    """The bound on planted parameters does not fall with SCRYPT_PARAMETERS."""
+    calls = spy_on_scrypt(monkeypatch, fake=True)
+    default = 'scrypt$17$8$1$%s$%s' % (SALT, ZEROS)
+    assert bs.check_password('pw', default) is True
+    assert bs.needs_rehash(default) is False
+    assert calls == [DEFAULT_CHECK]
+
+
+# Not a 3-tuple of ints, below the floor, or past what OpenSSL (2 GiB) or the
+# hash format (r and p under 1000) allow.
+BAD_PARAMETERS = [(13, 8, 1), (14, 7, 1), (17, 4, 1), (14, 8, 0), (0, 8, 1), (True, 8, 1),
+                  (17.0, 8, 1), (17, '8', 1), (17, 8), (17, 8, 1, 1), '17$8$1', None, 17,
+                  (21, 8, 1), (14, 1000, 1), (14, 8, 1000)]
+
+
+@pytest.mark.parametrize('value', BAD_PARAMETERS, ids=repr)
+def test_bad_scrypt_parameters_are_a_clear_error(value, monkeypatch):
+    """Not a weak hash, nor every login quietly refused."""
+    monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', value)
+    valid = 'scrypt$17$8$1$%s$%s' % (SALT, KEY)
+    for call in (lambda: bs.hash_password('pw'), lambda: bs.check_password('pw', None),
+                 lambda: bs.check_password('pw', valid), lambda: bs.needs_rehash(valid)):
+        with pytest.raises(bs.ConfigError, match='SCRYPT_PARAMETERS'):
+            call()
+
+
+@pytest.mark.parametrize('log_n,r,p', [(14, 8, 1), (14, 8, 2), (14, 16, 1), (15, 8, 1)])
+def test_older_parameters_at_or_above_the_floor_verify_and_ask_to_be_redone(log_n, r, p):
+    old = scrypt_hash(b'pw', b'0123456789abcdef', log_n, r, p)
+    assert bs.check_password('pw', old) is True
+    assert bs.check_password('pX', old) is False
+    assert bs.needs_rehash(old) is True
+
+
+# Below the floor (N=2**14, r=8, p=1), even where N*r*p is as much work.
+BELOW_THE_FLOOR = [(13, 8, 1), (13, 8, 10), (10, 8, 3), (12, 4, 2), (14, 7, 1),
+                   (15, 4, 1), (15, 1, 1), (16, 2, 4)]
+
+
+@pytest.mark.parametrize('log_n,r,p', BELOW_THE_FLOOR)
+def test_parameters_below_the_floor_are_refused(log_n, r, p, fast_hashing, monkeypatch):
+    weak = scrypt_hash(b'pw', b'0123456789abcdef', log_n, r, p)     # the right password
+    calls = spy_on_scrypt(monkeypatch)
+    assert bs.check_password('pw', weak) is False
+    assert calls == [(2 ** 14, 8, 1, 32)]       # a check's work, at SCRYPT_PARAMETERS
+    assert bs.needs_rehash(weak) is True
+
+
+def test_a_truncated_or_resized_key_is_refused(fast_hashing):
+    """A column too narrow for the hash cuts it short: scrypt's output at a
+    shorter length is a prefix of the full one, so it would still verify."""
+    good = bs.hash_password('pw')
+    assert bs.check_password('pw', good) is True
+    for shorter in (good[:-1], good[:-2], good[:-11], good[:-22]):
+        assert bs.check_password('pw', shorter) is False, len(shorter)
+        assert bs.needs_rehash(shorter) is True
+    for length in (16, 24, 31, 33, 64):
+        resized = scrypt_hash(b'pw', b'0123456789abcdef', 14, 8, 1, length)
+        assert bs.check_password('pw', resized) is False, length
+        assert bs.needs_rehash(resized) is True
+
+
+def test_a_salt_that_is_not_16_bytes_is_refused(fast_hashing):
+    for salt in (b'12345678', b'0123456789abcde', b'0123456789abcdefg', b's' * 32):
+        other = scrypt_hash(b'pw', salt, 14, 8, 1)
+        assert bs.check_password('pw', other) is False, len(salt)
+        assert bs.needs_rehash(other) is True
 
 
 def test_needs_rehash(hashed):
@@ -3015,7 +3111,50 @@ def test_needs_rehash(hashed):
         assert bs.needs_rehash(foreign) is True
 
 
-SALT, KEY = b64(b'0123456789abcdef'), b64(b'k' * 32)
+def test_needs_rehash_for_each_weaker_component(monkeypatch):
+    monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', (18, 16, 2))       # raised
+    for params, expected in (('18$16$2', False), ('19$16$2', False), ('18$32$2', False),
+                             ('18$16$3', False), ('17$16$2', True), ('18$8$2', True),
+                             ('18$16$1', True), ('17$8$1', True)):
+        assert bs.needs_rehash('scrypt$%s$%s$%s' % (params, SALT, KEY)) is expected, params
+
+
+def test_a_missing_user_costs_a_check(monkeypatch):
+    """The README's check_password(pw, USERS.get(name)): no such user is
+    False after scrypt's work at today's parameters, not at once."""
+    calls = spy_on_scrypt(monkeypatch, fake=True)
+    users = {'alice': 'scrypt$17$8$1$%s$%s' % (SALT, ZEROS)}
+    assert bs.check_password('wonderland', users.get('mallory')) is False
+    assert calls == [DEFAULT_CHECK]
+
+
+def test_a_password_of_the_wrong_type_is_false_after_a_checks_work(monkeypatch):
+    calls = spy_on_scrypt(monkeypatch, fake=True)
+    zeros = 'scrypt$17$8$1$%s$%s' % (SALT, ZEROS)
+    assert bs.check_password('anything', zeros) is True       # the fake is in place
+    for password in (None, 17, ['pw'], 1.5):
+        assert bs.check_password(password, zeros) is False
+    assert calls == [DEFAULT_CHECK] * 5
+
+
+def median(times):
+    return sorted(times)[len(times) // 2]
+
+
+@slow
+def test_a_missing_user_takes_as_long_as_a_wrong_password(hashed):
+    """Medians of interleaved runs, so that a busy neighbour slows all alike."""
+    runs = {None: [], hashed: [], 'pbkdf2_sha256$600000$c2FsdA$aGFzaA==': []}
+    for _ in range(7):
+        for stored, times in runs.items():
+            start = time.perf_counter()
+            assert bs.check_password('not it', stored) is False
+            times.append(time.perf_counter() - start)
+    wrong = median(runs.pop(hashed))
+    for stored, times in runs.items():
+        assert 0.5 < median(times) / wrong < 2, (stored, times, wrong)
+
+
 FOREIGN_HASHES = [
     None, '', 'wonderland', b'scrypt$17$8$1$' + SALT.encode() + b'$' + KEY.encode(), 17, [],
     'pbkdf2_sha256$600000$c2FsdA$aGFzaA==',                         # Django
@@ -3043,19 +3182,31 @@ ABSURD_PARAMETERS = ['20$8$1', '18$8$16', '17$8$64', '16$8$128', '20$8$16', '17$
 
 
 @pytest.mark.parametrize('foreign', FOREIGN_HASHES, ids=range(len(FOREIGN_HASHES)))
-def test_malformed_or_foreign_hashes_are_false(foreign):
+def test_malformed_or_foreign_hashes_are_false_after_a_checks_work(foreign, monkeypatch):
+    calls = spy_on_scrypt(monkeypatch, fake=True)
     for password in ('wonderland', b'wonderland', '', None, 17):
         assert bs.check_password(password, foreign) is False
+    assert calls == [DEFAULT_CHECK] * 5
     assert bs.needs_rehash(foreign) is True
 
 
 @pytest.mark.parametrize('params', ABSURD_PARAMETERS)
-def test_absurd_parameters_are_refused_at_once(params):
-    hashed = 'scrypt$%s$%s$%s' % (params, SALT, KEY)
+def test_absurd_parameters_are_not_obeyed(params, monkeypatch):
+    """A planted hash gets a normal check's work, not the work it asks for:
+    with the fake, its zero key would match if it were obeyed."""
+    calls = spy_on_scrypt(monkeypatch, fake=True)
+    planted = 'scrypt$%s$%s$%s' % (params, SALT, ZEROS)
+    assert bs.check_password('wonderland', planted) is False
+    assert bs.needs_rehash(planted) is True
+    assert calls == [DEFAULT_CHECK]
+
+
+@pytest.mark.parametrize('params', ['30$8$1', '17$1024$1', '10$8$99999'])
+def test_absurd_parameters_cost_no_more_than_a_check(params, fast_hashing):
+    planted = 'scrypt$%s$%s$%s' % (params, SALT, KEY)
     start = time.perf_counter()
-    assert bs.check_password('wonderland', hashed) is False
-    assert bs.needs_rehash(hashed) is True
-    assert time.perf_counter() - start < 0.5     # obeyed, each takes seconds or gigabytes
+    assert bs.check_password('wonderland', planted) is False
+    assert time.perf_counter() - start < 2       # obeyed: a minute, or gigabytes
 
 
 @slow
