@@ -2179,65 +2179,79 @@ def _connection_lost(conn, error):
     return isinstance(state, str) and state.startswith('08')
 
 
-def _check_sqlite_path(path):
-    """Refuse a SQLite path that another user could swap or plant: its
-    directory must be this user's alone; every directory above it must be
-    root's or this user's, and writable by others only if sticky (as /tmp
-    is: then nobody can rename what is ours); none may be a symlink; the
-    file, if there, must be this user's alone."""
-    directory = os.path.dirname(path)
+def _open_sqlite_dir(directory):
+    """Open the database's directory, walking down from / without following a
+    symlink, and refuse it if another user could swap or plant what is in it:
+    each directory above must be root's or this user's, and writable by
+    others only if sticky (as /tmp is: nobody can then rename what is ours);
+    the last must be this user's alone. Connections then go through this
+    descriptor, so the directory checked is the one used."""
+    fd = os.open('/', os.O_RDONLY | _O_DIRECTORY)
     try:
-        _check_private(directory, os.lstat(directory), 'directory of the session database',
-                       _PLANTED_SQLITE)
-        above = directory
-        while above != os.path.dirname(above):
-            above = os.path.dirname(above)
-            st = os.lstat(above)
-            if stat.S_ISLNK(st.st_mode) or st.st_uid not in (0, os.geteuid()) or (
+        for part in os.path.realpath(directory).split(os.sep)[1:]:
+            st = os.fstat(fd)
+            if st.st_uid not in (0, os.geteuid()) or (
                     st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
-                raise ConfigError('%r, above the session database, is a symlink or could be '
-                                  'changed by another user, who %s' % (above, _PLANTED_SQLITE))
-        try:
-            _check_private(path, os.lstat(path), 'session database', _PLANTED_SQLITE)
-        except FileNotFoundError:
-            pass            # made by the first connection
-    except OSError as exc:
-        raise ConfigError('cannot use the session database %r: %s' % (path, exc)) from exc
+                raise ConfigError('the directory above %r could be changed by another '
+                                  'user, who %s' % (part, _PLANTED_SQLITE))
+            below = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = below
+        _check_private(directory, os.fstat(fd), 'directory of the session database',
+                       _PLANTED_SQLITE)
+        return fd
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise ConfigError('cannot use the session database in %r: %s (a symlink that '
+                              'changed is refused)' % (directory, exc)) from exc
+        raise
 
 
 def _sqlite_factory(path):
     """A factory of connections to the SQLite file `path`, or by default to a file
-    in the private per-user directory. The path is checked now, and again
-    before each new connection."""
+    in the private per-user directory, through its checked directory."""
     if path is None:
         os.close(_open_private_dir(_default_dir()))     # usable, or a ConfigError now
         path = os.path.join(_default_dir(), 'sessions.sqlite3')
-    path = os.path.abspath(os.fspath(path))
-    _check_sqlite_path(path)
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    fd = _open_sqlite_dir(directory)
+    # Linux names the directory we hold as /proc/self/fd/N: what was checked is used.
+    where = '/proc/self/fd/%d/' % fd if os.path.isdir('/proc/self/fd') else directory + '/'
+
+    def check():
+        """Whether the database is there; refuse it if it is not ours alone."""
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        _check_private(name, st, 'session database', _PLANTED_SQLITE)
+        return True
 
     def connect():
         import sqlite3
-        _check_sqlite_path(path)
-        if not os.path.exists(path):
+        if not check():
             # Made whole under a temp name, WAL already on, then linked into
             # place: no other process ever sees it half made. WAL only on our
             # own database (it changes the file for every user of it); readers
             # then never wait on a writer. SQLite gives -wal and -shm its mode.
-            temp = '%s.%s' % (path, secrets.token_hex(8))
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600))
+            temp = '%s.%s' % (name, secrets.token_hex(8))
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
+                             dir_fd=fd))
             try:
-                made = sqlite3.connect(temp)
+                made = sqlite3.connect(where + temp)
                 made.execute('PRAGMA journal_mode=WAL')
                 made.close()
-                os.link(temp, path)
+                os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
             except FileExistsError:
                 pass                # another process made it first: theirs
             finally:
-                os.unlink(temp)
-        conn = sqlite3.connect(path, timeout=30)
+                os.unlink(temp, dir_fd=fd)
+        conn = sqlite3.connect(where + name, timeout=30)
         if conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal':
             conn.execute('PRAGMA synchronous=NORMAL')   # durable enough with WAL
         return conn
+    check()
     return connect
 
 
