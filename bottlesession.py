@@ -83,32 +83,9 @@ __all__ = [
     'hash_password', 'check_password', 'needs_rehash', 'SCRYPT_PARAMETERS',
 ]
 
-import binascii
-import collections
-import contextlib
-import datetime
-import functools
-import hashlib
-import hmac
-import inspect
-import json
-import logging
-import math
-import os
-import pickle
-import random
-import re
-import secrets
-import stat
-import sys
-import tempfile
-import threading
-import time
-import traceback
-import urllib.parse
-import uuid
-import warnings
-import zlib
+import binascii, collections, contextlib, datetime, functools, hashlib, hmac, inspect
+import json, logging, math, os, pickle, random, re, secrets, stat, sys, tempfile
+import threading, time, traceback, urllib.parse, uuid, warnings, zlib
 
 try:
     import fcntl        # POSIX: the file store's locks
@@ -1652,7 +1629,7 @@ class ServerSession(BaseSession):
 
     legacy_ids = False
     swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
-    max_size = 1 << 20      # bytes of a stored session, the same in every store
+    max_size = 8 << 20      # bytes of a stored session, the same in every store
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, secret=None,
                  **options):
@@ -2181,30 +2158,43 @@ def _connection_lost(conn, error):
 
 def _open_sqlite_dir(directory):
     """Open the database's directory, walking down from / without following a
-    symlink, and refuse it if another user could swap or plant what is in it:
-    each directory above must be root's or this user's, and writable by
-    others only if sticky (as /tmp is: nobody can then rename what is ours);
-    the last must be this user's alone. Connections then go through this
-    descriptor, so the directory checked is the one used."""
-    fd = os.open('/', os.O_RDONLY | _O_DIRECTORY)
+    symlink that another user owns, and refuse it if another user could swap
+    or plant what is in it: each directory on the way must be root's or this
+    user's, and writable by others only if sticky (as /tmp is: nobody can
+    then rename what is ours); the last must be this user's alone. Every
+    connection goes through this descriptor: the directory checked is used."""
+    parts, hops, fd = directory.split(os.sep)[1:], 0, os.open('/', os.O_RDONLY | _O_DIRECTORY)
     try:
-        for part in os.path.realpath(directory).split(os.sep)[1:]:
+        while parts:
+            part = parts.pop(0)
             st = os.fstat(fd)
             if st.st_uid not in (0, os.geteuid()) or (
                     st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
                 raise ConfigError('the directory above %r could be changed by another '
                                   'user, who %s' % (part, _PLANTED_SQLITE))
-            below = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = below
+            link = part not in ('', '.') and os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if link and stat.S_ISLNK(link.st_mode):
+                hops += 1
+                if link.st_uid not in (0, os.geteuid()) or hops > 40:
+                    raise ConfigError('%r, on the way to the session database, is a symlink '
+                                      'of another user, who %s' % (part, _PLANTED_SQLITE))
+                target = os.readlink(part, dir_fd=fd)
+                parts[:0] = target.split(os.sep)
+                if target.startswith(os.sep):
+                    os.close(fd)
+                    fd = os.open('/', os.O_RDONLY | _O_DIRECTORY)
+            elif link:
+                below = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = below
         _check_private(directory, os.fstat(fd), 'directory of the session database',
                        _PLANTED_SQLITE)
         return fd
     except BaseException as exc:
         os.close(fd)
         if isinstance(exc, OSError):
-            raise ConfigError('cannot use the session database in %r: %s (a symlink that '
-                              'changed is refused)' % (directory, exc)) from exc
+            raise ConfigError('cannot use the session database in %r: %s'
+                              % (directory, exc)) from exc
         raise
 
 
