@@ -2365,8 +2365,9 @@ class SQLSession(ServerSession):
         """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
 
         An error that broke the connection is tried again once, on a new one,
-        so the first request after a database restart succeeds. A pool drops
-        the broken connection itself."""
+        so the first request after a database restart succeeds; not a timeout,
+        which would double the driver's bound. A pool drops the broken
+        connection itself."""
         for retry in (True, False):
             conn = None
             try:
@@ -2381,7 +2382,7 @@ class SQLSession(ServerSession):
                 lost = conn is not None and _connection_lost(conn, exc)
                 if lost:
                     self._forget(conn)
-                if not (lost and retry):
+                if not (lost and retry) or 'timed out' in str(exc) or 'timeout' in str(exc):
                     raise SessionStoreError('session database failed: %s' % exc) from exc
 
     def _transaction(self, conn, work):
