@@ -1926,8 +1926,10 @@ class PickleSession(ServerSession):
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
         try:
             mtime = os.fstat(fd).st_mtime
-            if len(key) == 64 and mtime < self.now():
-                return None             # its end has passed
+            if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
+                with contextlib.suppress(OSError):
+                    self._unlink(key)
+                return None
             blob = chunk = os.read(fd, 65536)
             while len(chunk) == 65536:
                 chunk = os.read(fd, 65536)
