@@ -4345,6 +4345,17 @@ def test_a_forged_token_fails_for_a_session_without_a_secret(store, stored):
     assert 'posted' not in app.get('/get').json['data']
 
 
+@pytest.mark.parametrize('token', ['\u00e9' * 86, 'A' + '!' * 85, 'A' * 85 + '\x00'])
+def test_a_token_of_the_right_length_that_does_not_decode_is_a_403(token):
+    """From the mutmut run on check_csrf: `raw = None` where a token fails
+    to decode gave a 500 (the form test's '\u00e9' * 86 arrives UTF-8
+    encoded, 172 characters, and never reached that branch)."""
+    app = csrf_app(bs.CookieSession(secret=SECRET))
+    app.get('/form')
+    app.post('/post', headers={'X-CSRF-Token': token}, status=403)
+    app.post('/post', params={'csrf_token': token.encode('latin-1')}, status=403)
+
+
 @pytest.mark.parametrize('stored', [False, True], ids=['visitor', 'stored-session'])
 def test_a_refused_post_makes_no_secret(store, stored):
     """The check only reads the secret: a 403 sets no cookie and stores
