@@ -147,7 +147,8 @@ def counting_loader(calls):
 def ours(manager, data, change=True, load_user=None):
     """Read-modify-save (or read-only) through the plugin."""
     app = bottle.Bottle()
-    app.install(bottlesession.SessionPlugin(manager, load_user=load_user))
+    options = {'load_user': load_user} if load_user else {}    # compare_versions: 2.0 has none
+    app.install(bottlesession.SessionPlugin(manager, **options))
 
     @app.route('/')
     def index(session):
