@@ -7,8 +7,11 @@ Each scenario is a Bottle app called through WSGI in-process (no network), so
 the figures are library overhead. Scenarios run interleaved, batch by batch,
 so that noise on a shared machine hits them all alike. The report gives each
 scenario's median time per request with min-max over the batches, its
-overhead over a bare Bottle request, and the target ratios of issue 4.
---smoke runs a few hundred requests per scenario to show that it still works.
+overhead over a bare Bottle request, and the target ratios of issue 4, with
+those of the login and CSRF work: a POST to a route without a session, checked
+by Sec-Fetch-Site or by the token; load_user, free on routes that do not ask
+for the user. --smoke runs a few hundred requests per scenario to show that it
+still works.
 """
 import argparse
 import base64
@@ -16,6 +19,7 @@ import hashlib
 import hmac
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -47,19 +51,22 @@ NOISE = '; '.join('_ga%d=GA1.2.%d.%d' % (i, 1000000 + i, 1700000000 + i) for i i
 # Driving a WSGI app in-process ###############################################
 ###############################################################################
 
-def environ_for(path='/', cookie=None):
-    environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': path, 'QUERY_STRING': '',
+def environ_for(path='/', cookie=None, method='GET', headers=None):
+    environ = {'REQUEST_METHOD': method, 'PATH_INFO': path, 'QUERY_STRING': '',
+               'CONTENT_LENGTH': '0',
                'SERVER_NAME': 'localhost', 'SERVER_PORT': '80', 'HTTP_HOST': 'localhost',
                'SERVER_PROTOCOL': 'HTTP/1.1', 'wsgi.url_scheme': 'http',
                'wsgi.errors': sys.stderr, 'wsgi.multithread': False,
                'wsgi.multiprocess': False, 'wsgi.run_once': False, 'wsgi.version': (1, 0)}
     if cookie:
         environ['HTTP_COOKIE'] = cookie
+    for name, value in (headers or {}).items():
+        environ['HTTP_' + name.upper().replace('-', '_')] = value
     return environ
 
 
-def call(app, template):
-    """One request; returns (status, headers)."""
+def call(app, template, want_body=False):
+    """One request; returns (status, headers), and the body if asked."""
     result = {}
 
     def start_response(status, headers, exc_info=None):
@@ -67,11 +74,21 @@ def call(app, template):
     environ = dict(template)
     environ['wsgi.input'] = io.BytesIO()
     body = app(environ, start_response)
-    for _ in body:
-        pass
+    chunks = [chunk for chunk in body]
     if hasattr(body, 'close'):
         body.close()
+    if want_body:
+        return result['status'], result['headers'], b''.join(chunks).decode()
     return result['status'], result['headers']
+
+
+def all_cookies(app, path):
+    """One request; returns (the Cookie header of every cookie it set, its body)."""
+    status, headers, body = call(app, environ_for(path), want_body=True)
+    pairs = [v.strip().split(';')[0] for k, v in headers if k.lower() == 'set-cookie']
+    if not pairs:
+        raise RuntimeError('%s set no cookie: %s %s' % (path, status, headers))
+    return '; '.join(pairs), body
 
 
 def first_cookie(app, path, name, extra=None):
@@ -110,16 +127,28 @@ class Scenario:
 def bare_app():
     app = bottle.Bottle()
 
-    @app.route('/')
+    @app.route('/', method=['GET', 'POST'])
     def index():
         return 'ok'
     return app
 
 
-def ours(manager, data, change=True):
+USERS = {'alice': {'name': 'alice', 'admin': False}}
+
+
+def counting_loader(calls):
+    """load_user from a dict, counting its calls in calls[0]."""
+    def load_user(user_id):
+        calls[0] += 1
+        return USERS.get(user_id)
+    return load_user
+
+
+def ours(manager, data, change=True, load_user=None):
     """Read-modify-save (or read-only) through the plugin."""
     app = bottle.Bottle()
-    app.install(bottlesession.SessionPlugin(manager))
+    options = {'load_user': load_user} if load_user else {}    # compare_versions: 2.0 has none
+    app.install(bottlesession.SessionPlugin(manager, **options))
 
     @app.route('/')
     def index(session):
@@ -134,9 +163,24 @@ def ours(manager, data, change=True):
         session.update(data)
         return 'ok'
 
-    @app.route('/plain')
+    @app.route('/plain', method=['GET', 'POST'])
     def plain():
         return 'ok'
+
+    @app.route('/token')
+    def token(session):
+        session['n'] = 0
+        return session.csrf_token()
+
+    @app.route('/login')
+    def login(session):
+        session.login('alice')
+        session.update(data)
+        return 'ok'
+
+    @app.route('/me')
+    def me(user):
+        return user['name']
     return app
 
 
@@ -256,17 +300,15 @@ def start_redis(workdir):
 
 
 def fill(manager, count):
-    """Store `count` other sessions, as a busy site would have."""
-    now = time.time()
-    if isinstance(manager, bottlesession.SQLSession):
-        def insert(cur, sql):
-            for _ in range(count):
-                text, end = manager._record(now, now, dict(SMALL))
-                cur.execute(sql['insert'], manager._params(bottlesession._new_id(), text, end))
-        manager._run(insert)
-    else:
-        for _ in range(count):
-            manager.write(bottlesession._new_id(), now, now, dict(SMALL))
+    """Store `count` other sessions, as a busy site would have, through the
+    store interface (see ServerSession): a record {'c', 'a', 'd'} under the
+    storage key of a fresh id, as dumps() makes it."""
+    now = int(time.time())
+    record = {'c': now, 'a': now, 'd': dict(SMALL, valid=False)}
+    blob, expires = manager.dumps(record), math.ceil(manager.expires_at(record))
+    for _ in range(count):
+        if not manager.write(manager.storage_key(bottlesession._new_id()), blob, expires):
+            raise RuntimeError('fill(): a fresh key was taken')
 
 
 def cleanup_cost(make, expired):
@@ -285,11 +327,20 @@ def cleanup_cost(make, expired):
 # The run #####################################################################
 ###############################################################################
 
-def build(workdir, scale, redis_client, shm):
+def expect(app, environ, status='200 OK', set_cookie=False):
+    """Check a scenario's request once before timing it."""
+    got, headers = call(app, environ)
+    sets = [v for k, v in headers if k.lower() == 'set-cookie']
+    if got != status or bool(sets) != set_cookie:
+        raise SystemExit('%s %s: %s, Set-Cookie %s' % (
+            environ['REQUEST_METHOD'], environ['PATH_INFO'], got, sets))
+
+
+def build(workdir, scale, redis_client, shm, checks):
     scenarios = []
 
-    def add(name, app, path_cookie, group=''):
-        scenarios.append(Scenario(name, app, environ_for('/', path_cookie), group))
+    def add(name, app, path_cookie, group='', environ=None):
+        scenarios.append(Scenario(name, app, environ or environ_for('/', path_cookie), group))
 
     bare = bare_app()
     add('bare bottle', bare, None)
@@ -297,6 +348,38 @@ def build(workdir, scale, redis_client, shm):
     app = ours(cookie, SMALL)
     add('plugin installed, route without session', app, None)
     scenarios[-1].environ = environ_for('/plain')
+
+    # The plugin checks every unsafe request, to routes without a session too:
+    # by the browser's Sec-Fetch-Site when it sends one, else by the token.
+    add('bare bottle POST', bare, None, environ=environ_for('/', method='POST'))
+    environ = environ_for('/plain', method='POST', headers={'Sec-Fetch-Site': 'same-origin'})
+    expect(app, environ)
+    expect(app, dict(environ, HTTP_SEC_FETCH_SITE='cross-site'), '403 Forbidden')
+    add('POST, no session, Sec-Fetch-Site check', app, None, environ=environ)
+    cookies, token = all_cookies(app, '/token')
+    environ = environ_for('/plain', cookies, 'POST', {'X-CSRF-Token': token})
+    expect(app, environ)
+    expect(app, environ_for('/plain', cookies, 'POST'), '403 Forbidden')
+    add('POST, no session, token (neither header)', app, None, environ=environ)
+
+    # load_user: free for a route that never asks for the user; one call from
+    # a dict for a route that takes `user`.
+    loaded, unused = [0], [0]
+    installed = ours(cookie, SMALL, load_user=counting_loader(unused))
+    add('CookieSession rms small, load_user installed', installed,
+        first_cookie(installed, '/start', 'session_data'), 'small')
+    users = ours(cookie, SMALL, load_user=counting_loader(loaded))
+    environ = environ_for('/me', first_cookie(users, '/login', 'session_data'))
+    expect(users, environ)
+    loaded[0] = 0
+    for _ in range(3):
+        call(users, environ)
+    if loaded[0] != 3:
+        raise SystemExit('a route with `user` called load_user %d times in 3 requests'
+                         % loaded[0])
+    add('CookieSession read-only, route with user', users, None, 'small', environ)
+    checks.append(lambda: unused[0] == 0 or SystemExit(
+        'load_user was called %d times on routes that never ask for the user' % unused[0]))
     read_only = ours(cookie, SMALL, change=False)
     add('CookieSession read-only', read_only, first_cookie(read_only, '/start', 'session_data'))
     status, headers = call(read_only, scenarios[-1].environ)
@@ -423,6 +506,18 @@ def report(scenarios, cleanup, args):
     target('CookieSession read-only / bottle signed rms', over('CookieSession read-only') / over(signed), 0.35)
     target('plugin, route without session / bare (total time)',
            by['plugin installed, route without session'].median / bare, 1.05)
+    bare_post = by['bare bottle POST'].median
+    target('POST Sec-Fetch-Site, no session / bare POST (total time)',
+           by['POST, no session, Sec-Fetch-Site check'].median / bare_post, 1.15)
+    target('POST token, no session / CookieSession read-only',
+           (by['POST, no session, token (neither header)'].median - bare_post)
+           / over('CookieSession read-only'), 1.5)
+    target('rms small, load_user installed / not (total time)',
+           by['CookieSession rms small, load_user installed'].median
+           / by['CookieSession rms small'].median, 1.05)
+    target('read-only, route with user / CookieSession read-only',
+           over('CookieSession read-only, route with user') / over('CookieSession read-only'),
+           1.25)
     if 'Beaker file rms small' in by:
         target('PickleSession / Beaker file', over('PickleSession rms small')
                / over('Beaker file rms small'), 1 / 3)
@@ -464,7 +559,8 @@ def main():
             platform.platform(), os.cpu_count()))
         if redis_client is None:
             print('redis-server or redis-py missing: the Redis rows are left out')
-        scenarios = build(workdir, scale, redis_client, shm)
+        checks = []
+        scenarios = build(workdir, scale, redis_client, shm, checks)
         # Writing 100,000 session files leaves the disk busy for a while: flush
         # it and let the journal commit (ext4: every 5 s) before measuring.
         os.sync()
@@ -481,6 +577,12 @@ def main():
                 os.path.join(workdir, 'expire'), cleanup_chance=0), expired),
             'SQLSession': cleanup_cost(lambda: bottlesession.SQLSession(
                 os.path.join(workdir, 'expire.db'), cleanup_chance=0), expired)}
+        for check in checks:
+            failed = check()
+            if failed is not True:
+                raise failed
+        print('load_user: 0 calls on a route that never asks for the user; 1 per request '
+              'on a route that takes `user`')
         print('%d batches of %d requests per scenario, interleaved' % (batches, requests))
         targets = report(scenarios, cleanup, args)
         if args.json:
