@@ -839,8 +839,8 @@ def _user(plugin, session):
     if key in environ:
         return environ[key]
     user, user_id = None, session.user_id
-    if user_id is not None:
-        user = plugin.load_user(user_id)
+    if session.get('valid'):        # signed in: as a user that still exists, unchanged
+        user = None if user_id is None else plugin.load_user(user_id)
         if user is not None and plugin.user_version is not None and not hmac.compare_digest(
                 str(session.meta.get('h')),
                 _version_hash(session, user_id, plugin.user_version(user))):

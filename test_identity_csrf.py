@@ -1692,3 +1692,26 @@ def test_fetch_json_post_same_origin_accepted_cross_port_refused(browser, tmp_pa
     report(capsys, 'Chromium: same-origin fetch() JSON POST without a token 200; from '
            'another port with credentials: include: %d POST(s) reached the app, all 403'
            % len(posts))
+
+
+def test_with_load_user_a_signed_in_session_without_a_user_is_signed_out(cookie_site):
+    """A session signed in the original way without a name (or by 2.0) names
+    no user: with load_user, valid_user must not let it in with user None."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, load_user={'alice': {'name': 'alice'}}.get))
+    valid_user = bs.authenticator(manager, login_url='/login')
+
+    @app.route('/legacy-login')
+    def legacy_login(session):
+        session['valid'] = True
+        return 'ok'
+
+    @app.route('/')
+    @valid_user
+    def index(user):
+        return user['name']
+    test = webtest.TestApp(app)
+    test.get('/legacy-login')
+    response = test.get('/')
+    assert redirected(response) and response.headers['Location'].endswith('/login')
