@@ -272,8 +272,10 @@ class Session(dict):
 
     @property
     def user_id(self):
-        """The signed-in user's id (a str or an int), or None."""
-        return self.meta.get('u') if self.get('valid') else None
+        """The id given to login(), or None. It is what the session says: to
+        know the user still exists and was not logged out everywhere, ask for
+        the user (current_user(), a `user` parameter or valid_user)."""
+        return _raw_user_id(self)
 
     @property
     def login_time(self):
@@ -764,7 +766,7 @@ def _rotate(session):
 def _login(session, user_id, keep_data=False):
     if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
         raise TypeError('user_id must be a str or an int, not %r' % (user_id,))
-    if not keep_data and session.user_id not in (None, user_id):   # another user's data goes
+    if not keep_data and _raw_user_id(session) not in (None, user_id):  # another's data goes
         dict.clear(session)
         dict.__setitem__(session, 'sessionid', session.id)
     _rotate(session)
@@ -801,9 +803,10 @@ def _notice_login(session):
         return
     if not state[0]:
         _logout(session)
-    else:
-        name = state[1] if isinstance(state[1], (str, int)) else None
-        _login(session, None if isinstance(name, bool) else name, keep_data=True)
+    elif not session.loaded[2][0] or session.meta.get('u') is None:
+        # A login, or another user's: 'name' names no user id. A session that
+        # login() signed in keeps its user whatever is written to 'name'.
+        _login(session, None, keep_data=True)
 
 
 def _version_hash(session, user_id, version):
@@ -822,6 +825,10 @@ def _plugin(manager=None):
     return None
 
 
+def _raw_user_id(session):
+    return session.meta.get('u') if session.get('valid') else None
+
+
 def current_user():
     """The user signed in on this request, as the plugin's load_user gives
     it, or None. Loaded at most once per request. A user that load_user no
@@ -838,7 +845,7 @@ def _user(plugin, session):
     key = session.manager._environ_key + '.user'
     if key in environ:
         return environ[key]
-    user, user_id = None, session.user_id
+    user, user_id = None, _raw_user_id(session)
     if session.get('valid'):        # signed in: as a user that still exists, unchanged
         user = None if user_id is None else plugin.load_user(user_id)
         if user is not None and plugin.user_version is not None and not hmac.compare_digest(
