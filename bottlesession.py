@@ -859,18 +859,22 @@ def _user(plugin, session):
 
 
 def _visitor_secret(session):
-    """A visitor's CSRF secret, from the first of their visitor cookies that
-    this app signed; it then counts as loaded with the session."""
-    manager = session.manager
+    """A visitor's CSRF secret, from their visitor cookie that this app
+    signed; it then counts as loaded with the session. Two different ones
+    mean one was planted (another port of the host, say, with its own
+    signed one): neither is trusted, and the visitor gets a new secret."""
+    manager, found = session.manager, set()
     for value in _cookie_values(bottle.request.environ, manager.visitor_cookie):
         try:
             secret = manager._visitor_signer.unsign(value.encode('ascii'))[0].decode('ascii')
         except (BadSignature, UnicodeError):
             continue
         if _ID_RE.match(secret):
-            session.meta['x'] = session.loaded[1]['x'] = secret
-            return secret
-    return None
+            found.add(secret)
+    if len(found) != 1:
+        return None
+    secret = session.meta['x'] = session.loaded[1]['x'] = found.pop()
+    return secret
 
 
 def _csrf_secret(session, create):
@@ -1477,9 +1481,10 @@ class CookieSession(BaseSession):
         This store counts in this process only: the browser holds the rest."""
         now = self.now()
         with self._limits_lock:
-            if len(self._limits) > 10000:       # forget keys whose attempts all expired
-                self._limits = {k: v for k, v in self._limits.items() if v[-1] > now - period}
-            hits = self._limits[key] = _count(self._limits.get(key, []), now, limit, period)
+            if len(self._limits) > 10000:       # forget keys whose own periods have passed
+                self._limits = {k: v for k, v in self._limits.items() if v[0] > now}
+            hits = _count(self._limits.get(key, (0, []))[1], now, limit, period)
+            self._limits[key] = now + period, hits
         return len(hits) <= limit
 
     def reset_rate_limit(self, key):
