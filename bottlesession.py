@@ -374,15 +374,22 @@ class Session(dict):
 
     flash_key = '_flashes'      # their one key: a JSON list of [category, message]
     flash_limit = 20            # unread messages kept; the oldest go first
+    flash_bytes = 1024          # and their JSON at most: a cookie holds 4 KB
 
     def flash(self, message, category='message'):
         """Queue a message for the next page that calls get_flashed_messages().
 
         It is kept in the session, so it survives a redirect in every store;
         it must be JSON-serialisable (a str is). Of more than flash_limit
-        unread messages, the oldest are dropped."""
+        unread messages, or flash_bytes of them, the oldest are dropped; a
+        str message longer than that alone is cut short."""
+        if isinstance(message, str) and len(message) > self.flash_bytes // 4:
+            message = message[:self.flash_bytes // 4] + '…'
         queue = self.get(self.flash_key, []) + [[category, message]]
-        self[self.flash_key] = queue[-self.flash_limit:]
+        while len(queue) > self.flash_limit or (
+                len(queue) > 1 and len(_json_encode(queue)) > self.flash_bytes):
+            del queue[0]
+        self[self.flash_key] = queue
 
     def get_flashed_messages(self, with_categories=False, category_filter=()):
         """Return the queued messages and remove them from the session.
@@ -666,6 +673,7 @@ class BaseSession:
     def _commit(self, session, response, autosave):
         """Save the session if due, at most once, then write its headers. A
         login or logout is saved even with autosave off."""
+        _notice_login(session)
         if session.modified and (autosave or session.meta.get('l') != session.loaded[1].get('l')
                                  or session.old_id):
             self._save(session)
@@ -809,10 +817,11 @@ def _notice_login(session):
         _login(session, None, keep_data=True)
 
 
-def _version_hash(session, user_id, version):
-    """The keyed hash of user_version(user) a login keeps; never the string."""
+def _version_hash(session, user_id, version, key=None):
+    """The keyed hash of user_version(user) a login keeps; never the string.
+    The newest secret makes it; any of the store's secrets verifies it."""
     message = _json_encode([user_id, str(version)]).encode('utf-8')
-    return hmac.new(session.manager._user_version_key, message,
+    return hmac.new(key or session.manager._user_version_keys[0], message,
                     hashlib.sha256).hexdigest()
 
 
@@ -837,7 +846,7 @@ def current_user():
     if plugin is None or plugin.load_user is None:
         raise ConfigError('current_user() needs SessionPlugin(manager, load_user=...) '
                           'installed on the app serving this request')
-    return _user(plugin, plugin.session_manager._current())
+    return _user(plugin, plugin.session_manager.get_session())
 
 
 def _user(plugin, session):
@@ -848,10 +857,12 @@ def _user(plugin, session):
     user, user_id = None, _raw_user_id(session)
     if session.get('valid'):        # signed in: as a user that still exists, unchanged
         user = None if user_id is None else plugin.load_user(user_id)
-        if user is not None and plugin.user_version is not None and not hmac.compare_digest(
-                str(session.meta.get('h')),
-                _version_hash(session, user_id, plugin.user_version(user))):
-            user = None
+        if user is not None and plugin.user_version is not None:
+            version = plugin.user_version(user)
+            if not any(hmac.compare_digest(str(session.meta.get('h')),
+                                           _version_hash(session, user_id, version, key))
+                       for key in session.manager._user_version_keys):
+                user = None
         if user is None:
             session.logout()
     environ[key] = user
@@ -1053,7 +1064,7 @@ class SessionPlugin:
         args = _callback_args(route)
         takes_session = keyword in args
         takes_user = (self.load_user is not None and 'user' in args
-                      and not re.search(r'<user[:>]', route.rule))     # not a URL wildcard
+                      and not re.search(r'<user[:>]|:user\b', route.rule))   # not a wildcard
         if not (takes_session or takes_user or csrf):
             return callback
         manager, trusted = self.session_manager, self.trusted_origins
@@ -1423,7 +1434,7 @@ def _sign_with(manager, keys):
     """Make the signer of visitors' CSRF cookies, and the key of user_version
     hashes, from a store's secrets."""
     manager._visitor_signer = Signer(keys, b'csrf-visitor', _context(manager))
-    manager._user_version_key = derive_key(keys[0], b'user-version')
+    manager._user_version_keys = [derive_key(key, b'user-version') for key in keys]
 
 
 # CookieSession ###############################################################
@@ -1465,7 +1476,7 @@ class CookieSession(BaseSession):
         self.signer = Signer(keys, self.salt, _context(self))
         _sign_with(self, keys)
         self.compress = compress
-        self._limits, self._limits_lock = {}, threading.Lock()
+        self._limits, self._limits_lock, self._limits_sweep = {}, threading.Lock(), 10000
 
     def user_sessions(self, user_id, keep=None):
         """Server-side stores list and end a user's sessions; this one cannot."""
@@ -1481,8 +1492,9 @@ class CookieSession(BaseSession):
         This store counts in this process only: the browser holds the rest."""
         now = self.now()
         with self._limits_lock:
-            if len(self._limits) > 10000:       # forget keys whose own periods have passed
+            if len(self._limits) > self._limits_sweep:  # forget keys whose periods passed
                 self._limits = {k: v for k, v in self._limits.items() if v[0] > now}
+                self._limits_sweep = max(10000, 2 * len(self._limits))     # not every call
             hits = _count(self._limits.get(key, (0, []))[1], now, limit, period)
             self._limits[key] = now + period, hits
         return len(hits) <= limit
@@ -1656,7 +1668,7 @@ class ServerSession(BaseSession):
         else:
             self._visitor_signer = Signer([secrets.token_bytes(32)], b'csrf-visitor',
                                           _context(self))
-            self._user_version_key = self._identity.copy().digest()
+            self._user_version_keys = [self._identity.copy().digest()]
 
     def storage_key(self, sid):
         """The key the store keeps session `sid` under: a hash of the id and of
@@ -2442,7 +2454,7 @@ class SQLSession(ServerSession):
                 cur.execute(sql['drop_expired'], self._params(key, now))
             cur.execute(sql['insert'], self._params(
                 key, blob, expires, user, *[now] * sql['insert'].count('expires <')))
-            return cur.rowcount in (1, 2) or self._one(cur, sql, key) == blob
+            return self._one(cur, sql, key) == blob     # rowcount: MySQL's FOUND_ROWS lies
         return self._run(store)
 
     def remove(self, key):

@@ -1,4 +1,6 @@
 """Tests written after the outside attacks; merged into test_bottlesession.py."""
+import urllib.parse
+
 import bottle
 import webtest
 import bottlesession as bs
@@ -96,3 +98,110 @@ def test_a_second_signed_visitor_cookie_makes_neither_trusted():
     assert webtest.TestApp(app).post(
         '/login', {'csrf_token': victim_token},
         headers={'Cookie': '%s=%s' % (name, victim.cookies[name])}).text == 'signed in'
+
+
+def test_with_autosave_off_a_login_or_logout_the_original_way_is_saved():
+    """_commit saves a login or logout even with autosave off: one made by
+    setting session['valid'] too, or a user could not log out."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, autosave=False))
+
+    @app.route('/in')
+    def sign_in(session):
+        session['valid'] = True
+        return 'in'
+
+    @app.route('/out')
+    def sign_out(session):
+        session['valid'] = False
+        return 'out'
+
+    @app.route('/state')
+    def state(session):
+        return str(session.get('valid'))
+    test = webtest.TestApp(app)
+    test.get('/in')
+    assert test.get('/state').text == 'True'
+    test.get('/out')
+    assert test.get('/state').text == 'False'
+
+
+def test_current_user_outside_a_session_route_sends_the_cache_headers():
+    users = {'alice': {'name': 'alice'}}
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, load_user=users.get))
+
+    @app.route('/login')
+    def login(session):
+        session.login('alice')
+        return 'ok'
+
+    @app.route('/page')
+    def page():
+        user = bs.current_user()
+        return 'hello %s' % (user and user['name'])
+    test = webtest.TestApp(app)
+    test.get('/login')
+    response = test.get('/page')
+    assert response.text == 'hello alice'
+    assert response.headers.getall('Vary') == ['Cookie']
+    assert response.headers['Cache-Control'] == 'private'
+
+
+def test_flash_messages_that_echo_long_input_never_make_a_500():
+    """A failed-login message that repeats the name tried: messages are
+    bounded by size as well as by count, so the cookie always fits."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+
+    @app.route('/fail/<name>')
+    def fail(name, session):
+        session.flash('No user called %s.' % name)
+        return 'ok'
+
+    @app.route('/show')
+    def show(session):
+        return '\n'.join(session.get_flashed_messages())
+    test = webtest.TestApp(app)
+    for n in range(30):
+        test.get('/fail/' + urllib.parse.quote(('é' if n % 2 else 'x') * (150 + n * 100)))
+    shown = test.get('/show').text.split('\n')
+    assert 1 <= len(shown) <= 20 and shown[-1].startswith('No user called ')
+
+
+def test_rotating_the_secret_keeps_users_signed_in_with_user_version():
+    users = {'alice': {'name': 'alice', 'v': '1'}}
+
+    def app_with(manager):
+        app = bottle.Bottle()
+        app.install(bs.SessionPlugin(manager, load_user=users.get,
+                                     user_version=lambda user: user['v']))
+
+        @app.route('/login')
+        def login(session):
+            session.login('alice')
+            return 'ok'
+
+        @app.route('/me')
+        def me(user):
+            return user['name'] if user else 'nobody'
+        return webtest.TestApp(app)
+    old = app_with(bs.CookieSession(secret='old-secret-' + 'x' * 20))
+    old.get('/login')
+    cookie = old.cookies['session_data']
+    new = app_with(bs.CookieSession(secret=['new-secret-' + 'y' * 20, 'old-secret-' + 'x' * 20]))
+    assert new.get('/me', headers={'Cookie': 'session_data=' + cookie}).text == 'alice'
+
+
+def test_a_url_wildcard_named_user_in_the_old_syntax_stays_the_url_value():
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, load_user=lambda uid: {'name': uid}))
+
+    @app.route('/u/:user')
+    def profile(user):
+        return 'profile of %s' % user
+    assert webtest.TestApp(app).get('/u/bob').text == 'profile of bob'
