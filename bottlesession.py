@@ -122,9 +122,8 @@ class SessionError(Exception):
 
 
 class BadSession(SessionError):
-    """The client sent a session cookie or id that cannot be trusted.
-
-    Never reaches the application: the request gets a fresh session."""
+    """The client sent a session cookie or id that cannot be trusted. Never
+    reaches the application: the request gets a fresh session."""
 
 
 class BadSignature(BadSession):
@@ -142,12 +141,9 @@ class SessionTooLarge(SessionError, ValueError):
 
 
 class SessionStoreError(SessionError, bottle.HTTPError):
-    """The store failed or cannot be reached. Raised from the driver's error.
-
-    It is a bottle.HTTPError too, so even code that calls get_session()
-    directly answers 503. The page says only that the session store is
-    unavailable; the driver's message, which may name hosts, ports and paths,
-    is in str(error) and is logged to the 'bottlesession' logger."""
+    """The store failed or cannot be reached: a bottle.HTTPError, so it
+    answers 503 with a page that names no internals. The driver's message is
+    in str(error) and is logged to the 'bottlesession' logger."""
 
     public_message = 'The session store is unavailable. Please try again in a moment.'
 
@@ -231,25 +227,15 @@ _MISSING = object()
 class Session(dict):
     """The session: a dict that knows its id and whether it was modified.
 
-    Changes through the dict methods set `modified`; a call that changes
-    nothing (``pop('flash', None)`` on a session without it, setting a key to
-    the string or number it already holds) does not. A change inside a value
-    (``session['cart'].append(x)``) is not seen: set ``session.modified =
-    True``. Keys 'sessionid' and 'valid' are there from the start, as in the
-    original; 'sessionid' is never stored.
+    A change inside a value (``session['cart'].append(x)``) is not seen: set
+    ``session.modified = True``. Keys 'sessionid' (never stored) and 'valid'
+    are there from the start, as in the original.
 
-    `meta` holds what the module keeps beside the data, stored with it:
-
-        c  the start of its lifetime: its creation or its last login (epoch s)
-        a  its last use
-        e  the end set_expiry() chose (epoch s), or 0 for a browser-session cookie
-        u  the signed-in user's id, and l, when they signed in
-        h  a keyed hash of the plugin's user_version(user), made at login
-        x  the CSRF secret: 32 random bytes in base64url
-
-    `loaded` is what this request loaded, the base its changes are told
-    from: (the stored version, meta, (valid, name)); the version is None
-    until the session is stored.
+    `meta` is stored beside the data: c the start of its lifetime (creation
+    or last login), a its last use, e the end set_expiry() chose (0: a
+    browser-session cookie), u the user's id, l the login time, h the
+    user_version hash, x the CSRF secret. `loaded` is what this request
+    loaded: (the stored version or None, meta, (valid, name)).
     """
 
     __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies',
@@ -298,8 +284,7 @@ class Session(dict):
         self.manager.regenerate(self)
 
     def invalidate(self):
-        """Delete the session and expire its cookie. The same object becomes
-        a fresh, empty session."""
+        """Delete the session and expire its cookie; this becomes a fresh one."""
         self.manager.invalidate(self)
 
     def set_expiry(self, value):
@@ -374,21 +359,15 @@ class Session(dict):
     flash_limit = 20            # unread messages kept; the oldest go first
 
     def flash(self, message, category='message'):
-        """Queue a message for the next page that calls get_flashed_messages().
-
-        It is kept in the session, so it survives a redirect in every store;
-        it must be JSON-serialisable (a str is). Of more than flash_limit
-        unread messages, the oldest are dropped."""
+        """Queue a JSON-serialisable message for get_flashed_messages() on a
+        later page. Past flash_limit unread messages, the oldest are dropped."""
         queue = self.get(self.flash_key, []) + [[category, message]]
         self[self.flash_key] = queue[-self.flash_limit:]
 
     def get_flashed_messages(self, with_categories=False, category_filter=()):
-        """Return the queued messages and remove them from the session.
-
-        with_categories=True gives (category, message) tuples. category_filter
-        returns and removes only the messages of those categories. With
-        nothing to return, the session is left unmodified. Unlike Flask, a
-        second call in the same request does not return the same messages."""
+        """Return and remove the queued messages (of category_filter's
+        categories only, if given); as (category, message) tuples with
+        with_categories=True. Unlike Flask's, a second call returns none."""
         queued = self.get(self.flash_key) or []
         shown = [m for m in queued if not category_filter or m[0] in category_filter]
         if shown:
@@ -408,11 +387,9 @@ _COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')
 
 
 def _cookie_values(environ, name):
-    """The values of cookie `name` in the request, in order, unquoted.
-
-    Reads the header directly: SimpleCookie would parse every cookie in it,
-    costs more than the rest of a session lookup, and gives up on a header
-    with one odd cookie in it (which a sibling subdomain can plant)."""
+    """The values of cookie `name` in the request, in order, unquoted. Not
+    SimpleCookie: it is slow, and gives up on a header with one odd cookie
+    in it (which a sibling subdomain can plant)."""
     header = environ.get('HTTP_COOKIE')
     if not header or name not in header:
         return ()
@@ -432,15 +409,13 @@ def _cookie_values(environ, name):
 
 
 def _apply_headers(response, cookies):
-    """Write a session's headers onto the response that will be sent.
+    """Write a session's headers onto the response that will be sent: Vary:
+    Cookie, Cache-Control: private unless the app set its own, and `cookies`
+    ({name: Set-Cookie header}), which make it never publicly cacheable.
 
-    The response depends on the session, so shared caches must not keep it
-    (Cache-Control: private unless the app set its own, and Vary: Cookie). A
-    response that sets a cookie of ours ({name: Set-Cookie header}) is never
-    publicly cacheable, whatever the app set. This writes to bottle's header
-    dict (name -> list of values, the same in 0.12 and 0.13) directly: its
-    accessors cost more than the rest of a session read, and our values were
-    checked for CR and LF in __init__."""
+    It writes bottle's header dict (name -> list of values in 0.12 and 0.13)
+    directly: the accessors cost more than a session read, and our values
+    were checked for CR and LF in __init__."""
     headers = response._headers
     vary = headers.setdefault('Vary', ['Cookie'])
     if vary[-1] != 'Cookie' and 'cookie' not in [
@@ -462,13 +437,6 @@ def _apply_headers(response, cookies):
         sent.append(header)
 
 
-def _send(session, name, header):
-    """Queue a Set-Cookie header; the commit writes it onto the response."""
-    if session.cookies is None:
-        session.cookies = {}
-    session.cookies[name] = header
-
-
 def _record(session):
     """What a store keeps of a session: its meta and, under 'd', its data
     without the id (a stored copy must not hold a usable cookie)."""
@@ -484,18 +452,16 @@ def _record(session):
 class BaseSession:
     """What every store shares: the options, expiry and the request cycle.
 
-    :param cookie_expires: the session's maximum age in seconds (or a
-        timedelta), counted from its creation or its last login, enforced by
-        the server and sent to the browser as Max-Age. None makes a
-        browser-session cookie; the server still ends it after 30 days.
-    :param idle_timeout: end a session not used for this long (off by default).
-    :param cookie_name, path, domain, secure, httponly, samesite: the cookie.
-    :param namespace: a name for this app, for apps that share a secret or a
-        store and the cookie's name, path and domain: sessions of one are then
-        unknown to the other.
+    :param cookie_expires: the maximum age in seconds (or a timedelta) from
+        creation or the last login, sent as Max-Age; None makes a
+        browser-session cookie, which the server still ends after 30 days.
+    :param idle_timeout: end a session not used for this long.
+    :param namespace: a name for this app, so that apps sharing a secret or
+        a store and the cookie's name, path and domain know not each
+        other's sessions.
 
     Lifetimes are at most 400 days, as browsers cap them. A store says how to
-    `load` a session, `persist` it and `delete` it (see "The store's part").
+    `load`, `persist` and `delete` a session (see "The store's part").
     """
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
@@ -537,11 +503,9 @@ class BaseSession:
         return time.time()
 
     def expires_at(self, meta):
-        """When a session ends unless it is used again, in epoch seconds.
-
-        The one expiry rule: at the end set by Session.set_expiry(), else
-        max_age after creation (or the last login); and idle_timeout after
-        the last use, whichever comes first."""
+        """When a session ends unless used again: the one expiry rule. At the
+        set_expiry() end, else max_age after creation or the last login; or
+        idle_timeout after the last use, if sooner."""
         end = meta['c'] + self.max_age
         chosen = meta.get('e')
         if type(chosen) in (int, float) and chosen > 0:
@@ -562,15 +526,19 @@ class BaseSession:
             return None
         return max(0, math.ceil(end - now))
 
-    def _cookie_header(self, name, value, max_age):
-        """The one place a Set-Cookie header is built: max_age None for a
-        browser-session cookie, 0 to expire it."""
+    def _set_cookie(self, session, name, value, max_age):
+        """The one place a Set-Cookie header is built, and queued for the
+        commit: max_age None for a browser-session cookie, 0 to expire it."""
         if max_age is None:
-            return '%s=%s%s' % (name, value, self._attrs)
-        if max_age == 0:
-            return '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
+            header = '%s=%s%s' % (name, value, self._attrs)
+        elif max_age == 0:
+            header = '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
                 name, self._attrs)
-        return '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
+        else:
+            header = '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
+        if session.cookies is None:
+            session.cookies = {}
+        session.cookies[name] = header
 
     # The store's part ########################################################
 
@@ -594,10 +562,8 @@ class BaseSession:
     # Loading #################################################################
 
     def get_session(self):
-        """The current request's session, loaded once per request.
-
-        A missing, malformed, tampered, unknown or expired cookie gives a
-        fresh session; nothing is stored or sent until it is saved."""
+        """The current request's session, loaded once per request. A bad or
+        expired cookie gives a fresh one; nothing is stored until it is saved."""
         session = self._current()
         if not session.wrapped:     # no plugin or valid_user will commit it
             if self._refresh_due(session):
@@ -634,12 +600,10 @@ class BaseSession:
     # Committing ##############################################################
 
     def _handle(self, session, handler, args, kwargs, autosave):
-        """Run a handler, then commit the session onto the response Bottle sends.
-
-        That is the returned body's bottle.response, a returned HTTPResponse
-        (static_file() too), or a raised redirect(), abort() or HTTPError:
-        Bottle drops the headers of bottle.response for the last two. A
-        handler that fails with another exception saves nothing."""
+        """Run a handler, then commit the session onto the response Bottle
+        sends: bottle.response, or a returned or raised HTTPResponse (Bottle
+        drops bottle.response's headers for a raised one). An exception
+        other than an HTTPResponse saves nothing."""
         try:
             result = handler(*args, **kwargs)
         except SessionStoreError:
@@ -675,10 +639,8 @@ class BaseSession:
         _apply_headers(response, session.cookies)
 
     def save(self, session):
-        """Store the session and send its cookie.
-
-        Original-API code may pass a plain dict: it becomes the request's
-        session data."""
+        """Store the session and send its cookie. Original-API code may pass
+        a plain dict: it becomes the request's session data."""
         if not isinstance(session, Session):
             if not isinstance(session, dict):
                 raise TypeError('save() takes the session that get_session() returned')
@@ -702,9 +664,7 @@ class BaseSession:
         session.meta['a'] = now
         version, value = self.persist(session)
         if value is not None:
-            _send(session, self.cookie_name,
-                       self._cookie_header(self.cookie_name, value,
-                                           self._max_age(session.meta, now)))
+            self._set_cookie(session, self.cookie_name, value, self._max_age(session.meta, now))
         if version is not None:
             session.loaded = (version, dict(session.meta),
                               (bool(session.get('valid')), session.get('name')))
@@ -718,9 +678,8 @@ class BaseSession:
         self.save(session)
 
     def invalidate(self, session):
-        """Delete the session's stored data and expire its cookies.
-
-        The same object becomes a fresh, empty, anonymous session."""
+        """Delete the session's stored data and expire its cookies. The same
+        object becomes a fresh, empty, anonymous session."""
         for sid in (session.old_id, None if session.new else session.id):
             if sid:
                 self.delete(sid)
@@ -731,12 +690,10 @@ class BaseSession:
         session.cookies, session.wrapped = cookies, wrapped
         environ = bottle.request.environ
         environ.pop(self._environ_key + '.user', None)
-        _send(session, self.cookie_name, self._cookie_header(self.cookie_name, '', 0))
+        self._set_cookie(session, self.cookie_name, '', 0)
         if _cookie_values(environ, self.visitor_cookie):
-            _send(session, self.visitor_cookie,
-                       self._cookie_header(self.visitor_cookie, '', 0))
+            self._set_cookie(session, self.visitor_cookie, '', 0)
         _apply_headers(bottle.response, session.cookies)
-
 
 
 ###############################################################################
@@ -880,8 +837,7 @@ def _csrf_secret(session, create):
     if create and session.new and secret != session.loaded[1].get('x'):
         manager = session.manager
         value = manager._visitor_signer.sign(secret.encode('ascii')).decode('ascii')
-        _send(session, manager.visitor_cookie,
-                      manager._cookie_header(manager.visitor_cookie, value, None))
+        manager._set_cookie(session, manager.visitor_cookie, value, None)
         if not session.wrapped:
             _apply_headers(bottle.response, session.cookies)
     return secret
@@ -986,22 +942,16 @@ def _refuse(status, message, json_too=False):
 
 class SessionPlugin:
     """Pass the session to handlers that take a `session` argument, and the
-    current user to those that take `user`; save the session if modified;
-    refuse cross-site POSTs.
-
-    The session is saved, and its cookies and cache headers written onto the
-    response that is sent, when the handler returns (a body or an
-    HTTPResponse such as static_file()) or raises an HTTPResponse such as
-    redirect() or abort(); not when it fails with another exception.
+    current user to those that take `user`; save the session if modified, when
+    the handler returns or raises an HTTPResponse such as redirect(); refuse
+    cross-site POSTs.
 
     :param load_user: ``fn(user_id)`` returns the app's user, or None when the
-        user no longer exists (the session is then signed out). Called at
-        most once per request, and only when the request asks for the user.
+        user no longer exists (the session is then signed out).
     :param user_version: ``fn(user)`` returns a string that changes when the
-        user's sessions should end, such as the password hash. Every session
-        of that user whose user is loaded afterwards is signed out.
-    :param csrf: check every POST, PUT, PATCH and DELETE to every route of the
-        app (see _check_csrf). A route opts out with ``session={'csrf': False}``.
+        user's sessions should end, such as the password hash.
+    :param csrf: check every POST, PUT, PATCH and DELETE (see section 4). A
+        route opts out with ``session={'csrf': False}``.
     :param trusted_origins: other origins ('https://admin.example.com') whose
         pages may post here.
     """
@@ -1039,7 +989,10 @@ class SessionPlugin:
         keyword = route.config.get('session.keyword', self.keyword)
         autosave = route.config.get('session.autosave', self.autosave)
         csrf = route.config.get('session.csrf', self.csrf)
-        args = _callback_args(route)
+        try:        # follows functools.wraps, so decorated handlers are seen through
+            args = inspect.signature(route.callback).parameters
+        except (TypeError, ValueError):
+            args = route.get_callback_args()
         takes_session = keyword in args
         takes_user = (self.load_user is not None and 'user' in args
                       and not re.search(r'<user[:>]', route.rule))     # not a URL wildcard
@@ -1062,13 +1015,6 @@ class SessionPlugin:
         return wrapper
 
 
-def _callback_args(route):
-    try:        # follows functools.wraps, so decorated handlers are seen through
-        return inspect.signature(route.callback).parameters
-    except (TypeError, ValueError):
-        return route.get_callback_args()
-
-
 Plugin = SessionPlugin
 
 
@@ -1079,35 +1025,22 @@ def _safe_path(target):
             and _SAFE_PATH_RE.match(target) is not None)
 
 
-def _current_path():
-    path = urllib.parse.quote(bottle.request.fullpath, safe="/:@!$&'()*+,;=-._~")
-    query = bottle.request.query_string
-    if query:
-        path += '?' + urllib.parse.quote(query, safe="/:@!$&'()*+,;=-._~?%")
-    return path
-
-
 def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
     """Make `valid_user`, a decorator factory that requires a signed-in session.
 
-    A visitor who is not signed in is redirected to the login URL; the page
-    they asked for is remembered (a same-site path only) in the
-    'validuserloginredirect' cookie, for redirect_back(). With the plugin's
-    load_user, the user is loaded too, and a user who is gone or whose
-    user_version changed is signed out. session['name'] (or the user id)
-    becomes environ['REMOTE_USER'] when it is a printable string.
+    A visitor who is not signed in is redirected to the login URL, and the
+    page they asked for is remembered for redirect_back(). session['name']
+    (or the user id) becomes environ['REMOTE_USER'].
 
     :param verify: ``fn(session)``, run on every request; when false the
         session is signed out (the user was deleted, say).
     :param require: ``fn(session)``, who may see the page: a signed-in user
         for whom it is false gets a 403 and stays signed in (admin pages).
 
-    ``valid_user(login_url, verify, require, fresh=None, api=False)`` takes
-    the same, and two more. `fresh`: seconds since the login after which the
-    user must sign in again to see the page; they stay signed in meanwhile.
-    `api=True`: refuse with 401 (or 403 for `require`) and a JSON body, not
-    a redirect; so does any refused request whose Accept prefers JSON.
-    ``@valid_user`` works without parentheses too.
+    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or
+    ``@valid_user`` bare: `fresh` is the seconds since login after which the
+    user must sign in again to see the page; `api=True` refuses with 401 (or
+    403) and JSON, not a redirect, as for any request preferring JSON.
     """
     _check_gate(require, None)
 
@@ -1164,7 +1097,10 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
     """Refuse with 401 and JSON for an API, else remember the page and redirect."""
     if api or _wants_json():
         _refuse(401, message, True)
-    target = _current_path()
+    target = urllib.parse.quote(bottle.request.fullpath, safe="/:@!$&'()*+,;=-._~")
+    if bottle.request.query_string:
+        target += '?' + urllib.parse.quote(bottle.request.query_string,
+                                           safe="/:@!$&'()*+,;=-._~?%")
     if _safe_path(target):
         bottle.response.set_cookie(REDIRECT_COOKIE, target, path='/', max_age=3600,
                                    httponly=True, secure=manager.secure, samesite='Lax')
