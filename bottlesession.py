@@ -1134,10 +1134,8 @@ def _default_dir():
 
 
 def _open_private_dir(path):
-    """Open `path`, made mode 0700 if missing, as a directory descriptor.
-
-    A symlink is refused, and the owner and mode are checked on the open
-    descriptor: what was checked is what every later dir_fd= call uses."""
+    """Open `path`, made mode 0700 if missing, as a directory descriptor. A
+    symlink is refused; owner and mode are checked on the descriptor used."""
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -1174,10 +1172,9 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
 
 
 def _write_file(directory, name, blob, mtime=None, replace=False):
-    """Write `blob` to file `name` in `directory` (a descriptor) whole: under a
-    temp name, then renamed (replace=True) or linked into place. Return
-    False if it was not replaced and `name` was there: a process starting
-    at the same moment wrote it, and theirs is kept."""
+    """Write `blob` whole to `name` in `directory` (a descriptor): under a temp
+    name, then renamed (replace=True) or linked into place. Return False if
+    it was not to replace and `name` was there: theirs is kept."""
     temp = '.tmp-' + secrets.token_hex(8)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
@@ -1207,10 +1204,9 @@ def _write_file(directory, name, blob, mtime=None, replace=False):
 # Secrets and signing #########################################################
 
 def derive_key(secret, salt):
-    """Derive a key for one purpose: HMAC-SHA256(secret, 'bottlesession.' + salt).
-
-    It keeps keys for different purposes apart, so a signature made for one
-    can never be used for another. It does not strengthen a weak secret."""
+    """Derive a key for one purpose: HMAC-SHA256(secret, 'bottlesession.' + salt),
+    so a signature made for one is worthless for another. It does not
+    strengthen a weak secret."""
     return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
 
 
@@ -1218,13 +1214,9 @@ _PROC_STAT = '/proc/stat'
 
 
 def machine_secret(_stacklevel=2):
-    """A secret for this machine, for when none is given; it warns.
-
-    SHA-256 of the node id, the boot time and 32 random bytes kept in a 0600
-    file, 'machine-secret', in the per-user private directory (the default
-    session directory): nobody can compute it without reading that file. It
-    changes at a reboot and when that directory is lost, which ends every
-    session, and it differs per machine."""
+    """A secret for this machine, for when none is given; it warns. It mixes
+    the node id, the boot time and a private key file, so it changes at a
+    reboot (ending every session) and differs per machine."""
     node = uuid.getnode()
     if node >> 40 & 1:      # multicast bit: uuid made the node id up at random
         raise ConfigError('no secret was given and this machine has no stable node '
@@ -1303,13 +1295,9 @@ def _load_secrets(secret, secret_file):
 
 
 class Signer:
-    """Sign and verify bytes with HMAC-SHA256, under one or more secrets.
-
-    The first secret signs; every one verifies, so secrets can be rotated:
-    put the new one first and drop the old one once its cookies expired.
-    Each key is derived for `salt` (one purpose), and `context` is bound into
-    every signature: CookieSession binds the cookie's name, path, domain and
-    namespace, so a cookie is worthless under another of them."""
+    """Sign and verify bytes with HMAC-SHA256, under one or more secrets: the
+    first signs, every one verifies, so secrets can be rotated. Keys are
+    derived for `salt`, and `context` is bound into every signature."""
 
     def __init__(self, secrets, salt, context=b''):
         if not secrets:
@@ -1365,16 +1353,12 @@ class CookieSession(BaseSession):
     """Keeps the session in a signed cookie, so the server stores nothing.
 
     :param secret: str or bytes, or a list of them, newest first, to rotate
-        keys: the first signs, every one verifies, and a cookie signed with an
-        older one is re-signed with the first when it is next saved.
+        keys: the first signs, every one verifies.
     :param secret_file: read the secret from the first line of this file.
-    :param compress: zlib-compress payloads that shrink by it.
+        With neither, one is derived from the machine, with a warning.
 
-    With neither secret, one is derived from the machine, with a warning
-    (see machine_secret). Data must be JSON: str keys; str, int, float, bool,
-    None, lists and dicts. The client can read it and replay it until it
-    expires (see the module docstring). The signature binds the cookie's
-    name, path, domain and namespace. Rate limits count in this process.
+    Data must be JSON, with str keys. The client can read it and replay it
+    until it expires (see the module docstring).
     """
 
     salt = b'cookie-session'
@@ -1402,8 +1386,8 @@ class CookieSession(BaseSession):
 
     def rate_limit(self, key, limit, period):
         """Count one attempt for `key`, such as 'login:' + name. Return True
-        while at most `limit` attempts fall within the last `period` seconds.
-        This store counts in this process only: the browser holds the rest."""
+        while at most `limit` fall within the last `period` seconds. Counted
+        in this process only."""
         now = self.now()
         with self._limits_lock:
             if len(self._limits) > 10000:       # forget keys whose attempts all expired
@@ -1468,11 +1452,8 @@ class CookieSession(BaseSession):
 # ServerSession: the server-side stores' base, and the merge #################
 
 def _merge(base, ours, theirs, same):
-    """Apply the changes from `base` to `ours` onto `theirs`, a newer version.
-
-    A key this request set, changed in place or deleted is taken from `ours`;
-    every other key keeps the newer value. A key both changed: ours wins.
-    same(a, b) tells whether two values store the same bytes."""
+    """Apply the changes from `base` to `ours` onto `theirs`, a newer version:
+    a key both changed is ours. same(a, b): whether two values store alike."""
     merged = dict(theirs)
     for key in base.keys() | ours.keys():
         if key not in ours:
@@ -1483,8 +1464,8 @@ def _merge(base, ours, theirs, same):
 
 
 def _merge_flashes(base, ours, theirs, merged):
-    """Flash messages are a queue, not a value: theirs, less the ones this
-    request showed, plus the ones it added, counted, so duplicates stay."""
+    """Flash messages are a queue: theirs, less the ones this request showed,
+    plus the ones it added, counted, so duplicates stay."""
     key = Session.flash_key
     queues = [d.get(key) if isinstance(d.get(key), list) else [] for d in (base, ours, theirs)]
     if queues[0] == queues[1]:
@@ -1525,42 +1506,32 @@ _NO_LOCK = contextlib.nullcontext()
 class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
-    Ids are strict: a malformed id, or one the store does not hold, is never
-    adopted. A session is kept under storage_key(id), a hash, never under the
-    id, and its stored data leaves the id out: a copy of the store holds no
-    usable cookie.
-
-    Concurrent requests on one session merge: a save writes only if the
-    stored version is still the one this request loaded (compare-and-set);
-    if another request changed it, this request's changes are applied to
-    the newer version and the save is tried again. A session deleted
-    meanwhile (a logout, expiry, end_sessions()) stays deleted, but for a
-    login, which starts afresh with what this request changed.
+    Unknown ids are never adopted. A session is kept under storage_key(id), a
+    hash, without its id: a copy of the store holds no usable cookie.
+    Concurrent saves of one session merge, by compare-and-set (see _swap).
 
     The store interface, all a new store implements. Keys are 64 hex
     characters; blobs are what dumps() made (JSON text; pickles for files):
 
         read(key)       -> the blob under key, or None if none is, or it expired
         write(key, blob, expires, expected=None, replaces=None, user=None)
-                        -> whether it wrote. It stores blob under key until
-                           `expires` (epoch seconds), only if the blob under
-                           `replaces or key` is `expected` (None: no live
-                           record). `replaces`, the old key of a login, is
-                           deleted in the same step. `user` is a key that
-                           user_records() finds the record under.
+                        -> whether it stored blob under key until `expires`:
+                           only if the blob under `replaces or key` is
+                           `expected` (None: no live record). `replaces`, a
+                           login's old key, goes in the same step; `user` is
+                           the key user_records() finds it under.
         remove(key)     -> whether a record was there
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
 
-    A store may also override lock(key), a context manager held around a
-    read and its write (the file store's locks; stores with an atomic
-    compare-and-set need none), and dumps(record) and loads(blob).
+    It may also override lock(key), a context manager held around a read and
+    its write (stores with an atomic compare-and-set need none), dumps(record)
+    and loads(blob).
 
     :param cleanup_chance: the chance that saving a new session first runs
-        cleanup(), so expired sessions go away without cron. 0 turns it off.
-    :param secret: signs visitors' CSRF cookies, and keys user_version
-        hashes. Without it, a visitor's token (asked for only by clients that
-        send neither Sec-Fetch-Site nor Origin) holds in this process only.
+        cleanup(), so expired sessions go away without cron.
+    :param secret: signs visitors' CSRF cookies and keys user_version hashes;
+        without it, a visitor's CSRF cookie holds in this process only.
     """
 
     legacy_ids = False
@@ -1583,10 +1554,9 @@ class ServerSession(BaseSession):
             self._user_version_key = self._identity.copy().digest()
 
     def storage_key(self, sid):
-        """The key the store keeps session `sid` under: a hash of the id and of
-        the issuing app's cookie name, path, domain and namespace, so another
-        app's ids are unknown here, even on the same table or Redis prefix.
-        Files the original bottlesession wrote keep their uuid4 names."""
+        """The key session `sid` is kept under: a hash of the id and of the
+        cookie's name, path, domain and namespace, so another app's ids are
+        unknown here. The original's files keep their uuid4 names."""
         if self.legacy_ids and len(sid) == 36:
             return sid
         digest = self._identity.copy()
@@ -1642,7 +1612,10 @@ class ServerSession(BaseSession):
 
     def persist(self, session):
         if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
-            self._cleanup_quietly()
+            try:
+                self.cleanup()
+            except Exception as exc:        # a sweep must not fail the request it rides on
+                _log.warning('session cleanup failed: %s', exc)
         send = session.new or session.old_id or session.meta.get('e') != session.loaded[1].get('e')
         old = session.old_id and self.storage_key(session.old_id)
         ours = _record(session)
@@ -1661,7 +1634,7 @@ class ServerSession(BaseSession):
         """Write `ours`, merged onto what other requests saved since this one
         loaded, by compare-and-set. Return (blob, record) as written, or (None,
         None) if the session was deleted meanwhile: it stays deleted, but for
-        a login, which starts afresh with what this request changed."""
+        a login, which starts afresh."""
         key, version, record, base = self.storage_key(session.id), session.loaded[0], ours, None
         for attempt in range(self.swap_attempts):
             blob = self.dumps(record)
@@ -1695,12 +1668,6 @@ class ServerSession(BaseSession):
         """Delete expired sessions, for cron. Return how many were removed."""
         return self.purge(self.now())
 
-    def _cleanup_quietly(self):
-        try:
-            self.cleanup()
-        except Exception as exc:        # a sweep must not fail the request it rides on
-            _log.warning('session cleanup failed: %s', exc)
-
     # Users and rate limits ###################################################
 
     def _user_records(self, user_id):
@@ -1729,9 +1696,8 @@ class ServerSession(BaseSession):
         return ended
 
     def rate_limit(self, key, limit, period):
-        """Count one attempt for `key`, such as 'login:' + name. Return True
-        while at most `limit` attempts fall within the last `period` seconds.
-        The count is kept in the store, so every process and machine shares it."""
+        """As CookieSession.rate_limit, but counted in the store, which
+        every process and machine shares."""
         name = self._key(b'rate', key)
         for attempt in range(self.swap_attempts):
             now = self.now()
@@ -1762,20 +1728,15 @@ class ServerSession(BaseSession):
 class PickleSession(ServerSession):
     """Keeps each session in a file, ``session-<key>``, in a private directory.
 
-    :param session_dir: the directory. By default a per-user directory in the
-        system temp dir. It is made mode 0700 when the store is built. A
-        symlink, a directory that others can write or that another user owns
-        is refused: unpickling a file someone planted there would run their
-        code. It is opened once and used through that descriptor; if it is
-        removed while the app runs, it is made and checked again.
+    :param session_dir: the directory; by default a per-user one in the
+        system temp dir, made mode 0700. A symlink, or a directory that
+        another user owns or can write, is refused: unpickling a file someone
+        planted there would run their code.
 
     A file's modification time is its session's end, so cleanup() reads no
-    file, and apps that share the directory never judge each other's
-    sessions. Writes are atomic (a temp file, then a rename), so a crash
-    leaves the old or the new version, never a torn one. Files written by
-    the original bottlesession still load; their ids are replaced when next
-    saved. Any picklable value may be stored. user_sessions() reads every
-    file: it is for a few thousand sessions, not for millions.
+    file. Writes are atomic. The original bottlesession's files still load.
+    Any picklable value may be stored. user_sessions() reads every file: it
+    is for a few thousand sessions, not for millions.
     """
 
     legacy_ids = True
@@ -1834,10 +1795,9 @@ class PickleSession(ServerSession):
         return held.st_nlink == 0 or (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
 
     def _reopen(self):
-        """After a miss: if the directory is gone (a temp cleaner removed it, or
-        another worker made it again), open the path again, checked, under the
-        same descriptor number, so threads in flight never see it closed.
-        Return whether to retry. Misses pay two stats; hits pay nothing."""
+        """After a miss: if the directory is gone (a temp cleaner removed it),
+        open the path again, checked, under the same descriptor number, so
+        threads in flight never see it closed. Return whether to retry."""
         if not self._gone():
             return False
         with self._process()[3]:
@@ -1906,36 +1866,33 @@ class PickleSession(ServerSession):
         except FileNotFoundError:
             return False
 
+    @contextlib.contextmanager
     def lock(self, key):
         """The exclusive lock for a compare-and-set on `key`, or a delete of
-        it: a thread lock, then flock on one of 16 lock files. Each process
-        opens its own, so forked workers exclude each other too; the thread
-        lock does that within a process, where the descriptor is shared.
-        Reads never wait on it."""
+        it: a thread lock, then flock on one of 16 lock files, opened per
+        process so that forked workers exclude each other too."""
         stripe = int(key[-2:], 16) % 16     # keys end in hex
         fds, made, mutexes, _ = self._process()
-        mutex = mutexes[stripe]
-        mutex.acquire()
-        try:
-            if made[stripe] != self._generation:    # none yet, or in a removed directory
-                if fds[stripe] is not None:
-                    os.close(fds[stripe])
-                    fds[stripe] = None
-                fds[stripe] = self._open('.lock-%d' % stripe, os.O_RDWR | os.O_CREAT)
-                made[stripe] = self._generation
-            fcntl.flock(fds[stripe], fcntl.LOCK_EX)
-        except BaseException as exc:
-            mutex.release()
-            if isinstance(exc, OSError):
+        with mutexes[stripe]:
+            try:
+                if made[stripe] != self._generation:    # none yet, or in a removed directory
+                    if fds[stripe] is not None:
+                        os.close(fds[stripe])
+                        fds[stripe] = None
+                    fds[stripe] = self._open('.lock-%d' % stripe, os.O_RDWR | os.O_CREAT)
+                    made[stripe] = self._generation
+                fcntl.flock(fds[stripe], fcntl.LOCK_EX)
+            except OSError as exc:
                 raise SessionStoreError('cannot lock session file: %s' % exc) from exc
-            raise
-        return _Held(fds[stripe], mutex)
+            try:
+                yield
+            finally:
+                fcntl.flock(fds[stripe], fcntl.LOCK_UN)
 
     def _process(self):
         """This process's lock files, when each was opened, the thread locks
-        and the reopen lock. A forked worker gets its own, made fresh: none
-        of its parent's may be held or shared. setdefault() picks one for
-        all of its threads, however many ask at once."""
+        and the reopen lock: a forked worker makes its own, as its parent's
+        may be held. setdefault() picks one for all of its threads."""
         pid = os.getpid()
         state = self._per_process.get(pid)
         if state is None:
@@ -1970,8 +1927,7 @@ class PickleSession(ServerSession):
 
     def purge(self, now):
         """Remove session files whose end has passed (an original file's is a
-        session's lifetime after it was written), and temp files that killed
-        writers left behind."""
+        lifetime after it was written), and temp files killed writers left."""
         legacy = self.max_age if self.idle_timeout is None else min(self.max_age,
                                                                       self.idle_timeout)
         removed = 0
@@ -1989,24 +1945,6 @@ class PickleSession(ServerSession):
                 except FileNotFoundError:
                     pass
         return removed
-
-
-class _Held:
-    """A file-store lock, as a context manager."""
-
-    __slots__ = ('fd', 'mutex')
-
-    def __init__(self, fd, mutex):
-        self.fd, self.mutex = fd, mutex
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            self.mutex.release()
 
 
 # SQLSession ##################################################################
