@@ -2019,11 +2019,8 @@ def _sql_statements(dialect, table, style):
 
 
 def _connection_lost(conn, error):
-    """Whether `error` broke the connection itself, not just one statement.
-
-    Only then is another connection worth a try. Told from what drivers show,
-    as none is imported here: psycopg's closed and broken, PyMySQL's and
-    MySQLdb's open, and the SQLSTATE class 08, connection exception."""
+    """Whether `error` broke the connection itself, not just one statement:
+    psycopg's closed and broken, PyMySQL's and MySQLdb's open, SQLSTATE 08."""
     if getattr(conn, 'broken', False) or getattr(conn, 'closed', False):
         return True
     if not getattr(conn, 'open', True):
@@ -2033,12 +2030,10 @@ def _connection_lost(conn, error):
 
 
 def _open_sqlite_dir(directory):
-    """Open the database's directory, walking down from / without following a
-    symlink that another user owns, and refuse it if another user could swap
-    or plant what is in it: each directory on the way must be root's or this
-    user's, and writable by others only if sticky (as /tmp is: nobody can
-    then rename what is ours); the last must be this user's alone. Every
-    connection goes through this descriptor: the directory checked is used."""
+    """Open the database's directory, walking down from / without following
+    another user's symlink. Each directory on the way must be root's or this
+    user's, and writable by others only if sticky (as /tmp is); the last must
+    be this user's alone. Connections go through the descriptor checked."""
     parts, hops, fd = directory.split(os.sep)[1:], 0, os.open('/', os.O_RDONLY | _O_DIRECTORY)
     try:
         while parts:
@@ -2075,8 +2070,7 @@ def _open_sqlite_dir(directory):
 
 
 def _sqlite_factory(path):
-    """A factory of connections to the SQLite file `path`, or by default to a file
-    in the private per-user directory, through its checked directory."""
+    """A factory of connections to the SQLite file `path`, through its checked directory."""
     if path is None:
         os.close(_open_private_dir(_default_dir()))     # usable, or a ConfigError now
         path = os.path.join(_default_dir(), 'sessions.sqlite3')
@@ -2086,7 +2080,6 @@ def _sqlite_factory(path):
     where = '/proc/self/fd/%d/' % fd if os.path.isdir('/proc/self/fd') else directory + '/'
 
     def check():
-        """Whether the database is there; refuse it if it is not ours alone."""
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -2097,17 +2090,14 @@ def _sqlite_factory(path):
     def connect():
         import sqlite3
         if not check():
-            # Made whole under a temp name, WAL already on, then linked into
-            # place: no other process ever sees it half made. WAL only on our
-            # own database (it changes the file for every user of it); readers
-            # then never wait on a writer. SQLite gives -wal and -shm its mode.
+            # Made whole under a temp name with WAL on, then linked into place. WAL
+            # only on our own database: it changes the file for every user of it.
             temp = '%s.%s' % (name, secrets.token_hex(8))
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
-                             dir_fd=fd))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW
+            os.close(os.open(temp, flags, 0o600, dir_fd=fd))
             try:
-                made = sqlite3.connect(where + temp)
-                made.execute('PRAGMA journal_mode=WAL')
-                made.close()
+                with contextlib.closing(sqlite3.connect(where + temp)) as made:
+                    made.execute('PRAGMA journal_mode=WAL')
                 os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
             except FileExistsError:
                 pass                # another process made it first: theirs
@@ -2124,11 +2114,10 @@ def _sqlite_factory(path):
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
-    :param database: a pool: anything with a ``connection()`` context manager,
-        such as psycopg_pool.ConnectionPool; or a connection factory: a
-        callable that returns a new connection; or the path of a SQLite file.
-        By default a SQLite file in the private per-user directory. One bare
-        connection is refused: it would mix its transactions with the app's.
+    :param database: a pool with a ``connection()`` context manager (such as
+        psycopg_pool.ConnectionPool), a callable that returns a new
+        connection, or a SQLite file's path (by default one in the private
+        per-user directory). One bare connection is refused.
     :param table: the table, created with its indexes if it is missing, unless
         create_table=False (MEDIUMTEXT for data on MySQL and MariaDB)::
 
@@ -2137,11 +2126,9 @@ class SQLSession(ServerSession):
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
         CREATE INDEX bottlesession_user ON bottlesession (user_key);
 
-    A pool lends a connection for each operation; create it in each worker
-    process, after a fork. With a factory each thread of each process keeps
-    its own connection, and a broken one is replaced. Only an error that
-    broke the connection is tried again, once, on a new one; a statement that
-    failed (a lock or statement timeout) is not run twice.
+    Create a pool in each worker process, after a fork. With a factory each
+    thread of each process keeps its own connection. Only an error that broke
+    the connection is tried again, once, on a new one.
     """
 
     def __init__(self, database=None, *, table='bottlesession',
@@ -2215,9 +2202,8 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection in this process, made by the factory when
-        it has none. One inherited through fork() is never used: the parent
-        still talks on its socket."""
+        """This thread's connection in this process, made when it has none.
+        One inherited through fork() is never used: the parent talks on it."""
         held = getattr(self._local, 'held', None)
         if held is not None and held[0] == os.getpid():
             return held[1]
@@ -2238,12 +2224,9 @@ class SQLSession(ServerSession):
                 pass
 
     def _run(self, work):
-        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
-
-        An error that broke the connection is tried again once, on a new one,
-        so the first request after a database restart succeeds; not a timeout,
-        which would double the driver's bound. A pool drops the broken
-        connection itself."""
+        """Run work(cursor, sql) in one transaction; driver errors become
+        SessionStoreError. One that broke the connection is tried again once,
+        on a new one (not a timeout, which would double the driver's bound)."""
         for retry in (True, False):
             conn = None
             try:
@@ -2334,11 +2317,8 @@ class RedisSession(ServerSession):
     :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``.
         Give it a socket_timeout, and no retries of its own, to bound how long
         a stalled Redis holds a request (see the README).
-    :param prefix: put before each key.
 
-    Expiry is enforced twice: Redis drops the key at its TTL, and the stored
-    timestamps are checked on every read. cleanup() has nothing to do. A
-    user's sessions are indexed in a set of their own.
+    Redis drops a session at its TTL, so cleanup() has nothing to do.
     """
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
@@ -2445,17 +2425,12 @@ def _text(blob):
 
 # scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
 # of a second per hash. Raise it, and needs_rehash() says which hashes to redo.
-# Lower it in tests only, and no further than the floor below, e.g.
+# Lower it in tests only, no further than the floor, e.g.
 #     monkeypatch.setattr(bottlesession, 'SCRYPT_PARAMETERS', (14, 8, 1))
-# It is checked where it is used: a bad value raises ConfigError.
 SCRYPT_PARAMETERS = (17, 8, 1)
-# The floor: the least hash_password() makes and check_password() accepts from
-# storage, one floor for both so that whatever one makes the other accepts.
-# N=2**14, r=8 is the scrypt paper's setting for interactive logins (16 MiB,
-# ~30 ms here): cheap enough for a test suite, and below it the memory, which
-# is what makes scrypt slow on a GPU, is too little. r and p have floors of
-# their own, 8 and 1, as every recommendation has them: p adds time but no
-# memory, and a smaller r with a larger N is a hash hash_password() never made.
+# The least hash_password() makes and check_password() accepts: the scrypt
+# paper's setting for interactive logins (16 MiB). Below it the memory, which
+# makes scrypt slow on a GPU, is too little; p adds time but no memory.
 _SCRYPT_FLOOR = (14, 8, 1)
 # A planted hash is bounded relative to the stronger of SCRYPT_PARAMETERS and
 # this, so that a test that lowers SCRYPT_PARAMETERS still reads real hashes.
@@ -2512,13 +2487,9 @@ def _scrypt(secret, salt, log_n, r, p):
 
 
 def _parse_hash(hashed, current):
-    """(log_n, r, p, salt, key) from a hash check_password() accepts, or None.
-
-    Refused besides the malformed: a salt or key short of 16 and 32 bytes,
-    parameters below the floor, and over twice the memory or eight times the
-    work of `current` (or of the default, if more), so that a hash planted in
-    a user table cannot make check_password() allocate gigabytes or run for
-    minutes."""
+    """(log_n, r, p, salt, key) from a hash check_password() accepts, or None:
+    not below the floor, nor over twice the memory or eight times the work of
+    `current` (or the default, if more), so a planted hash cannot cost minutes."""
     match = _HASH_RE.match(hashed) if isinstance(hashed, str) else None
     if match is None:
         return None
@@ -2537,22 +2508,13 @@ def _parse_hash(hashed, current):
 
 
 def hash_password(password):
-    """Hash a password (str or bytes; a str is UTF-8 encoded) for storage.
+    """Hash a password (str or bytes) for storage, with scrypt at
+    SCRYPT_PARAMETERS and a random salt, as a str that carries its parameters::
 
-    Uses scrypt at SCRYPT_PARAMETERS (OWASP's minimum: N=2**17, r=8, p=1) with
-    a random 16-byte salt, and returns a str that carries its parameters::
+        scrypt$<log2 N>$<r>$<p>$<salt, 22 base64url>$<hash, 43 base64url>
 
-        scrypt$<log2 N>$<r>$<p>$<salt>$<hash>
-        e.g. scrypt$17$8$1$<22 characters>$<43 characters>
-
-    where salt (16 bytes) and hash (32 bytes) are base64url without padding.
-    It takes 128 MiB and a few tenths of a second on purpose: that is what
-    makes a stolen table slow to crack. check_password() costs the same, so
-    rate-limit login attempts.
-
-    For tests only, SCRYPT_PARAMETERS may be lowered as far as the floor,
-    (14, 8, 1), about ten times faster; below it, or not three ints, it
-    raises ConfigError.
+    It takes 128 MiB and a few tenths of a second on purpose, to make a
+    stolen table slow to crack; so does check_password(): rate-limit logins.
     """
     log_n, r, p = _scrypt_parameters()
     salt = secrets.token_bytes(16)
@@ -2566,12 +2528,8 @@ def check_password(password, hashed):
 
     Pass None for a user that does not exist, as check_password(password,
     USERS.get(name)) does: False, after the same work as a wrong password,
-    so that the time taken does not tell who has an account. The same for a
-    password that is not a str or bytes, and for a hash that is malformed,
-    foreign, cut short, below the floor (N=2**14, r=8, p=1) or asks for
-    absurd parameters: False, after a check's work at SCRYPT_PARAMETERS.
-    The comparison is constant-time. It raises only ConfigError, for a bad
-    SCRYPT_PARAMETERS.
+    so the time taken does not tell who has an account. A malformed, weak or
+    absurd hash is False too. It raises only ConfigError.
     """
     current = _scrypt_parameters()
     parsed = _parse_hash(hashed, current)
@@ -2590,8 +2548,7 @@ def check_password(password, hashed):
 
 def needs_rehash(hashed):
     """True when `hashed` is weaker than hash_password() makes today, or not
-    one check_password() accepts at all. Store a new hash_password() at the
-    next successful check_password()."""
+    one check_password() accepts: store a new hash at the next good login."""
     current = _scrypt_parameters()
     parsed = _parse_hash(hashed, current)
     return parsed is None or any(part < want for part, want in zip(parsed[:3], current))
