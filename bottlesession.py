@@ -306,8 +306,8 @@ class Session(dict):
         return _csrf_token(self)
 
     def check_csrf(self):
-        """Abort with 403 unless this request passes the CSRF checks (see
-        check_origin). The plugin does this for you on unsafe methods."""
+        """Abort with 403 unless this request passes the CSRF checks; the
+        plugin does this for you on unsafe methods."""
         _check_csrf(self, ())
 
     def __setitem__(self, key, value):
@@ -438,8 +438,7 @@ def _apply_headers(response, cookies):
 
 
 def _record(session):
-    """What a store keeps of a session: its meta and, under 'd', its data
-    without the id (a stored copy must not hold a usable cookie)."""
+    """What a store keeps: the meta and, under 'd', the data without the id."""
     record = dict(session.meta)
     for key in ('c', 'a', 'l'):     # whole seconds are enough, and shorter
         if key in record:
@@ -452,16 +451,12 @@ def _record(session):
 class BaseSession:
     """What every store shares: the options, expiry and the request cycle.
 
-    :param cookie_expires: the maximum age in seconds (or a timedelta) from
-        creation or the last login, sent as Max-Age; None makes a
+    :param cookie_expires: the maximum age (seconds or a timedelta, at most
+        400 days) from creation or the last login; None makes a
         browser-session cookie, which the server still ends after 30 days.
     :param idle_timeout: end a session not used for this long.
-    :param namespace: a name for this app, so that apps sharing a secret or
-        a store and the cookie's name, path and domain know not each
-        other's sessions.
-
-    Lifetimes are at most 400 days, as browsers cap them. A store says how to
-    `load`, `persist` and `delete` a session (see "The store's part").
+    :param namespace: a name for this app, so apps that share a store and
+        cookie name do not share sessions.
     """
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
@@ -678,8 +673,7 @@ class BaseSession:
         self.save(session)
 
     def invalidate(self, session):
-        """Delete the session's stored data and expire its cookies. The same
-        object becomes a fresh, empty, anonymous session."""
+        """Delete the session and expire its cookies; it becomes a fresh one."""
         for sid in (session.old_id, None if session.new else session.id):
             if sid:
                 self.delete(sid)
@@ -809,8 +803,7 @@ def _user(plugin, session):
 
 
 def _visitor_secret(session):
-    """A visitor's CSRF secret, from the first of their visitor cookies that
-    this app signed; it then counts as loaded with the session."""
+    """A visitor's CSRF secret, from the first visitor cookie this app signed."""
     manager = session.manager
     for value in _cookie_values(bottle.request.environ, manager.visitor_cookie):
         try:
@@ -921,10 +914,8 @@ def _wants_json():
     for index, part in enumerate(accept.lower().split(',')):
         kind, _, params = part.partition(';')
         quality = re.search(r'q=([0-9.]+)', params)
-        try:
+        with contextlib.suppress(ValueError):       # a malformed q: the type is left out
             ranks[kind.strip()] = float(quality.group(1)) if quality else 1.0, -index
-        except ValueError:
-            continue
     return ranks.get('application/json', (0, 0)) > ranks.get('text/html', (0, 0))
 
 
@@ -1029,8 +1020,7 @@ def authenticator(session_manager, login_url='/auth/login', verify=None, require
     """Make `valid_user`, a decorator factory that requires a signed-in session.
 
     A visitor who is not signed in is redirected to the login URL, and the
-    page they asked for is remembered for redirect_back(). session['name']
-    (or the user id) becomes environ['REMOTE_USER'].
+    page they asked for is remembered for redirect_back().
 
     :param verify: ``fn(session)``, run on every request; when false the
         session is signed out (the user was deleted, say).
@@ -1108,8 +1098,8 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
 
 
 def redirect_back(default='/'):
-    """Redirect to the page remembered by the authenticator, if it is a safe
-    same-site path, else to `default`. Call it at the end of a login handler."""
+    """At the end of a login handler: redirect to the page the authenticator
+    remembered, if it is a safe same-site path, else to `default`."""
     target = (_cookie_values(bottle.request.environ, REDIRECT_COOKIE) or [None])[0]
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
     bottle.redirect(target if _safe_path(target) else default)
@@ -1326,15 +1316,13 @@ class Signer:
 
 
 def _context(manager):
-    """What a signature of this app binds: the cookie's name, path, domain
-    and, if given, the namespace."""
+    """What a signature binds: the cookie's name, path, domain and namespace."""
     return '\0'.join([manager.cookie_name, manager.path, manager.domain or '']
                       + ([manager.namespace] if manager.namespace else [])).encode('utf-8')
 
 
 def _sign_with(manager, keys):
-    """Make the signer of visitors' CSRF cookies, and the key of user_version
-    hashes, from a store's secrets."""
+    """Key the visitor CSRF cookies' signer and the user_version hashes."""
     manager._visitor_signer = Signer(keys, b'csrf-visitor', _context(manager))
     manager._user_version_key = derive_key(keys[0], b'user-version')
 
@@ -1342,8 +1330,7 @@ def _sign_with(manager, keys):
 # CookieSession ###############################################################
 
 def _count(hits, now, limit, period):
-    """The attempts kept for a rate limit: the last `limit` within `period`,
-    and this one. Only whether there are more than `limit` matters."""
+    """The attempts a rate limit keeps: the last `limit` in `period`, and this."""
     hits = [t for t in hits if t > now - period][-limit:]
     hits.append(now)
     return hits
@@ -1353,9 +1340,8 @@ class CookieSession(BaseSession):
     """Keeps the session in a signed cookie, so the server stores nothing.
 
     :param secret: str or bytes, or a list of them, newest first, to rotate
-        keys: the first signs, every one verifies.
-    :param secret_file: read the secret from the first line of this file.
-        With neither, one is derived from the machine, with a warning.
+        keys. Without it or secret_file (its first line), one is derived from
+        the machine, with a warning.
 
     Data must be JSON, with str keys. The client can read it and replay it
     until it expires (see the module docstring).
@@ -1490,13 +1476,11 @@ def _merge_flashes(base, ours, theirs, merged):
 
 def _merge_record(base, ours, theirs, same):
     """Merge two stored records, their meta and their data, key by key."""
-    def split(record):
-        return {k: v for k, v in record.items() if k != 'd'}, record.get('d') or {}
-    (base_meta, base_data), (our_meta, our_data), (their_meta, their_data) = (
-        split(base), split(ours), split(theirs))
-    merged = _merge(base_meta, our_meta, their_meta, same)
-    merged['d'] = _merge(base_data, our_data, their_data, same)
-    _merge_flashes(base_data, our_data, their_data, merged['d'])
+    meta = [{k: v for k, v in record.items() if k != 'd'} for record in (base, ours, theirs)]
+    data = [record.get('d') or {} for record in (base, ours, theirs)]
+    merged = _merge(*meta, same)
+    merged['d'] = _merge(*data, same)
+    _merge_flashes(*data, merged['d'])
     return merged
 
 
@@ -1588,7 +1572,7 @@ class ServerSession(BaseSession):
         return _json_decode(blob if isinstance(blob, str) else blob.decode('utf-8'))
 
     def _same(self, a, b):
-        return _json_encode(a) == _json_encode(b)
+        return self.dumps(a) == self.dumps(b)
 
     def _parse(self, blob):
         """The record in a blob, or None if it is not one of ours."""
@@ -1696,8 +1680,7 @@ class ServerSession(BaseSession):
         return ended
 
     def rate_limit(self, key, limit, period):
-        """As CookieSession.rate_limit, but counted in the store, which
-        every process and machine shares."""
+        """As CookieSession.rate_limit, but counted in the store, for all processes."""
         name = self._key(b'rate', key)
         for attempt in range(self.swap_attempts):
             now = self.now()
@@ -1728,15 +1711,12 @@ class ServerSession(BaseSession):
 class PickleSession(ServerSession):
     """Keeps each session in a file, ``session-<key>``, in a private directory.
 
-    :param session_dir: the directory; by default a per-user one in the
-        system temp dir, made mode 0700. A symlink, or a directory that
-        another user owns or can write, is refused: unpickling a file someone
-        planted there would run their code.
+    :param session_dir: by default a per-user directory in the system temp
+        dir, made mode 0700. A symlink, or a directory that another user owns
+        or can write, is refused: unpickling a planted file runs its code.
 
-    A file's modification time is its session's end, so cleanup() reads no
-    file. Writes are atomic. The original bottlesession's files still load.
-    Any picklable value may be stored. user_sessions() reads every file: it
-    is for a few thousand sessions, not for millions.
+    Any picklable value may be stored; the original's files still load.
+    user_sessions() reads every file: it suits thousands, not millions.
     """
 
     legacy_ids = True
@@ -1766,9 +1746,6 @@ class PickleSession(ServerSession):
 
     def loads(self, blob):
         return pickle.loads(blob)
-
-    def _same(self, a, b):
-        return self.dumps(a) == self.dumps(b)
 
     @staticmethod
     def _name(key):
@@ -1902,8 +1879,7 @@ class PickleSession(ServerSession):
         return state
 
     def _scan(self):
-        """(name, stat) of each file in the directory, through a descriptor of
-        its own: scanning moves its offset, which dups share."""
+        """(name, stat) of each file, through a descriptor of its own: dups share offsets."""
         scan = os.open('.', os.O_RDONLY | _O_DIRECTORY, dir_fd=self._dir_fd)
         try:
             with os.scandir(scan) as entries:
@@ -1989,8 +1965,7 @@ _SQL_DIALECT = {
 
 
 def _sql_statements(dialect, table, style):
-    """The SQL store's statements for a dialect: its quoting, its upsert, the
-    driver's placeholders."""
+    """The statements in a dialect's quoting and upsert, with the driver's placeholders."""
     quote = '`%s`' if dialect == 'mysql' else '"%s"'
     if dialect == 'postgres':       # it folds unquoted names: a table made unquoted is found
         table = table.lower()
@@ -2126,9 +2101,7 @@ class SQLSession(ServerSession):
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
         CREATE INDEX bottlesession_user ON bottlesession (user_key);
 
-    Create a pool in each worker process, after a fork. With a factory each
-    thread of each process keeps its own connection. Only an error that broke
-    the connection is tried again, once, on a new one.
+    Create a pool in each worker process, after a fork.
     """
 
     def __init__(self, database=None, *, table='bottlesession',
@@ -2161,8 +2134,7 @@ class SQLSession(ServerSession):
         self._sql = None
 
     def _setup(self, conn):
-        """Learn the driver's dialect from its connection; create the table and
-        its indexes if the table is missing. Runs once, under the lock."""
+        """Learn the driver's dialect; create the table if it is missing. Runs once."""
         driver = type(conn).__module__.split('.')[0]
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
@@ -2317,8 +2289,6 @@ class RedisSession(ServerSession):
     :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``.
         Give it a socket_timeout, and no retries of its own, to bound how long
         a stalled Redis holds a request (see the README).
-
-    Redis drops a session at its TTL, so cleanup() has nothing to do.
     """
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
@@ -2455,8 +2425,7 @@ def _below_floor(log_n, r, p):
 
 
 def _scrypt_parameters():
-    """SCRYPT_PARAMETERS, checked: a ConfigError rather than a weak hash, or
-    one check_password() could not read back."""
+    """SCRYPT_PARAMETERS, checked: a ConfigError rather than a weak hash."""
     value = SCRYPT_PARAMETERS
     if not (isinstance(value, (tuple, list)) and len(value) == 3
             and all(type(part) is int for part in value)):
@@ -2513,8 +2482,8 @@ def hash_password(password):
 
         scrypt$<log2 N>$<r>$<p>$<salt, 22 base64url>$<hash, 43 base64url>
 
-    It takes 128 MiB and a few tenths of a second on purpose, to make a
-    stolen table slow to crack; so does check_password(): rate-limit logins.
+    It takes 128 MiB and a few tenths of a second on purpose, as does
+    check_password(): rate-limit logins.
     """
     log_n, r, p = _scrypt_parameters()
     salt = secrets.token_bytes(16)
@@ -2528,8 +2497,7 @@ def check_password(password, hashed):
 
     Pass None for a user that does not exist, as check_password(password,
     USERS.get(name)) does: False, after the same work as a wrong password,
-    so the time taken does not tell who has an account. A malformed, weak or
-    absurd hash is False too. It raises only ConfigError.
+    so the time taken does not tell who has an account.
     """
     current = _scrypt_parameters()
     parsed = _parse_hash(hashed, current)
