@@ -557,8 +557,7 @@ class BaseSession:
     # Loading #################################################################
 
     def get_session(self):
-        """The current request's session, loaded once per request. A bad or
-        expired cookie gives a fresh one; nothing is stored until it is saved."""
+        """The request's session; a bad or expired cookie gives a fresh one."""
         session = self._current()
         if not session.wrapped:     # no plugin or valid_user will commit it
             if self._refresh_due(session):
@@ -634,8 +633,8 @@ class BaseSession:
         _apply_headers(response, session.cookies)
 
     def save(self, session):
-        """Store the session and send its cookie. Original-API code may pass
-        a plain dict: it becomes the request's session data."""
+        """Store the session and send its cookie; a plain dict (the original
+        API) becomes the request's session data."""
         if not isinstance(session, Session):
             if not isinstance(session, dict):
                 raise TypeError('save() takes the session that get_session() returned')
@@ -932,10 +931,9 @@ def _refuse(status, message, json_too=False):
 ###############################################################################
 
 class SessionPlugin:
-    """Pass the session to handlers that take a `session` argument, and the
-    current user to those that take `user`; save the session if modified, when
-    the handler returns or raises an HTTPResponse such as redirect(); refuse
-    cross-site POSTs.
+    """Pass the session to handlers that take `session`, and the current user
+    to those that take `user`; save the session if modified (see
+    BaseSession._handle); refuse cross-site POSTs.
 
     :param load_user: ``fn(user_id)`` returns the app's user, or None when the
         user no longer exists (the session is then signed out).
@@ -1509,8 +1507,7 @@ class ServerSession(BaseSession):
         purge(now)      -> how many expired records were removed
 
     It may also override lock(key), a context manager held around a read and
-    its write (stores with an atomic compare-and-set need none), dumps(record)
-    and loads(blob).
+    its write, dumps(record) and loads(blob).
 
     :param cleanup_chance: the chance that saving a new session first runs
         cleanup(), so expired sessions go away without cron.
@@ -1663,8 +1660,7 @@ class ServerSession(BaseSession):
                 yield key, record
 
     def user_sessions(self, user_id):
-        """The live sessions of `user_id`: dicts of 'key' (the storage key, no
-        cookie), 'created', 'accessed', 'expires' and 'login' (Unix times)."""
+        """The live sessions of `user_id`, as dicts of 'key' (no cookie) and times."""
         return [{'key': key, 'created': record['c'], 'accessed': record['a'],
                  'expires': self.expires_at(record), 'login': record.get('l')}
                 for key, record in self._user_records(user_id)]
@@ -1902,8 +1898,7 @@ class PickleSession(ServerSession):
         return found
 
     def purge(self, now):
-        """Remove session files whose end has passed (an original file's is a
-        lifetime after it was written), and temp files killed writers left."""
+        """Remove session files whose end has passed, and stale temp files."""
         legacy = self.max_age if self.idle_timeout is None else min(self.max_age,
                                                                       self.idle_timeout)
         removed = 0
@@ -2174,8 +2169,7 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection in this process, made when it has none.
-        One inherited through fork() is never used: the parent talks on it."""
+        """This thread's connection; one inherited through fork() is never used."""
         held = getattr(self._local, 'held', None)
         if held is not None and held[0] == os.getpid():
             return held[1]
