@@ -122,9 +122,8 @@ class SessionError(Exception):
 
 
 class BadSession(SessionError):
-    """The client sent a session cookie or id that cannot be trusted.
-
-    Never reaches the application: the request gets a fresh session."""
+    """The client sent a session cookie or id that cannot be trusted. Never
+    reaches the application: the request gets a fresh session."""
 
 
 class BadSignature(BadSession):
@@ -142,12 +141,9 @@ class SessionTooLarge(SessionError, ValueError):
 
 
 class SessionStoreError(SessionError, bottle.HTTPError):
-    """The store failed or cannot be reached. Raised from the driver's error.
-
-    It is a bottle.HTTPError too, so even code that calls get_session()
-    directly answers 503. The page says only that the session store is
-    unavailable; the driver's message, which may name hosts, ports and paths,
-    is in str(error) and is logged to the 'bottlesession' logger."""
+    """The store failed or cannot be reached: a bottle.HTTPError, so it
+    answers 503 with a page that names no internals. The driver's message is
+    in str(error) and is logged to the 'bottlesession' logger."""
 
     public_message = 'The session store is unavailable. Please try again in a moment.'
 
@@ -231,25 +227,15 @@ _MISSING = object()
 class Session(dict):
     """The session: a dict that knows its id and whether it was modified.
 
-    Changes through the dict methods set `modified`; a call that changes
-    nothing (``pop('flash', None)`` on a session without it, setting a key to
-    the string or number it already holds) does not. A change inside a value
-    (``session['cart'].append(x)``) is not seen: set ``session.modified =
-    True``. Keys 'sessionid' and 'valid' are there from the start, as in the
-    original; 'sessionid' is never stored.
+    A change inside a value (``session['cart'].append(x)``) is not seen: set
+    ``session.modified = True``. Keys 'sessionid' (never stored) and 'valid'
+    are there from the start, as in the original.
 
-    `meta` holds what the module keeps beside the data, stored with it:
-
-        c  the start of its lifetime: its creation or its last login (epoch s)
-        a  its last use
-        e  the end set_expiry() chose (epoch s), or 0 for a browser-session cookie
-        u  the signed-in user's id, and l, when they signed in
-        h  a keyed hash of the plugin's user_version(user), made at login
-        x  the CSRF secret: 32 random bytes in base64url
-
-    `loaded` is what this request loaded, the base its changes are told
-    from: (the stored version, meta, (valid, name)); the version is None
-    until the session is stored.
+    `meta` is stored beside the data: c the start of its lifetime (creation
+    or last login), a its last use, e the end set_expiry() chose (0: a
+    browser-session cookie), u the user's id, l the login time, h the
+    user_version hash, x the CSRF secret. `loaded` is what this request
+    loaded: (the stored version or None, meta, (valid, name)).
     """
 
     __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies',
@@ -300,8 +286,7 @@ class Session(dict):
         self.manager.regenerate(self)
 
     def invalidate(self):
-        """Delete the session and expire its cookie. The same object becomes
-        a fresh, empty session."""
+        """Delete the session and expire its cookie; this becomes a fresh one."""
         self.manager.invalidate(self)
 
     def set_expiry(self, value):
@@ -323,8 +308,8 @@ class Session(dict):
         return _csrf_token(self)
 
     def check_csrf(self):
-        """Abort with 403 unless this request passes the CSRF checks (see
-        check_origin). The plugin does this for you on unsafe methods."""
+        """Abort with 403 unless this request passes the CSRF checks; the
+        plugin does this for you on unsafe methods."""
         _check_csrf(self, ())
 
     def __setitem__(self, key, value):
@@ -377,12 +362,9 @@ class Session(dict):
     flash_bytes = 1024          # and their JSON at most: a cookie holds 4 KB
 
     def flash(self, message, category='message'):
-        """Queue a message for the next page that calls get_flashed_messages().
-
-        It is kept in the session, so it survives a redirect in every store;
-        it must be JSON-serialisable (a str is). Of more than flash_limit
-        unread messages, or flash_bytes of them, the oldest are dropped; a
-        str message longer than that alone is cut short."""
+        """Queue a JSON-serialisable message for get_flashed_messages() on a
+        later page. Past flash_limit unread messages or flash_bytes of them,
+        the oldest are dropped; a longer str message is cut short."""
         if isinstance(message, str) and len(message) > self.flash_bytes // 4:
             message = message[:self.flash_bytes // 4] + '…'
         queue = self.get(self.flash_key, []) + [[category, message]]
@@ -392,12 +374,9 @@ class Session(dict):
         self[self.flash_key] = queue
 
     def get_flashed_messages(self, with_categories=False, category_filter=()):
-        """Return the queued messages and remove them from the session.
-
-        with_categories=True gives (category, message) tuples. category_filter
-        returns and removes only the messages of those categories. With
-        nothing to return, the session is left unmodified. Unlike Flask, a
-        second call in the same request does not return the same messages."""
+        """Return and remove the queued messages (of category_filter's
+        categories only, if given); as (category, message) tuples with
+        with_categories=True. Unlike Flask's, a second call returns none."""
         queued = self.get(self.flash_key) or []
         shown = [m for m in queued if not category_filter or m[0] in category_filter]
         if shown:
@@ -417,11 +396,9 @@ _COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')
 
 
 def _cookie_values(environ, name):
-    """The values of cookie `name` in the request, in order, unquoted.
-
-    Reads the header directly: SimpleCookie would parse every cookie in it,
-    costs more than the rest of a session lookup, and gives up on a header
-    with one odd cookie in it (which a sibling subdomain can plant)."""
+    """The values of cookie `name` in the request, in order, unquoted. Not
+    SimpleCookie: it is slow, and gives up on a header with one odd cookie
+    in it (which a sibling subdomain can plant)."""
     header = environ.get('HTTP_COOKIE')
     if not header or name not in header:
         return ()
@@ -441,15 +418,13 @@ def _cookie_values(environ, name):
 
 
 def _apply_headers(response, cookies):
-    """Write a session's headers onto the response that will be sent.
+    """Write a session's headers onto the response that will be sent: Vary:
+    Cookie, Cache-Control: private unless the app set its own, and `cookies`
+    ({name: Set-Cookie header}), which make it never publicly cacheable.
 
-    The response depends on the session, so shared caches must not keep it
-    (Cache-Control: private unless the app set its own, and Vary: Cookie). A
-    response that sets a cookie of ours ({name: Set-Cookie header}) is never
-    publicly cacheable, whatever the app set. This writes to bottle's header
-    dict (name -> list of values, the same in 0.12 and 0.13) directly: its
-    accessors cost more than the rest of a session read, and our values were
-    checked for CR and LF in __init__."""
+    It writes bottle's header dict (name -> list of values in 0.12 and 0.13)
+    directly: the accessors cost more than a session read, and our values
+    were checked for CR and LF in __init__."""
     headers = response._headers
     vary = headers.setdefault('Vary', ['Cookie'])
     if vary[-1] != 'Cookie' and 'cookie' not in [
@@ -471,16 +446,8 @@ def _apply_headers(response, cookies):
         sent.append(header)
 
 
-def _send(session, name, header):
-    """Queue a Set-Cookie header; the commit writes it onto the response."""
-    if session.cookies is None:
-        session.cookies = {}
-    session.cookies[name] = header
-
-
 def _record(session):
-    """What a store keeps of a session: its meta and, under 'd', its data
-    without the id (a stored copy must not hold a usable cookie)."""
+    """What a store keeps: the meta and, under 'd', the data without the id."""
     record = dict(session.meta)
     for key in ('c', 'a', 'l'):     # whole seconds are enough, and shorter
         if key in record:
@@ -493,18 +460,12 @@ def _record(session):
 class BaseSession:
     """What every store shares: the options, expiry and the request cycle.
 
-    :param cookie_expires: the session's maximum age in seconds (or a
-        timedelta), counted from its creation or its last login, enforced by
-        the server and sent to the browser as Max-Age. None makes a
-        browser-session cookie; the server still ends it after 30 days.
-    :param idle_timeout: end a session not used for this long (off by default).
-    :param cookie_name, path, domain, secure, httponly, samesite: the cookie.
-    :param namespace: a name for this app, for apps that share a secret or a
-        store and the cookie's name, path and domain: sessions of one are then
-        unknown to the other.
-
-    Lifetimes are at most 400 days, as browsers cap them. A store says how to
-    `load` a session, `persist` it and `delete` it (see "The store's part").
+    :param cookie_expires: the maximum age (seconds or a timedelta, at most
+        400 days) from creation or the last login; None makes a
+        browser-session cookie, which the server still ends after 30 days.
+    :param idle_timeout: end a session not used for this long.
+    :param namespace: a name for this app, so apps that share a store and
+        cookie name do not share sessions.
     """
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
@@ -546,11 +507,9 @@ class BaseSession:
         return time.time()
 
     def expires_at(self, meta):
-        """When a session ends unless it is used again, in epoch seconds.
-
-        The one expiry rule: at the end set by Session.set_expiry(), else
-        max_age after creation (or the last login); and idle_timeout after
-        the last use, whichever comes first."""
+        """When a session ends unless used again: the one expiry rule. At the
+        set_expiry() end, else max_age after creation or the last login; or
+        idle_timeout after the last use, if sooner."""
         end = meta['c'] + self.max_age
         chosen = meta.get('e')
         if type(chosen) in (int, float) and chosen > 0:
@@ -571,15 +530,19 @@ class BaseSession:
             return None
         return max(0, math.ceil(end - now))
 
-    def _cookie_header(self, name, value, max_age):
-        """The one place a Set-Cookie header is built: max_age None for a
-        browser-session cookie, 0 to expire it."""
+    def _set_cookie(self, session, name, value, max_age):
+        """The one place a Set-Cookie header is built, and queued for the
+        commit: max_age None for a browser-session cookie, 0 to expire it."""
         if max_age is None:
-            return '%s=%s%s' % (name, value, self._attrs)
-        if max_age == 0:
-            return '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
+            header = '%s=%s%s' % (name, value, self._attrs)
+        elif max_age == 0:
+            header = '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
                 name, self._attrs)
-        return '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
+        else:
+            header = '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
+        if session.cookies is None:
+            session.cookies = {}
+        session.cookies[name] = header
 
     # The store's part ########################################################
 
@@ -603,10 +566,7 @@ class BaseSession:
     # Loading #################################################################
 
     def get_session(self):
-        """The current request's session, loaded once per request.
-
-        A missing, malformed, tampered, unknown or expired cookie gives a
-        fresh session; nothing is stored or sent until it is saved."""
+        """The request's session; a bad or expired cookie gives a fresh one."""
         session = self._current()
         if not session.wrapped:     # no plugin or valid_user will commit it
             if self._refresh_due(session):
@@ -643,12 +603,10 @@ class BaseSession:
     # Committing ##############################################################
 
     def _handle(self, session, handler, args, kwargs, autosave):
-        """Run a handler, then commit the session onto the response Bottle sends.
-
-        That is the returned body's bottle.response, a returned HTTPResponse
-        (static_file() too), or a raised redirect(), abort() or HTTPError:
-        Bottle drops the headers of bottle.response for the last two. A
-        handler that fails with another exception saves nothing."""
+        """Run a handler, then commit the session onto the response Bottle
+        sends: bottle.response, or a returned or raised HTTPResponse (Bottle
+        drops bottle.response's headers for a raised one). An exception
+        other than an HTTPResponse saves nothing."""
         try:
             result = handler(*args, **kwargs)
         except SessionStoreError:
@@ -685,10 +643,8 @@ class BaseSession:
         _apply_headers(response, session.cookies)
 
     def save(self, session):
-        """Store the session and send its cookie.
-
-        Original-API code may pass a plain dict: it becomes the request's
-        session data."""
+        """Store the session and send its cookie; a plain dict (the original
+        API) becomes the request's session data."""
         if not isinstance(session, Session):
             if not isinstance(session, dict):
                 raise TypeError('save() takes the session that get_session() returned')
@@ -712,9 +668,7 @@ class BaseSession:
         session.meta['a'] = now
         version, value = self.persist(session)
         if value is not None:
-            _send(session, self.cookie_name,
-                       self._cookie_header(self.cookie_name, value,
-                                           self._max_age(session.meta, now)))
+            self._set_cookie(session, self.cookie_name, value, self._max_age(session.meta, now))
         if version is not None:
             session.loaded = (version, dict(session.meta),
                               (bool(session.get('valid')), session.get('name')))
@@ -728,9 +682,7 @@ class BaseSession:
         self.save(session)
 
     def invalidate(self, session):
-        """Delete the session's stored data and expire its cookies.
-
-        The same object becomes a fresh, empty, anonymous session."""
+        """Delete the session and expire its cookies; it becomes a fresh one."""
         for sid in (session.old_id, None if session.new else session.id):
             if sid:
                 self.delete(sid)
@@ -741,12 +693,10 @@ class BaseSession:
         session.cookies, session.wrapped = cookies, wrapped
         environ = bottle.request.environ
         environ.pop(self._environ_key + '.user', None)
-        _send(session, self.cookie_name, self._cookie_header(self.cookie_name, '', 0))
+        self._set_cookie(session, self.cookie_name, '', 0)
         if _cookie_values(environ, self.visitor_cookie):
-            _send(session, self.visitor_cookie,
-                       self._cookie_header(self.visitor_cookie, '', 0))
+            self._set_cookie(session, self.visitor_cookie, '', 0)
         _apply_headers(bottle.response, session.cookies)
-
 
 
 ###############################################################################
@@ -871,9 +821,8 @@ def _user(plugin, session):
 
 def _visitor_secret(session):
     """A visitor's CSRF secret, from their visitor cookie that this app
-    signed; it then counts as loaded with the session. Two different ones
-    mean one was planted (another port of the host, say, with its own
-    signed one): neither is trusted, and the visitor gets a new secret."""
+    signed. Two different ones mean one was planted (from another port of
+    the host, say): neither is trusted, and the visitor gets a new one."""
     manager, found = session.manager, set()
     for value in _cookie_values(bottle.request.environ, manager.visitor_cookie):
         try:
@@ -902,8 +851,7 @@ def _csrf_secret(session, create):
     if create and session.new and secret != session.loaded[1].get('x'):
         manager = session.manager
         value = manager._visitor_signer.sign(secret.encode('ascii')).decode('ascii')
-        _send(session, manager.visitor_cookie,
-                      manager._cookie_header(manager.visitor_cookie, value, None))
+        manager._set_cookie(session, manager.visitor_cookie, value, None)
         if not session.wrapped:
             _apply_headers(bottle.response, session.cookies)
     return secret
@@ -987,10 +935,8 @@ def _wants_json():
     for index, part in enumerate(accept.lower().split(',')):
         kind, _, params = part.partition(';')
         quality = re.search(r'q=([0-9.]+)', params)
-        try:
+        with contextlib.suppress(ValueError):       # a malformed q: the type is left out
             ranks[kind.strip()] = float(quality.group(1)) if quality else 1.0, -index
-        except ValueError:
-            continue
     return ranks.get('application/json', (0, 0)) > ranks.get('text/html', (0, 0))
 
 
@@ -1007,23 +953,16 @@ def _refuse(status, message, json_too=False):
 ###############################################################################
 
 class SessionPlugin:
-    """Pass the session to handlers that take a `session` argument, and the
-    current user to those that take `user`; save the session if modified;
-    refuse cross-site POSTs.
-
-    The session is saved, and its cookies and cache headers written onto the
-    response that is sent, when the handler returns (a body or an
-    HTTPResponse such as static_file()) or raises an HTTPResponse such as
-    redirect() or abort(); not when it fails with another exception.
+    """Pass the session to handlers that take `session`, and the current user
+    to those that take `user`; save the session if modified (see
+    BaseSession._handle); refuse cross-site POSTs.
 
     :param load_user: ``fn(user_id)`` returns the app's user, or None when the
-        user no longer exists (the session is then signed out). Called at
-        most once per request, and only when the request asks for the user.
+        user no longer exists (the session is then signed out).
     :param user_version: ``fn(user)`` returns a string that changes when the
-        user's sessions should end, such as the password hash. Every session
-        of that user whose user is loaded afterwards is signed out.
-    :param csrf: check every POST, PUT, PATCH and DELETE to every route of the
-        app (see _check_csrf). A route opts out with ``session={'csrf': False}``.
+        user's sessions should end, such as the password hash.
+    :param csrf: check every POST, PUT, PATCH and DELETE (see section 4). A
+        route opts out with ``session={'csrf': False}``.
     :param trusted_origins: other origins ('https://admin.example.com') whose
         pages may post here.
     """
@@ -1061,7 +1000,10 @@ class SessionPlugin:
         keyword = route.config.get('session.keyword', self.keyword)
         autosave = route.config.get('session.autosave', self.autosave)
         csrf = route.config.get('session.csrf', self.csrf)
-        args = _callback_args(route)
+        try:        # follows functools.wraps, so decorated handlers are seen through
+            args = inspect.signature(route.callback).parameters
+        except (TypeError, ValueError):
+            args = route.get_callback_args()
         takes_session = keyword in args
         takes_user = (self.load_user is not None and 'user' in args
                       and not re.search(r'<user[:>]|:user\b', route.rule))   # not a wildcard
@@ -1084,13 +1026,6 @@ class SessionPlugin:
         return wrapper
 
 
-def _callback_args(route):
-    try:        # follows functools.wraps, so decorated handlers are seen through
-        return inspect.signature(route.callback).parameters
-    except (TypeError, ValueError):
-        return route.get_callback_args()
-
-
 Plugin = SessionPlugin
 
 
@@ -1101,35 +1036,21 @@ def _safe_path(target):
             and _SAFE_PATH_RE.match(target) is not None)
 
 
-def _current_path():
-    path = urllib.parse.quote(bottle.request.fullpath, safe="/:@!$&'()*+,;=-._~")
-    query = bottle.request.query_string
-    if query:
-        path += '?' + urllib.parse.quote(query, safe="/:@!$&'()*+,;=-._~?%")
-    return path
-
-
 def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
     """Make `valid_user`, a decorator factory that requires a signed-in session.
 
-    A visitor who is not signed in is redirected to the login URL; the page
-    they asked for is remembered (a same-site path only) in the
-    'validuserloginredirect' cookie, for redirect_back(). With the plugin's
-    load_user, the user is loaded too, and a user who is gone or whose
-    user_version changed is signed out. session['name'] (or the user id)
-    becomes environ['REMOTE_USER'] when it is a printable string.
+    A visitor who is not signed in is redirected to the login URL, and the
+    page they asked for is remembered for redirect_back().
 
     :param verify: ``fn(session)``, run on every request; when false the
         session is signed out (the user was deleted, say).
     :param require: ``fn(session)``, who may see the page: a signed-in user
         for whom it is false gets a 403 and stays signed in (admin pages).
 
-    ``valid_user(login_url, verify, require, fresh=None, api=False)`` takes
-    the same, and two more. `fresh`: seconds since the login after which the
-    user must sign in again to see the page; they stay signed in meanwhile.
-    `api=True`: refuse with 401 (or 403 for `require`) and a JSON body, not
-    a redirect; so does any refused request whose Accept prefers JSON.
-    ``@valid_user`` works without parentheses too.
+    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or
+    ``@valid_user`` bare: `fresh` is the seconds since login after which the
+    user must sign in again to see the page; `api=True` refuses with 401 (or
+    403) and JSON, not a redirect, as for any request preferring JSON.
     """
     _check_gate(require, None)
 
@@ -1186,7 +1107,10 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
     """Refuse with 401 and JSON for an API, else remember the page and redirect."""
     if api or _wants_json():
         _refuse(401, message, True)
-    target = _current_path()
+    target = urllib.parse.quote(bottle.request.fullpath, safe="/:@!$&'()*+,;=-._~")
+    if bottle.request.query_string:
+        target += '?' + urllib.parse.quote(bottle.request.query_string,
+                                           safe="/:@!$&'()*+,;=-._~?%")
     if _safe_path(target):
         bottle.response.set_cookie(REDIRECT_COOKIE, target, path='/', max_age=3600,
                                    httponly=True, secure=manager.secure, samesite='Lax')
@@ -1194,8 +1118,8 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
 
 
 def redirect_back(default='/'):
-    """Redirect to the page remembered by the authenticator, if it is a safe
-    same-site path, else to `default`. Call it at the end of a login handler."""
+    """At the end of a login handler: redirect to the page the authenticator
+    remembered, if it is a safe same-site path, else to `default`."""
     target = (_cookie_values(bottle.request.environ, REDIRECT_COOKIE) or [None])[0]
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
     bottle.redirect(target if _safe_path(target) else default)
@@ -1220,10 +1144,8 @@ def _default_dir():
 
 
 def _open_private_dir(path):
-    """Open `path`, made mode 0700 if missing, as a directory descriptor.
-
-    A symlink is refused, and the owner and mode are checked on the open
-    descriptor: what was checked is what every later dir_fd= call uses."""
+    """Open `path`, made mode 0700 if missing, as a directory descriptor. A
+    symlink is refused; owner and mode are checked on the descriptor used."""
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -1260,10 +1182,9 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
 
 
 def _write_file(directory, name, blob, mtime=None, replace=False):
-    """Write `blob` to file `name` in `directory` (a descriptor) whole: under a
-    temp name, then renamed (replace=True) or linked into place. Return
-    False if it was not replaced and `name` was there: a process starting
-    at the same moment wrote it, and theirs is kept."""
+    """Write `blob` whole to `name` in `directory` (a descriptor): under a temp
+    name, then renamed (replace=True) or linked into place. Return False if
+    it was not to replace and `name` was there: theirs is kept."""
     temp = '.tmp-' + secrets.token_hex(8)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
@@ -1293,10 +1214,9 @@ def _write_file(directory, name, blob, mtime=None, replace=False):
 # Secrets and signing #########################################################
 
 def derive_key(secret, salt):
-    """Derive a key for one purpose: HMAC-SHA256(secret, 'bottlesession.' + salt).
-
-    It keeps keys for different purposes apart, so a signature made for one
-    can never be used for another. It does not strengthen a weak secret."""
+    """Derive a key for one purpose: HMAC-SHA256(secret, 'bottlesession.' + salt),
+    so a signature made for one is worthless for another. It does not
+    strengthen a weak secret."""
     return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
 
 
@@ -1304,13 +1224,9 @@ _PROC_STAT = '/proc/stat'
 
 
 def machine_secret(_stacklevel=2):
-    """A secret for this machine, for when none is given; it warns.
-
-    SHA-256 of the node id, the boot time and 32 random bytes kept in a 0600
-    file, 'machine-secret', in the per-user private directory (the default
-    session directory): nobody can compute it without reading that file. It
-    changes at a reboot and when that directory is lost, which ends every
-    session, and it differs per machine."""
+    """A secret for this machine, for when none is given; it warns. It mixes
+    the node id, the boot time and a private key file, so it changes at a
+    reboot (ending every session) and differs per machine."""
     node = uuid.getnode()
     if node >> 40 & 1:      # multicast bit: uuid made the node id up at random
         raise ConfigError('no secret was given and this machine has no stable node '
@@ -1389,13 +1305,9 @@ def _load_secrets(secret, secret_file):
 
 
 class Signer:
-    """Sign and verify bytes with HMAC-SHA256, under one or more secrets.
-
-    The first secret signs; every one verifies, so secrets can be rotated:
-    put the new one first and drop the old one once its cookies expired.
-    Each key is derived for `salt` (one purpose), and `context` is bound into
-    every signature: CookieSession binds the cookie's name, path, domain and
-    namespace, so a cookie is worthless under another of them."""
+    """Sign and verify bytes with HMAC-SHA256, under one or more secrets: the
+    first signs, every one verifies, so secrets can be rotated. Keys are
+    derived for `salt`, and `context` is bound into every signature."""
 
     def __init__(self, secrets, salt, context=b''):
         if not secrets:
@@ -1424,15 +1336,13 @@ class Signer:
 
 
 def _context(manager):
-    """What a signature of this app binds: the cookie's name, path, domain
-    and, if given, the namespace."""
+    """What a signature binds: the cookie's name, path, domain and namespace."""
     return '\0'.join([manager.cookie_name, manager.path, manager.domain or '']
                       + ([manager.namespace] if manager.namespace else [])).encode('utf-8')
 
 
 def _sign_with(manager, keys):
-    """Make the signer of visitors' CSRF cookies, and the key of user_version
-    hashes, from a store's secrets."""
+    """Key the visitor CSRF cookies' signer and the user_version hashes."""
     manager._visitor_signer = Signer(keys, b'csrf-visitor', _context(manager))
     manager._user_version_keys = [derive_key(key, b'user-version') for key in keys]
 
@@ -1440,8 +1350,7 @@ def _sign_with(manager, keys):
 # CookieSession ###############################################################
 
 def _count(hits, now, limit, period):
-    """The attempts kept for a rate limit: the last `limit` within `period`,
-    and this one. Only whether there are more than `limit` matters."""
+    """The attempts a rate limit keeps: the last `limit` in `period`, and this."""
     hits = [t for t in hits if t > now - period][-limit:]
     hits.append(now)
     return hits
@@ -1451,16 +1360,11 @@ class CookieSession(BaseSession):
     """Keeps the session in a signed cookie, so the server stores nothing.
 
     :param secret: str or bytes, or a list of them, newest first, to rotate
-        keys: the first signs, every one verifies, and a cookie signed with an
-        older one is re-signed with the first when it is next saved.
-    :param secret_file: read the secret from the first line of this file.
-    :param compress: zlib-compress payloads that shrink by it.
+        keys. Without it or secret_file (its first line), one is derived from
+        the machine, with a warning.
 
-    With neither secret, one is derived from the machine, with a warning
-    (see machine_secret). Data must be JSON: str keys; str, int, float, bool,
-    None, lists and dicts. The client can read it and replay it until it
-    expires (see the module docstring). The signature binds the cookie's
-    name, path, domain and namespace. Rate limits count in this process.
+    Data must be JSON, with str keys. The client can read it and replay it
+    until it expires (see the module docstring).
     """
 
     salt = b'cookie-session'
@@ -1488,8 +1392,8 @@ class CookieSession(BaseSession):
 
     def rate_limit(self, key, limit, period):
         """Count one attempt for `key`, such as 'login:' + name. Return True
-        while at most `limit` attempts fall within the last `period` seconds.
-        This store counts in this process only: the browser holds the rest."""
+        while at most `limit` fall within the last `period` seconds. Counted
+        in this process only."""
         now = self.now()
         with self._limits_lock:
             if len(self._limits) > self._limits_sweep:  # forget keys whose periods passed
@@ -1556,11 +1460,8 @@ class CookieSession(BaseSession):
 # ServerSession: the server-side stores' base, and the merge #################
 
 def _merge(base, ours, theirs, same):
-    """Apply the changes from `base` to `ours` onto `theirs`, a newer version.
-
-    A key this request set, changed in place or deleted is taken from `ours`;
-    every other key keeps the newer value. A key both changed: ours wins.
-    same(a, b) tells whether two values store the same bytes."""
+    """Apply the changes from `base` to `ours` onto `theirs`, a newer version:
+    a key both changed is ours. same(a, b): whether two values store alike."""
     merged = dict(theirs)
     for key in base.keys() | ours.keys():
         if key not in ours:
@@ -1571,8 +1472,8 @@ def _merge(base, ours, theirs, same):
 
 
 def _merge_flashes(base, ours, theirs, merged):
-    """Flash messages are a queue, not a value: theirs, less the ones this
-    request showed, plus the ones it added, counted, so duplicates stay."""
+    """Flash messages are a queue: theirs, less the ones this request showed,
+    plus the ones it added, counted, so duplicates stay."""
     key = Session.flash_key
     queues = [d.get(key) if isinstance(d.get(key), list) else [] for d in (base, ours, theirs)]
     if queues[0] == queues[1]:
@@ -1597,13 +1498,11 @@ def _merge_flashes(base, ours, theirs, merged):
 
 def _merge_record(base, ours, theirs, same):
     """Merge two stored records, their meta and their data, key by key."""
-    def split(record):
-        return {k: v for k, v in record.items() if k != 'd'}, record.get('d') or {}
-    (base_meta, base_data), (our_meta, our_data), (their_meta, their_data) = (
-        split(base), split(ours), split(theirs))
-    merged = _merge(base_meta, our_meta, their_meta, same)
-    merged['d'] = _merge(base_data, our_data, their_data, same)
-    _merge_flashes(base_data, our_data, their_data, merged['d'])
+    meta = [{k: v for k, v in record.items() if k != 'd'} for record in (base, ours, theirs)]
+    data = [record.get('d') or {} for record in (base, ours, theirs)]
+    merged = _merge(*meta, same)
+    merged['d'] = _merge(*data, same)
+    _merge_flashes(*data, merged['d'])
     return merged
 
 
@@ -1613,42 +1512,31 @@ _NO_LOCK = contextlib.nullcontext()
 class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
-    Ids are strict: a malformed id, or one the store does not hold, is never
-    adopted. A session is kept under storage_key(id), a hash, never under the
-    id, and its stored data leaves the id out: a copy of the store holds no
-    usable cookie.
-
-    Concurrent requests on one session merge: a save writes only if the
-    stored version is still the one this request loaded (compare-and-set);
-    if another request changed it, this request's changes are applied to
-    the newer version and the save is tried again. A session deleted
-    meanwhile (a logout, expiry, end_sessions()) stays deleted, but for a
-    login, which starts afresh with what this request changed.
+    Unknown ids are never adopted. A session is kept under storage_key(id), a
+    hash, without its id: a copy of the store holds no usable cookie.
+    Concurrent saves of one session merge, by compare-and-set (see _swap).
 
     The store interface, all a new store implements. Keys are 64 hex
     characters; blobs are what dumps() made (JSON text; pickles for files):
 
         read(key)       -> the blob under key, or None if none is, or it expired
         write(key, blob, expires, expected=None, replaces=None, user=None)
-                        -> whether it wrote. It stores blob under key until
-                           `expires` (epoch seconds), only if the blob under
-                           `replaces or key` is `expected` (None: no live
-                           record). `replaces`, the old key of a login, is
-                           deleted in the same step. `user` is a key that
-                           user_records() finds the record under.
+                        -> whether it stored blob under key until `expires`:
+                           only if the blob under `replaces or key` is
+                           `expected` (None: no live record). `replaces`, a
+                           login's old key, goes in the same step; `user` is
+                           the key user_records() finds it under.
         remove(key)     -> whether a record was there
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
 
-    A store may also override lock(key), a context manager held around a
-    read and its write (the file store's locks; stores with an atomic
-    compare-and-set need none), and dumps(record) and loads(blob).
+    It may also override lock(key), a context manager held around a read and
+    its write, dumps(record) and loads(blob).
 
     :param cleanup_chance: the chance that saving a new session first runs
-        cleanup(), so expired sessions go away without cron. 0 turns it off.
-    :param secret: signs visitors' CSRF cookies, and keys user_version
-        hashes. Without it, a visitor's token (asked for only by clients that
-        send neither Sec-Fetch-Site nor Origin) holds in this process only.
+        cleanup(), so expired sessions go away without cron.
+    :param secret: signs visitors' CSRF cookies and keys user_version hashes;
+        without it, a visitor's CSRF cookie holds in this process only.
     """
 
     legacy_ids = False
@@ -1671,10 +1559,9 @@ class ServerSession(BaseSession):
             self._user_version_keys = [self._identity.copy().digest()]
 
     def storage_key(self, sid):
-        """The key the store keeps session `sid` under: a hash of the id and of
-        the issuing app's cookie name, path, domain and namespace, so another
-        app's ids are unknown here, even on the same table or Redis prefix.
-        Files the original bottlesession wrote keep their uuid4 names."""
+        """The key session `sid` is kept under: a hash of the id and of the
+        cookie's name, path, domain and namespace, so another app's ids are
+        unknown here. The original's files keep their uuid4 names."""
         if self.legacy_ids and len(sid) == 36:
             return sid
         digest = self._identity.copy()
@@ -1706,7 +1593,7 @@ class ServerSession(BaseSession):
         return _json_decode(blob if isinstance(blob, str) else blob.decode('utf-8'))
 
     def _same(self, a, b):
-        return _json_encode(a) == _json_encode(b)
+        return self.dumps(a) == self.dumps(b)
 
     def _parse(self, blob):
         """The record in a blob, or None if it is not one of ours."""
@@ -1730,7 +1617,10 @@ class ServerSession(BaseSession):
 
     def persist(self, session):
         if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
-            self._cleanup_quietly()
+            try:
+                self.cleanup()
+            except Exception as exc:        # a sweep must not fail the request it rides on
+                _log.warning('session cleanup failed: %s', exc)
         send = session.new or session.old_id or session.meta.get('e') != session.loaded[1].get('e')
         old = session.old_id and self.storage_key(session.old_id)
         ours = _record(session)
@@ -1749,7 +1639,7 @@ class ServerSession(BaseSession):
         """Write `ours`, merged onto what other requests saved since this one
         loaded, by compare-and-set. Return (blob, record) as written, or (None,
         None) if the session was deleted meanwhile: it stays deleted, but for
-        a login, which starts afresh with what this request changed."""
+        a login, which starts afresh."""
         key, version, record, base = self.storage_key(session.id), session.loaded[0], ours, None
         for attempt in range(self.swap_attempts):
             blob = self.dumps(record)
@@ -1783,12 +1673,6 @@ class ServerSession(BaseSession):
         """Delete expired sessions, for cron. Return how many were removed."""
         return self.purge(self.now())
 
-    def _cleanup_quietly(self):
-        try:
-            self.cleanup()
-        except Exception as exc:        # a sweep must not fail the request it rides on
-            _log.warning('session cleanup failed: %s', exc)
-
     # Users and rate limits ###################################################
 
     def _user_records(self, user_id):
@@ -1800,8 +1684,7 @@ class ServerSession(BaseSession):
                 yield key, record
 
     def user_sessions(self, user_id):
-        """The live sessions of `user_id`: dicts of 'key' (the storage key, no
-        cookie), 'created', 'accessed', 'expires' and 'login' (Unix times)."""
+        """The live sessions of `user_id`, as dicts of 'key' (no cookie) and times."""
         return [{'key': key, 'created': record['c'], 'accessed': record['a'],
                  'expires': self.expires_at(record), 'login': record.get('l')}
                 for key, record in self._user_records(user_id)]
@@ -1817,9 +1700,7 @@ class ServerSession(BaseSession):
         return ended
 
     def rate_limit(self, key, limit, period):
-        """Count one attempt for `key`, such as 'login:' + name. Return True
-        while at most `limit` attempts fall within the last `period` seconds.
-        The count is kept in the store, so every process and machine shares it."""
+        """As CookieSession.rate_limit, but counted in the store, for all processes."""
         name = self._key(b'rate', key)
         for attempt in range(self.swap_attempts):
             now = self.now()
@@ -1850,20 +1731,12 @@ class ServerSession(BaseSession):
 class PickleSession(ServerSession):
     """Keeps each session in a file, ``session-<key>``, in a private directory.
 
-    :param session_dir: the directory. By default a per-user directory in the
-        system temp dir. It is made mode 0700 when the store is built. A
-        symlink, a directory that others can write or that another user owns
-        is refused: unpickling a file someone planted there would run their
-        code. It is opened once and used through that descriptor; if it is
-        removed while the app runs, it is made and checked again.
+    :param session_dir: by default a per-user directory in the system temp
+        dir, made mode 0700. A symlink, or a directory that another user owns
+        or can write, is refused: unpickling a planted file runs its code.
 
-    A file's modification time is its session's end, so cleanup() reads no
-    file, and apps that share the directory never judge each other's
-    sessions. Writes are atomic (a temp file, then a rename), so a crash
-    leaves the old or the new version, never a torn one. Files written by
-    the original bottlesession still load; their ids are replaced when next
-    saved. Any picklable value may be stored. user_sessions() reads every
-    file: it is for a few thousand sessions, not for millions.
+    Any picklable value may be stored; the original's files still load.
+    user_sessions() reads every file: it suits thousands, not millions.
     """
 
     legacy_ids = True
@@ -1894,9 +1767,6 @@ class PickleSession(ServerSession):
     def loads(self, blob):
         return pickle.loads(blob)
 
-    def _same(self, a, b):
-        return self.dumps(a) == self.dumps(b)
-
     @staticmethod
     def _name(key):
         if not re.match(r'[0-9a-f]{64}\Z', key) and not _LEGACY_ID_RE.match(key):
@@ -1922,10 +1792,9 @@ class PickleSession(ServerSession):
         return held.st_nlink == 0 or (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
 
     def _reopen(self):
-        """After a miss: if the directory is gone (a temp cleaner removed it, or
-        another worker made it again), open the path again, checked, under the
-        same descriptor number, so threads in flight never see it closed.
-        Return whether to retry. Misses pay two stats; hits pay nothing."""
+        """After a miss: if the directory is gone (a temp cleaner removed it),
+        open the path again, checked, under the same descriptor number, so
+        threads in flight never see it closed. Return whether to retry."""
         if not self._gone():
             return False
         with self._process()[3]:
@@ -1994,36 +1863,33 @@ class PickleSession(ServerSession):
         except FileNotFoundError:
             return False
 
+    @contextlib.contextmanager
     def lock(self, key):
         """The exclusive lock for a compare-and-set on `key`, or a delete of
-        it: a thread lock, then flock on one of 16 lock files. Each process
-        opens its own, so forked workers exclude each other too; the thread
-        lock does that within a process, where the descriptor is shared.
-        Reads never wait on it."""
+        it: a thread lock, then flock on one of 16 lock files, opened per
+        process so that forked workers exclude each other too."""
         stripe = int(key[-2:], 16) % 16     # keys end in hex
         fds, made, mutexes, _ = self._process()
-        mutex = mutexes[stripe]
-        mutex.acquire()
-        try:
-            if made[stripe] != self._generation:    # none yet, or in a removed directory
-                if fds[stripe] is not None:
-                    os.close(fds[stripe])
-                    fds[stripe] = None
-                fds[stripe] = self._open('.lock-%d' % stripe, os.O_RDWR | os.O_CREAT)
-                made[stripe] = self._generation
-            fcntl.flock(fds[stripe], fcntl.LOCK_EX)
-        except BaseException as exc:
-            mutex.release()
-            if isinstance(exc, OSError):
+        with mutexes[stripe]:
+            try:
+                if made[stripe] != self._generation:    # none yet, or in a removed directory
+                    if fds[stripe] is not None:
+                        os.close(fds[stripe])
+                        fds[stripe] = None
+                    fds[stripe] = self._open('.lock-%d' % stripe, os.O_RDWR | os.O_CREAT)
+                    made[stripe] = self._generation
+                fcntl.flock(fds[stripe], fcntl.LOCK_EX)
+            except OSError as exc:
                 raise SessionStoreError('cannot lock session file: %s' % exc) from exc
-            raise
-        return _Held(fds[stripe], mutex)
+            try:
+                yield
+            finally:
+                fcntl.flock(fds[stripe], fcntl.LOCK_UN)
 
     def _process(self):
         """This process's lock files, when each was opened, the thread locks
-        and the reopen lock. A forked worker gets its own, made fresh: none
-        of its parent's may be held or shared. setdefault() picks one for
-        all of its threads, however many ask at once."""
+        and the reopen lock: a forked worker makes its own, as its parent's
+        may be held. setdefault() picks one for all of its threads."""
         pid = os.getpid()
         state = self._per_process.get(pid)
         if state is None:
@@ -2033,8 +1899,7 @@ class PickleSession(ServerSession):
         return state
 
     def _scan(self):
-        """(name, stat) of each file in the directory, through a descriptor of
-        its own: scanning moves its offset, which dups share."""
+        """(name, stat) of each file, through a descriptor of its own: dups share offsets."""
         scan = os.open('.', os.O_RDONLY | _O_DIRECTORY, dir_fd=self._dir_fd)
         try:
             with os.scandir(scan) as entries:
@@ -2057,9 +1922,7 @@ class PickleSession(ServerSession):
         return found
 
     def purge(self, now):
-        """Remove session files whose end has passed (an original file's is a
-        session's lifetime after it was written), and temp files that killed
-        writers left behind."""
+        """Remove session files whose end has passed, and stale temp files."""
         legacy = self.max_age if self.idle_timeout is None else min(self.max_age,
                                                                       self.idle_timeout)
         removed = 0
@@ -2077,24 +1940,6 @@ class PickleSession(ServerSession):
                 except FileNotFoundError:
                     pass
         return removed
-
-
-class _Held:
-    """A file-store lock, as a context manager."""
-
-    __slots__ = ('fd', 'mutex')
-
-    def __init__(self, fd, mutex):
-        self.fd, self.mutex = fd, mutex
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            self.mutex.release()
 
 
 # SQLSession ##################################################################
@@ -2139,8 +1984,7 @@ _SQL_DIALECT = {
 
 
 def _sql_statements(dialect, table, style):
-    """The SQL store's statements for a dialect: its quoting, its upsert, the
-    driver's placeholders."""
+    """The statements in a dialect's quoting and upsert, with the driver's placeholders."""
     quote = '`%s`' if dialect == 'mysql' else '"%s"'
     if dialect == 'postgres':       # it folds unquoted names: a table made unquoted is found
         table = table.lower()
@@ -2169,11 +2013,8 @@ def _sql_statements(dialect, table, style):
 
 
 def _connection_lost(conn, error):
-    """Whether `error` broke the connection itself, not just one statement.
-
-    Only then is another connection worth a try. Told from what drivers show,
-    as none is imported here: psycopg's closed and broken, PyMySQL's and
-    MySQLdb's open, and the SQLSTATE class 08, connection exception."""
+    """Whether `error` broke the connection itself, not just one statement:
+    psycopg's closed and broken, PyMySQL's and MySQLdb's open, SQLSTATE 08."""
     if getattr(conn, 'broken', False) or getattr(conn, 'closed', False):
         return True
     if not getattr(conn, 'open', True):
@@ -2183,12 +2024,10 @@ def _connection_lost(conn, error):
 
 
 def _open_sqlite_dir(directory):
-    """Open the database's directory, walking down from / without following a
-    symlink that another user owns, and refuse it if another user could swap
-    or plant what is in it: each directory on the way must be root's or this
-    user's, and writable by others only if sticky (as /tmp is: nobody can
-    then rename what is ours); the last must be this user's alone. Every
-    connection goes through this descriptor: the directory checked is used."""
+    """Open the database's directory, walking down from / without following
+    another user's symlink. Each directory on the way must be root's or this
+    user's, and writable by others only if sticky (as /tmp is); the last must
+    be this user's alone. Connections go through the descriptor checked."""
     parts, hops, fd = directory.split(os.sep)[1:], 0, os.open('/', os.O_RDONLY | _O_DIRECTORY)
     try:
         while parts:
@@ -2225,8 +2064,7 @@ def _open_sqlite_dir(directory):
 
 
 def _sqlite_factory(path):
-    """A factory of connections to the SQLite file `path`, or by default to a file
-    in the private per-user directory, through its checked directory."""
+    """A factory of connections to the SQLite file `path`, through its checked directory."""
     if path is None:
         os.close(_open_private_dir(_default_dir()))     # usable, or a ConfigError now
         path = os.path.join(_default_dir(), 'sessions.sqlite3')
@@ -2236,7 +2074,6 @@ def _sqlite_factory(path):
     where = '/proc/self/fd/%d/' % fd if os.path.isdir('/proc/self/fd') else directory + '/'
 
     def check():
-        """Whether the database is there; refuse it if it is not ours alone."""
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -2247,17 +2084,14 @@ def _sqlite_factory(path):
     def connect():
         import sqlite3
         if not check():
-            # Made whole under a temp name, WAL already on, then linked into
-            # place: no other process ever sees it half made. WAL only on our
-            # own database (it changes the file for every user of it); readers
-            # then never wait on a writer. SQLite gives -wal and -shm its mode.
+            # Made whole under a temp name with WAL on, then linked into place. WAL
+            # only on our own database: it changes the file for every user of it.
             temp = '%s.%s' % (name, secrets.token_hex(8))
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
-                             dir_fd=fd))
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW
+            os.close(os.open(temp, flags, 0o600, dir_fd=fd))
             try:
-                made = sqlite3.connect(where + temp)
-                made.execute('PRAGMA journal_mode=WAL')
-                made.close()
+                with contextlib.closing(sqlite3.connect(where + temp)) as made:
+                    made.execute('PRAGMA journal_mode=WAL')
                 os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
             except FileExistsError:
                 pass                # another process made it first: theirs
@@ -2274,11 +2108,10 @@ def _sqlite_factory(path):
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
-    :param database: a pool: anything with a ``connection()`` context manager,
-        such as psycopg_pool.ConnectionPool; or a connection factory: a
-        callable that returns a new connection; or the path of a SQLite file.
-        By default a SQLite file in the private per-user directory. One bare
-        connection is refused: it would mix its transactions with the app's.
+    :param database: a pool with a ``connection()`` context manager (such as
+        psycopg_pool.ConnectionPool), a callable that returns a new
+        connection, or a SQLite file's path (by default one in the private
+        per-user directory). One bare connection is refused.
     :param table: the table, created with its indexes if it is missing, unless
         create_table=False (MEDIUMTEXT for data on MySQL and MariaDB)::
 
@@ -2287,11 +2120,7 @@ class SQLSession(ServerSession):
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
         CREATE INDEX bottlesession_user ON bottlesession (user_key);
 
-    A pool lends a connection for each operation; create it in each worker
-    process, after a fork. With a factory each thread of each process keeps
-    its own connection, and a broken one is replaced. Only an error that
-    broke the connection is tried again, once, on a new one; a statement that
-    failed (a lock or statement timeout) is not run twice.
+    Create a pool in each worker process, after a fork.
     """
 
     def __init__(self, database=None, *, table='bottlesession',
@@ -2324,8 +2153,7 @@ class SQLSession(ServerSession):
         self._sql = None
 
     def _setup(self, conn):
-        """Learn the driver's dialect from its connection; create the table and
-        its indexes if the table is missing. Runs once, under the lock."""
+        """Learn the driver's dialect; create the table if it is missing. Runs once."""
         driver = type(conn).__module__.split('.')[0]
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
@@ -2365,9 +2193,7 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection in this process, made by the factory when
-        it has none. One inherited through fork() is never used: the parent
-        still talks on its socket."""
+        """This thread's connection; one inherited through fork() is never used."""
         held = getattr(self._local, 'held', None)
         if held is not None and held[0] == os.getpid():
             return held[1]
@@ -2388,12 +2214,9 @@ class SQLSession(ServerSession):
                 pass
 
     def _run(self, work):
-        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
-
-        An error that broke the connection is tried again once, on a new one,
-        so the first request after a database restart succeeds; not a timeout,
-        which would double the driver's bound. A pool drops the broken
-        connection itself."""
+        """Run work(cursor, sql) in one transaction; driver errors become
+        SessionStoreError. One that broke the connection is tried again once,
+        on a new one (not a timeout, which would double the driver's bound)."""
         for retry in (True, False):
             conn = None
             try:
@@ -2484,11 +2307,6 @@ class RedisSession(ServerSession):
     :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``.
         Give it a socket_timeout, and no retries of its own, to bound how long
         a stalled Redis holds a request (see the README).
-    :param prefix: put before each key.
-
-    Expiry is enforced twice: Redis drops the key at its TTL, and the stored
-    timestamps are checked on every read. cleanup() has nothing to do. A
-    user's sessions are indexed in a set of their own.
     """
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
@@ -2595,17 +2413,12 @@ def _text(blob):
 
 # scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
 # of a second per hash. Raise it, and needs_rehash() says which hashes to redo.
-# Lower it in tests only, and no further than the floor below, e.g.
+# Lower it in tests only, no further than the floor, e.g.
 #     monkeypatch.setattr(bottlesession, 'SCRYPT_PARAMETERS', (14, 8, 1))
-# It is checked where it is used: a bad value raises ConfigError.
 SCRYPT_PARAMETERS = (17, 8, 1)
-# The floor: the least hash_password() makes and check_password() accepts from
-# storage, one floor for both so that whatever one makes the other accepts.
-# N=2**14, r=8 is the scrypt paper's setting for interactive logins (16 MiB,
-# ~30 ms here): cheap enough for a test suite, and below it the memory, which
-# is what makes scrypt slow on a GPU, is too little. r and p have floors of
-# their own, 8 and 1, as every recommendation has them: p adds time but no
-# memory, and a smaller r with a larger N is a hash hash_password() never made.
+# The least hash_password() makes and check_password() accepts: the scrypt
+# paper's setting for interactive logins (16 MiB). Below it the memory, which
+# makes scrypt slow on a GPU, is too little; p adds time but no memory.
 _SCRYPT_FLOOR = (14, 8, 1)
 # A planted hash is bounded relative to the stronger of SCRYPT_PARAMETERS and
 # this, so that a test that lowers SCRYPT_PARAMETERS still reads real hashes.
@@ -2630,8 +2443,7 @@ def _below_floor(log_n, r, p):
 
 
 def _scrypt_parameters():
-    """SCRYPT_PARAMETERS, checked: a ConfigError rather than a weak hash, or
-    one check_password() could not read back."""
+    """SCRYPT_PARAMETERS, checked: a ConfigError rather than a weak hash."""
     value = SCRYPT_PARAMETERS
     if not (isinstance(value, (tuple, list)) and len(value) == 3
             and all(type(part) is int for part in value)):
@@ -2662,13 +2474,9 @@ def _scrypt(secret, salt, log_n, r, p):
 
 
 def _parse_hash(hashed, current):
-    """(log_n, r, p, salt, key) from a hash check_password() accepts, or None.
-
-    Refused besides the malformed: a salt or key short of 16 and 32 bytes,
-    parameters below the floor, and over twice the memory or eight times the
-    work of `current` (or of the default, if more), so that a hash planted in
-    a user table cannot make check_password() allocate gigabytes or run for
-    minutes."""
+    """(log_n, r, p, salt, key) from a hash check_password() accepts, or None:
+    not below the floor, nor over twice the memory or eight times the work of
+    `current` (or the default, if more), so a planted hash cannot cost minutes."""
     match = _HASH_RE.match(hashed) if isinstance(hashed, str) else None
     if match is None:
         return None
@@ -2687,22 +2495,13 @@ def _parse_hash(hashed, current):
 
 
 def hash_password(password):
-    """Hash a password (str or bytes; a str is UTF-8 encoded) for storage.
+    """Hash a password (str or bytes) for storage, with scrypt at
+    SCRYPT_PARAMETERS and a random salt, as a str that carries its parameters::
 
-    Uses scrypt at SCRYPT_PARAMETERS (OWASP's minimum: N=2**17, r=8, p=1) with
-    a random 16-byte salt, and returns a str that carries its parameters::
+        scrypt$<log2 N>$<r>$<p>$<salt, 22 base64url>$<hash, 43 base64url>
 
-        scrypt$<log2 N>$<r>$<p>$<salt>$<hash>
-        e.g. scrypt$17$8$1$<22 characters>$<43 characters>
-
-    where salt (16 bytes) and hash (32 bytes) are base64url without padding.
-    It takes 128 MiB and a few tenths of a second on purpose: that is what
-    makes a stolen table slow to crack. check_password() costs the same, so
-    rate-limit login attempts.
-
-    For tests only, SCRYPT_PARAMETERS may be lowered as far as the floor,
-    (14, 8, 1), about ten times faster; below it, or not three ints, it
-    raises ConfigError.
+    It takes 128 MiB and a few tenths of a second on purpose, as does
+    check_password(): rate-limit logins.
     """
     log_n, r, p = _scrypt_parameters()
     salt = secrets.token_bytes(16)
@@ -2716,12 +2515,7 @@ def check_password(password, hashed):
 
     Pass None for a user that does not exist, as check_password(password,
     USERS.get(name)) does: False, after the same work as a wrong password,
-    so that the time taken does not tell who has an account. The same for a
-    password that is not a str or bytes, and for a hash that is malformed,
-    foreign, cut short, below the floor (N=2**14, r=8, p=1) or asks for
-    absurd parameters: False, after a check's work at SCRYPT_PARAMETERS.
-    The comparison is constant-time. It raises only ConfigError, for a bad
-    SCRYPT_PARAMETERS.
+    so the time taken does not tell who has an account.
     """
     current = _scrypt_parameters()
     parsed = _parse_hash(hashed, current)
@@ -2740,8 +2534,7 @@ def check_password(password, hashed):
 
 def needs_rehash(hashed):
     """True when `hashed` is weaker than hash_password() makes today, or not
-    one check_password() accepts at all. Store a new hash_password() at the
-    next successful check_password()."""
+    one check_password() accepts: store a new hash at the next good login."""
     current = _scrypt_parameters()
     parsed = _parse_hash(hashed, current)
     return parsed is None or any(part < want for part, want in zip(parsed[:3], current))
