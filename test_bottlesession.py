@@ -2207,8 +2207,7 @@ def test_cookie_path_and_domain_are_bound_into_the_signature(other):
     assert body['new'] is True and body['data']['valid'] is False
 
 
-# ServerSession: sessions belong to their app; a copy of the store opens none #
-
+# ServerSession: one app's sessions; a copy of the store opens none ###########
 
 @pytest.mark.parametrize('shop, admin', [
     ({'cookie_name': 'shop'}, {'cookie_name': 'admin'}),
@@ -3603,7 +3602,8 @@ def test_bad_scrypt_parameters_are_a_clear_error(value, monkeypatch):
 
 
 @pytest.mark.parametrize('log_n,r,p', [(14, 8, 1), (14, 8, 2), (14, 16, 1), (15, 8, 1)])
-def test_older_parameters_at_or_above_the_floor_verify_and_ask_to_be_redone(log_n, r, p, default_hashing):
+def test_older_parameters_at_or_above_the_floor_verify_and_ask_to_be_redone(log_n, r, p,
+                                                                           default_hashing):
     old = scrypt_hash(b'pw', b'0123456789abcdef', log_n, r, p)
     assert bs.check_password('pw', old) is True
     assert bs.check_password('pX', old) is False
@@ -3758,7 +3758,8 @@ ABSURD_PARAMETERS = ['20$8$1', '18$8$16', '17$8$64', '16$8$128', '20$8$16', '17$
 
 
 @pytest.mark.parametrize('foreign', FOREIGN_HASHES, ids=range(len(FOREIGN_HASHES)))
-def test_malformed_or_foreign_hashes_are_false_after_a_checks_work(foreign, monkeypatch, default_hashing):
+def test_malformed_or_foreign_hashes_are_false_after_a_checks_work(foreign, monkeypatch,
+                                                                   default_hashing):
     calls = spy_on_scrypt(monkeypatch, fake=True)
     for password in ('wonderland', b'wonderland', '', None, 17):
         assert bs.check_password(password, foreign) is False
@@ -5035,7 +5036,7 @@ def test_login_flow_in_a_real_browser(browser, capsys):
 
 
 @slow
-def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys):
+def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys, default_hashing):
     """Flash messages, remember me, the admin page; then a page on a second
     port of 127.0.0.1 (same site, so Chromium sends the Lax cookies) posts
     a note as the victim, and logs the victim in as the attacker."""
@@ -7032,8 +7033,7 @@ def redis_cluster():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-# Servers stopped with SIGSTOP: private ones, and the client setups measured on them 
-
+# Stalled servers: private ones to SIGSTOP, and the client setups tried #######
 
 class Stalled:
     """SIGSTOP these pids; SIGCONT them on exit, always."""
