@@ -1179,6 +1179,9 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
         private = 'a private directory (mode 0700)' if stat.S_ISDIR(st.st_mode) else 'mode 0600'
         raise ConfigError('%s %r is writable by others (mode %o): anyone who can write it '
                           '%s. Use %s.' % (what, path, stat.S_IMODE(st.st_mode), planted, private))
+    if not stat.S_ISDIR(st.st_mode) and st.st_mode & 0o044:     # a file of sessions
+        raise ConfigError('%s %r is readable by others (mode %o): they would read every '
+                          'session in it. Use mode 0600.' % (what, path, stat.S_IMODE(st.st_mode)))
 
 
 def _write_file(directory, name, blob, mtime=None, replace=False):
@@ -1541,7 +1544,8 @@ class ServerSession(BaseSession):
 
     legacy_ids = False
     swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
-    max_size = 8 << 20      # bytes of a stored session, the same in every store
+    max_size = 4 << 20      # bytes of a stored session, the same in every store
+                            # (MariaDB's 16 MB packets hold a compare-and-set of two)
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, secret=None,
                  **options):
@@ -1599,10 +1603,23 @@ class ServerSession(BaseSession):
         """The record in a blob, or None if it is not one of ours."""
         try:
             record = self.loads(blob)
-            float(record['c']), float(record['a'])
+            times = [record['c'], record['a']] + [record[k] for k in 'el' if k in record]
+            if (not isinstance(record['d'], dict) or not all(math.isfinite(t) for t in times)
+                    or not _ID_RE.match(record.get('x', 'a' * ID_LENGTH))):
+                return None
         except Exception:       # damaged, foreign or truncated: treated as unknown
             return None
-        return record if isinstance(record.get('d'), dict) else None
+        return record
+
+    @staticmethod
+    def _hide(record, sid):
+        """The CSRF secret as stored: masked with a hash of the id, which is not
+        stored, so a copy of the store cannot make tokens. Its own inverse."""
+        if 'x' in record:
+            pad = hashlib.sha256(b'bottlesession.csrf\0' + sid.encode('utf-8')).digest()
+            secret = _b64decode(record['x'].encode('ascii'))
+            record['x'] = _b64encode(bytes(a ^ b for a, b in zip(secret, pad))).decode('ascii')
+        return record
 
     def load(self, value):
         if not self.valid_id(value):
@@ -1611,7 +1628,7 @@ class ServerSession(BaseSession):
         record = None if blob is None else self._parse(blob)
         if record is None:
             raise BadSession('unknown session id')
-        data = record.pop('d')
+        data = self._hide(record, value).pop('d')
         data.pop('sessionid', None)     # written by bottlesession 2.0
         return Session(self, value, data, record, blob)
 
@@ -1623,14 +1640,14 @@ class ServerSession(BaseSession):
                 _log.warning('session cleanup failed: %s', exc)
         send = session.new or session.old_id or session.meta.get('e') != session.loaded[1].get('e')
         old = session.old_id and self.storage_key(session.old_id)
-        ours = _record(session)
+        ours = self._hide(_record(session), session.id)
         lock = self.lock(old or self.storage_key(session.id))
         with lock:                      # a store that locks needs one round
             blob, record = self._swap(session, ours, old, lock is _NO_LOCK)
         if blob is None:
             return None, None
         if record is not ours:          # the newer keys, for the rest of the request
-            session.meta = {k: v for k, v in record.items() if k != 'd'}
+            session.meta = self._hide({k: v for k, v in record.items() if k != 'd'}, session.id)
             dict.clear(session)
             dict.update(session, record['d'], sessionid=session.id)
         return blob, session.id if send else None
@@ -1691,12 +1708,14 @@ class ServerSession(BaseSession):
 
     def end_sessions(self, user_id, keep=None):
         """End every session of `user_id` but `keep` (a Session); return how many."""
-        kept = keep is not None and self.storage_key(keep.id)
-        ended = 0
-        for key, _ in list(self._user_records(user_id)):
-            if key != kept:
+        kept, ended = keep is not None and self.storage_key(keep.id), 0
+        for _ in range(10):     # again: a session that moved to a new id meanwhile
+            found = [key for key, _ in self._user_records(user_id) if key != kept]
+            for key in found:
                 with self.lock(key):
                     ended += bool(self.remove(key))
+            if not found:
+                break
         return ended
 
     def rate_limit(self, key, limit, period):

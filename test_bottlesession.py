@@ -2476,6 +2476,103 @@ def test_no_value_in_a_copy_of_the_store_opens_a_protected_page(kind, request, t
     assert opened == [], 'stored values that open the protected page: %r' % opened
 
 
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_copy_of_the_store_makes_no_csrf_token(kind, request, tmp_path):
+    """The CSRF secret is stored masked with a hash of the session id, which
+    is not stored: no string in a copy of the store makes a token that passes
+    for a client that sends neither Sec-Fetch-Site nor Origin."""
+    name, where = store_name(kind), store_where(kind, request, tmp_path)
+    manager = build_store(kind, where, name or None)
+    app = plugin_app(manager)
+
+    @app.route('/post', method='POST')
+    def post(session):
+        return 'posted'
+
+    @app.route('/csrf-token')
+    def token(session):
+        return session.csrf_token()
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    cookie = session_cookie(manager, test.cookies[manager.cookie_name])
+    candidates = set()
+    for record in stored_records(kind, where, request, name):
+        strings_in(record, candidates)
+    secrets_seen = [c for c in candidates if re.match(r'[A-Za-z0-9_-]{43}\Z', c)]
+    assert secrets_seen                                 # the masked secret was there
+    for candidate in secrets_seen:
+        webtest.TestApp(app).post('/post', {'csrf_token': token_for(candidate)},
+                                  headers={'Cookie': cookie}, status=403)
+    form = webtest.TestApp(app).get('/csrf-token', headers={'Cookie': cookie}).text
+    assert webtest.TestApp(app).post('/post', {'csrf_token': form},
+                                     headers={'Cookie': cookie}).text == 'posted'
+
+
+def test_a_sqlite_file_others_can_read_is_refused(tmp_path):
+    """Everyone's sessions are in it: a database made under umask 022 is refused."""
+    path = tmp_path / 'sessions.db'
+    sqlite3.connect(str(path)).close()
+    os.chmod(path, 0o644)
+    with pytest.raises(bs.ConfigError, match='readable by others'):
+        bs.SQLSession(str(path))
+    os.chmod(path, 0o600)
+    assert bs.SQLSession(str(path))
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+@pytest.mark.parametrize('damage', ['nan', 'infinity', 'bad-secret', 'list'])
+def test_a_damaged_record_is_an_unknown_session(kind, damage, request, tmp_path):
+    """A record that is not one a store writes (damaged, or planted with NaN,
+    which never expires) is unknown: a fresh session, never a 500."""
+    manager = make_manager(kind, request, tmp_path)
+    test = webtest.TestApp(add_private_route(plugin_app(manager), manager))
+    test.get('/login/alice')
+    sid = test.cookies[manager.cookie_name]
+    key = manager.storage_key(sid)
+    record = manager.loads(manager.read(key))
+    if damage == 'nan':
+        record['c'] = float('nan')
+    elif damage == 'infinity':
+        record['e'] = float('inf')
+    elif damage == 'bad-secret':
+        record['x'] = 'not a secret'
+    else:
+        record['d'] = ['not', 'a', 'dict']
+    blob = manager.dumps(record) if kind == 'pickle' else json.dumps(record)
+    with manager.lock(key):
+        assert manager.write(key, blob, time.time() + 3600, manager.read(key))
+    assert redirected(test.get('/private'))
+    assert test.get('/get').json['new'] is True
+
+
+def test_end_sessions_ends_a_session_that_moves_meanwhile(tmp_path):
+    """A thief's request rotates the stolen session (regenerate) between
+    end_sessions() listing the user's sessions and removing them: the
+    session under its new id is ended too."""
+    manager = bs.PickleSession(str(tmp_path / 'files'))
+    app = add_private_route(plugin_app(manager), manager)
+
+    @app.route('/sign-in/<name>')
+    def sign_in(name, session):
+        session.login(name)
+        return 'ok'
+    owner, thief = webtest.TestApp(app), webtest.TestApp(app)
+    owner.get('/sign-in/alice')
+    thief.get('/private', headers={'Cookie': session_cookie(
+        manager, owner.cookies[manager.cookie_name])})
+    stolen = owner.cookies[manager.cookie_name]
+    listing, moved = manager.user_records, []
+
+    def list_then_move(user):
+        found = listing(user)
+        if not moved:           # the thief's regenerate() lands just after the listing
+            response = thief.get('/regenerate', headers={'Cookie': session_cookie(
+                manager, stolen)})
+            moved.append(response.json['new'])
+        return found
+    manager.user_records = list_then_move
+    manager.end_sessions('alice')
+    assert moved and not signed_in(app, manager, moved[0])
 @slow
 @pytest.mark.parametrize('kind', SERVER_STORES + [pytest.param('mariadb-nonstrict',
                                                                marks=slow)])
@@ -3310,6 +3407,7 @@ def test_sqlite_file_owned_by_another_user_is_refused(tmp_path):
 def test_sqlite_wal_only_on_a_database_the_store_created(tmp_path):
     own, apps = str(tmp_path / 'own.db'), str(tmp_path / 'app.db')
     sqlite3.connect(apps).execute('CREATE TABLE app (x)').connection.close()
+    os.chmod(apps, 0o600)
     for path in (own, apps):
         webtest.TestApp(plugin_app(bs.SQLSession(path))).get('/set/a/1')
     mode = {path: sqlite3.connect(path).execute('PRAGMA journal_mode').fetchone()[0]
