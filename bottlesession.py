@@ -1,7 +1,7 @@
 """bottlesession: sessions and logins for the Bottle web framework, in one file.
 
-Copy this file next to bottle.py, or ``pip install bottlesession``. It needs
-nothing but the standard library and bottle::
+Copy this file next to bottle.py (it needs only the standard library and
+bottle), or ``pip install bottlesession``::
 
     import os, bottle, bottlesession as bs
 
@@ -18,18 +18,16 @@ nothing but the standard library and bottle::
 
 A login handler calls ``session.login(user_id)``; a logout, ``session.logout()``.
 
-The file, top to bottom, in sections that stand alone:
+The sections, top to bottom, each standing alone:
 
 1. Errors: one hierarchy, rooted in SessionError.
 2. The session object: a dict that tracks its changes; flash messages.
-3. The request cycle: BaseSession loads a session once per request, and
+3. The request cycle: BaseSession loads a session once per request and
    commits it once: saves it if due, then writes its cookies and headers.
-4. Logins and CSRF: login() and logout(), the current user, the origin and
-   token checks.
+4. Logins and CSRF: login(), logout(), the current user, the CSRF checks.
 5. The plugin and the authenticator.
-6. The stores: CookieSession and its signer; ServerSession, the base of the
-   server-side stores, with the one store interface and the merge;
-   PickleSession (files), SQLSession and RedisSession.
+6. The stores: CookieSession and its signer; ServerSession, with the one
+   store interface and the merge; PickleSession, SQLSession, RedisSession.
 7. Passwords: scrypt.
 
 The CookieSession wire format, after Django's signing.py::
@@ -229,13 +227,11 @@ class Session(dict):
 
     A change inside a value (``session['cart'].append(x)``) is not seen: set
     ``session.modified = True``. Keys 'sessionid' (never stored) and 'valid'
-    are there from the start, as in the original.
-
-    `meta` is stored beside the data: c the start of its lifetime (creation
-    or last login), a its last use, e the end set_expiry() chose (0: a
-    browser-session cookie), u the user's id, l the login time, h the
-    user_version hash, x the CSRF secret. `loaded` is what this request
-    loaded: (the stored version or None, meta, (valid, name)).
+    are there from the start, as in the original. `meta`, stored beside the
+    data: c the start of its lifetime (creation or last login), a its last
+    use, e the end set_expiry() chose (0: a browser-session cookie), u the
+    user's id, l the login time, h the user_version hash, x the CSRF secret.
+    `loaded`: (the stored version or None, meta, (valid, name)) as loaded.
     """
 
     __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies',
@@ -420,11 +416,9 @@ def _cookie_values(environ, name):
 def _apply_headers(response, cookies):
     """Write a session's headers onto the response that will be sent: Vary:
     Cookie, Cache-Control: private unless the app set its own, and `cookies`
-    ({name: Set-Cookie header}), which make it never publicly cacheable.
-
-    It writes bottle's header dict (name -> list of values in 0.12 and 0.13)
-    directly: the accessors cost more than a session read, and our values
-    were checked for CR and LF in __init__."""
+    ({name: Set-Cookie header}), which make it never publicly cacheable."""
+    # bottle's header dict (name -> list of values in 0.12 and 0.13), directly:
+    # the accessors cost more than a session read; our values have no CR or LF.
     headers = response._headers
     vary = headers.setdefault('Vary', ['Cookie'])
     if vary[-1] != 'Cookie' and 'cookie' not in [
@@ -460,9 +454,9 @@ def _record(session):
 class BaseSession:
     """What every store shares: the options, expiry and the request cycle.
 
-    :param cookie_expires: the maximum age (seconds or a timedelta, at most
-        400 days) from creation or the last login; None makes a
-        browser-session cookie, which the server still ends after 30 days.
+    :param cookie_expires: the maximum age (seconds or a timedelta, at most 400
+        days) from creation or the last login; None makes a browser-session
+        cookie, which the server still ends after 30 days.
     :param idle_timeout: end a session not used for this long.
     :param namespace: a name for this app, so apps that share a store and
         cookie name do not share sessions.
@@ -954,17 +948,14 @@ def _refuse(status, message, json_too=False):
 
 class SessionPlugin:
     """Pass the session to handlers that take `session`, and the current user
-    to those that take `user`; save the session if modified (see
-    BaseSession._handle); refuse cross-site POSTs.
+    to those that take `user`; save the session if modified; refuse cross-site POSTs.
 
-    :param load_user: ``fn(user_id)`` returns the app's user, or None when the
-        user no longer exists (the session is then signed out).
-    :param user_version: ``fn(user)`` returns a string that changes when the
-        user's sessions should end, such as the password hash.
-    :param csrf: check every POST, PUT, PATCH and DELETE (see section 4). A
+    :param load_user: ``fn(user_id)``: the app's user, or None if gone (signed out).
+    :param user_version: ``fn(user)``: a string that changes when the user's
+        sessions should end, such as the password hash.
+    :param csrf: check every POST, PUT, PATCH and DELETE (see section 4); a
         route opts out with ``session={'csrf': False}``.
-    :param trusted_origins: other origins ('https://admin.example.com') whose
-        pages may post here.
+    :param trusted_origins: other origins ('https://admin.example.com') that may post here.
     """
 
     name = 'session'
@@ -1037,20 +1028,17 @@ def _safe_path(target):
 
 
 def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
-    """Make `valid_user`, a decorator factory that requires a signed-in session.
+    """Make `valid_user`, a decorator factory that requires a signed-in session:
+    a visitor is redirected to login_url, and the page is kept for redirect_back().
 
-    A visitor who is not signed in is redirected to the login URL, and the
-    page they asked for is remembered for redirect_back().
-
-    :param verify: ``fn(session)``, run on every request; when false the
-        session is signed out (the user was deleted, say).
+    :param verify: ``fn(session)``, run on every request; false signs it out.
     :param require: ``fn(session)``, who may see the page: a signed-in user
         for whom it is false gets a 403 and stays signed in (admin pages).
 
-    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or
-    ``@valid_user`` bare: `fresh` is the seconds since login after which the
-    user must sign in again to see the page; `api=True` refuses with 401 (or
-    403) and JSON, not a redirect, as for any request preferring JSON.
+    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or bare
+    ``@valid_user``: `fresh` is the seconds after login past which the user
+    must sign in again; `api=True` refuses with 401 (or 403) and JSON, not a
+    redirect, as for any request preferring JSON.
     """
     _check_gate(require, None)
 
@@ -1357,14 +1345,12 @@ def _count(hits, now, limit, period):
 
 
 class CookieSession(BaseSession):
-    """Keeps the session in a signed cookie, so the server stores nothing.
+    """Keeps the session in a signed cookie, so the server stores nothing. Data
+    must be JSON, with str keys; the client can read and replay it (see above).
 
     :param secret: str or bytes, or a list of them, newest first, to rotate
         keys. Without it or secret_file (its first line), one is derived from
         the machine, with a warning.
-
-    Data must be JSON, with str keys. The client can read it and replay it
-    until it expires (see the module docstring).
     """
 
     salt = b'cookie-session'
@@ -1512,29 +1498,25 @@ _NO_LOCK = contextlib.nullcontext()
 class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
-    Unknown ids are never adopted. A session is kept under storage_key(id), a
-    hash, without its id: a copy of the store holds no usable cookie.
-    Concurrent saves of one session merge, by compare-and-set (see _swap).
-
-    The store interface, all a new store implements. Keys are 64 hex
-    characters; blobs are what dumps() made (JSON text; pickles for files):
+    A session is kept under storage_key(id), a hash: a copy of the store holds
+    no usable cookie, and unknown ids are never adopted. Concurrent saves of
+    one session merge (see _swap). The store interface, all a new store
+    implements, on keys of 64 hex characters and blobs that dumps() made:
 
         read(key)       -> the blob under key, or None if none is, or it expired
         write(key, blob, expires, expected=None, replaces=None, user=None)
-                        -> whether it stored blob under key until `expires`:
-                           only if the blob under `replaces or key` is
-                           `expected` (None: no live record). `replaces`, a
-                           login's old key, goes in the same step; `user` is
-                           the key user_records() finds it under.
+                        -> whether it stored blob under key until `expires`,
+                           only if `replaces or key` holds `expected` (None:
+                           no live record); `replaces`, a login's old key,
+                           goes in the same step; user_records(user) finds it.
         remove(key)     -> whether a record was there
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
 
-    It may also override lock(key), a context manager held around a read and
-    its write, dumps(record) and loads(blob).
+    It may override lock(key), held around a read and its write, and dumps()
+    and loads() (JSON text; pickles for files).
 
-    :param cleanup_chance: the chance that saving a new session first runs
-        cleanup(), so expired sessions go away without cron.
+    :param cleanup_chance: the chance that saving a new session runs cleanup().
     :param secret: signs visitors' CSRF cookies and keys user_version hashes;
         without it, a visitor's CSRF cookie holds in this process only.
     """
@@ -1730,13 +1712,12 @@ class ServerSession(BaseSession):
 
 class PickleSession(ServerSession):
     """Keeps each session in a file, ``session-<key>``, in a private directory.
+    Any picklable value may be stored; the original's files still load, and
+    user_sessions() reads every file: it suits thousands, not millions.
 
     :param session_dir: by default a per-user directory in the system temp
         dir, made mode 0700. A symlink, or a directory that another user owns
         or can write, is refused: unpickling a planted file runs its code.
-
-    Any picklable value may be stored; the original's files still load.
-    user_sessions() reads every file: it suits thousands, not millions.
     """
 
     legacy_ids = True
@@ -2109,18 +2090,16 @@ class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
     :param database: a pool with a ``connection()`` context manager (such as
-        psycopg_pool.ConnectionPool), a callable that returns a new
-        connection, or a SQLite file's path (by default one in the private
-        per-user directory). One bare connection is refused.
-    :param table: the table, created with its indexes if it is missing, unless
-        create_table=False (MEDIUMTEXT for data on MySQL and MariaDB)::
+        psycopg_pool.ConnectionPool; make one per worker, after a fork), a
+        function that returns a new connection, or a SQLite file's path (by
+        default in the private per-user directory); not one bare connection.
+    :param table: created with its indexes if missing, unless
+        create_table=False (MySQL and MariaDB: data MEDIUMTEXT)::
 
         CREATE TABLE bottlesession (id VARCHAR(64) PRIMARY KEY, data TEXT NOT NULL,
             expires BIGINT NOT NULL, user_key VARCHAR(64));
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
         CREATE INDEX bottlesession_user ON bottlesession (user_key);
-
-    Create a pool in each worker process, after a fork.
     """
 
     def __init__(self, database=None, *, table='bottlesession',
@@ -2304,9 +2283,9 @@ class SQLSession(ServerSession):
 class RedisSession(ServerSession):
     """Keeps sessions in Redis, through a redis-py compatible client you pass in.
 
-    :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``.
-        Give it a socket_timeout, and no retries of its own, to bound how long
-        a stalled Redis holds a request (see the README).
+    :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``,
+        with a socket_timeout and no retries of its own, so that a stalled
+        Redis holds a request for a bounded time (see the README).
     """
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
@@ -2495,13 +2474,11 @@ def _parse_hash(hashed, current):
 
 
 def hash_password(password):
-    """Hash a password (str or bytes) for storage, with scrypt at
-    SCRYPT_PARAMETERS and a random salt, as a str that carries its parameters::
+    """Hash a password (str or bytes) with scrypt at SCRYPT_PARAMETERS and a
+    random salt; 128 MiB and a few tenths of a second on purpose, as does
+    check_password(): rate-limit logins. The str carries its parameters::
 
         scrypt$<log2 N>$<r>$<p>$<salt, 22 base64url>$<hash, 43 base64url>
-
-    It takes 128 MiB and a few tenths of a second on purpose, as does
-    check_password(): rate-limit logins.
     """
     log_n, r, p = _scrypt_parameters()
     salt = secrets.token_bytes(16)
@@ -2511,12 +2488,9 @@ def hash_password(password):
 
 
 def check_password(password, hashed):
-    """True if `password` matches `hashed`, a hash_password() string.
-
-    Pass None for a user that does not exist, as check_password(password,
-    USERS.get(name)) does: False, after the same work as a wrong password,
-    so the time taken does not tell who has an account.
-    """
+    """True if `password` matches `hashed`, a hash_password() string. For
+    None (no such user, as in check_password(password, USERS.get(name))):
+    False, after the same work, so the time does not tell who has an account."""
     current = _scrypt_parameters()
     parsed = _parse_hash(hashed, current)
     try:
