@@ -324,9 +324,13 @@ class Session(dict):
 
     def clear(self):
         """Remove all data. The id stays, and the session is no longer signed in."""
-        dict.clear(self)
-        dict.update(self, sessionid=self.id, valid=False)
+        self._refill({'valid': False})
         self.modified = True
+
+    def _refill(self, data):
+        """Replace all data with `data`, unchanged; the id stays."""
+        dict.clear(self)
+        dict.update(self, data, sessionid=self.id)
 
     def pop(self, key, *default):
         if key in self:
@@ -642,10 +646,8 @@ class BaseSession:
         if not isinstance(session, Session):
             if not isinstance(session, dict):
                 raise TypeError('save() takes the session that get_session() returned')
-            data, session = dict(session), self._current()
-            dict.clear(session)
-            dict.update(session, data, sessionid=session.id)
-            dict.setdefault(session, 'valid', False)
+            data, session = {'valid': False, **session}, self._current()
+            session._refill(data)
             session.modified = True
         elif session.manager is not self:
             raise TypeError('save() takes a session of this manager')
@@ -719,8 +721,7 @@ def _login(session, user_id, keep_data=False):
     if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
         raise TypeError('user_id must be a str or an int, not %r' % (user_id,))
     if not keep_data and _raw_user_id(session) not in (None, user_id):  # another's data goes
-        dict.clear(session)
-        dict.__setitem__(session, 'sessionid', session.id)
+        session._refill({})
     _rotate(session)
     now = session.manager.now()
     session.meta.update(c=now, l=now, u=user_id, x=_new_id())
@@ -1613,8 +1614,7 @@ class ServerSession(BaseSession):
             return None, None
         if record is not ours:          # the newer keys, for the rest of the request
             session.meta = {k: v for k, v in record.items() if k != 'd'}
-            dict.clear(session)
-            dict.update(session, record['d'], sessionid=session.id)
+            session._refill(record['d'])
         return blob, session.id if send else None
 
     def _swap(self, session, ours, old, wait):
@@ -1631,7 +1631,7 @@ class ServerSession(BaseSession):
                           self._user_key(record)):
                 return blob, record
             if wait:                    # racing saves: wait a little, then read the newest
-                time.sleep(random.random() * 0.001 * min(attempt, 5))
+                self._backoff(attempt)
             theirs = self.read(old or key)
             if theirs == blob:          # a retried write that had landed after all
                 return blob, record
@@ -1645,6 +1645,11 @@ class ServerSession(BaseSession):
             record, version = _merge_record(base, ours, newer, self._same), theirs
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
+
+    @staticmethod
+    def _backoff(attempt):
+        """After a lost compare-and-set: a random pause, longer as attempts grow."""
+        time.sleep(random.random() * 0.001 * min(attempt, 5))
 
     def delete(self, sid):
         key = self.storage_key(sid)
@@ -1697,7 +1702,7 @@ class ServerSession(BaseSession):
                 record = {'n': _new_id(), 'h': hits}
                 if self.write(name, self.dumps(record), math.ceil(now + period), blob):
                     return len(hits) <= limit
-            time.sleep(random.random() * 0.001 * min(attempt, 5))
+            self._backoff(attempt)
         raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
                                 % (key, self.swap_attempts))
 
@@ -2153,18 +2158,16 @@ class SQLSession(ServerSession):
     @staticmethod
     def _try(conn, statement):
         """Run one statement in a transaction of its own; None, or its error."""
-        cur = conn.cursor()
-        try:
-            cur.execute(statement)
-            conn.commit()
-            return None
-        except Exception as exc:
-            if _connection_lost(conn, exc):
-                raise
-            conn.rollback()
-            return exc
-        finally:
-            cur.close()
+        with contextlib.closing(conn.cursor()) as cur:
+            try:
+                cur.execute(statement)
+                conn.commit()
+                return None
+            except Exception as exc:
+                if _connection_lost(conn, exc):
+                    raise
+                conn.rollback()
+                return exc
 
     def _params(self, *values):
         if self._style == 'named':
@@ -2172,25 +2175,22 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection; one inherited through fork() is never used."""
-        held = getattr(self._local, 'held', None)
-        if held is not None and held[0] == os.getpid():
-            return held[1]
-        if held is not None:
-            self._inherited.append(held[1])
-        conn = self._factory()
-        self._local.held = os.getpid(), conn
+        """This thread's connection, made in this process: one inherited
+        through fork() is kept, never used, never closed."""
+        pid, conn = getattr(self._local, 'held', (None, None))
+        if pid != os.getpid():
+            if conn is not None:
+                self._inherited.append(conn)
+            conn = self._factory()
+            self._local.held = os.getpid(), conn
         return conn
 
     def _forget(self, conn):
         """Close a connection that cannot be used again; the thread makes a new one."""
-        held = getattr(self._local, 'held', None)
-        if held is not None and held[1] is conn:
-            self._local.held = None
-            try:
+        if getattr(self._local, 'held', (None, None))[1] is conn:
+            self._local.held = None, None
+            with contextlib.suppress(Exception):
                 conn.close()
-            except Exception:
-                pass
 
     def _run(self, work):
         """Run work(cursor, sql) in one transaction; driver errors become
@@ -2219,11 +2219,8 @@ class SQLSession(ServerSession):
                 with self._lock:
                     if self._sql is None:
                         self._setup(conn)
-            cur = conn.cursor()
-            try:
+            with contextlib.closing(conn.cursor()) as cur:
                 result = work(cur, self._sql)
-            finally:
-                cur.close()
             conn.commit()
             return result
         except BaseException:
