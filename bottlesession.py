@@ -254,9 +254,8 @@ class Session(dict):
 
     @property
     def user_id(self):
-        """The id given to login(), or None. It is what the session says: to
-        know the user still exists and was not logged out everywhere, ask for
-        the user (current_user(), a `user` parameter or valid_user)."""
+        """The id given to login(), or None, as the session says: whether the user still
+        exists and is signed in, ask current_user(), a `user` parameter or valid_user."""
         return _raw_user_id(self)
 
     @property
@@ -298,9 +297,8 @@ class Session(dict):
         self.modified = True
 
     def csrf_token(self):
-        """A token for this session's forms: a field named csrf_token, or an
-        X-CSRF-Token header. A new string each call (against BREACH); each is
-        valid until the session logs in or out."""
+        """A token for a form field named csrf_token, or an X-CSRF-Token header: a new
+        string each call (against BREACH), each valid until a login or logout."""
         return _csrf_token(self)
 
     def check_csrf(self):
@@ -396,9 +394,8 @@ _COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')
 
 
 def _cookie_values(environ, name):
-    """The values of cookie `name` in the request, in order, unquoted. Not
-    SimpleCookie: it is slow, and gives up on a header with one odd cookie
-    in it (which a sibling subdomain can plant)."""
+    """The values of cookie `name` in the request, in order, unquoted. Not SimpleCookie:
+    it is slow, and drops a header with one odd cookie (a sibling domain's, say)."""
     header = environ.get('HTTP_COOKIE')
     if not header or name not in header:
         return ()
@@ -784,9 +781,8 @@ def _raw_user_id(session):
 
 
 def current_user():
-    """The user signed in on this request, as the plugin's load_user gives
-    it, or None. Loaded at most once per request. A user that load_user no
-    longer finds, or whose user_version changed, is signed out."""
+    """The signed-in user, as the plugin's load_user gives it, or None; loaded once
+    per request. A user it no longer finds, or whose user_version changed, is signed out."""
     plugin = _plugin()
     if plugin is None or plugin.load_user is None:
         raise ConfigError('current_user() needs SessionPlugin(manager, load_user=...) '
@@ -815,9 +811,8 @@ def _user(plugin, session):
 
 
 def _visitor_secret(session):
-    """A visitor's CSRF secret, from their visitor cookie that this app
-    signed. Two different ones mean one was planted (from another port of
-    the host, say): neither is trusted, and the visitor gets a new one."""
+    """A visitor's CSRF secret, from the visitor cookie this app signed. Two different
+    ones mean one was planted (from another port, say): neither is trusted."""
     manager, found = session.manager, set()
     for value in _cookie_values(bottle.request.environ, manager.visitor_cookie):
         try:
@@ -889,9 +884,8 @@ def _origin(value):
 
 
 def _origin_fault(environ, trusted):
-    """What the browser says of where an unsafe request comes from: '' when
-    it is this origin or a trusted one, None when it says nothing (then the
-    token decides), else why the request is refused."""
+    """Where the browser says an unsafe request comes from: '' for this origin or a
+    trusted one, None if it says nothing (the token decides), else why it is refused."""
     origin = environ.get('HTTP_ORIGIN')
     if origin is not None and _origin(origin) in trusted:
         return ''
@@ -910,9 +904,8 @@ def _origin_fault(environ, trusted):
 
 
 def _check_csrf(source, trusted):
-    """Refuse this request with 403 unless it passes the CSRF checks.
-    `source` is the session, or the manager to load it from if the token
-    must decide."""
+    """Refuse this request with 403 unless it passes the CSRF checks. `source`: the
+    session, or the manager to load it from if the token must decide."""
     fault = _origin_fault(bottle.request.environ, trusted)
     if fault is None:
         session = source if isinstance(source, Session) else source._current()
@@ -1171,9 +1164,8 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
 
 
 def _write_file(directory, name, blob, mtime=None, replace=False):
-    """Write `blob` whole to `name` in `directory` (a descriptor): under a temp
-    name, then renamed (replace=True) or linked into place. Return False if
-    it was not to replace and `name` was there: theirs is kept."""
+    """Write `blob` whole to `name` in `directory` (a descriptor), under a temp name
+    then renamed (replace=True) or linked: False, keeping theirs, if `name` was there."""
     temp = '.tmp-' + secrets.token_hex(8)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
@@ -1194,18 +1186,15 @@ def _write_file(directory, name, blob, mtime=None, replace=False):
     except FileExistsError:
         return False
     finally:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp, dir_fd=directory)
-        except FileNotFoundError:
-            pass
 
 
 # Secrets and signing #########################################################
 
 def derive_key(secret, salt):
-    """Derive a key for one purpose: HMAC-SHA256(secret, 'bottlesession.' + salt),
-    so a signature made for one is worthless for another. It does not
-    strengthen a weak secret."""
+    """HMAC-SHA256(secret, 'bottlesession.' + salt): a key for one purpose, so a signature
+    made for one is worthless for another. It does not strengthen a weak secret."""
     return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
 
 
@@ -1213,9 +1202,8 @@ _PROC_STAT = '/proc/stat'
 
 
 def machine_secret(_stacklevel=2):
-    """A secret for this machine, for when none is given; it warns. It mixes
-    the node id, the boot time and a private key file, so it changes at a
-    reboot (ending every session) and differs per machine."""
+    """A secret for when none is given, with a warning: from the node id, the boot time
+    and a private key file, so it differs per machine and changes at a reboot."""
     node = uuid.getnode()
     if node >> 40 & 1:      # multicast bit: uuid made the node id up at random
         raise ConfigError('no secret was given and this machine has no stable node '
@@ -1378,9 +1366,8 @@ class CookieSession(BaseSession):
     end_sessions = user_sessions
 
     def rate_limit(self, key, limit, period):
-        """Count one attempt for `key`, such as 'login:' + name. Return True
-        while at most `limit` fall within the last `period` seconds. Counted
-        in this process only."""
+        """Count one attempt for `key`, such as 'login:' + name: True while at most `limit`
+        fall within the last `period` seconds. Counted in this process only."""
         now = self.now()
         with self._limits_lock:
             if len(self._limits) > self._limits_sweep:  # forget keys whose periods passed
@@ -1542,9 +1529,8 @@ class ServerSession(BaseSession):
             self._user_version_keys = [self._identity.copy().digest()]
 
     def storage_key(self, sid):
-        """The key session `sid` is kept under: a hash of the id and of the
-        cookie's name, path, domain and namespace, so another app's ids are
-        unknown here. The original's files keep their uuid4 names."""
+        """A hash of `sid` and the cookie's name, path, domain and namespace, so another
+        app's ids are unknown here. The original's files keep their uuid4 names."""
         if self.legacy_ids and len(sid) == 36:
             return sid
         digest = self._identity.copy()
@@ -1851,9 +1837,8 @@ class PickleSession(ServerSession):
 
     @contextlib.contextmanager
     def lock(self, key):
-        """The exclusive lock for a compare-and-set on `key`, or a delete of
-        it: a thread lock, then flock on one of 16 lock files, opened per
-        process so that forked workers exclude each other too."""
+        """The lock around a compare-and-set or delete of `key`: a thread lock, then flock
+        on one of 16 lock files, opened per process so forked workers exclude each other."""
         stripe = int(key[-2:], 16) % 16     # keys end in hex
         fds, made, mutexes, _ = self._process()
         with mutexes[stripe]:
@@ -1909,8 +1894,7 @@ class PickleSession(ServerSession):
 
     def purge(self, now):
         """Remove session files whose end has passed, and stale temp files."""
-        legacy = self.max_age if self.idle_timeout is None else min(self.max_age,
-                                                                      self.idle_timeout)
+        legacy = min(self.max_age, self.idle_timeout or self.max_age)
         removed = 0
         for name, st in self._scan():
             if name.startswith('session-'):
@@ -1920,11 +1904,9 @@ class PickleSession(ServerSession):
             else:
                 continue
             if end < now:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=self._dir_fd)
                     removed += 1
-                except FileNotFoundError:
-                    pass
         return removed
 
 
@@ -2450,9 +2432,8 @@ def _scrypt(secret, salt, log_n, r, p):
 
 
 def _parse_hash(hashed, current):
-    """(log_n, r, p, salt, key) from a hash check_password() accepts, or None:
-    not below the floor, nor over twice the memory or eight times the work of
-    `current` (or the default, if more), so a planted hash cannot cost minutes."""
+    """(log_n, r, p, salt, key) of a hash not below the floor, nor over twice the memory
+    or 8 times the work of `current` (or the default) lest it cost minutes; or None."""
     match = _HASH_RE.match(hashed) if isinstance(hashed, str) else None
     if match is None:
         return None
