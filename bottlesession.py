@@ -695,16 +695,12 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# The login state lives in session.meta: 'u' the user, 'l' the login time,
-# 'h' the user_version hash, 'x' the CSRF secret. _login() and _logout() are
-# the only writers of the first three, and every login or logout starts a new
-# CSRF secret and, for a stored session, a new id (against fixation).
-#
-# A POST, PUT, PATCH or DELETE passes these checks before its handler runs:
-# the browser's Sec-Fetch-Site, else its Origin, else the CSRF token. The
-# token is the secret masked with fresh random bytes, as Django does, so it
-# differs in every response (BREACH). A visitor with nothing stored keeps the
-# secret in a signed cookie of its own, so showing a form stores nothing.
+# _login() and _logout() alone write the login state in session.meta (u, l,
+# h); each starts a new CSRF secret (x) and, if stored, a new id (fixation).
+# An unsafe request passes, before its handler runs, the browser's
+# Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with
+# fresh random bytes, as Django does, so it differs in every response
+# (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
 
 def _rotate(session):
     """Give a stored session a new id; the old one is deleted when it is saved."""
@@ -1399,8 +1395,6 @@ class CookieSession(BaseSession):
                 raw = _b64decode(payload)
             record = _json_decode(raw.decode('utf-8'))
             created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
-        except BadSession:
-            raise
         except (ValueError, TypeError, KeyError, AttributeError, zlib.error,
                 binascii.Error) as exc:
             raise BadSession('malformed payload') from exc
@@ -1784,25 +1778,17 @@ class PickleSession(ServerSession):
 
     def read(self, key):
         try:
-            fd = self._open(self._name(key), os.O_RDONLY)
+            with open(self._open(self._name(key), os.O_RDONLY), 'rb') as file:
+                mtime = os.fstat(file.fileno()).st_mtime
+                if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
+                    with contextlib.suppress(OSError):
+                        self._unlink(key)
+                    return None
+                blob = file.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        try:
-            mtime = os.fstat(fd).st_mtime
-            if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
-                with contextlib.suppress(OSError):
-                    self._unlink(key)
-                return None
-            blob = chunk = os.read(fd, 65536)
-            while len(chunk) == 65536:
-                chunk = os.read(fd, 65536)
-                blob += chunk
-        except OSError as exc:
-            raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        finally:
-            os.close(fd)
         if len(key) == 36:              # the original's: the data alone, aged by the file
             try:
                 data = pickle.loads(blob)
@@ -1966,17 +1952,12 @@ def _sql_statements(dialect, table, style):
         if dialect == 'sqlite' and schema:      # SQLite puts the schema on the index
             names['index_' + column] = quote % schema + '.' + names['index_' + column]
     names['indexed'] = quote % bare if dialect == 'sqlite' and schema else names['t']
+    mark = {'format': '%s', 'pyformat': '%s', 'numeric': ':{}', 'named': ':p{}'}.get(style, '?')
     for key, query in statements.items():
-        if query is None:
-            continue
-        parts = query.format(**names).split('?')
-        if style in ('format', 'pyformat'):
-            marks = ['%s'] * (len(parts) - 1)
-        elif style in ('numeric', 'named'):
-            marks = [(':%d' if style == 'numeric' else ':p%d') % n for n in range(1, len(parts))]
-        else:
-            marks = ['?'] * (len(parts) - 1)
-        statements[key] = ''.join(p + m for p, m in zip(parts, marks + ['']))
+        if query is not None:
+            parts = query.format(**names).split('?')
+            statements[key] = parts[0] + ''.join(
+                mark.format(n) + part for n, part in enumerate(parts[1:], 1))
     return statements
 
 
@@ -2370,24 +2351,19 @@ def _text(blob):
 ###############################################################################
 
 # scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
-# of a second per hash. Raise it, and needs_rehash() says which hashes to redo.
-# Lower it in tests only, no further than the floor, e.g.
-#     monkeypatch.setattr(bottlesession, 'SCRYPT_PARAMETERS', (14, 8, 1))
+# of a second per hash. Raise it, and needs_rehash() says which hashes to redo;
+# lower it in tests only, no further than the floor.
 SCRYPT_PARAMETERS = (17, 8, 1)
 # The least hash_password() makes and check_password() accepts: the scrypt
-# paper's setting for interactive logins (16 MiB). Below it the memory, which
-# makes scrypt slow on a GPU, is too little; p adds time but no memory.
+# paper's for interactive logins (16 MiB; the memory is what slows a GPU).
 _SCRYPT_FLOOR = (14, 8, 1)
-# A planted hash is bounded relative to the stronger of SCRYPT_PARAMETERS and
-# this, so that a test that lowers SCRYPT_PARAMETERS still reads real hashes.
-_SCRYPT_DEFAULT = (17, 8, 1)
+_SCRYPT_DEFAULT = (17, 8, 1)    # bounds planted hashes while tests lower the parameters
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
-# A salt is 16 bytes and a key 32, in full: a column too narrow cuts a hash
-# short, and scrypt's output at a shorter length is a prefix of the full one.
+# Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
+# short, and scrypt's shorter output is a prefix of the full one.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
                       r'\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})\Z')
-# What a refused hash or a missing user is checked against: the same work.
-_DECOY_SALT, _DECOY_KEY = bytes(16), bytes(32)
+_DECOY_SALT, _DECOY_KEY = bytes(16), bytes(32)     # a refused hash or missing user: same work
 
 
 def _scrypt_cost(log_n, r, p):
