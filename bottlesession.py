@@ -285,9 +285,8 @@ class Session(dict):
         self.manager.invalidate(self)
 
     def set_expiry(self, value):
-        """End this session `value` seconds (or a timedelta) from now, at most
-        400 days; 0 for a browser-session cookie (the server still ends it at
-        cookie_expires); None for the store's default. Kept across login."""
+        """End it `value` seconds (or a timedelta, at most 400 days) from now; 0: a browser-
+        session cookie (ended at cookie_expires); None: the default. Kept across login."""
         if value is None:
             self.meta.pop('e', None)
         elif value == 0 and not isinstance(value, bool):
@@ -360,9 +359,8 @@ class Session(dict):
     flash_bytes = 1024          # and their JSON at most: a cookie holds 4 KB
 
     def flash(self, message, category='message'):
-        """Queue a JSON-serialisable message for get_flashed_messages() on a
-        later page. Past flash_limit unread messages or flash_bytes of them,
-        the oldest are dropped; a longer str message is cut short."""
+        """Queue a JSON-serialisable message for a later page. Past flash_limit unread
+        messages or flash_bytes, the oldest go; a longer str message is cut short."""
         if isinstance(message, str) and len(message) > self.flash_bytes // 4:
             message = message[:self.flash_bytes // 4] + '…'
         queue = self.get(self.flash_key, []) + [[category, message]]
@@ -372,9 +370,8 @@ class Session(dict):
         self[self.flash_key] = queue
 
     def get_flashed_messages(self, with_categories=False, category_filter=()):
-        """Return and remove the queued messages (of category_filter's
-        categories only, if given); as (category, message) tuples with
-        with_categories=True. Unlike Flask's, a second call returns none."""
+        """Remove and return the queued messages (of category_filter's categories, if
+        given), as (category, message) with with_categories=True. Unlike Flask's, once."""
         queued = self.get(self.flash_key) or []
         shown = [m for m in queued if not category_filter or m[0] in category_filter]
         if shown:
@@ -502,9 +499,8 @@ class BaseSession:
         return time.time()
 
     def expires_at(self, meta):
-        """When a session ends unless used again: the one expiry rule. At the
-        set_expiry() end, else max_age after creation or the last login; or
-        idle_timeout after the last use, if sooner."""
+        """The one expiry rule: the set_expiry() end, else max_age after creation or the
+        last login; or idle_timeout after the last use, if sooner."""
         end = meta['c'] + self.max_age
         chosen = meta.get('e')
         if type(chosen) in (int, float) and chosen > 0:
@@ -598,10 +594,8 @@ class BaseSession:
     # Committing ##############################################################
 
     def _handle(self, session, handler, args, kwargs, autosave):
-        """Run a handler, then commit the session onto the response Bottle
-        sends: bottle.response, or a returned or raised HTTPResponse (Bottle
-        drops bottle.response's headers for a raised one). An exception
-        other than an HTTPResponse saves nothing."""
+        """Run a handler, then commit the session onto the response Bottle sends: a
+        returned or raised HTTPResponse, else bottle.response. Other errors save nothing."""
         try:
             result = handler(*args, **kwargs)
         except SessionStoreError:
@@ -1598,10 +1592,8 @@ class ServerSession(BaseSession):
         return blob, session.id if send else None
 
     def _swap(self, session, ours, old, wait):
-        """Write `ours`, merged onto what other requests saved since this one
-        loaded, by compare-and-set. Return (blob, record) as written, or (None,
-        None) if the session was deleted meanwhile: it stays deleted, but for
-        a login, which starts afresh."""
+        """Write `ours` by compare-and-set, merged onto what others saved since: (blob,
+        record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
         key, version, record, base = self.storage_key(session.id), session.loaded[0], ours, None
         for attempt in range(self.swap_attempts):
             blob = self.dumps(record)
@@ -1758,9 +1750,8 @@ class PickleSession(ServerSession):
         return held.st_nlink == 0 or (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
 
     def _reopen(self):
-        """After a miss: if the directory is gone (a temp cleaner removed it),
-        open the path again, checked, under the same descriptor number, so
-        threads in flight never see it closed. Return whether to retry."""
+        """Whether to retry a miss: the directory was gone (a temp cleaner, say), and is
+        reopened, checked, under the same descriptor, which threads in flight keep using."""
         if not self._gone():
             return False
         with self._process()[3]:
@@ -1844,13 +1835,12 @@ class PickleSession(ServerSession):
                 fcntl.flock(fds[stripe], fcntl.LOCK_UN)
 
     def _process(self):
-        """This process's lock files, when each was opened, the thread locks
-        and the reopen lock: a forked worker makes its own, as its parent's
-        may be held. setdefault() picks one for all of its threads."""
+        """This process's lock files, their generations, the thread locks and the reopen
+        lock: a forked worker makes its own, as its parent's may be held."""
         pid = os.getpid()
         state = self._per_process.get(pid)
         if state is None:
-            state = self._per_process.setdefault(pid, (
+            state = self._per_process.setdefault(pid, (     # one for all its threads
                 [None] * 16, [None] * 16, [threading.Lock() for _ in range(16)],
                 threading.Lock()))
         return state
@@ -2156,9 +2146,8 @@ class SQLSession(ServerSession):
                 conn.close()
 
     def _run(self, work):
-        """Run work(cursor, sql) in one transaction; driver errors become
-        SessionStoreError. One that broke the connection is tried again once,
-        on a new one (not a timeout, which would double the driver's bound)."""
+        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
+        A broken connection is retried once on a new one, but a timeout is not."""
         for retry in (True, False):
             conn = None
             try:
