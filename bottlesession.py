@@ -1215,21 +1215,17 @@ def machine_secret(_stacklevel=2):
 def _machine_key():
     """The 32 random bytes machine_secret() mixes in, made once, kept private."""
     path, name = os.path.join(_default_dir(), 'machine-secret'), 'machine-secret'
-    directory = None
     try:
         directory = _open_private_dir(_default_dir())
-        _write_file(directory, name, secrets.token_bytes(32))     # or keep the one there
-        fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory)
         try:
-            st, key = os.fstat(fd), os.read(fd, 33)
+            _write_file(directory, name, secrets.token_bytes(32))     # or keep the one there
+            with open(os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory), 'rb') as file:
+                st, key = os.fstat(file.fileno()), file.read(33)
         finally:
-            os.close(fd)
+            os.close(directory)
     except (OSError, ConfigError) as exc:
         raise ConfigError('no secret was given, and the key to derive one cannot be '
                           'kept in %r (%s): pass secret= or secret_file=' % (path, exc)) from exc
-    finally:
-        if directory is not None:
-            os.close(directory)
     if (not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or len(key) != 32
             or (hasattr(os, 'geteuid') and st.st_uid != os.geteuid())):
         raise ConfigError('no secret was given, and %r is not a private 32-byte key '
@@ -1511,9 +1507,8 @@ class ServerSession(BaseSession):
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
         if secret is not None:
             _sign_with(self, _load_secrets(secret, None))
-        else:
-            self._visitor_signer = Signer([secrets.token_bytes(32)], b'csrf-visitor',
-                                          _context(self))
+        else:                   # a key of this process's own
+            _sign_with(self, [secrets.token_bytes(32)])
             self._user_version_keys = [self._identity.copy().digest()]
 
     def storage_key(self, sid):
@@ -2096,10 +2091,9 @@ class SQLSession(ServerSession):
         dialect = _DIALECTS.get(driver)
         sql = _sql_statements(dialect, self.table, style)
         if self.create_table and self._try(conn, sql['probe']):
+            work = ['create', 'index_expires', 'index_user']
             if not self._try(conn, sql['add_user']):    # bottlesession 2.0's table
                 work = ['index_user', 'widen']
-            else:
-                work = ['create', 'index_expires', 'index_user']
             for name in work:
                 error = sql[name] and self._try(conn, sql[name])
                 if error and self._try(conn, sql['probe']):    # not a race another process won
