@@ -120,8 +120,7 @@ class SessionError(Exception):
 
 
 class BadSession(SessionError):
-    """The client sent a session cookie or id that cannot be trusted. Never
-    reaches the application: the request gets a fresh session."""
+    """An untrusted session cookie or id. Never reaches the app: the request gets a fresh one."""
 
 
 class BadSignature(BadSession):
@@ -301,8 +300,7 @@ class Session(dict):
         return _csrf_token(self)
 
     def check_csrf(self):
-        """Abort with 403 unless this request passes the CSRF checks; the
-        plugin does this for you on unsafe methods."""
+        """Abort with 403 unless the CSRF checks pass; the plugin runs them on unsafe methods."""
         _check_csrf(self, ())
 
     def __setitem__(self, key, value):
@@ -618,8 +616,7 @@ class BaseSession:
         return result
 
     def _commit(self, session, response, autosave):
-        """Save the session if due, at most once, then write its headers. A
-        login or logout is saved even with autosave off."""
+        """Save it if due, once (a login or logout even with autosave off); write its headers."""
         _notice_login(session)
         if session.modified and (autosave or session.meta.get('l') != session.loaded[1].get('l')
                                  or session.old_id):
@@ -632,8 +629,7 @@ class BaseSession:
         _apply_headers(response, session.cookies)
 
     def save(self, session):
-        """Store the session and send its cookie; a plain dict (the original
-        API) becomes the request's session data."""
+        """Store the session and send its cookie; a plain dict (the original API) is the data."""
         if not isinstance(session, Session):
             if not isinstance(session, dict):
                 raise TypeError('save() takes the session that get_session() returned')
@@ -1090,8 +1086,7 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
 
 
 def redirect_back(default='/'):
-    """At the end of a login handler: redirect to the page the authenticator
-    remembered, if it is a safe same-site path, else to `default`."""
+    """Redirect to the page the authenticator kept, if a safe same-site path, else `default`."""
     target = (_cookie_values(bottle.request.environ, REDIRECT_COOKIE) or [None])[0]
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
     bottle.redirect(target if _safe_path(target) else default)
@@ -2122,8 +2117,7 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection, made in this process: one inherited
-        through fork() is kept, never used, never closed."""
+        """This thread's connection; one inherited through fork() is never used or closed."""
         pid, conn = getattr(self._local, 'held', (None, None))
         if pid != os.getpid():
             if conn is not None:
