@@ -244,7 +244,7 @@ class Session(dict):
         self.loaded = version, dict(meta), (bool(self['valid']), self.get('name'))
         self.old_id = None          # the stored id that a login's new id replaces
         self.modified = False
-        self.cookies = None         # {cookie name: Set-Cookie header} to send
+        self.cookies = {}           # {cookie name: Set-Cookie header} to send
         self.wrapped = False        # the plugin or valid_user commits it, not get_session()
 
     new = property(lambda self: self.loaded[0] is None, doc='Whether it is not stored yet.')
@@ -486,11 +486,9 @@ class BaseSession:
                                '; Secure' if secure else '',
                                '; HttpOnly' if httponly else '',
                                '; SameSite=' + samesite if samesite else ''])
-        # Per manager, not per cookie name: two managers may share a name.
-        self._environ_key = 'bottlesession.%x' % id(self)
+        self._environ_key = 'bottlesession.%x' % id(self)  # per manager: two may share a name
         self.visitor_cookie = cookie_name + '_csrf'
-        # Refresh the idle clock at most this often, so reads rarely write.
-        self._touch_after = self.idle_timeout and self.idle_timeout / 10
+        self._touch_after = self.idle_timeout and self.idle_timeout / 10   # reads rarely write
 
     def now(self):
         """The time in seconds. Every expiry decision reads the clock here."""
@@ -529,8 +527,6 @@ class BaseSession:
                 name, self._attrs)
         else:
             header = '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
-        if session.cookies is None:
-            session.cookies = {}
         session.cookies[name] = header
 
     # The store's part ########################################################
@@ -1698,8 +1694,7 @@ class PickleSession(ServerSession):
         # Every file operation is relative to this descriptor, so the path
         # cannot be swapped for another directory once it has been checked.
         self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
-        # Lock files, opened per process on first use and again after _reopen().
-        self._per_process, self._generation = {}, 0
+        self._per_process, self._generation = {}, 0      # lock files: see _process()
 
     def __del__(self):
         try:
@@ -2236,9 +2231,8 @@ class RedisSession(ServerSession):
         if not isinstance(prefix, str):
             raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
-        # Scripts run atomically in Redis; EVALSHA, loaded on demand. A cluster
-        # runs a script over the keys of one node only: there a login deletes
-        # the old key, then writes the new one, in two steps.
+        # Scripts run atomically, by EVALSHA. A cluster runs one over the keys of one
+        # node only: there a login deletes the old key, then writes the new one.
         self._swap_script = client.register_script(self._SWAP)
         self._move_script = client.register_script(self._MOVE)
         self._index_script = client.register_script(self._INDEX)
