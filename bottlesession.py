@@ -1151,18 +1151,15 @@ def _write_file(directory, name, blob, mtime=None, replace=False):
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
     try:
-        try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view):]
+        with open(fd, 'wb') as file:
+            file.write(blob)
+            file.flush()            # before utime: the file store's mtime is its end
             if mtime is not None:
                 os.utime(fd, (mtime, mtime))
-        finally:
-            os.close(fd)
         if replace:
             os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
-            return True
-        os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+        else:
+            os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
         return True
     except FileExistsError:
         return False
