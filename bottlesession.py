@@ -1049,13 +1049,12 @@ def _gate(session, handler, login_url, verify, require, fresh, api):
     plugin = _plugin(session.manager)
     if session.get('valid') and plugin is not None and plugin.load_user is not None:
         _user(plugin, session)      # signs out a user who is gone or changed
-    login = session.login_time
+    to_login = functools.partial(_to_login, session.manager, login_url, api)
     if not session.get('valid'):
-        return functools.partial(_to_login, session.manager, login_url, api,
-                                 'Sign in to see this page.')
+        return functools.partial(to_login, 'Sign in to see this page.')
+    login = session.login_time
     if fresh is not None and (login is None or session.manager.now() - login > fresh):
-        return functools.partial(_to_login, session.manager, login_url, api,
-                                 'Sign in again to see this page.')
+        return functools.partial(to_login, 'Sign in again to see this page.')
     name = session.get('name', session.user_id)
     if isinstance(name, int) and not isinstance(name, bool):
         name = str(name)
@@ -1612,7 +1611,6 @@ class ServerSession(BaseSession):
             self.remove(key)
 
     def cleanup(self):
-        """Delete expired sessions, for cron. Return how many were removed."""
         return self.purge(self.now())
 
     # Users and rate limits ###################################################
