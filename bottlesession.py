@@ -2329,7 +2329,8 @@ _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
 # short, and scrypt's shorter output is a prefix of the full one.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
                       r'\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})\Z')
-_DECOY_SALT, _DECOY_KEY = bytes(16), bytes(32)     # a refused hash or missing user: same work
+# A refused hash or a missing user is checked against these: the same work, timed alike.
+_DECOY_SALT, _DECOY_KEY = bytes(16), bytes(32)
 
 
 def _scrypt_cost(log_n, r, p):
@@ -2417,7 +2418,6 @@ def check_password(password, hashed):
         secret = _password_bytes(password)
     except TypeError:
         secret, parsed = b'', None
-    # Refused or missing: a check's work all the same, timed like a real one.
     log_n, r, p, salt, key = parsed or current + (_DECOY_SALT, _DECOY_KEY)
     try:
         derived = _scrypt(secret, salt, log_n, r, p)
