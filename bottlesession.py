@@ -1,7 +1,7 @@
 """bottlesession: sessions and logins for the Bottle web framework, in one file.
 
-Copy this file next to bottle.py, or ``pip install bottlesession``. It needs
-nothing but the standard library and bottle::
+Copy this file next to bottle.py (it needs only the standard library and
+bottle), or ``pip install bottlesession``::
 
     import os, bottle, bottlesession as bs
 
@@ -18,18 +18,16 @@ nothing but the standard library and bottle::
 
 A login handler calls ``session.login(user_id)``; a logout, ``session.logout()``.
 
-The file, top to bottom, in sections that stand alone:
+The sections, top to bottom, each standing alone:
 
 1. Errors: one hierarchy, rooted in SessionError.
 2. The session object: a dict that tracks its changes; flash messages.
-3. The request cycle: BaseSession loads a session once per request, and
+3. The request cycle: BaseSession loads a session once per request and
    commits it once: saves it if due, then writes its cookies and headers.
-4. Logins and CSRF: login() and logout(), the current user, the origin and
-   token checks.
+4. Logins and CSRF: login(), logout(), the current user, the CSRF checks.
 5. The plugin and the authenticator.
-6. The stores: CookieSession and its signer; ServerSession, the base of the
-   server-side stores, with the one store interface and the merge;
-   PickleSession (files), SQLSession and RedisSession.
+6. The stores: CookieSession and its signer; ServerSession, with the one
+   store interface and the merge; PickleSession, SQLSession, RedisSession.
 7. Passwords: scrypt.
 
 The CookieSession wire format, after Django's signing.py::
@@ -122,8 +120,7 @@ class SessionError(Exception):
 
 
 class BadSession(SessionError):
-    """The client sent a session cookie or id that cannot be trusted. Never
-    reaches the application: the request gets a fresh session."""
+    """An untrusted session cookie or id. Never reaches the app: the request gets a fresh one."""
 
 
 class BadSignature(BadSession):
@@ -229,13 +226,11 @@ class Session(dict):
 
     A change inside a value (``session['cart'].append(x)``) is not seen: set
     ``session.modified = True``. Keys 'sessionid' (never stored) and 'valid'
-    are there from the start, as in the original.
-
-    `meta` is stored beside the data: c the start of its lifetime (creation
-    or last login), a its last use, e the end set_expiry() chose (0: a
-    browser-session cookie), u the user's id, l the login time, h the
-    user_version hash, x the CSRF secret. `loaded` is what this request
-    loaded: (the stored version or None, meta, (valid, name)).
+    are there from the start, as in the original. `meta`, stored beside the
+    data: c the start of its lifetime (creation or last login), a its last
+    use, e the end set_expiry() chose (0: a browser-session cookie), u the
+    user's id, l the login time, h the user_version hash, x the CSRF secret.
+    `loaded`: (the stored version or None, meta, (valid, name)) as loaded.
     """
 
     __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies',
@@ -249,7 +244,7 @@ class Session(dict):
         self.loaded = version, dict(meta), (bool(self['valid']), self.get('name'))
         self.old_id = None          # the stored id that a login's new id replaces
         self.modified = False
-        self.cookies = None         # {cookie name: Set-Cookie header} to send
+        self.cookies = {}           # {cookie name: Set-Cookie header} to send
         self.wrapped = False        # the plugin or valid_user commits it, not get_session()
 
     new = property(lambda self: self.loaded[0] is None, doc='Whether it is not stored yet.')
@@ -258,9 +253,8 @@ class Session(dict):
 
     @property
     def user_id(self):
-        """The id given to login(), or None. It is what the session says: to
-        know the user still exists and was not logged out everywhere, ask for
-        the user (current_user(), a `user` parameter or valid_user)."""
+        """The id given to login(), or None, as the session says: whether the user still
+        exists and is signed in, ask current_user(), a `user` parameter or valid_user."""
         return _raw_user_id(self)
 
     @property
@@ -290,9 +284,8 @@ class Session(dict):
         self.manager.invalidate(self)
 
     def set_expiry(self, value):
-        """End this session `value` seconds (or a timedelta) from now, at most
-        400 days; 0 for a browser-session cookie (the server still ends it at
-        cookie_expires); None for the store's default. Kept across login."""
+        """End it `value` seconds (or a timedelta, at most 400 days) from now; 0: a browser-
+        session cookie (ended at cookie_expires); None: the default. Kept across login."""
         if value is None:
             self.meta.pop('e', None)
         elif value == 0 and not isinstance(value, bool):
@@ -302,14 +295,12 @@ class Session(dict):
         self.modified = True
 
     def csrf_token(self):
-        """A token for this session's forms: a field named csrf_token, or an
-        X-CSRF-Token header. A new string each call (against BREACH); each is
-        valid until the session logs in or out."""
+        """A token for a form field named csrf_token, or an X-CSRF-Token header: a new
+        string each call (against BREACH), each valid until a login or logout."""
         return _csrf_token(self)
 
     def check_csrf(self):
-        """Abort with 403 unless this request passes the CSRF checks; the
-        plugin does this for you on unsafe methods."""
+        """Abort with 403 unless the CSRF checks pass; the plugin runs them on unsafe methods."""
         _check_csrf(self, ())
 
     def __setitem__(self, key, value):
@@ -328,9 +319,13 @@ class Session(dict):
 
     def clear(self):
         """Remove all data. The id stays, and the session is no longer signed in."""
-        dict.clear(self)
-        dict.update(self, sessionid=self.id, valid=False)
+        self._refill({'valid': False})
         self.modified = True
+
+    def _refill(self, data):
+        """Replace all data with `data`, unchanged; the id stays."""
+        dict.clear(self)
+        dict.update(self, data, sessionid=self.id)
 
     def pop(self, key, *default):
         if key in self:
@@ -362,9 +357,8 @@ class Session(dict):
     flash_bytes = 1024          # and their JSON at most: a cookie holds 4 KB
 
     def flash(self, message, category='message'):
-        """Queue a JSON-serialisable message for get_flashed_messages() on a
-        later page. Past flash_limit unread messages or flash_bytes of them,
-        the oldest are dropped; a longer str message is cut short."""
+        """Queue a JSON-serialisable message for a later page. Past flash_limit unread
+        messages or flash_bytes, the oldest go; a longer str message is cut short."""
         if isinstance(message, str) and len(message) > self.flash_bytes // 4:
             message = message[:self.flash_bytes // 4] + '…'
         queue = self.get(self.flash_key, []) + [[category, message]]
@@ -374,9 +368,8 @@ class Session(dict):
         self[self.flash_key] = queue
 
     def get_flashed_messages(self, with_categories=False, category_filter=()):
-        """Return and remove the queued messages (of category_filter's
-        categories only, if given); as (category, message) tuples with
-        with_categories=True. Unlike Flask's, a second call returns none."""
+        """Remove and return the queued messages (of category_filter's categories, if
+        given), as (category, message) with with_categories=True. Unlike Flask's, once."""
         queued = self.get(self.flash_key) or []
         shown = [m for m in queued if not category_filter or m[0] in category_filter]
         if shown:
@@ -396,9 +389,8 @@ _COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')
 
 
 def _cookie_values(environ, name):
-    """The values of cookie `name` in the request, in order, unquoted. Not
-    SimpleCookie: it is slow, and gives up on a header with one odd cookie
-    in it (which a sibling subdomain can plant)."""
+    """The values of cookie `name` in the request, in order, unquoted. Not SimpleCookie:
+    it is slow, and drops a header with one odd cookie (a sibling domain's, say)."""
     header = environ.get('HTTP_COOKIE')
     if not header or name not in header:
         return ()
@@ -420,11 +412,9 @@ def _cookie_values(environ, name):
 def _apply_headers(response, cookies):
     """Write a session's headers onto the response that will be sent: Vary:
     Cookie, Cache-Control: private unless the app set its own, and `cookies`
-    ({name: Set-Cookie header}), which make it never publicly cacheable.
-
-    It writes bottle's header dict (name -> list of values in 0.12 and 0.13)
-    directly: the accessors cost more than a session read, and our values
-    were checked for CR and LF in __init__."""
+    ({name: Set-Cookie header}), which make it never publicly cacheable."""
+    # bottle's header dict (name -> list of values in 0.12 and 0.13), directly:
+    # the accessors cost more than a session read; our values have no CR or LF.
     headers = response._headers
     vary = headers.setdefault('Vary', ['Cookie'])
     if vary[-1] != 'Cookie' and 'cookie' not in [
@@ -460,9 +450,9 @@ def _record(session):
 class BaseSession:
     """What every store shares: the options, expiry and the request cycle.
 
-    :param cookie_expires: the maximum age (seconds or a timedelta, at most
-        400 days) from creation or the last login; None makes a
-        browser-session cookie, which the server still ends after 30 days.
+    :param cookie_expires: the maximum age (seconds or a timedelta, at most 400
+        days) from creation or the last login; None makes a browser-session
+        cookie, which the server still ends after 30 days.
     :param idle_timeout: end a session not used for this long.
     :param namespace: a name for this app, so apps that share a store and
         cookie name do not share sessions.
@@ -496,20 +486,17 @@ class BaseSession:
                                '; Secure' if secure else '',
                                '; HttpOnly' if httponly else '',
                                '; SameSite=' + samesite if samesite else ''])
-        # Per manager, not per cookie name: two managers may share a name.
-        self._environ_key = 'bottlesession.%x' % id(self)
+        self._environ_key = 'bottlesession.%x' % id(self)  # per manager: two may share a name
         self.visitor_cookie = cookie_name + '_csrf'
-        # Refresh the idle clock at most this often, so reads rarely write.
-        self._touch_after = self.idle_timeout and self.idle_timeout / 10
+        self._touch_after = self.idle_timeout and self.idle_timeout / 10   # reads rarely write
 
     def now(self):
         """The time in seconds. Every expiry decision reads the clock here."""
         return time.time()
 
     def expires_at(self, meta):
-        """When a session ends unless used again: the one expiry rule. At the
-        set_expiry() end, else max_age after creation or the last login; or
-        idle_timeout after the last use, if sooner."""
+        """The one expiry rule: the set_expiry() end, else max_age after creation or the
+        last login; or idle_timeout after the last use, if sooner."""
         end = meta['c'] + self.max_age
         chosen = meta.get('e')
         if type(chosen) in (int, float) and chosen > 0:
@@ -540,8 +527,6 @@ class BaseSession:
                 name, self._attrs)
         else:
             header = '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
-        if session.cookies is None:
-            session.cookies = {}
         session.cookies[name] = header
 
     # The store's part ########################################################
@@ -603,10 +588,8 @@ class BaseSession:
     # Committing ##############################################################
 
     def _handle(self, session, handler, args, kwargs, autosave):
-        """Run a handler, then commit the session onto the response Bottle
-        sends: bottle.response, or a returned or raised HTTPResponse (Bottle
-        drops bottle.response's headers for a raised one). An exception
-        other than an HTTPResponse saves nothing."""
+        """Run a handler, then commit the session onto the response Bottle sends: a
+        returned or raised HTTPResponse, else bottle.response. Other errors save nothing."""
         try:
             result = handler(*args, **kwargs)
         except SessionStoreError:
@@ -629,8 +612,7 @@ class BaseSession:
         return result
 
     def _commit(self, session, response, autosave):
-        """Save the session if due, at most once, then write its headers. A
-        login or logout is saved even with autosave off."""
+        """Save it if due, once (a login or logout even with autosave off); write its headers."""
         _notice_login(session)
         if session.modified and (autosave or session.meta.get('l') != session.loaded[1].get('l')
                                  or session.old_id):
@@ -643,15 +625,12 @@ class BaseSession:
         _apply_headers(response, session.cookies)
 
     def save(self, session):
-        """Store the session and send its cookie; a plain dict (the original
-        API) becomes the request's session data."""
+        """Store the session and send its cookie; a plain dict (the original API) is the data."""
         if not isinstance(session, Session):
             if not isinstance(session, dict):
                 raise TypeError('save() takes the session that get_session() returned')
-            data, session = dict(session), self._current()
-            dict.clear(session)
-            dict.update(session, data, sessionid=session.id)
-            dict.setdefault(session, 'valid', False)
+            data, session = {'valid': False, **session}, self._current()
+            session._refill(data)
             session.modified = True
         elif session.manager is not self:
             raise TypeError('save() takes a session of this manager')
@@ -702,16 +681,12 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# The login state lives in session.meta: 'u' the user, 'l' the login time,
-# 'h' the user_version hash, 'x' the CSRF secret. _login() and _logout() are
-# the only writers of the first three, and every login or logout starts a new
-# CSRF secret and, for a stored session, a new id (against fixation).
-#
-# A POST, PUT, PATCH or DELETE passes these checks before its handler runs:
-# the browser's Sec-Fetch-Site, else its Origin, else the CSRF token. The
-# token is the secret masked with fresh random bytes, as Django does, so it
-# differs in every response (BREACH). A visitor with nothing stored keeps the
-# secret in a signed cookie of its own, so showing a form stores nothing.
+# _login() and _logout() alone write the login state in session.meta (u, l,
+# h); each starts a new CSRF secret (x) and, if stored, a new id (fixation).
+# An unsafe request passes, before its handler runs, the browser's
+# Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with
+# fresh random bytes, as Django does, so it differs in every response
+# (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
 
 def _rotate(session):
     """Give a stored session a new id; the old one is deleted when it is saved."""
@@ -725,8 +700,7 @@ def _login(session, user_id, keep_data=False):
     if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
         raise TypeError('user_id must be a str or an int, not %r' % (user_id,))
     if not keep_data and _raw_user_id(session) not in (None, user_id):  # another's data goes
-        dict.clear(session)
-        dict.__setitem__(session, 'sessionid', session.id)
+        session._refill({})
     _rotate(session)
     now = session.manager.now()
     session.meta.update(c=now, l=now, u=user_id, x=_new_id())
@@ -789,9 +763,8 @@ def _raw_user_id(session):
 
 
 def current_user():
-    """The user signed in on this request, as the plugin's load_user gives
-    it, or None. Loaded at most once per request. A user that load_user no
-    longer finds, or whose user_version changed, is signed out."""
+    """The signed-in user, as the plugin's load_user gives it, or None; loaded once
+    per request. A user it no longer finds, or whose user_version changed, is signed out."""
     plugin = _plugin()
     if plugin is None or plugin.load_user is None:
         raise ConfigError('current_user() needs SessionPlugin(manager, load_user=...) '
@@ -820,9 +793,8 @@ def _user(plugin, session):
 
 
 def _visitor_secret(session):
-    """A visitor's CSRF secret, from their visitor cookie that this app
-    signed. Two different ones mean one was planted (from another port of
-    the host, say): neither is trusted, and the visitor gets a new one."""
+    """A visitor's CSRF secret, from the visitor cookie this app signed. Two different
+    ones mean one was planted (from another port, say): neither is trusted."""
     manager, found = session.manager, set()
     for value in _cookie_values(bottle.request.environ, manager.visitor_cookie):
         try:
@@ -894,9 +866,8 @@ def _origin(value):
 
 
 def _origin_fault(environ, trusted):
-    """What the browser says of where an unsafe request comes from: '' when
-    it is this origin or a trusted one, None when it says nothing (then the
-    token decides), else why the request is refused."""
+    """Where the browser says an unsafe request comes from: '' for this origin or a
+    trusted one, None if it says nothing (the token decides), else why it is refused."""
     origin = environ.get('HTTP_ORIGIN')
     if origin is not None and _origin(origin) in trusted:
         return ''
@@ -915,9 +886,8 @@ def _origin_fault(environ, trusted):
 
 
 def _check_csrf(source, trusted):
-    """Refuse this request with 403 unless it passes the CSRF checks.
-    `source` is the session, or the manager to load it from if the token
-    must decide."""
+    """Refuse this request with 403 unless it passes the CSRF checks. `source`: the
+    session, or the manager to load it from if the token must decide."""
     fault = _origin_fault(bottle.request.environ, trusted)
     if fault is None:
         session = source if isinstance(source, Session) else source._current()
@@ -954,17 +924,14 @@ def _refuse(status, message, json_too=False):
 
 class SessionPlugin:
     """Pass the session to handlers that take `session`, and the current user
-    to those that take `user`; save the session if modified (see
-    BaseSession._handle); refuse cross-site POSTs.
+    to those that take `user`; save the session if modified; refuse cross-site POSTs.
 
-    :param load_user: ``fn(user_id)`` returns the app's user, or None when the
-        user no longer exists (the session is then signed out).
-    :param user_version: ``fn(user)`` returns a string that changes when the
-        user's sessions should end, such as the password hash.
-    :param csrf: check every POST, PUT, PATCH and DELETE (see section 4). A
+    :param load_user: ``fn(user_id)``: the app's user, or None if gone (signed out).
+    :param user_version: ``fn(user)``: a string that changes when the user's
+        sessions should end, such as the password hash.
+    :param csrf: check every POST, PUT, PATCH and DELETE (see section 4); a
         route opts out with ``session={'csrf': False}``.
-    :param trusted_origins: other origins ('https://admin.example.com') whose
-        pages may post here.
+    :param trusted_origins: other origins ('https://admin.example.com') that may post here.
     """
 
     name = 'session'
@@ -1037,20 +1004,17 @@ def _safe_path(target):
 
 
 def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
-    """Make `valid_user`, a decorator factory that requires a signed-in session.
+    """Make `valid_user`, a decorator factory that requires a signed-in session:
+    a visitor is redirected to login_url, and the page is kept for redirect_back().
 
-    A visitor who is not signed in is redirected to the login URL, and the
-    page they asked for is remembered for redirect_back().
-
-    :param verify: ``fn(session)``, run on every request; when false the
-        session is signed out (the user was deleted, say).
+    :param verify: ``fn(session)``, run on every request; false signs it out.
     :param require: ``fn(session)``, who may see the page: a signed-in user
         for whom it is false gets a 403 and stays signed in (admin pages).
 
-    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or
-    ``@valid_user`` bare: `fresh` is the seconds since login after which the
-    user must sign in again to see the page; `api=True` refuses with 401 (or
-    403) and JSON, not a redirect, as for any request preferring JSON.
+    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or bare
+    ``@valid_user``: `fresh` is the seconds after login past which the user
+    must sign in again; `api=True` refuses with 401 (or 403) and JSON, not a
+    redirect, as for any request preferring JSON.
     """
     _check_gate(require, None)
 
@@ -1085,13 +1049,12 @@ def _gate(session, handler, login_url, verify, require, fresh, api):
     plugin = _plugin(session.manager)
     if session.get('valid') and plugin is not None and plugin.load_user is not None:
         _user(plugin, session)      # signs out a user who is gone or changed
-    login = session.login_time
+    to_login = functools.partial(_to_login, session.manager, login_url, api)
     if not session.get('valid'):
-        return functools.partial(_to_login, session.manager, login_url, api,
-                                 'Sign in to see this page.')
+        return functools.partial(to_login, 'Sign in to see this page.')
+    login = session.login_time
     if fresh is not None and (login is None or session.manager.now() - login > fresh):
-        return functools.partial(_to_login, session.manager, login_url, api,
-                                 'Sign in again to see this page.')
+        return functools.partial(to_login, 'Sign in again to see this page.')
     name = session.get('name', session.user_id)
     if isinstance(name, int) and not isinstance(name, bool):
         name = str(name)
@@ -1118,8 +1081,7 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
 
 
 def redirect_back(default='/'):
-    """At the end of a login handler: redirect to the page the authenticator
-    remembered, if it is a safe same-site path, else to `default`."""
+    """Redirect to the page the authenticator kept, if a safe same-site path, else `default`."""
     target = (_cookie_values(bottle.request.environ, REDIRECT_COOKIE) or [None])[0]
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
     bottle.redirect(target if _safe_path(target) else default)
@@ -1185,41 +1147,34 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
 
 
 def _write_file(directory, name, blob, mtime=None, replace=False):
-    """Write `blob` whole to `name` in `directory` (a descriptor): under a temp
-    name, then renamed (replace=True) or linked into place. Return False if
-    it was not to replace and `name` was there: theirs is kept."""
+    """Write `blob` whole to `name` in `directory` (a descriptor), under a temp name
+    then renamed (replace=True) or linked: False, keeping theirs, if `name` was there."""
     temp = '.tmp-' + secrets.token_hex(8)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
     try:
-        try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view):]
+        with open(fd, 'wb') as file:
+            file.write(blob)
+            file.flush()            # before utime: the file store's mtime is its end
             if mtime is not None:
                 os.utime(fd, (mtime, mtime))
-        finally:
-            os.close(fd)
         if replace:
             os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
-            return True
-        os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+        else:
+            os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
         return True
     except FileExistsError:
         return False
     finally:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp, dir_fd=directory)
-        except FileNotFoundError:
-            pass
 
 
 # Secrets and signing #########################################################
 
 def derive_key(secret, salt):
-    """Derive a key for one purpose: HMAC-SHA256(secret, 'bottlesession.' + salt),
-    so a signature made for one is worthless for another. It does not
-    strengthen a weak secret."""
+    """HMAC-SHA256(secret, 'bottlesession.' + salt): a key for one purpose, so a signature
+    made for one is worthless for another. It does not strengthen a weak secret."""
     return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
 
 
@@ -1227,9 +1182,8 @@ _PROC_STAT = '/proc/stat'
 
 
 def machine_secret(_stacklevel=2):
-    """A secret for this machine, for when none is given; it warns. It mixes
-    the node id, the boot time and a private key file, so it changes at a
-    reboot (ending every session) and differs per machine."""
+    """A secret for when none is given, with a warning: from the node id, the boot time
+    and a private key file, so it differs per machine and changes at a reboot."""
     node = uuid.getnode()
     if node >> 40 & 1:      # multicast bit: uuid made the node id up at random
         raise ConfigError('no secret was given and this machine has no stable node '
@@ -1251,21 +1205,17 @@ def machine_secret(_stacklevel=2):
 def _machine_key():
     """The 32 random bytes machine_secret() mixes in, made once, kept private."""
     path, name = os.path.join(_default_dir(), 'machine-secret'), 'machine-secret'
-    directory = None
     try:
         directory = _open_private_dir(_default_dir())
-        _write_file(directory, name, secrets.token_bytes(32))     # or keep the one there
-        fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory)
         try:
-            st, key = os.fstat(fd), os.read(fd, 33)
+            _write_file(directory, name, secrets.token_bytes(32))     # or keep the one there
+            with open(os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=directory), 'rb') as file:
+                st, key = os.fstat(file.fileno()), file.read(33)
         finally:
-            os.close(fd)
+            os.close(directory)
     except (OSError, ConfigError) as exc:
         raise ConfigError('no secret was given, and the key to derive one cannot be '
                           'kept in %r (%s): pass secret= or secret_file=' % (path, exc)) from exc
-    finally:
-        if directory is not None:
-            os.close(directory)
     if (not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or len(key) != 32
             or (hasattr(os, 'geteuid') and st.st_uid != os.geteuid())):
         raise ConfigError('no secret was given, and %r is not a private 32-byte key '
@@ -1360,14 +1310,12 @@ def _count(hits, now, limit, period):
 
 
 class CookieSession(BaseSession):
-    """Keeps the session in a signed cookie, so the server stores nothing.
+    """Keeps the session in a signed cookie, so the server stores nothing. Data
+    must be JSON, with str keys; the client can read and replay it (see above).
 
     :param secret: str or bytes, or a list of them, newest first, to rotate
         keys. Without it or secret_file (its first line), one is derived from
         the machine, with a warning.
-
-    Data must be JSON, with str keys. The client can read it and replay it
-    until it expires (see the module docstring).
     """
 
     salt = b'cookie-session'
@@ -1394,9 +1342,8 @@ class CookieSession(BaseSession):
     end_sessions = user_sessions
 
     def rate_limit(self, key, limit, period):
-        """Count one attempt for `key`, such as 'login:' + name. Return True
-        while at most `limit` fall within the last `period` seconds. Counted
-        in this process only."""
+        """Count one attempt for `key`, such as 'login:' + name: True while at most `limit`
+        fall within the last `period` seconds. Counted in this process only."""
         now = self.now()
         with self._limits_lock:
             if len(self._limits) > self._limits_sweep:  # forget keys whose periods passed
@@ -1428,8 +1375,6 @@ class CookieSession(BaseSession):
                 raw = _b64decode(payload)
             record = _json_decode(raw.decode('utf-8'))
             created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
-        except BadSession:
-            raise
         except (ValueError, TypeError, KeyError, AttributeError, zlib.error,
                 binascii.Error) as exc:
             raise BadSession('malformed payload') from exc
@@ -1515,29 +1460,25 @@ _NO_LOCK = contextlib.nullcontext()
 class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
-    Unknown ids are never adopted. A session is kept under storage_key(id), a
-    hash, without its id: a copy of the store holds no usable cookie.
-    Concurrent saves of one session merge, by compare-and-set (see _swap).
-
-    The store interface, all a new store implements. Keys are 64 hex
-    characters; blobs are what dumps() made (JSON text; pickles for files):
+    A session is kept under storage_key(id), a hash: a copy of the store holds
+    no usable cookie, and unknown ids are never adopted. Concurrent saves of
+    one session merge (see _swap). The store interface, all a new store
+    implements, on keys of 64 hex characters and blobs that dumps() made:
 
         read(key)       -> the blob under key, or None if none is, or it expired
         write(key, blob, expires, expected=None, replaces=None, user=None)
-                        -> whether it stored blob under key until `expires`:
-                           only if the blob under `replaces or key` is
-                           `expected` (None: no live record). `replaces`, a
-                           login's old key, goes in the same step; `user` is
-                           the key user_records() finds it under.
+                        -> whether it stored blob under key until `expires`,
+                           only if `replaces or key` holds `expected` (None:
+                           no live record); `replaces`, a login's old key,
+                           goes in the same step; user_records(user) finds it.
         remove(key)     -> whether a record was there
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
 
-    It may also override lock(key), a context manager held around a read and
-    its write, dumps(record) and loads(blob).
+    It may override lock(key), held around a read and its write, and dumps()
+    and loads() (JSON text; pickles for files).
 
-    :param cleanup_chance: the chance that saving a new session first runs
-        cleanup(), so expired sessions go away without cron.
+    :param cleanup_chance: the chance that saving a new session runs cleanup().
     :param secret: signs visitors' CSRF cookies and keys user_version hashes;
         without it, a visitor's CSRF cookie holds in this process only.
     """
@@ -1557,15 +1498,13 @@ class ServerSession(BaseSession):
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
         if secret is not None:
             _sign_with(self, _load_secrets(secret, None))
-        else:
-            self._visitor_signer = Signer([secrets.token_bytes(32)], b'csrf-visitor',
-                                          _context(self))
+        else:                   # a key of this process's own
+            _sign_with(self, [secrets.token_bytes(32)])
             self._user_version_keys = [self._identity.copy().digest()]
 
     def storage_key(self, sid):
-        """The key session `sid` is kept under: a hash of the id and of the
-        cookie's name, path, domain and namespace, so another app's ids are
-        unknown here. The original's files keep their uuid4 names."""
+        """A hash of `sid` and the cookie's name, path, domain and namespace, so another
+        app's ids are unknown here. The original's files keep their uuid4 names."""
         if self.legacy_ids and len(sid) == 36:
             return sid
         digest = self._identity.copy()
@@ -1648,15 +1587,12 @@ class ServerSession(BaseSession):
             return None, None
         if record is not ours:          # the newer keys, for the rest of the request
             session.meta = self._hide({k: v for k, v in record.items() if k != 'd'}, session.id)
-            dict.clear(session)
-            dict.update(session, record['d'], sessionid=session.id)
+            session._refill(record['d'])
         return blob, session.id if send else None
 
     def _swap(self, session, ours, old, wait):
-        """Write `ours`, merged onto what other requests saved since this one
-        loaded, by compare-and-set. Return (blob, record) as written, or (None,
-        None) if the session was deleted meanwhile: it stays deleted, but for
-        a login, which starts afresh."""
+        """Write `ours` by compare-and-set, merged onto what others saved since: (blob,
+        record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
         key, version, record, base = self.storage_key(session.id), session.loaded[0], ours, None
         for attempt in range(self.swap_attempts):
             blob = self.dumps(record)
@@ -1666,7 +1602,7 @@ class ServerSession(BaseSession):
                           self._user_key(record)):
                 return blob, record
             if wait:                    # racing saves: wait a little, then read the newest
-                time.sleep(random.random() * 0.001 * min(attempt, 5))
+                self._backoff(attempt)
             theirs = self.read(old or key)
             if theirs == blob:          # a retried write that had landed after all
                 return blob, record
@@ -1681,13 +1617,17 @@ class ServerSession(BaseSession):
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
 
+    @staticmethod
+    def _backoff(attempt):
+        """After a lost compare-and-set: a random pause, longer as attempts grow."""
+        time.sleep(random.random() * 0.001 * min(attempt, 5))
+
     def delete(self, sid):
         key = self.storage_key(sid)
         with self.lock(key):
             self.remove(key)
 
     def cleanup(self):
-        """Delete expired sessions, for cron. Return how many were removed."""
         return self.purge(self.now())
 
     # Users and rate limits ###################################################
@@ -1734,7 +1674,7 @@ class ServerSession(BaseSession):
                 record = {'n': _new_id(), 'h': hits}
                 if self.write(name, self.dumps(record), math.ceil(now + period), blob):
                     return len(hits) <= limit
-            time.sleep(random.random() * 0.001 * min(attempt, 5))
+            self._backoff(attempt)
         raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
                                 % (key, self.swap_attempts))
 
@@ -1749,13 +1689,12 @@ class ServerSession(BaseSession):
 
 class PickleSession(ServerSession):
     """Keeps each session in a file, ``session-<key>``, in a private directory.
+    Any picklable value may be stored; the original's files still load, and
+    user_sessions() reads every file: it suits thousands, not millions.
 
     :param session_dir: by default a per-user directory in the system temp
         dir, made mode 0700. A symlink, or a directory that another user owns
         or can write, is refused: unpickling a planted file runs its code.
-
-    Any picklable value may be stored; the original's files still load.
-    user_sessions() reads every file: it suits thousands, not millions.
     """
 
     legacy_ids = True
@@ -1769,8 +1708,7 @@ class PickleSession(ServerSession):
         # Every file operation is relative to this descriptor, so the path
         # cannot be swapped for another directory once it has been checked.
         self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
-        # Lock files, opened per process on first use and again after _reopen().
-        self._per_process, self._generation = {}, 0
+        self._per_process, self._generation = {}, 0      # lock files: see _process()
 
     def __del__(self):
         try:
@@ -1811,9 +1749,8 @@ class PickleSession(ServerSession):
         return held.st_nlink == 0 or (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
 
     def _reopen(self):
-        """After a miss: if the directory is gone (a temp cleaner removed it),
-        open the path again, checked, under the same descriptor number, so
-        threads in flight never see it closed. Return whether to retry."""
+        """Whether to retry a miss: the directory was gone (a temp cleaner, say), and is
+        reopened, checked, under the same descriptor, which threads in flight keep using."""
         if not self._gone():
             return False
         with self._process()[3]:
@@ -1831,25 +1768,17 @@ class PickleSession(ServerSession):
 
     def read(self, key):
         try:
-            fd = self._open(self._name(key), os.O_RDONLY)
+            with open(self._open(self._name(key), os.O_RDONLY), 'rb') as file:
+                mtime = os.fstat(file.fileno()).st_mtime
+                if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
+                    with contextlib.suppress(OSError):
+                        self._unlink(key)
+                    return None
+                blob = file.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        try:
-            mtime = os.fstat(fd).st_mtime
-            if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
-                with contextlib.suppress(OSError):
-                    self._unlink(key)
-                return None
-            blob = chunk = os.read(fd, 65536)
-            while len(chunk) == 65536:
-                chunk = os.read(fd, 65536)
-                blob += chunk
-        except OSError as exc:
-            raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        finally:
-            os.close(fd)
         if len(key) == 36:              # the original's: the data alone, aged by the file
             try:
                 data = pickle.loads(blob)
@@ -1884,9 +1813,8 @@ class PickleSession(ServerSession):
 
     @contextlib.contextmanager
     def lock(self, key):
-        """The exclusive lock for a compare-and-set on `key`, or a delete of
-        it: a thread lock, then flock on one of 16 lock files, opened per
-        process so that forked workers exclude each other too."""
+        """The lock around a compare-and-set or delete of `key`: a thread lock, then flock
+        on one of 16 lock files, opened per process so forked workers exclude each other."""
         stripe = int(key[-2:], 16) % 16     # keys end in hex
         fds, made, mutexes, _ = self._process()
         with mutexes[stripe]:
@@ -1906,13 +1834,12 @@ class PickleSession(ServerSession):
                 fcntl.flock(fds[stripe], fcntl.LOCK_UN)
 
     def _process(self):
-        """This process's lock files, when each was opened, the thread locks
-        and the reopen lock: a forked worker makes its own, as its parent's
-        may be held. setdefault() picks one for all of its threads."""
+        """This process's lock files, their generations, the thread locks and the reopen
+        lock: a forked worker makes its own, as its parent's may be held."""
         pid = os.getpid()
         state = self._per_process.get(pid)
         if state is None:
-            state = self._per_process.setdefault(pid, (
+            state = self._per_process.setdefault(pid, (     # one for all its threads
                 [None] * 16, [None] * 16, [threading.Lock() for _ in range(16)],
                 threading.Lock()))
         return state
@@ -1942,8 +1869,7 @@ class PickleSession(ServerSession):
 
     def purge(self, now):
         """Remove session files whose end has passed, and stale temp files."""
-        legacy = self.max_age if self.idle_timeout is None else min(self.max_age,
-                                                                      self.idle_timeout)
+        legacy = min(self.max_age, self.idle_timeout or self.max_age)
         removed = 0
         for name, st in self._scan():
             if name.startswith('session-'):
@@ -1953,11 +1879,9 @@ class PickleSession(ServerSession):
             else:
                 continue
             if end < now:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=self._dir_fd)
                     removed += 1
-                except FileNotFoundError:
-                    pass
         return removed
 
 
@@ -2017,17 +1941,12 @@ def _sql_statements(dialect, table, style):
         if dialect == 'sqlite' and schema:      # SQLite puts the schema on the index
             names['index_' + column] = quote % schema + '.' + names['index_' + column]
     names['indexed'] = quote % bare if dialect == 'sqlite' and schema else names['t']
+    mark = {'format': '%s', 'pyformat': '%s', 'numeric': ':{}', 'named': ':p{}'}.get(style, '?')
     for key, query in statements.items():
-        if query is None:
-            continue
-        parts = query.format(**names).split('?')
-        if style in ('format', 'pyformat'):
-            marks = ['%s'] * (len(parts) - 1)
-        elif style in ('numeric', 'named'):
-            marks = [(':%d' if style == 'numeric' else ':p%d') % n for n in range(1, len(parts))]
-        else:
-            marks = ['?'] * (len(parts) - 1)
-        statements[key] = ''.join(p + m for p, m in zip(parts, marks + ['']))
+        if query is not None:
+            parts = query.format(**names).split('?')
+            statements[key] = parts[0] + ''.join(
+                mark.format(n) + part for n, part in enumerate(parts[1:], 1))
     return statements
 
 
@@ -2128,18 +2047,16 @@ class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
     :param database: a pool with a ``connection()`` context manager (such as
-        psycopg_pool.ConnectionPool), a callable that returns a new
-        connection, or a SQLite file's path (by default one in the private
-        per-user directory). One bare connection is refused.
-    :param table: the table, created with its indexes if it is missing, unless
-        create_table=False (MEDIUMTEXT for data on MySQL and MariaDB)::
+        psycopg_pool.ConnectionPool; make one per worker, after a fork), a
+        function that returns a new connection, or a SQLite file's path (by
+        default in the private per-user directory); not one bare connection.
+    :param table: created with its indexes if missing, unless
+        create_table=False (MySQL and MariaDB: data MEDIUMTEXT)::
 
         CREATE TABLE bottlesession (id VARCHAR(64) PRIMARY KEY, data TEXT NOT NULL,
             expires BIGINT NOT NULL, user_key VARCHAR(64));
         CREATE INDEX bottlesession_expires ON bottlesession (expires);
         CREATE INDEX bottlesession_user ON bottlesession (user_key);
-
-    Create a pool in each worker process, after a fork.
     """
 
     def __init__(self, database=None, *, table='bottlesession',
@@ -2178,10 +2095,9 @@ class SQLSession(ServerSession):
         dialect = _DIALECTS.get(driver)
         sql = _sql_statements(dialect, self.table, style)
         if self.create_table and self._try(conn, sql['probe']):
+            work = ['create', 'index_expires', 'index_user']
             if not self._try(conn, sql['add_user']):    # bottlesession 2.0's table
                 work = ['index_user', 'widen']
-            else:
-                work = ['create', 'index_expires', 'index_user']
             for name in work:
                 error = sql[name] and self._try(conn, sql[name])
                 if error and self._try(conn, sql['probe']):    # not a race another process won
@@ -2193,18 +2109,16 @@ class SQLSession(ServerSession):
     @staticmethod
     def _try(conn, statement):
         """Run one statement in a transaction of its own; None, or its error."""
-        cur = conn.cursor()
-        try:
-            cur.execute(statement)
-            conn.commit()
-            return None
-        except Exception as exc:
-            if _connection_lost(conn, exc):
-                raise
-            conn.rollback()
-            return exc
-        finally:
-            cur.close()
+        with contextlib.closing(conn.cursor()) as cur:
+            try:
+                cur.execute(statement)
+                conn.commit()
+                return None
+            except Exception as exc:
+                if _connection_lost(conn, exc):
+                    raise
+                conn.rollback()
+                return exc
 
     def _params(self, *values):
         if self._style == 'named':
@@ -2212,30 +2126,25 @@ class SQLSession(ServerSession):
         return values
 
     def _connection(self):
-        """This thread's connection; one inherited through fork() is never used."""
-        held = getattr(self._local, 'held', None)
-        if held is not None and held[0] == os.getpid():
-            return held[1]
-        if held is not None:
-            self._inherited.append(held[1])
-        conn = self._factory()
-        self._local.held = os.getpid(), conn
+        """This thread's connection; one inherited through fork() is never used or closed."""
+        pid, conn = getattr(self._local, 'held', (None, None))
+        if pid != os.getpid():
+            if conn is not None:
+                self._inherited.append(conn)
+            conn = self._factory()
+            self._local.held = os.getpid(), conn
         return conn
 
     def _forget(self, conn):
         """Close a connection that cannot be used again; the thread makes a new one."""
-        held = getattr(self._local, 'held', None)
-        if held is not None and held[1] is conn:
-            self._local.held = None
-            try:
+        if getattr(self._local, 'held', (None, None))[1] is conn:
+            self._local.held = None, None
+            with contextlib.suppress(Exception):
                 conn.close()
-            except Exception:
-                pass
 
     def _run(self, work):
-        """Run work(cursor, sql) in one transaction; driver errors become
-        SessionStoreError. One that broke the connection is tried again once,
-        on a new one (not a timeout, which would double the driver's bound)."""
+        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
+        A broken connection is retried once on a new one, but a timeout is not."""
         for retry in (True, False):
             conn = None
             try:
@@ -2259,11 +2168,8 @@ class SQLSession(ServerSession):
                 with self._lock:
                     if self._sql is None:
                         self._setup(conn)
-            cur = conn.cursor()
-            try:
+            with contextlib.closing(conn.cursor()) as cur:
                 result = work(cur, self._sql)
-            finally:
-                cur.close()
             conn.commit()
             return result
         except BaseException:
@@ -2323,9 +2229,9 @@ class SQLSession(ServerSession):
 class RedisSession(ServerSession):
     """Keeps sessions in Redis, through a redis-py compatible client you pass in.
 
-    :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``.
-        Give it a socket_timeout, and no retries of its own, to bound how long
-        a stalled Redis holds a request (see the README).
+    :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``,
+        with a socket_timeout and no retries of its own, so that a stalled
+        Redis holds a request for a bounded time (see the README).
     """
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
@@ -2339,9 +2245,8 @@ class RedisSession(ServerSession):
         if not isinstance(prefix, str):
             raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
-        # Scripts run atomically in Redis; EVALSHA, loaded on demand. A cluster
-        # runs a script over the keys of one node only: there a login deletes
-        # the old key, then writes the new one, in two steps.
+        # Scripts run atomically, by EVALSHA. A cluster runs one over the keys of one
+        # node only: there a login deletes the old key, then writes the new one.
         self._swap_script = client.register_script(self._SWAP)
         self._move_script = client.register_script(self._MOVE)
         self._index_script = client.register_script(self._INDEX)
@@ -2431,23 +2336,19 @@ def _text(blob):
 ###############################################################################
 
 # scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
-# of a second per hash. Raise it, and needs_rehash() says which hashes to redo.
-# Lower it in tests only, no further than the floor, e.g.
-#     monkeypatch.setattr(bottlesession, 'SCRYPT_PARAMETERS', (14, 8, 1))
+# of a second per hash. Raise it, and needs_rehash() says which hashes to redo;
+# lower it in tests only, no further than the floor.
 SCRYPT_PARAMETERS = (17, 8, 1)
 # The least hash_password() makes and check_password() accepts: the scrypt
-# paper's setting for interactive logins (16 MiB). Below it the memory, which
-# makes scrypt slow on a GPU, is too little; p adds time but no memory.
+# paper's for interactive logins (16 MiB; the memory is what slows a GPU).
 _SCRYPT_FLOOR = (14, 8, 1)
-# A planted hash is bounded relative to the stronger of SCRYPT_PARAMETERS and
-# this, so that a test that lowers SCRYPT_PARAMETERS still reads real hashes.
-_SCRYPT_DEFAULT = (17, 8, 1)
+_SCRYPT_DEFAULT = (17, 8, 1)    # bounds planted hashes while tests lower the parameters
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
-# A salt is 16 bytes and a key 32, in full: a column too narrow cuts a hash
-# short, and scrypt's output at a shorter length is a prefix of the full one.
+# Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
+# short, and scrypt's shorter output is a prefix of the full one.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
                       r'\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})\Z')
-# What a refused hash or a missing user is checked against: the same work.
+# A refused hash or a missing user is checked against these: the same work, timed alike.
 _DECOY_SALT, _DECOY_KEY = bytes(16), bytes(32)
 
 
@@ -2493,9 +2394,8 @@ def _scrypt(secret, salt, log_n, r, p):
 
 
 def _parse_hash(hashed, current):
-    """(log_n, r, p, salt, key) from a hash check_password() accepts, or None:
-    not below the floor, nor over twice the memory or eight times the work of
-    `current` (or the default, if more), so a planted hash cannot cost minutes."""
+    """(log_n, r, p, salt, key) of a hash not below the floor, nor over twice the memory
+    or 8 times the work of `current` (or the default) lest it cost minutes; or None."""
     match = _HASH_RE.match(hashed) if isinstance(hashed, str) else None
     if match is None:
         return None
@@ -2514,13 +2414,11 @@ def _parse_hash(hashed, current):
 
 
 def hash_password(password):
-    """Hash a password (str or bytes) for storage, with scrypt at
-    SCRYPT_PARAMETERS and a random salt, as a str that carries its parameters::
+    """Hash a password (str or bytes) with scrypt at SCRYPT_PARAMETERS and a
+    random salt; 128 MiB and a few tenths of a second on purpose, as does
+    check_password(): rate-limit logins. The str carries its parameters::
 
         scrypt$<log2 N>$<r>$<p>$<salt, 22 base64url>$<hash, 43 base64url>
-
-    It takes 128 MiB and a few tenths of a second on purpose, as does
-    check_password(): rate-limit logins.
     """
     log_n, r, p = _scrypt_parameters()
     salt = secrets.token_bytes(16)
@@ -2530,19 +2428,15 @@ def hash_password(password):
 
 
 def check_password(password, hashed):
-    """True if `password` matches `hashed`, a hash_password() string.
-
-    Pass None for a user that does not exist, as check_password(password,
-    USERS.get(name)) does: False, after the same work as a wrong password,
-    so the time taken does not tell who has an account.
-    """
+    """True if `password` matches `hashed`, a hash_password() string. For
+    None (no such user, as in check_password(password, USERS.get(name))):
+    False, after the same work, so the time does not tell who has an account."""
     current = _scrypt_parameters()
     parsed = _parse_hash(hashed, current)
     try:
         secret = _password_bytes(password)
     except TypeError:
         secret, parsed = b'', None
-    # Refused or missing: a check's work all the same, timed like a real one.
     log_n, r, p, salt, key = parsed or current + (_DECOY_SALT, _DECOY_KEY)
     try:
         derived = _scrypt(secret, salt, log_n, r, p)
