@@ -34,7 +34,7 @@ The CookieSession wire format, after Django's signing.py::
 
     value     = payload "." timestamp "." signature
     payload   = base64url(json)              or "." base64url(zlib(json))
-    json      = {"c": created, "d": {...session data...}, ...}  (Session.meta)
+    json      = {"c": created, "d": {...data...}, "i": id, ...}   (Session.meta)
     timestamp = decimal seconds since the epoch when the cookie was signed
     signature = base64url(HMAC-SHA256(key, context payload "." timestamp))
     context   = cookie_name "\\0" path "\\0" domain "\\0"      (domain "" if unset;
@@ -43,10 +43,11 @@ The CookieSession wire format, after Django's signing.py::
 
 base64url is RFC 4648 without padding, so the value needs no quoting. For
 example, with secret "0123456789abcdef", cookie_name "session_data", path
-"/", no domain, created and signed at 1700000000, and no data::
+"/", no domain, id "A" * 43, created and signed at 1700000000, no data::
 
-    session_data=eyJjIjoxNzAwMDAwMDAwLCJkIjp7InZhbGlkIjpmYWxzZX19.1700000000.
-    dBdncjKg-jZKDpqUrhIZ4BaGFbYSBAhbUJY8L3a3EUk          (one line)
+    session_data=eyJjIjoxNzAwMDAwMDAwLCJkIjp7InZhbGlkIjpmYWxzZX0sImkiOiJBQUFB
+    QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBIn0.1700000000.
+    yhBl_yymHjoziNl-jz3MjWAnNEBsMBNivuc495UgdyQ                 (one line)
 
 Caveats. A signed cookie is not encrypted: the client can read it. A copy of
 it can be replayed until it expires, unless the app gives user_version= to
@@ -255,7 +256,7 @@ class Session(dict):
     def user_id(self):
         """The id given to login(), or None, as the session says: whether the user still
         exists and is signed in, ask current_user(), a `user` parameter or valid_user."""
-        return _raw_user_id(self)
+        return self.meta.get('u') if self.get('valid') else None
 
     @property
     def login_time(self):
@@ -699,7 +700,7 @@ def _rotate(session):
 def _login(session, user_id, keep_data=False):
     if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
         raise TypeError('user_id must be a str or an int, not %r' % (user_id,))
-    if not keep_data and _raw_user_id(session) not in (None, user_id):  # another's data goes
+    if not keep_data and session.user_id not in (None, user_id):  # another's data goes
         session._refill({})
     _rotate(session)
     now = session.manager.now()
@@ -758,10 +759,6 @@ def _plugin(manager=None):
     return None
 
 
-def _raw_user_id(session):
-    return session.meta.get('u') if session.get('valid') else None
-
-
 def current_user():
     """The signed-in user, as the plugin's load_user gives it, or None; loaded once
     per request. A user it no longer finds, or whose user_version changed, is signed out."""
@@ -777,14 +774,14 @@ def _user(plugin, session):
     key = session.manager._environ_key + '.user'
     if key in environ:
         return environ[key]
-    user, user_id = None, _raw_user_id(session)
+    user, user_id = None, session.user_id
     if session.get('valid'):        # signed in: as a user that still exists, unchanged
         user = None if user_id is None else plugin.load_user(user_id)
         if user is not None and plugin.user_version is not None:
             version = plugin.user_version(user)
             if not any(hmac.compare_digest(str(session.meta.get('h')),
-                                           _version_hash(session, user_id, version, key))
-                       for key in session.manager._user_version_keys):
+                                           _version_hash(session, user_id, version, secret))
+                       for secret in session.manager._user_version_keys):
                 user = None
         if user is None:
             session.logout()
@@ -2074,11 +2071,9 @@ class SQLSession(ServerSession):
         elif hasattr(database, 'connection'):
             self._pool = database
         elif hasattr(database, 'cursor'):
-            raise ConfigError(
-                'SQLSession takes a connection factory or a pool, not a connection: one '
-                'connection shared with the app mixes its transactions with the app\'s and '
-                'fails across threads. Pass a factory such as lambda: psycopg.connect(...), '
-                'or a pool such as psycopg_pool.ConnectionPool(...)')
+            raise ConfigError('SQLSession takes a pool or a connection factory (lambda: '
+                              'psycopg.connect(...)), not a connection: one shared with the '
+                              'app mixes its transactions with the app\'s')
         elif callable(database):
             self._factory = database
         else:
@@ -2205,23 +2200,21 @@ class SQLSession(ServerSession):
             return self._one(cur, sql, key) == blob     # rowcount: MySQL's FOUND_ROWS lies
         return self._run(store)
 
+    def _do(self, name, *values):
+        """Run one statement: its rows if it is a SELECT, else how many it changed."""
+        def work(cur, sql):
+            cur.execute(sql[name], self._params(*values))
+            return [tuple(row) for row in cur.fetchall()] if name == 'user' else cur.rowcount
+        return self._run(work)
+
     def remove(self, key):
-        def delete(cur, sql):
-            cur.execute(sql['delete'], self._params(key))
-            return cur.rowcount > 0
-        return self._run(delete)
+        return self._do('delete', key) > 0
 
     def user_records(self, user):
-        def select(cur, sql):
-            cur.execute(sql['user'], self._params(user, int(self.now())))
-            return [tuple(row) for row in cur.fetchall()]
-        return self._run(select)
+        return self._do('user', user, int(self.now()))
 
     def purge(self, now):
-        def delete(cur, sql):
-            cur.execute(sql['purge'], self._params(int(now)))
-            return cur.rowcount
-        return self._run(delete)
+        return self._do('purge', int(now))
 
 
 # RedisSession ################################################################

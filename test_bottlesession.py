@@ -2047,6 +2047,14 @@ KNOWN_VALUE = (
     '1700000000.yhBl_yymHjoziNl-jz3MjWAnNEBsMBNivuc495UgdyQ')
 
 
+def test_the_module_docstring_shows_the_known_answer():
+    """The wire format's example in the module docstring is the real value."""
+    doc = bs.__doc__
+    start = doc.index('session_data=') + len('session_data=')
+    shown = ''.join(line.strip() for line in doc[start:doc.index('(one line)')].split('\n'))
+    assert shown == KNOWN_VALUE
+
+
 def test_known_answer_vector():
     manager = bs.CookieSession(secret='0123456789abcdef')
     session = bs.Session(manager, 'A' * 43, meta={'c': 1700000000, 'a': 1700000000})
