@@ -2071,9 +2071,9 @@ class SQLSession(ServerSession):
         elif hasattr(database, 'connection'):
             self._pool = database
         elif hasattr(database, 'cursor'):
-            raise ConfigError('SQLSession takes a pool or a connection factory (lambda: '
-                              'psycopg.connect(...)), not a connection: one shared with the '
-                              'app mixes its transactions with the app\'s')
+            raise ConfigError('SQLSession takes a connection factory (lambda: psycopg.connect('
+                              '...)) or a pool, not a connection: one shared with the app '
+                              'mixes its transactions with the app\'s')
         elif callable(database):
             self._factory = database
         else:
