@@ -231,7 +231,8 @@ class Session(dict):
     data: c the start of its lifetime (creation or last login), a its last
     use, e the end set_expiry() chose (0: a browser-session cookie), u the
     user's id, l the login time, h the user_version hash, x the CSRF secret.
-    `loaded`: (the stored version or None, meta, (valid, name)) as loaded.
+    `loaded`: (the stored version, i.e. the blob, or None; meta; (valid,
+    name)) as this request loaded them.
     """
 
     __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies',
@@ -1578,7 +1579,7 @@ class ServerSession(BaseSession):
         old = session.old_id and self.storage_key(session.old_id)
         ours = self._hide(_record(session), session.id)
         lock = self.lock(old or self.storage_key(session.id))
-        with lock:                      # a store that locks needs one round
+        with lock:                      # held, nobody else writes: no back-off
             blob, record = self._swap(session, ours, old, lock is _NO_LOCK)
         if blob is None:
             return None, None
@@ -1609,7 +1610,8 @@ class ServerSession(BaseSession):
             if newer is None:
                 if not (session.get('valid') and session.meta.get('l') != session.loaded[1].get('l')):
                     return None, None
-                theirs, old, newer = None, None, dict(ours, d={})
+                # A login on a session gone meanwhile: afresh, signed in.
+                theirs, old, newer = None, None, dict(ours, d={'valid': True})
             record, version = _merge_record(base, ours, newer, self._same), theirs
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))

@@ -2553,6 +2553,35 @@ def test_a_damaged_record_is_an_unknown_session(kind, damage, request, tmp_path)
     assert test.get('/get').json['new'] is True
 
 
+@pytest.mark.parametrize('kind', kinds('pickle', 'sqlite', 'redis'))
+def test_a_login_again_on_a_session_removed_meanwhile_is_signed_in(kind, request, tmp_path):
+    """A signed-in user signs in again (a fresh= page) while another request
+    removes the session: the login starts afresh, and signed in."""
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+
+    @app.route('/sign-in/<name>')
+    def sign_in(name, session):
+        session.login(name)
+        return 'ok'
+
+    @app.route('/who')
+    def who(session):
+        return '%s %s' % (session.user_id, session.get('valid'))
+    test = webtest.TestApp(app)
+    test.get('/sign-in/alice')
+    write = manager.write
+
+    def removed_first(key, blob, expires, expected=None, replaces=None, user=None):
+        if replaces:
+            manager.remove(replaces)        # end_sessions() from another device, just now
+        return write(key, blob, expires, expected, replaces, user)
+    manager.write = removed_first
+    test.get('/sign-in/alice')
+    manager.write = write
+    assert test.get('/who').text == 'alice True'
+
+
 def test_end_sessions_ends_a_session_that_moves_meanwhile(tmp_path):
     """A thief's request rotates the stolen session (regenerate) between
     end_sessions() listing the user's sessions and removing them: the
@@ -6086,6 +6115,24 @@ def is_admin(session):
     return session.get('name') == 'root'
 
 
+def add_sign_in_routes(app):
+    """Routes both login apps share: a login the original way, regenerate, logout."""
+    @app.route('/legacy/<name>')
+    def legacy(name, session):
+        session['valid'], session['name'] = True, name
+        return 'in'
+
+    @app.route('/regenerate')
+    def regenerate(session):
+        session.regenerate()
+        return 'ok'
+
+    @app.route('/logout')
+    def logout(session):
+        session.logout()
+        return 'bye'
+
+
 def ident_app(manager, users=None, **plugin_options):
     """A small app on login(): users is {id: {'name': ..., 'pw': ...}} for load_user."""
     app = bottle.Bottle()
@@ -6107,26 +6154,12 @@ def ident_app(manager, users=None, **plugin_options):
         session.login(uid(user_id))
         return 'in'
 
-    @app.route('/legacy/<name>')
-    def legacy(name, session):
-        session['valid'] = True
-        session['name'] = name
-        return 'in'
+    add_sign_in_routes(app)
 
     @app.route('/legacy-valid')
     def legacy_valid(session):
         session['valid'] = True
         return 'in'
-
-    @app.route('/regenerate')
-    def regenerate(session):
-        session.regenerate()
-        return 'ok'
-
-    @app.route('/logout')
-    def logout(session):
-        session.logout()
-        return 'bye'
 
     @app.route('/whoami')
     def whoami(session):
@@ -6370,20 +6403,7 @@ def csrf_site(manager, **options):
         session.login(bottle.request.forms.get('name'))
         return 'in'
 
-    @app.route('/legacy/<name>')
-    def legacy(name, session):
-        session['valid'], session['name'] = True, name
-        return 'in'
-
-    @app.route('/regenerate')
-    def regenerate(session):
-        session.regenerate()
-        return 'ok'
-
-    @app.route('/logout')
-    def logout(session):
-        session.logout()
-        return 'bye'
+    add_sign_in_routes(app)
 
     @app.route('/logout-form')
     def logout_form(session):           # the logout page shows a login form
