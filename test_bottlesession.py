@@ -7875,34 +7875,6 @@ def example_app(manager):
 
 
 @pytest.fixture
-def browser():
-    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
-    driver_path = shutil.which('chromedriver')
-    if not chromium or not driver_path:
-        missing('Chromium and chromedriver', 'apt-get install chromium chromium-driver')
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing('selenium', "pip install -e '.[test]'")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    profile = tempfile.mkdtemp(prefix='bs-chromium-')
-    for flag in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
-                 '--disable-quic', '--no-first-run', '--disable-background-networking',
-                 '--disable-component-update', '--disable-sync', '--user-data-dir=' + profile,
-                 '--password-store=basic', '--disable-features=PasswordLeakDetection'):
-        options.add_argument(flag)
-    options.add_experimental_option('prefs', {'credentials_enable_service': False,
-                                              'profile.password_manager_enabled': False})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture
 def new_browser():
     """A factory of Chromium drivers, each with a profile (user-data-dir) of its own."""
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -7936,6 +7908,12 @@ def new_browser():
     for driver, profile in made:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(new_browser):
+    """One Chromium driver, with a fresh profile."""
+    return new_browser()
 
 
 def browser_steps(browser):
