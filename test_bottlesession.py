@@ -7350,7 +7350,9 @@ def redis_cluster():
 # Stalled servers: private ones to SIGSTOP, and the client setups tried #######
 
 class Stalled:
-    """SIGSTOP these pids; SIGCONT them on exit, always."""
+    """SIGSTOP these pids, and wait until every thread of them has stopped (on
+    a loaded machine a small query can be answered in between); SIGCONT them
+    on exit, always."""
 
     def __init__(self, pids):
         self.pids = list(pids)
@@ -7358,7 +7360,19 @@ class Stalled:
     def __enter__(self):
         for pid in self.pids:
             os.kill(pid, signal.SIGSTOP)
+        for pid in self.pids:
+            def check(pid=pid):
+                assert all(self.stopped(pid, task) for task in os.listdir('/proc/%d/task' % pid))
+            wait_for(check, 10)
         return self
+
+    @staticmethod
+    def stopped(pid, task):
+        try:
+            with open('/proc/%d/task/%s/stat' % (pid, task)) as stat_file:
+                return stat_file.read().rsplit(')', 1)[1].split()[0] in 'Tt'
+        except FileNotFoundError:       # a thread that ended meanwhile
+            return True
 
     def __exit__(self, *exc):
         for pid in self.pids:
