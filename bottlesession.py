@@ -1151,11 +1151,14 @@ def _write_file(directory, name, blob, mtime=None, replace=False):
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
     try:
-        with open(fd, 'wb') as file:
-            file.write(blob)
-            file.flush()            # before utime: the file store's mtime is its end
-            if mtime is not None:
+        try:                        # os.write, not a file object: this is on every save
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+            if mtime is not None:   # the file store's mtime is its session's end
                 os.utime(fd, (mtime, mtime))
+        finally:
+            os.close(fd)
         if replace:
             os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
         else:
@@ -1767,17 +1770,25 @@ class PickleSession(ServerSession):
 
     def read(self, key):
         try:
-            with open(self._open(self._name(key), os.O_RDONLY), 'rb') as file:
-                mtime = os.fstat(file.fileno()).st_mtime
-                if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
-                    with contextlib.suppress(OSError):
-                        self._unlink(key)
-                    return None
-                blob = file.read()
+            fd = self._open(self._name(key), os.O_RDONLY)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
+        try:                            # os.read, not a file object: on every request
+            mtime = os.fstat(fd).st_mtime
+            if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
+                with contextlib.suppress(OSError):
+                    self._unlink(key)
+                return None
+            blob = chunk = os.read(fd, 65536)
+            while len(chunk) == 65536:
+                chunk = os.read(fd, 65536)
+                blob += chunk
+        except OSError as exc:
+            raise SessionStoreError('cannot read session file: %s' % exc) from exc
+        finally:
+            os.close(fd)
         if len(key) == 36:              # the original's: the data alone, aged by the file
             try:
                 data = pickle.loads(blob)
