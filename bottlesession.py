@@ -2254,26 +2254,20 @@ class RedisSession(ServerSession):
         # Scripts run atomically, by EVALSHA. A cluster runs one over the keys of one
         # node only: there a login deletes the old key, then writes the new one.
         self._swap_script = client.register_script(self._SWAP)
-        self._move_script = client.register_script(self._MOVE)
         self._index_script = client.register_script(self._INDEX)
         self._cluster = hasattr(client, 'get_nodes')
 
-    # Compare and set on one key: write ARGV[2] (or delete it, if empty) only
-    # if the key holds ARGV[1] (or nothing, if that is empty).
+    # Compare and set: only if the compared key (KEYS[2], a login's old one,
+    # deleted here, or else KEYS[1]) holds ARGV[1] (or nothing, if empty),
+    # write ARGV[2] to KEYS[1] (or delete it, if empty).
     _SWAP = """
-        local stored = redis.call('GET', KEYS[1])
+        local stored = redis.call('GET', KEYS[2] or KEYS[1])
         if ARGV[1] == '' then
             if stored then return 0 end
         elseif stored ~= ARGV[1] then return 0 end
+        if KEYS[2] then redis.call('DEL', KEYS[2]) end
         if ARGV[2] == '' then redis.call('DEL', KEYS[1])
         else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
-        return 1"""
-
-    # A login's new key, only if the old one still holds what was loaded.
-    _MOVE = """
-        if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-        redis.call('DEL', KEYS[2])
-        redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
         return 1"""
 
     # A user's index: add a key, and live as long as the longest session.
@@ -2300,7 +2294,8 @@ class RedisSession(ServerSession):
 
         def store():
             if replaces and not self._cluster:
-                done = self._move_script(keys=[name, self.prefix + replaces], args=[expected, blob, ttl])
+                done = self._swap_script(keys=[name, self.prefix + replaces],
+                                         args=[expected, blob, ttl])
             elif replaces:
                 done = (self._swap_script(keys=[self.prefix + replaces], args=[expected, '', 0])
                         and self.client.set(name, blob, ex=ttl))
