@@ -687,6 +687,93 @@ def test_logout_ends_the_session_on_the_server(kind, request, tmp_path):
         assert manager.read(manager.storage_key(cookie)) is None
 
 
+@pytest.mark.parametrize('value', [True, False, 1.5, b'7', ['alice']])
+def test_login_refuses_a_user_id_that_is_not_a_str_or_an_int(value):
+    """login(True) would sign in as user 1 (True == 1 as a key); a float, bytes
+    or a list is a bug in the app. All are a TypeError, and nobody is signed in."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = ident_app(manager)
+
+    @app.route('/login-value')
+    def login_value(session):
+        try:
+            session.login(value)
+        except TypeError:
+            return 'refused'
+        return 'in'
+    test = webtest.TestApp(app)
+    assert test.get('/login-value').text == 'refused'
+    me = test.get('/whoami').json
+    assert me['user_id'] is None and me['valid'] is False
+
+
+def test_signing_in_as_another_user_drops_the_previous_users_data(kind, request, tmp_path):
+    """login(bob) on alice's session: bob never sees alice's data; login(alice)
+    again keeps hers."""
+    manager = make_manager(kind, request, tmp_path)
+    app = webtest.TestApp(ident_app(manager))
+    app.get('/login/alice')
+    app.get('/set/cart/alices-cart')
+    app.get('/login/alice')
+    assert app.get('/whoami').json['data'] == {'cart': 'alices-cart'}
+    app.get('/login/bob')
+    me = app.get('/whoami').json
+    assert me['user_id'] == 'bob' and me['data'] == {}
+
+
+def test_session_sessionid_is_the_new_id_after_login(kind, request, tmp_path):
+    """Original-API code reads session['sessionid']: after a login (a new id),
+    it is the new id at once, and nothing else appears in the data."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/login-sid/<name>')
+    def login_sid(name, session):
+        old = session['sessionid']
+        session.login(name)
+        return {'old': old, 'sessionid': session['sessionid'], 'id': session.id,
+                'keys': sorted(map(str, session))}
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')                        # stored: the login gives a new id
+    got = test.get('/login-sid/alice').json
+    assert got['sessionid'] == got['id'] != got['old']
+    assert got['keys'] == ['a', 'sessionid', 'valid']
+    assert test.get('/whoami').json['data'] == {'a': '1'}
+
+
+def test_writing_name_after_a_login_without_one_keeps_the_user(kind, request, tmp_path):
+    """login(7) sets no 'name'; a later request that writes a display name there
+    leaves user 7 signed in (and the id unchanged): only a session signed in the
+    original way treats a new 'name' as a login."""
+    manager = make_manager(kind, request, tmp_path)
+    app = webtest.TestApp(ident_app(manager))
+    app.get('/login/7')
+    before = app.get('/whoami').json
+    app.get('/set/name/Alice')
+    me = app.get('/whoami').json
+    assert me['user_id'] == 7 and me['valid'] is True
+    assert me['id'] == before['id'] and me['login_time'] == before['login_time']
+
+
+def test_a_login_carries_no_user_version_proof_over_from_an_earlier_login():
+    """Two apps on one manager, one checking user_version: a login made again
+    in the other (which knows no user_version) replaces the whole login state,
+    so the checking app signs that session out instead of trusting the hash
+    the earlier login left (it fails closed)."""
+    manager = bs.CookieSession(secret=SECRET)
+    users = {7: {'name': 'alice', 'pw': VERSION_1}}
+    checking = webtest.TestApp(version_app(manager, users))
+    other = webtest.TestApp(ident_app(manager))
+    checking.get('/login/7')
+    assert checking.get('/me').text == 'alice'
+    cookie = checking.cookies[manager.cookie_name]
+    response = other.get('/login/7', headers=as_cookie(manager, cookie))
+    again = cookie_of(manager, response)
+    assert again and other.get('/whoami', headers=as_cookie(manager, again)).json['user_id'] == 7
+    fresh = webtest.TestApp(checking.app)
+    assert fresh.get('/me', headers=as_cookie(manager, again)).text == 'nobody'
+
+
 # The current user: load_user and current_user() ##############################
 
 def test_load_user_only_when_asked_and_at_most_once(kind, request, tmp_path):
@@ -734,6 +821,85 @@ def test_a_user_that_no_longer_exists_is_logged_out(kind, way, request, tmp_path
         assert replay.json['user_id'] is None
     users[7] = USERS[7]                             # it does not come back by itself
     assert app.get('/by-param').text == 'nobody'
+
+
+def test_current_user_after_a_login_in_the_same_request_is_the_new_user(kind, request,
+                                                                        tmp_path):
+    """current_user() asked before and after login() in one request (no
+    user_version): after it, the user just signed in, never the one before."""
+    calls = []
+    manager = make_manager(kind, request, tmp_path)
+    app = current_user_app(manager, dict(USERS), calls)
+
+    @app.route('/switch/<user_id:int>')
+    def switch(user_id, session):
+        before = bs.current_user()
+        session.login(user_id)
+        after = bs.current_user()
+        return '%s %s' % (before and before['name'], after and after['name'])
+    test = webtest.TestApp(app)
+    assert test.get('/switch/8').text == 'None bob'
+    assert test.get('/switch/7').text == 'bob alice'
+    assert test.get('/by-current').text == 'alice'
+
+
+def test_a_login_with_user_version_loads_the_user_once_for_the_request(kind, request,
+                                                                       tmp_path):
+    """login() loads the user to hash its version; current_user() later in the
+    same request uses that user: load_user runs once."""
+    calls = []
+    manager = make_manager(kind, request, tmp_path)
+    app = current_user_app(manager, dict(USERS), calls, user_version=lambda user: user['pw'])
+
+    @app.route('/login-and-ask/<user_id:int>')
+    def login_and_ask(user_id, session):
+        session.login(user_id)
+        return bs.current_user()['name']
+    test = webtest.TestApp(app)
+    assert test.get('/login-and-ask/7').text == 'alice'
+    assert calls == [7]
+
+
+def test_load_user_is_never_asked_for_a_session_signed_in_without_a_user_id(kind, request,
+                                                                              tmp_path):
+    """A session signed in the original way, with no user id: load_user is not
+    called with None (a load_user that maps None to a default or guest user
+    would sign it in as that user); it counts as nobody."""
+    calls = []
+    manager = make_manager(kind, request, tmp_path)
+    test = webtest.TestApp(current_user_app(manager, dict(USERS), calls))
+    test.get('/legacy-valid')
+    del calls[:]
+    assert test.get('/by-current').text == 'nobody'
+    assert test.get('/by-param').text == 'nobody'
+    assert calls == []
+
+
+def test_with_two_plugins_a_login_is_checked_by_its_own_plugins_user_version():
+    """Two SessionPlugins on one app (two managers, two keywords): a login on
+    the second one's session hashes the user's version with the second one's
+    user_version, so that user stays signed in there."""
+    users = {7: {'name': 'alice', 'pw': VERSION_1}}
+    plain = bs.CookieSession(secret=SECRET)
+    admin = bs.CookieSession(secret=SECRET, cookie_name='admin_session')
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(plain))
+    app.install(bs.SessionPlugin(admin, keyword='admin', load_user=users.get,
+                                 user_version=lambda user: user['pw']))
+
+    @app.route('/admin-login')
+    def admin_login(admin):
+        admin.login(7)
+        return 'in'
+
+    @app.route('/admin-me')
+    def admin_me(admin, user):
+        return user['name'] if user else 'nobody'
+    test = webtest.TestApp(app)
+    test.get('/admin-login')
+    assert test.get('/admin-me').text == 'alice'
+    users[7]['pw'] = VERSION_2                      # and a change of version still ends it
+    assert test.get('/admin-me').text == 'nobody'
 
 
 # Log out everywhere: user_version, user_sessions, end_sessions ###############
@@ -969,6 +1135,63 @@ def test_rate_limit_is_atomic_across_processes(kind, request, tmp_path, capsys):
     assert manager.rate_limit(key, 50, 3600) is True
     report(capsys, '%s: 8 forked processes x 100 attempts, limit 50: %s let through (%d)'
            % (kind, allowed, sum(allowed)))
+
+
+def test_an_attempt_exactly_one_period_old_has_left_the_window(kind, request, tmp_path):
+    """The window is (now - period, now]: at t+60 an attempt made at t no longer
+    counts against limit=2 in 60 s; the one at t+30 still does."""
+    manager = make_manager(kind, request, tmp_path)
+    manager.now.t = float(int(time.time()))      # whole seconds: t + 60 - 60 == t exactly
+    key = 'login:edge-%s' % uuid.uuid4().hex[:6]
+    assert manager.rate_limit(key, 2, 60) is True                    # t
+    manager.now.advance(30)
+    assert manager.rate_limit(key, 2, 60) is True                    # t+30
+    manager.now.advance(30)
+    assert manager.rate_limit(key, 2, 60) is True                    # t+60: t has left
+    assert manager.rate_limit(key, 2, 60) is False                   # t+30, t+60, t+60
+
+
+def rate_app(manager):
+    """An app whose /attempt counts a login attempt for alice (limit 2 a minute)."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+
+    @app.route('/attempt')
+    def attempt():
+        return 'allowed' if manager.rate_limit('login:alice', 2, 60) else 'limited'
+    return webtest.TestApp(app)
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_damaged_rate_limit_record_counts_afresh(kind, request, tmp_path):
+    """A rate-limit record that is not one the store wrote (damaged, or from
+    another version) counts as no attempts, then is replaced: never a 500."""
+    manager = make_manager(kind, request, tmp_path)
+    test = rate_app(manager)
+    assert test.get('/attempt').text == 'allowed'
+    name = manager._key(b'rate', 'login:alice')
+    junk = {'h': ['not a time']}
+    blob = manager.dumps(junk) if kind == 'pickle' else json.dumps(junk)
+    with manager.lock(name):
+        assert manager.write(name, blob, time.time() + 3600, manager.read(name))
+    assert [test.get('/attempt').text for _ in range(3)] == ['allowed', 'allowed', 'limited']
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_rate_limit_that_always_loses_the_race_is_a_503_after_short_pauses(
+        kind, request, tmp_path, monkeypatch, caplog):
+    """A store where every compare-and-set of the count loses: rate_limit gives
+    up with SessionStoreError, a 503 (not a 500) whose log line names the limit,
+    after pauses that add up to well under a second (not seconds per attempt)."""
+    manager = make_manager(kind, request, tmp_path)
+    test = rate_app(manager)
+    monkeypatch.setattr(manager, 'write', lambda *args, **kwargs: False)
+    pauses = []
+    monkeypatch.setattr(time, 'sleep', pauses.append)
+    response = test.get('/attempt', status=503)
+    assert 'unavailable' in response.text
+    assert "'login:alice'" in caplog.text
+    assert len(pauses) == manager.swap_attempts and sum(pauses) < 1.0, sum(pauses)
 
 
 # CSRF: Sec-Fetch-Site and Origin first, the token as the fallback ############
@@ -1243,6 +1466,21 @@ def test_a_token_of_the_right_length_that_does_not_decode_is_a_403(token):
 def test_csrf_check_on_a_malformed_body_is_a_403_not_a_500(body, kind):
     app = csrf_app(bs.CookieSession(secret=SECRET))
     app.post('/post', body, headers={'Content-Type': kind}, status=403)
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_refused_post_leaves_the_stored_session_untouched(kind, request, tmp_path):
+    """A stored session with no CSRF secret yet: a POST refused for its token
+    writes nothing to the store (no secret, no new last-use time)."""
+    manager = make_manager(kind, request, tmp_path)
+    app = webtest.TestApp(pinned_app(manager))
+    app.get('/set/a/1')
+    key = manager.storage_key(app.cookies[manager.cookie_name])
+    before = manager.read(key)
+    manager.now.advance(120)
+    response = app.post('/post', params={'csrf_token': b64(os.urandom(64))}, status=403)
+    assert set_cookie_headers(response) == []
+    assert manager.read(key) == before
 
 
 # CSRF: the secret, a visitor's and a session's, and when it changes ##########
@@ -1657,6 +1895,49 @@ def test_a_second_signed_visitor_cookie_makes_neither_trusted():
     assert webtest.TestApp(app).post(
         '/login', {'csrf_token': victim_token},
         headers={'Cookie': '%s=%s' % (name, victim.cookies[name])}).text == 'signed in'
+
+
+def test_a_returning_visitors_form_views_set_no_cookie(kind, request, tmp_path):
+    """The visitor cookie is set by the first form view only: later views by
+    the same browser reuse it (no Set-Cookie) and every token stays valid."""
+    manager = make_manager(kind, request, tmp_path)
+    app = site(manager)
+    first = app.get('/form')
+    assert set_cookie_headers(first) != []
+    second = app.get('/form')
+    assert set_cookie_headers(second) == []
+    for token in (first.text, second.text):
+        assert app.post('/post', {'csrf_token': token}).text == 'posted'
+
+
+def test_a_token_made_through_the_original_api_works_on_a_stored_session(kind, request,
+                                                                           tmp_path):
+    """The original API (get_session(), no plugin): the first csrf_token() on a
+    session stored before it had a secret saves the secret, so the form's
+    POST passes check_csrf()."""
+    manager = make_manager(kind, request, tmp_path)
+    app = bottle.Bottle()
+
+    @app.route('/set')
+    def set_():
+        session = manager.get_session()
+        session['a'] = 1
+        manager.save(session)
+        return 'ok'
+
+    @app.route('/form')
+    def form():
+        return manager.get_session().csrf_token()
+
+    @app.route('/post', method='POST')
+    def post():
+        manager.get_session().check_csrf()
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/set')
+    token = test.get('/form').text
+    assert test.post('/post', {'csrf_token': token}).text == 'ok'
+    assert test.post('/post', {'csrf_token': test.get('/form').text}).text == 'ok'
 
 
 ###############################################################################
@@ -2847,6 +3128,27 @@ def test_a_duplicate_flash_message_is_not_lost(kind, first, request, tmp_path):
     assert json.loads(shown) == ['Saved.']
     queue = json.loads(test.get('/peek').text)
     assert [m[1] if isinstance(m, list) else m for m in queue] == ['Saved.'], queue
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_flash_shown_here_and_added_again_meanwhile_stays_once(kind, request, tmp_path):
+    """This request shows 'first' while another adds 'first' again: the copy
+    the other added is still queued, once."""
+    manager = make_manager(kind, request, tmp_path)
+    test = app_with_a_request_meanwhile(manager, ['/flash/first'])
+    assert json.loads(test.get('/show-flashes').text) == ['first']
+    assert json.loads(test.get('/show').text) == ['first']
+    assert json.loads(test.get('/show').text) == []
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_flashes_both_requests_added_are_all_kept_through_a_merge(kind, request, tmp_path):
+    """With 'first' queued, this request adds 'first' again while another adds
+    'other': the queue is the other's, then this one's addition, each once."""
+    manager = make_manager(kind, request, tmp_path)
+    test = app_with_a_request_meanwhile(manager, ['/flash/other'])
+    test.get('/flash-meanwhile/first')
+    assert json.loads(test.get('/show').text) == ['first', 'other', 'first']
 
 
 # PickleSession ###############################################################
@@ -6473,6 +6775,12 @@ def app_with_a_request_meanwhile(manager, meanwhile):
         shown = session.get_flashed_messages(category_filter=[category])
         others()
         return json.dumps(shown)
+
+    @app.route('/flash-meanwhile/<text>')
+    def flash_meanwhile(text, session):
+        session.flash(text)
+        others()
+        return 'ok'
 
     @app.route('/flash/<text>')
     @app.route('/flash/<category>/<text>')
