@@ -1161,14 +1161,16 @@ def _write_file(directory, name, blob, mtime=None, replace=False):
             os.close(fd)
         if replace:
             os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+            temp = None             # nothing left to remove: a syscall saved per save
         else:
             os.link(temp, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
         return True
     except FileExistsError:
         return False
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp, dir_fd=directory)
+        if temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=directory)
 
 
 # Secrets and signing #########################################################
@@ -1543,9 +1545,9 @@ class ServerSession(BaseSession):
         """The record in a blob, or None if it is not one of ours."""
         try:
             record = self.loads(blob)
-            times = [record['c'], record['a']] + [record[k] for k in 'el' if k in record]
-            if (not isinstance(record['d'], dict) or not all(math.isfinite(t) for t in times)
-                    or not _ID_RE.match(record.get('x', 'a' * ID_LENGTH))):
+            times = record['c'] + record['a'] + record.get('e', 0) + record.get('l', 0)
+            if (not isinstance(record['d'], dict) or not math.isfinite(times)   # NaN, inf
+                    or 'x' in record and not _ID_RE.match(record['x'])):
                 return None
         except Exception:       # damaged, foreign or truncated: treated as unknown
             return None
@@ -1581,9 +1583,10 @@ class ServerSession(BaseSession):
         send = session.new or session.old_id or session.meta.get('e') != session.loaded[1].get('e')
         old = session.old_id and self.storage_key(session.old_id)
         ours = self._hide(_record(session), session.id)
-        lock = self.lock(old or self.storage_key(session.id))
+        key = self.storage_key(session.id)
+        lock = self.lock(old or key)
         with lock:                      # held, nobody else writes: no back-off
-            blob, record = self._swap(session, ours, old, lock is _NO_LOCK)
+            blob, record = self._swap(session, ours, key, old, lock is _NO_LOCK)
         if blob is None:
             return None, None
         if record is not ours:          # the newer keys, for the rest of the request
@@ -1591,10 +1594,10 @@ class ServerSession(BaseSession):
             session._refill(record['d'])
         return blob, session.id if send else None
 
-    def _swap(self, session, ours, old, wait):
+    def _swap(self, session, ours, key, old, wait):
         """Write `ours` by compare-and-set, merged onto what others saved since: (blob,
         record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
-        key, version, record, base = self.storage_key(session.id), session.loaded[0], ours, None
+        version, record, base = session.loaded[0], ours, None
         for attempt in range(self.swap_attempts):
             blob = self.dumps(record)
             if len(blob) > self.max_size:
@@ -2176,8 +2179,11 @@ class SQLSession(ServerSession):
                 with self._lock:
                     if self._sql is None:
                         self._setup(conn)
-            with contextlib.closing(conn.cursor()) as cur:
+            cur = conn.cursor()
+            try:
                 result = work(cur, self._sql)
+            finally:
+                cur.close()
             conn.commit()
             return result
         except BaseException:
