@@ -1328,17 +1328,7 @@ def test_csrf_refusals_are_403_json_for_json_clients(headers, check, accept):
 def test_csrf_check_csrf_applies_the_same_rules_without_the_plugin():
     """session.check_csrf() in an app without the plugin: headers first, then the token."""
     manager = bs.CookieSession(secret=SECRET)
-    app = bottle.Bottle()
-
-    @app.route('/form')
-    def form():
-        return manager.get_session().csrf_token()
-
-    @app.route('/post', method='POST')
-    def post():
-        manager.get_session().check_csrf()
-        return 'ok'
-    test = webtest.TestApp(app, extra_environ={'HTTP_HOST': HOST})
+    test = webtest.TestApp(original_api_app(manager), extra_environ={'HTTP_HOST': HOST})
     token = test.get('/form').text
     for headers in ({'Sec-Fetch-Site': 'cross-site'}, {'Sec-Fetch-Site': 'same-site'},
                     {'Origin': 'http://evil.example'}, {'Origin': 'null'}):
@@ -1352,7 +1342,7 @@ def test_csrf_check_csrf_applies_the_same_rules_without_the_plugin():
 
 def test_check_csrf_for_a_signed_in_user_without_the_plugin(tmp_path):
     manager = bs.PickleSession(str(tmp_path / 's'))
-    app = bottle.Bottle()
+    app = original_api_app(manager)
 
     @app.route('/login')
     def login():
@@ -1360,15 +1350,6 @@ def test_check_csrf_for_a_signed_in_user_without_the_plugin(tmp_path):
         session['valid'], session['name'] = True, 'alice'
         manager.save(session)
         return 'in'
-
-    @app.route('/form')
-    def form():
-        return manager.get_session().csrf_token()
-
-    @app.route('/post', method='POST')
-    def post():
-        manager.get_session().check_csrf()
-        return 'ok'
     test = webtest.TestApp(app)
     test.get('/login')
     token = test.get('/form').text
@@ -1916,22 +1897,13 @@ def test_a_token_made_through_the_original_api_works_on_a_stored_session(kind, r
     session stored before it had a secret saves the secret, so the form's
     POST passes check_csrf()."""
     manager = make_manager(kind, request, tmp_path)
-    app = bottle.Bottle()
+    app = original_api_app(manager)
 
     @app.route('/set')
     def set_():
         session = manager.get_session()
         session['a'] = 1
         manager.save(session)
-        return 'ok'
-
-    @app.route('/form')
-    def form():
-        return manager.get_session().csrf_token()
-
-    @app.route('/post', method='POST')
-    def post():
-        manager.get_session().check_csrf()
         return 'ok'
     test = webtest.TestApp(app)
     test.get('/set')
@@ -6415,6 +6387,22 @@ def auth_app(manager, **options):
 
 def is_admin(session):
     return session.get('name') == 'root'
+
+
+def original_api_app(manager):
+    """An app without the plugin, on get_session(): a form, and a POST that
+    calls check_csrf()."""
+    app = bottle.Bottle()
+
+    @app.route('/form')
+    def form():
+        return manager.get_session().csrf_token()
+
+    @app.route('/post', method='POST')
+    def post():
+        manager.get_session().check_csrf()
+        return 'ok'
+    return app
 
 
 def add_sign_in_routes(app):
