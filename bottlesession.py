@@ -105,6 +105,7 @@ _MAX_CANDIDATES = 8                  # cookies of one name we try per request
 _SAFE_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
+_KEY_RE = re.compile(r'[0-9a-f]{64}\Z')                  # a stored session's key: SHA-256
 _LEGACY_ID_RE = re.compile(                             # the original's uuid4 ids
     r'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z')
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 6265 cookie name
@@ -165,6 +166,11 @@ class InsecureSecretWarning(UserWarning):
 def _new_id():
     """A fresh session id or CSRF secret: 256 random bits, URL- and cookie-safe."""
     return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def _xor(a, b):
+    """Two byte strings of one length, XORed: masks for CSRF secrets."""
+    return (int.from_bytes(a, 'big') ^ int.from_bytes(b, 'big')).to_bytes(len(a), 'big')
 
 
 def _seconds(value, name):
@@ -636,11 +642,11 @@ class BaseSession:
             session.modified = True
         elif session.manager is not self:
             raise TypeError('save() takes a session of this manager')
+        _notice_login(session)      # a login or logout made by setting session['valid']
         self._save(session)
         _apply_headers(bottle.response, session.cookies)
 
     def _save(self, session):
-        _notice_login(session)      # a login or logout made by setting session['valid']
         if session.new:
             _csrf_secret(session, False)    # a visitor's secret goes along: open forms work
         now = self.now()
@@ -830,7 +836,7 @@ def _csrf_secret(session, create):
 def _csrf_token(session):
     secret = _b64decode(_csrf_secret(session, True).encode('ascii'))
     mask = secrets.token_bytes(SECRET_BYTES)
-    return _b64encode(mask + bytes(a ^ b for a, b in zip(mask, secret))).decode('ascii')
+    return _b64encode(mask + _xor(mask, secret)).decode('ascii')
 
 
 def _token_fault(session):
@@ -848,7 +854,7 @@ def _token_fault(session):
         raw = _b64decode(token.encode('ascii')) if token and len(token) == TOKEN_LENGTH else b''
     except (ValueError, UnicodeError):
         raw = b''
-    got = bytes(a ^ b for a, b in zip(raw[:SECRET_BYTES], raw[SECRET_BYTES:]))
+    got = _xor(raw[:SECRET_BYTES], raw[SECRET_BYTES:])
     if hmac.compare_digest(got, expected) and secret and len(raw) == 2 * SECRET_BYTES:
         return None
     return 'the form\'s security token is missing or wrong. Reload the page and try again'
@@ -1147,7 +1153,7 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
 def _write_file(directory, name, blob, mtime=None, replace=False):
     """Write `blob` whole to `name` in `directory` (a descriptor), under a temp name
     then renamed (replace=True) or linked: False, keeping theirs, if `name` was there."""
-    temp = '.tmp-' + secrets.token_hex(8)
+    temp = '.tmp-' + os.urandom(8).hex()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
     try:
@@ -1457,9 +1463,6 @@ def _merge_record(base, ours, theirs, same):
     return merged
 
 
-_NO_LOCK = contextlib.nullcontext()
-
-
 class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
@@ -1472,14 +1475,14 @@ class ServerSession(BaseSession):
         write(key, blob, expires, expected=None, replaces=None, user=None)
                         -> whether it stored blob under key until `expires`,
                            only if `replaces or key` holds `expected` (None:
-                           no live record); `replaces`, a login's old key,
-                           goes in the same step; user_records(user) finds it.
+                           no live record), in one atomic step; `replaces`, a
+                           login's old key, goes in the same step;
+                           user_records(user) finds it.
         remove(key)     -> whether a record was there
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
 
-    It may override lock(key), held around a read and its write, and dumps()
-    and loads() (JSON text; pickles for files).
+    It may override dumps() and loads() (JSON text; pickles for files).
 
     :param cleanup_chance: the chance that saving a new session runs cleanup().
     :param secret: signs visitors' CSRF cookies and keys user_version hashes;
@@ -1524,13 +1527,7 @@ class ServerSession(BaseSession):
         user = record.get('u')
         return self._key(b'user', user) if user is not None and record['d'].get('valid') else None
 
-    def valid_id(self, sid):
-        return bool(_ID_RE.match(sid) or (self.legacy_ids and _LEGACY_ID_RE.match(sid)))
-
     # The store's part, on the interface above ################################
-
-    def lock(self, key):
-        return _NO_LOCK
 
     def dumps(self, record):
         return _to_json(record)
@@ -1560,11 +1557,11 @@ class ServerSession(BaseSession):
         if 'x' in record:
             pad = hashlib.sha256(b'bottlesession.csrf\0' + sid.encode('utf-8')).digest()
             secret = _b64decode(record['x'].encode('ascii'))
-            record['x'] = _b64encode(bytes(a ^ b for a, b in zip(secret, pad))).decode('ascii')
+            record['x'] = _b64encode(_xor(secret, pad)).decode('ascii')
         return record
 
     def load(self, value):
-        if not self.valid_id(value):
+        if not (_ID_RE.match(value) or self.legacy_ids and _LEGACY_ID_RE.match(value)):
             raise BadSession('malformed session id')
         blob = self.read(self.storage_key(value))
         record = None if blob is None else self._parse(blob)
@@ -1583,10 +1580,7 @@ class ServerSession(BaseSession):
         send = session.new or session.old_id or session.meta.get('e') != session.loaded[1].get('e')
         old = session.old_id and self.storage_key(session.old_id)
         ours = self._hide(_record(session), session.id)
-        key = self.storage_key(session.id)
-        lock = self.lock(old or key)
-        with lock:                      # held, nobody else writes: no back-off
-            blob, record = self._swap(session, ours, key, old, lock is _NO_LOCK)
+        blob, record = self._swap(session, ours, self.storage_key(session.id), old)
         if blob is None:
             return None, None
         if record is not ours:          # the newer keys, for the rest of the request
@@ -1594,7 +1588,7 @@ class ServerSession(BaseSession):
             session._refill(record['d'])
         return blob, session.id if send else None
 
-    def _swap(self, session, ours, key, old, wait):
+    def _swap(self, session, ours, key, old):
         """Write `ours` by compare-and-set, merged onto what others saved since: (blob,
         record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
         version, record, base = session.loaded[0], ours, None
@@ -1605,8 +1599,7 @@ class ServerSession(BaseSession):
             if self.write(key, blob, math.ceil(self.expires_at(record)), version, old,
                           self._user_key(record)):
                 return blob, record
-            if wait:                    # racing saves: wait a little, then read the newest
-                self._backoff(attempt)
+            self._backoff(attempt)      # racing saves: wait a little, then read the newest
             theirs = self.read(old or key)
             if theirs == blob:          # a retried write that had landed after all
                 return blob, record
@@ -1628,9 +1621,7 @@ class ServerSession(BaseSession):
         time.sleep(random.random() * 0.001 * min(attempt, 5))
 
     def delete(self, sid):
-        key = self.storage_key(sid)
-        with self.lock(key):
-            self.remove(key)
+        self.remove(self.storage_key(sid))
 
     def cleanup(self):
         return self.purge(self.now())
@@ -1657,8 +1648,7 @@ class ServerSession(BaseSession):
         for _ in range(10):     # again: a session that moved to a new id meanwhile
             found = [key for key, _ in self._user_records(user_id) if key != kept]
             for key in found:
-                with self.lock(key):
-                    ended += bool(self.remove(key))
+                ended += bool(self.remove(key))
             if not found:
                 break
         return ended
@@ -1667,27 +1657,23 @@ class ServerSession(BaseSession):
         """As CookieSession.rate_limit, but counted in the store, for all processes."""
         name = self._key(b'rate', key)
         for attempt in range(self.swap_attempts):
-            now = self.now()
-            with self.lock(name):
-                blob = self.read(name)
-                try:
-                    hits = [float(t) for t in self.loads(blob)['h']] if blob else []
-                except Exception:
-                    hits = []
-                hits = _count(hits, now, limit, period)
-                # A nonce: two counts of one moment must not look like one write.
-                record = {'n': _new_id(), 'h': hits}
-                if self.write(name, self.dumps(record), math.ceil(now + period), blob):
-                    return len(hits) <= limit
+            now, blob = self.now(), self.read(name)
+            try:
+                hits = [float(t) for t in self.loads(blob)['h']] if blob else []
+            except Exception:
+                hits = []
+            hits = _count(hits, now, limit, period)
+            # A nonce: two counts of one moment must not look like one write.
+            record = {'n': _new_id(), 'h': hits}
+            if self.write(name, self.dumps(record), math.ceil(now + period), blob):
+                return len(hits) <= limit
             self._backoff(attempt)
         raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
                                 % (key, self.swap_attempts))
 
     def reset_rate_limit(self, key):
         """Forget the attempts counted for `key`: call it after a good login."""
-        name = self._key(b'rate', key)
-        with self.lock(name):
-            self.remove(name)
+        self.remove(self._key(b'rate', key))
 
 
 # PickleSession ###############################################################
@@ -1713,15 +1699,10 @@ class PickleSession(ServerSession):
         # Every file operation is relative to this descriptor, so the path
         # cannot be swapped for another directory once it has been checked.
         self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
-        self._per_process, self._generation = {}, 0      # lock files: see _process()
 
     def __del__(self):
-        try:
-            mine = self._per_process.get(os.getpid(), ([],))[0]
-            for fd in [self._dir_fd] + [fd for fd in mine if fd is not None]:
-                os.close(fd)
-        except (AttributeError, OSError, TypeError):    # half-built, or at exit
-            pass
+        with contextlib.suppress(AttributeError, OSError, TypeError):   # half-built, or at exit
+            os.close(self._dir_fd)
 
     def dumps(self, record):
         return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
@@ -1731,7 +1712,7 @@ class PickleSession(ServerSession):
 
     @staticmethod
     def _name(key):
-        if not re.match(r'[0-9a-f]{64}\Z', key) and not _LEGACY_ID_RE.match(key):
+        if not _KEY_RE.match(key) and not _LEGACY_ID_RE.match(key):
             raise ValueError('invalid session key %r' % (key,))     # never a path unchecked
         return 'session-' + key
 
@@ -1755,20 +1736,18 @@ class PickleSession(ServerSession):
 
     def _reopen(self):
         """Whether to retry a miss: the directory was gone (a temp cleaner, say), and is
-        reopened, checked, under the same descriptor, which threads in flight keep using."""
+        reopened, checked, under the same descriptor, which threads in flight keep using.
+        Two threads may both do it: dup2() is atomic, and both open the path checked."""
         if not self._gone():
             return False
-        with self._process()[3]:
-            if self._gone():        # else another thread has just done it
-                try:
-                    fd = _open_private_dir(self.session_dir)
-                except ConfigError as exc:     # e.g. re-created by another user
-                    raise SessionStoreError('refusing the session directory: %s' % exc) from exc
-                try:
-                    os.dup2(fd, self._dir_fd, inheritable=False)
-                finally:
-                    os.close(fd)
-                self._generation += 1   # lock files of the new directory
+        try:
+            fd = _open_private_dir(self.session_dir)
+        except ConfigError as exc:     # e.g. re-created by another user
+            raise SessionStoreError('refusing the session directory: %s' % exc) from exc
+        try:
+            os.dup2(fd, self._dir_fd, inheritable=False)
+        finally:
+            os.close(fd)
         return True
 
     def read(self, key):
@@ -1801,21 +1780,29 @@ class PickleSession(ServerSession):
         return blob
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
-        if self.read(replaces or key) != expected:      # under lock(): see ServerSession
-            return False
-        try:
+        def swap():
+            if self.read(replaces or key) != expected:
+                return False
             if replaces:
                 self._unlink(replaces)
-            _write_file(self._dir_fd, self._name(key), blob, expires, replace=True)
-        except OSError as exc:
-            raise SessionStoreError('cannot write session file: %s' % exc) from exc
-        return True
+            return _write_file(self._dir_fd, self._name(key), blob, expires, replace=True)
+        return self._locked(replaces or key, swap)
 
     def remove(self, key):
+        return self._locked(key, lambda: self._unlink(key))
+
+    def _locked(self, key, work):
+        """work() under flock on one of 16 lock files, opened anew: a new open file
+        excludes other threads and forked workers alike, and closing it unlocks."""
         try:
-            return self._unlink(key)
+            fd = self._open('.lock-%d' % (int(key[-2:], 16) % 16), os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                return work()
+            finally:
+                os.close(fd)
         except OSError as exc:
-            raise SessionStoreError('cannot delete session file: %s' % exc) from exc
+            raise SessionStoreError('session file: %s' % exc) from exc
 
     def _unlink(self, key):
         try:
@@ -1823,39 +1810,6 @@ class PickleSession(ServerSession):
             return True
         except FileNotFoundError:
             return False
-
-    @contextlib.contextmanager
-    def lock(self, key):
-        """The lock around a compare-and-set or delete of `key`: a thread lock, then flock
-        on one of 16 lock files, opened per process so forked workers exclude each other."""
-        stripe = int(key[-2:], 16) % 16     # keys end in hex
-        fds, made, mutexes, _ = self._process()
-        with mutexes[stripe]:
-            try:
-                if made[stripe] != self._generation:    # none yet, or in a removed directory
-                    if fds[stripe] is not None:
-                        os.close(fds[stripe])
-                        fds[stripe] = None
-                    fds[stripe] = self._open('.lock-%d' % stripe, os.O_RDWR | os.O_CREAT)
-                    made[stripe] = self._generation
-                fcntl.flock(fds[stripe], fcntl.LOCK_EX)
-            except OSError as exc:
-                raise SessionStoreError('cannot lock session file: %s' % exc) from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(fds[stripe], fcntl.LOCK_UN)
-
-    def _process(self):
-        """This process's lock files, their generations, the thread locks and the reopen
-        lock: a forked worker makes its own, as its parent's may be held."""
-        pid = os.getpid()
-        state = self._per_process.get(pid)
-        if state is None:
-            state = self._per_process.setdefault(pid, (     # one for all its threads
-                [None] * 16, [None] * 16, [threading.Lock() for _ in range(16)],
-                threading.Lock()))
-        return state
 
     def _scan(self):
         """(name, stat) of each file, through a descriptor of its own: dups share offsets."""
@@ -1915,7 +1869,9 @@ _SQL = dict(
     index_user='CREATE INDEX {index_user} ON {indexed} (user_key)',
     widen=None,                                             # MySQL: 2.0's TEXT held 64 KB
     select='SELECT data FROM {t} WHERE id = ? AND expires >= ?',
-    swap='UPDATE {t} SET data = ?, expires = ?, user_key = ? WHERE id = ? AND {data} = ?',
+    swap=None,
+    swap_all="UPDATE {t} SET data = ?, expires = ?, user_key = NULLIF(?, '') "
+             "WHERE id = ? AND {data} = ?",
     take='DELETE FROM {t} WHERE id = ? AND {data} = ?',
     delete='DELETE FROM {t} WHERE id = ?',
     purge='DELETE FROM {t} WHERE expires < ?',
@@ -1927,6 +1883,10 @@ _SQL = dict(
            'excluded.expires, user_key = excluded.user_key WHERE s.expires < ?',
 )
 _SQL_DIALECT = {
+    # Setting an indexed column, even to its value, costs SQLite more than the
+    # rest of the update: a save that keeps the end and the user sets only data.
+    'sqlite': dict(swap="UPDATE {t} SET data = ? WHERE ? = expires AND "
+                        "? = COALESCE(user_key, '') AND id = ? AND {data} = ?"),
     'mysql': dict(
         text='MEDIUMTEXT', data='BINARY data',
         widen='ALTER TABLE {t} MODIFY data MEDIUMTEXT NOT NULL',
@@ -2131,10 +2091,12 @@ class SQLSession(ServerSession):
                 conn.rollback()
                 return exc
 
-    def _params(self, *values):
+    def _execute(self, cur, name, *values):
+        """Run statement `name` with `values` in the driver's paramstyle; return the cursor."""
         if self._style == 'named':
-            return {'p%d' % n: v for n, v in enumerate(values, 1)}
-        return values
+            values = {'p%d' % n: v for n, v in enumerate(values, 1)}
+        cur.execute(self._sql[name], values)
+        return cur
 
     def _connection(self):
         """This thread's connection; one inherited through fork() is never used or closed."""
@@ -2154,7 +2116,7 @@ class SQLSession(ServerSession):
                 conn.close()
 
     def _run(self, work):
-        """Run work(cursor, sql) in one transaction; driver errors become SessionStoreError.
+        """Run work(cursor) in one transaction; driver errors become SessionStoreError.
         A broken connection is retried once on a new one, but a timeout is not."""
         for retry in (True, False):
             conn = None
@@ -2181,7 +2143,7 @@ class SQLSession(ServerSession):
                         self._setup(conn)
             cur = conn.cursor()
             try:
-                result = work(cur, self._sql)
+                result = work(cur)
             finally:
                 cur.close()
             conn.commit()
@@ -2193,36 +2155,37 @@ class SQLSession(ServerSession):
                 self._forget(conn)      # in no state to be used again
             raise
 
-    def _one(self, cur, sql, key):
-        cur.execute(sql['select'], self._params(key, int(self.now())))
-        row = cur.fetchone()
+    def _one(self, cur, key):
+        row = self._execute(cur, 'select', key, int(self.now())).fetchone()
         return row and row[0]
 
     def read(self, key):
-        return self._run(lambda cur, sql: self._one(cur, sql, key))
+        return self._run(lambda cur: self._one(cur, key))
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
-        def store(cur, sql):
+        def store(cur):
             if expected is not None and replaces:
-                cur.execute(sql['take'], self._params(replaces, expected))
-                if cur.rowcount != 1:
-                    return self._one(cur, sql, key) == blob     # a retry that had landed
+                if self._execute(cur, 'take', replaces, expected).rowcount != 1:
+                    return self._one(cur, key) == blob      # a retry that had landed
             elif expected is not None:
-                cur.execute(sql['swap'], self._params(blob, expires, user, key, expected))
+                for name in ('swap', 'swap_all'):
+                    if self._sql[name] and self._execute(
+                            cur, name, blob, expires, user or '', key, expected).rowcount == 1:
+                        return True
                 # MySQL counts an unchanged row as 0; a retry finds it written
-                return cur.rowcount == 1 or self._one(cur, sql, key) == blob
+                return self._one(cur, key) == blob
             now = int(self.now())
             if self._dialect is None:       # no upsert: an expired row goes first
-                cur.execute(sql['drop_expired'], self._params(key, now))
-            cur.execute(sql['insert'], self._params(
-                key, blob, expires, user, *[now] * sql['insert'].count('expires <')))
-            return self._one(cur, sql, key) == blob     # rowcount: MySQL's FOUND_ROWS lies
+                self._execute(cur, 'drop_expired', key, now)
+            self._execute(cur, 'insert', key, blob, expires, user,
+                          *[now] * self._sql['insert'].count('expires <'))
+            return self._one(cur, key) == blob     # rowcount: MySQL's FOUND_ROWS lies
         return self._run(store)
 
     def _do(self, name, *values):
         """Run one statement: its rows if it is a SELECT, else how many it changed."""
-        def work(cur, sql):
-            cur.execute(sql[name], self._params(*values))
+        def work(cur):
+            self._execute(cur, name, *values)
             return [tuple(row) for row in cur.fetchall()] if name == 'user' else cur.rowcount
         return self._run(work)
 
