@@ -236,7 +236,8 @@ class Session(dict):
     are there from the start, as in the original. `meta`, stored beside the
     data: c the start of its lifetime (creation or last login), a its last
     use, e the end set_expiry() chose (0: a browser-session cookie), u the
-    user's id, l the login time, h the user_version hash, x the CSRF secret.
+    user's id, l the login time, h the user_version hash, x the CSRF secret,
+    k (server stores) the key of this app's index of the user's sessions.
     `loaded`: (the stored version, i.e. the blob, or None; meta; (valid,
     name)) as this request loaded them.
     """
@@ -562,7 +563,7 @@ class BaseSession:
         """The request's session; a bad or expired cookie gives a fresh one."""
         session = self._current()
         if not session.wrapped:     # no plugin or valid_user will commit it
-            if self._refresh_due(session):
+            if session.old_id or self._refresh_due(session):
                 self._save(session)
             _apply_headers(bottle.response, session.cookies)
         return session
@@ -650,8 +651,6 @@ class BaseSession:
         if session.new:
             _csrf_secret(session, False)    # a visitor's secret goes along: open forms work
         now = self.now()
-        if len(session.id) != ID_LENGTH:
-            _rotate(session)        # an original uuid4 id gets a strong one
         session.meta['a'] = now
         version, value = self.persist(session)
         if value is not None:
@@ -1569,7 +1568,11 @@ class ServerSession(BaseSession):
             raise BadSession('unknown session id')
         data = self._hide(record, value).pop('d')
         data.pop('sessionid', None)     # written by bottlesession 2.0
-        return Session(self, value, data, record, blob)
+        session = Session(self, value, data, record, blob)
+        if len(value) != ID_LENGTH:     # the original's uuid4 names its file: a new id now
+            _rotate(session)
+            session.modified = True
+        return session
 
     def persist(self, session):
         if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
@@ -1593,11 +1596,11 @@ class ServerSession(BaseSession):
         record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
         version, record, base = session.loaded[0], ours, None
         for attempt in range(self.swap_attempts):
+            user = record['k'] = self._user_key(record)     # this app's, unlike 'u'
             blob = self.dumps(record)
             if len(blob) > self.max_size:
                 raise SessionTooLarge(len(blob), self.max_size)
-            if self.write(key, blob, math.ceil(self.expires_at(record)), version, old,
-                          self._user_key(record)):
+            if self.write(key, blob, math.ceil(self.expires_at(record)), version, old, user):
                 return blob, record
             self._backoff(attempt)      # racing saves: wait a little, then read the newest
             theirs = self.read(old or key)
@@ -1644,12 +1647,13 @@ class ServerSession(BaseSession):
 
     def end_sessions(self, user_id, keep=None):
         """End every session of `user_id` but `keep` (a Session); return how many."""
-        kept, ended = keep is not None and self.storage_key(keep.id), 0
-        for _ in range(10):     # again: a session that moved to a new id meanwhile
+        kept, ended, empty = keep is not None and self.storage_key(keep.id), 0, 0
+        for _ in range(10):     # until two listings find none: one can miss a session that
             found = [key for key, _ in self._user_records(user_id) if key != kept]
-            for key in found:
+            for key in found:   # moves to a new id meanwhile
                 ended += bool(self.remove(key))
-            if not found:
+            empty = 0 if found else empty + 1
+            if empty == 2:
                 break
         return ended
 
@@ -1829,8 +1833,8 @@ class PickleSession(ServerSession):
         for name, _ in self._scan():
             if name.startswith('session-'):
                 blob = self.read(name[8:])
-                record = blob and self._parse(blob)
-                if record and self._user_key(record) == user:
+                record = blob and self._parse(blob)     # 'k': this app's (none in 3.0.0's)
+                if record and record.get('k', self._user_key(record)) == user:
                     found.append((name[8:], blob))
         return found
 
@@ -1932,6 +1936,14 @@ def _connection_lost(conn, error):
         return True
     state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
     return isinstance(state, str) and state.startswith('08')
+
+
+def _deadlock(error):
+    """Whether the database chose this transaction as a deadlock's victim (SQLSTATE
+    40001 or 40P01, MySQL's 1213): it rolled back, and may simply run again."""
+    state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
+    code = getattr(error, 'errno', None) or (error.args[:1] or [None])[0]
+    return state in ('40001', '40P01') or code == 1213
 
 
 def _open_sqlite_dir(directory):
@@ -2117,8 +2129,9 @@ class SQLSession(ServerSession):
 
     def _run(self, work):
         """Run work(cursor) in one transaction; driver errors become SessionStoreError.
-        A broken connection is retried once on a new one, but a timeout is not."""
-        for retry in (True, False):
+        A broken connection is retried once on a new one, but a timeout is not; a
+        deadlock's victim twice."""
+        for attempt in range(3):
             conn = None
             try:
                 if self._pool is None:
@@ -2132,7 +2145,9 @@ class SQLSession(ServerSession):
                 lost = conn is not None and _connection_lost(conn, exc)
                 if lost:
                     self._forget(conn)
-                if not (lost and retry) or 'timed out' in str(exc) or 'timeout' in str(exc):
+                again = _deadlock(exc) or lost and attempt == 0 and 'timeout' not in str(exc) \
+                    and 'timed out' not in str(exc)
+                if not again or attempt == 2:
                     raise SessionStoreError('session database failed: %s' % exc) from exc
 
     def _transaction(self, conn, work):
@@ -2221,29 +2236,31 @@ class RedisSession(ServerSession):
             raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
         # Scripts run atomically, by EVALSHA. A cluster runs one over the keys of one
-        # node only: there a login deletes the old key, then writes the new one.
+        # node only: there a login deletes the old key, then writes the new one, and
+        # the user's index is updated after.
         self._swap_script = client.register_script(self._SWAP)
-        self._index_script = client.register_script(self._INDEX)
+        self._index_script = client.register_script(self._INDEX + ' return 1')
         self._cluster = hasattr(client, 'get_nodes')
 
-    # Compare and set: only if the compared key (KEYS[2], a login's old one,
-    # deleted here, or else KEYS[1]) holds ARGV[1] (or nothing, if empty),
-    # write ARGV[2] to KEYS[1] (or delete it, if empty).
+    # A user's index, the last key, gains the session ARGV[4] and lives as long
+    # as its longest session (ARGV[3] seconds).
+    _INDEX = """
+        redis.call('SADD', KEYS[#KEYS], ARGV[4])
+        if redis.call('TTL', KEYS[#KEYS]) < tonumber(ARGV[3]) then
+            redis.call('EXPIRE', KEYS[#KEYS], ARGV[3]) end"""
+
+    # Compare and set: only if KEYS[2] (a login's old key, deleted here, or
+    # KEYS[1]) holds ARGV[1] (or nothing, if empty), write ARGV[2] to KEYS[1]
+    # (or delete it, if empty); with a third key, the index, in the same step.
     _SWAP = """
-        local stored = redis.call('GET', KEYS[2] or KEYS[1])
+        local stored = redis.call('GET', KEYS[2])
         if ARGV[1] == '' then
             if stored then return 0 end
         elseif stored ~= ARGV[1] then return 0 end
-        if KEYS[2] then redis.call('DEL', KEYS[2]) end
+        if KEYS[2] ~= KEYS[1] then redis.call('DEL', KEYS[2]) end
         if ARGV[2] == '' then redis.call('DEL', KEYS[1])
         else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
-        return 1"""
-
-    # A user's index: add a key, and live as long as the longest session.
-    _INDEX = """
-        redis.call('SADD', KEYS[1], ARGV[1])
-        if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then
-            redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+        if #KEYS == 3 then""" + _INDEX + """ end
         return 1"""
 
     def _call(self, work):
@@ -2262,16 +2279,19 @@ class RedisSession(ServerSession):
         name = self.prefix + key
 
         def store():
-            if replaces and not self._cluster:
-                done = self._swap_script(keys=[name, self.prefix + replaces],
-                                         args=[expected, blob, ttl])
-            elif replaces:
-                done = (self._swap_script(keys=[self.prefix + replaces], args=[expected, '', 0])
+            args = [expected or '', blob, ttl, key]
+            if not self._cluster:
+                index = [self.prefix + user] if user else []
+                return bool(self._swap_script(
+                    keys=[name, self.prefix + (replaces or key)] + index, args=args))
+            if replaces:
+                old = self.prefix + replaces
+                done = (self._swap_script(keys=[old, old], args=[expected, '', 0])
                         and self.client.set(name, blob, ex=ttl))
             else:
-                done = self._swap_script(keys=[name], args=[expected or '', blob, ttl])
+                done = self._swap_script(keys=[name, name], args=args)
             if done and user:
-                self._index_script(keys=[self.prefix + user], args=[key, ttl])
+                self._index_script(keys=[self.prefix + user], args=args)
             return bool(done)
         return self._call(store)
 

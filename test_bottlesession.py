@@ -1023,6 +1023,70 @@ def test_a_save_that_changes_the_user_or_the_end_is_stored_whole(kind, request, 
     assert manager.read(key) == blob('bob', 4)
 
 
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_two_apps_on_one_store_list_and_end_only_their_own_users_sessions(
+        kind, request, tmp_path):
+    """A shop and a forum share a store (the file store's default directory is
+    one per OS user), each with its own cookie name, and each has a user '1'.
+    The shop's user_sessions(1) and end_sessions(1) see the shop's only.
+    Failed on the file store: it listed and ended the forum's too."""
+    tag = uuid.uuid4().hex[:10]
+    shop = make_manager(kind, request, tmp_path, tag=tag, cookie_name='shop')
+    forum = make_manager(kind, request, tmp_path, tag=tag, cookie_name='forum')
+    forum.now = shop.now
+    customer = webtest.TestApp(sessions_app(shop))
+    customer.get('/login/1')
+    members = [webtest.TestApp(sessions_app(forum)) for _ in range(3)]
+    for member in members:
+        member.get('/login/1')
+    assert len(shop.user_sessions(1)) == 1 and len(forum.user_sessions(1)) == 3
+    assert shop.end_sessions(1) == 1
+    assert [m.get('/whoami').json['user_id'] for m in members] == [1] * 3
+    assert customer.get('/whoami').json['user_id'] is None
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_end_sessions_does_not_stop_at_one_listing_that_finds_nothing(
+        kind, request, tmp_path, monkeypatch):
+    """A session that moves to a new id while it is listed can be in neither
+    place for a moment. One empty listing ends the search too soon: a second
+    one finds it. Failed: end_sessions() ended 0 and the session stayed."""
+    manager = make_manager(kind, request, tmp_path)
+    phone = webtest.TestApp(sessions_app(manager))
+    phone.get('/login/alice')
+    listings = []
+    real = manager.user_records
+
+    def first_one_mid_move(user):
+        listings.append(user)
+        return [] if len(listings) == 1 else real(user)
+    monkeypatch.setattr(manager, 'user_records', first_one_mid_move)
+    assert manager.end_sessions('alice') == 1
+    assert phone.get('/whoami').json['user_id'] is None
+
+
+@slow
+def test_a_redis_session_is_in_its_users_index_as_soon_as_it_is_written(redis_server):
+    """A login's new key joins the user's index in the script that writes it, so a
+    listing right after the write finds it. Failed: the index was updated by a
+    second call, and end_sessions() run between the two ended nothing."""
+    manager = bs.RedisSession(redis_server.client(), prefix='move%s:' % uuid.uuid4().hex[:8])
+    app = sessions_app(manager)
+    phone = webtest.TestApp(app)
+    phone.get('/login/alice')
+    script, ended = manager._swap_script, []
+
+    def then_end_sessions(*args, **kwargs):
+        done = script(*args, **kwargs)
+        if done and not ended:
+            ended.append(manager.end_sessions('alice'))
+        return done
+    manager._swap_script = then_end_sessions
+    phone.get('/login/alice')                     # signed in again: the id moves
+    assert ended == [1]
+    assert phone.get('/whoami').json['user_id'] is None
+
+
 def test_cookie_store_points_to_user_version():
     """The cookie store cannot list or end sessions: ConfigError naming user_version."""
     manager = bs.CookieSession(secret=SECRET)
@@ -3215,12 +3279,31 @@ def test_legacy_session_files_still_load(tmp_path):
     app = webtest.TestApp(original_app(manager))
     old_cookie = {'Cookie': 'sessionid=' + old_id}
     assert app.get('/', headers=old_cookie).text == '<h1>Hello World!</h1>'   # logged in
-    app2 = webtest.TestApp(plugin_app(manager))
-    app2.get('/set/a/1', headers=old_cookie)     # the next save moves it to a strong id
-    new_id = app2.cookies['sessionid']
+    new_id = app.cookies['sessionid']           # and moved to a strong id at once
     assert len(new_id) == 43 and not os.path.exists(
         os.path.join(manager.session_dir, 'session-' + old_id))
-    assert app2.get('/get').json['data']['name'] == 'alice'
+    app2 = webtest.TestApp(plugin_app(manager))
+    assert app2.get('/get', headers={'Cookie': 'sessionid=' + new_id}).json['data'][
+        'name'] == 'alice'
+
+
+def test_a_legacy_session_gets_a_strong_id_on_a_read_only_request(tmp_path):
+    """An original uuid4 id is the name of its file, so a copy of the directory
+    holds the cookie. The first request that uses it moves it to a strong id,
+    even a request that only reads. Failed: the file kept its name until a
+    save, and a copy of it signed in for 30 days."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    old_id = str(uuid.uuid4())
+    with open(os.path.join(manager.session_dir, 'session-' + old_id), 'wb') as legacy:
+        pickle.dump({'sessionid': old_id, 'valid': True, 'name': 'alice'}, legacy)
+    app = webtest.TestApp(plugin_app(manager))
+    assert app.get('/get', headers={'Cookie': 'sessionid=' + old_id}).json['data'][
+        'name'] == 'alice'
+    assert len(app.cookies['sessionid']) == 43
+    files = session_files(manager.session_dir)
+    assert len(files) == 1 and files != ['session-' + old_id]
+    assert visit(webtest.TestApp(app.app), '/get', old_id).json['new'] is True
+    assert app.get('/get').json['data']['name'] == 'alice'
 
 
 def test_a_demoted_user_is_not_promoted_again_by_a_request_on_another_key(tmp_path):
@@ -3867,6 +3950,37 @@ def test_a_failing_cleanup_inside_a_request_is_logged_and_the_page_served(
     assert [r for r in caplog.records if r.name == 'bottlesession'
             and r.levelno >= logging.WARNING]
     assert test.get('/get').json['data']['a'] == '1'
+
+
+@slow
+@pytest.mark.parametrize('kind', kinds('postgres', 'mariadb'))
+def test_a_deadlock_victim_is_retried_not_a_503(kind, request, tmp_path):
+    """The database picks a save, or cleanup(), as a deadlock's victim (MariaDB
+    does when cleanup() runs beside saves): its transaction is run again.
+    Failed: SessionStoreError, a 503."""
+    manager = make_manager(kind, request, tmp_path)
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    if kind == 'postgres':
+        import psycopg
+        victim = psycopg.errors.DeadlockDetected('deadlock detected')
+    else:
+        import pymysql
+        victim = pymysql.err.OperationalError(
+            1213, 'Deadlock found when trying to get lock; try restarting transaction')
+    real, chosen = manager._execute, []
+
+    def deadlocked(cur, name, *values):
+        if name in ('swap_all', 'purge') and not chosen:
+            chosen.append(name)
+            raise victim
+        return real(cur, name, *values)
+    manager._execute = deadlocked
+    assert test.get('/set/b/2').status_int == 200 and chosen == ['swap_all']
+    data = test.get('/get').json['data']
+    assert (data['a'], data['b']) == ('1', '2')
+    chosen.clear()
+    assert manager.cleanup() == 0 and chosen == ['purge']
 
 
 @pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
