@@ -2249,8 +2249,6 @@ class RedisSession(ServerSession):
     def _call(self, work):
         try:
             return work()
-        except SessionStoreError:
-            raise
         except Exception as exc:    # redis-py's errors; the module is not imported
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
