@@ -1725,21 +1725,17 @@ class PickleSession(ServerSession):
                 raise
         return os.open(name, flags | _O_NOFOLLOW, 0o600, dir_fd=self._dir_fd)
 
-    def _gone(self):
-        """Whether our directory was removed, or its path now names another."""
+    def _reopen(self):
+        """Whether to retry a miss: the directory was gone (a temp cleaner, say) or its path
+        names another, and is reopened, checked, under the descriptor that threads in flight
+        keep using. Two threads may both do it: dup2() is atomic, and both open the path checked."""
         try:
             held = os.fstat(self._dir_fd)
             named = os.stat(self.session_dir, follow_symlinks=False)
+            if held.st_nlink and (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                return False
         except FileNotFoundError:
-            return True
-        return held.st_nlink == 0 or (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
-
-    def _reopen(self):
-        """Whether to retry a miss: the directory was gone (a temp cleaner, say), and is
-        reopened, checked, under the same descriptor, which threads in flight keep using.
-        Two threads may both do it: dup2() is atomic, and both open the path checked."""
-        if not self._gone():
-            return False
+            pass
         try:
             fd = _open_private_dir(self.session_dir)
         except ConfigError as exc:     # e.g. re-created by another user
