@@ -1922,12 +1922,10 @@ def _sql_statements(dialect, table, style):
 def _connection_lost(conn, error):
     """Whether `error` broke the connection itself, not just one statement:
     psycopg's closed and broken, PyMySQL's and MySQLdb's open, SQLSTATE 08."""
-    if getattr(conn, 'broken', False) or getattr(conn, 'closed', False):
-        return True
-    if not getattr(conn, 'open', True):
-        return True
     state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
-    return isinstance(state, str) and state.startswith('08')
+    return bool(getattr(conn, 'broken', False) or getattr(conn, 'closed', False)
+                or not getattr(conn, 'open', True)
+                or isinstance(state, str) and state.startswith('08'))
 
 
 def _open_sqlite_dir(directory):
