@@ -1904,12 +1904,10 @@ def _sql_statements(dialect, table, style):
     statements = dict(_SQL, **_SQL_DIALECT.get(dialect, {}))
     names = dict(text=statements.pop('text', 'TEXT'), data=statements.pop('data', 'data'),
                  t='.'.join(quote % part for part in table.split('.')))
-    flat = table.replace('.', '_')
-    for column in ('expires', 'user'):
-        names['index_' + column] = quote % ('%s_%s' % (flat, column))
-        if dialect == 'sqlite' and schema:      # SQLite puts the schema on the index
-            names['index_' + column] = quote % schema + '.' + names['index_' + column]
-    names['indexed'] = quote % bare if dialect == 'sqlite' and schema else names['t']
+    on_schema = quote % schema + '.' if dialect == 'sqlite' and schema else ''
+    for column in ('expires', 'user'):      # SQLite puts the schema on the index
+        names['index_' + column] = on_schema + quote % (table.replace('.', '_') + '_' + column)
+    names['indexed'] = quote % bare if on_schema else names['t']
     mark = {'format': '%s', 'pyformat': '%s', 'numeric': ':{}', 'named': ':p{}'}.get(style, '?')
     for key, query in statements.items():
         if query is not None:
