@@ -2305,7 +2305,7 @@ _SCRYPT_FLOOR = (14, 8, 1)
 _SCRYPT_DEFAULT = (17, 8, 1)    # bounds planted hashes while tests lower the parameters
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
 # Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
-# short, and scrypt's shorter output is a prefix of the full one.
+# short, and scrypt's shorter output is a prefix of the full one. Both always decode.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
                       r'\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})\Z')
 # A refused hash or a missing user is checked against these: the same work, timed alike.
@@ -2366,10 +2366,7 @@ def _parse_hash(hashed, current):
     most_memory, most_work = map(max, _scrypt_cost(*current), _scrypt_cost(*_SCRYPT_DEFAULT))
     if memory > 2 * most_memory or work > 8 * most_work:
         return None
-    try:
-        salt, key = _b64decode(match.group(4).encode()), _b64decode(match.group(5).encode())
-    except binascii.Error:
-        return None
+    salt, key = (_b64decode(part.encode()) for part in match.groups()[3:])
     return log_n, r, p, salt, key
 
 
