@@ -1384,8 +1384,7 @@ class CookieSession(BaseSession):
                 raw = _b64decode(payload)
             record = _json_decode(raw.decode('utf-8'))
             created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
-        except (ValueError, TypeError, KeyError, AttributeError, zlib.error,
-                binascii.Error) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, zlib.error) as exc:
             raise BadSession('malformed payload') from exc
         if not isinstance(data, dict) or not isinstance(sid, str) or not _ID_RE.match(sid):
             raise BadSession('malformed session')
