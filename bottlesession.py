@@ -1415,14 +1415,14 @@ class CookieSession(BaseSession):
 
 # ServerSession: the server-side stores' base, and the merge #################
 
-def _merge(base, ours, theirs, same):
+def _merge(base, ours, theirs, dumps):
     """Apply the changes from `base` to `ours` onto `theirs`, a newer version:
-    a key both changed is ours. same(a, b): whether two values store alike."""
+    a key both changed is ours. Values compare as dumps(value) stores them."""
     merged = dict(theirs)
     for key in base.keys() | ours.keys():
         if key not in ours:
             merged.pop(key, None)
-        elif key not in base or not same(base[key], ours[key]):
+        elif key not in base or dumps(base[key]) != dumps(ours[key]):
             merged[key] = ours[key]
     return merged
 
@@ -1452,12 +1452,12 @@ def _merge_flashes(base, ours, theirs, merged):
         merged.pop(key, None)
 
 
-def _merge_record(base, ours, theirs, same):
+def _merge_record(base, ours, theirs, dumps):
     """Merge two stored records, their meta and their data, key by key."""
     meta = [{k: v for k, v in record.items() if k != 'd'} for record in (base, ours, theirs)]
     data = [record.get('d') or {} for record in (base, ours, theirs)]
-    merged = _merge(*meta, same)
-    merged['d'] = _merge(*data, same)
+    merged = _merge(*meta, dumps)
+    merged['d'] = _merge(*data, dumps)
     _merge_flashes(*data, merged['d'])
     return merged
 
@@ -1534,9 +1534,6 @@ class ServerSession(BaseSession):
     def loads(self, blob):
         return _json_decode(blob if isinstance(blob, str) else blob.decode('utf-8'))
 
-    def _same(self, a, b):
-        return self.dumps(a) == self.dumps(b)
-
     def _parse(self, blob):
         """The record in a blob, or None if it is not one of ours."""
         try:
@@ -1610,7 +1607,7 @@ class ServerSession(BaseSession):
                     return None, None
                 # A login on a session gone meanwhile: afresh, signed in.
                 theirs, old, newer = None, None, dict(ours, d={'valid': True})
-            record, version = _merge_record(base, ours, newer, self._same), theirs
+            record, version = _merge_record(base, ours, newer, self.dumps), theirs
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
 
