@@ -689,8 +689,8 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# _login() and _logout() alone write the login state in session.meta (u, l,
-# h); each starts a new CSRF secret (x) and, if stored, a new id (fixation).
+# _login() and _notice_login() alone write the login state in session.meta (u,
+# l, h); each starts a new CSRF secret (x) and, if stored, a new id (fixation).
 # An unsafe request passes, before its handler runs, the browser's
 # Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with
 # fresh random bytes, as Django does, so it differs in every response
@@ -724,15 +724,6 @@ def _login(session, user_id, keep_data=False):
             session.meta['h'] = _version_hash(session, user_id, plugin.user_version(user))
 
 
-def _logout(session):
-    """A logout made by setting session['valid'] false: the session stays."""
-    _rotate(session)
-    for key in ('u', 'l', 'h'):
-        session.meta.pop(key, None)
-    session.meta['x'] = _new_id()
-    session.modified = True
-
-
 def _notice_login(session):
     """See a login or logout made the original way, by setting 'valid' (or a
     new 'name'), and make it a real one. Runs before a save and a token."""
@@ -741,8 +732,12 @@ def _notice_login(session):
     state = bool(session.get('valid')), session.get('name')
     if state == session.loaded[2]:
         return
-    if not state[0]:
-        _logout(session)
+    if not state[0]:                    # a logout: the session stays, signed out
+        _rotate(session)
+        for key in ('u', 'l', 'h'):
+            session.meta.pop(key, None)
+        session.meta['x'] = _new_id()
+        session.modified = True
     elif not session.loaded[2][0] or session.meta.get('u') is None:
         # A login, or another user's: 'name' names no user id. A session that
         # login() signed in keeps its user whatever is written to 'name'.
