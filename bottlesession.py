@@ -1740,24 +1740,22 @@ class PickleSession(ServerSession):
     def read(self, key):
         try:
             fd = self._open(self._name(key), os.O_RDONLY)
+            try:                        # os.read, not a file object: on every request
+                mtime = os.fstat(fd).st_mtime
+                if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
+                    with contextlib.suppress(OSError):
+                        self._unlink(key)
+                    return None
+                blob = chunk = os.read(fd, 65536)
+                while len(chunk) == 65536:
+                    chunk = os.read(fd, 65536)
+                    blob += chunk
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        try:                            # os.read, not a file object: on every request
-            mtime = os.fstat(fd).st_mtime
-            if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
-                with contextlib.suppress(OSError):
-                    self._unlink(key)
-                return None
-            blob = chunk = os.read(fd, 65536)
-            while len(chunk) == 65536:
-                chunk = os.read(fd, 65536)
-                blob += chunk
-        except OSError as exc:
-            raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        finally:
-            os.close(fd)
         if len(key) == 36:              # the original's: the data alone, aged by the file
             try:
                 data = pickle.loads(blob)
