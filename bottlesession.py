@@ -1802,10 +1802,8 @@ class PickleSession(ServerSession):
         try:
             with os.scandir(scan) as entries:
                 for entry in entries:
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         yield entry.name, entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        pass
         finally:
             os.close(scan)
 
