@@ -2239,14 +2239,12 @@ class RedisSession(ServerSession):
         name = self.prefix + key
 
         def store():
-            if replaces and not self._cluster:
-                done = self._swap_script(keys=[name, self.prefix + replaces],
-                                         args=[expected, blob, ttl])
-            elif replaces:
+            if replaces and self._cluster:
                 done = (self._swap_script(keys=[self.prefix + replaces], args=[expected, '', 0])
                         and self.client.set(name, blob, ex=ttl))
             else:
-                done = self._swap_script(keys=[name], args=[expected or '', blob, ttl])
+                keys = [name, self.prefix + replaces] if replaces else [name]
+                done = self._swap_script(keys=keys, args=[expected or '', blob, ttl])
             if done and user:
                 self._index_script(keys=[self.prefix + user], args=[key, ttl])
             return bool(done)
