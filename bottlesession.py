@@ -151,9 +151,6 @@ class SessionStoreError(SessionError, bottle.HTTPError):
         self.args = (message,)
         _log.error('%s', message)
 
-    def __str__(self):
-        return self.args[0]
-
 
 class ConfigError(SessionError, ValueError):
     """The session manager was configured wrongly. Raised at construction."""
