@@ -151,9 +151,6 @@ class SessionStoreError(SessionError, bottle.HTTPError):
         self.args = (message,)
         _log.error('%s', message)
 
-    def __str__(self):
-        return self.args[0]
-
 
 class ConfigError(SessionError, ValueError):
     """The session manager was configured wrongly. Raised at construction."""
@@ -688,8 +685,8 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# _login() and _logout() alone write the login state in session.meta (u, l,
-# h); each starts a new CSRF secret (x) and, if stored, a new id (fixation).
+# _login() and _notice_login() alone write the login state in session.meta (u,
+# l, h); each starts a new CSRF secret (x) and, if stored, a new id (fixation).
 # An unsafe request passes, before its handler runs, the browser's
 # Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with
 # fresh random bytes, as Django does, so it differs in every response
@@ -723,15 +720,6 @@ def _login(session, user_id, keep_data=False):
             session.meta['h'] = _version_hash(session, user_id, plugin.user_version(user))
 
 
-def _logout(session):
-    """A logout made by setting session['valid'] false: the session stays."""
-    _rotate(session)
-    for key in ('u', 'l', 'h'):
-        session.meta.pop(key, None)
-    session.meta['x'] = _new_id()
-    session.modified = True
-
-
 def _notice_login(session):
     """See a login or logout made the original way, by setting 'valid' (or a
     new 'name'), and make it a real one. Runs before a save and a token."""
@@ -740,8 +728,12 @@ def _notice_login(session):
     state = bool(session.get('valid')), session.get('name')
     if state == session.loaded[2]:
         return
-    if not state[0]:
-        _logout(session)
+    if not state[0]:                    # a logout: the session stays, signed out
+        _rotate(session)
+        for key in ('u', 'l', 'h'):
+            session.meta.pop(key, None)
+        session.meta['x'] = _new_id()
+        session.modified = True
     elif not session.loaded[2][0] or session.meta.get('u') is None:
         # A login, or another user's: 'name' names no user id. A session that
         # login() signed in keeps its user whatever is written to 'name'.
@@ -1383,8 +1375,7 @@ class CookieSession(BaseSession):
                 raw = _b64decode(payload)
             record = _json_decode(raw.decode('utf-8'))
             created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
-        except (ValueError, TypeError, KeyError, AttributeError, zlib.error,
-                binascii.Error) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, zlib.error) as exc:
             raise BadSession('malformed payload') from exc
         if not isinstance(data, dict) or not isinstance(sid, str) or not _ID_RE.match(sid):
             raise BadSession('malformed session')
@@ -1415,14 +1406,14 @@ class CookieSession(BaseSession):
 
 # ServerSession: the server-side stores' base, and the merge #################
 
-def _merge(base, ours, theirs, same):
+def _merge(base, ours, theirs, dumps):
     """Apply the changes from `base` to `ours` onto `theirs`, a newer version:
-    a key both changed is ours. same(a, b): whether two values store alike."""
+    a key both changed is ours. Values compare as dumps(value) stores them."""
     merged = dict(theirs)
     for key in base.keys() | ours.keys():
         if key not in ours:
             merged.pop(key, None)
-        elif key not in base or not same(base[key], ours[key]):
+        elif key not in base or dumps(base[key]) != dumps(ours[key]):
             merged[key] = ours[key]
     return merged
 
@@ -1452,12 +1443,12 @@ def _merge_flashes(base, ours, theirs, merged):
         merged.pop(key, None)
 
 
-def _merge_record(base, ours, theirs, same):
+def _merge_record(base, ours, theirs, dumps):
     """Merge two stored records, their meta and their data, key by key."""
     meta = [{k: v for k, v in record.items() if k != 'd'} for record in (base, ours, theirs)]
     data = [record.get('d') or {} for record in (base, ours, theirs)]
-    merged = _merge(*meta, same)
-    merged['d'] = _merge(*data, same)
+    merged = _merge(*meta, dumps)
+    merged['d'] = _merge(*data, dumps)
     _merge_flashes(*data, merged['d'])
     return merged
 
@@ -1533,9 +1524,6 @@ class ServerSession(BaseSession):
 
     def loads(self, blob):
         return _json_decode(blob if isinstance(blob, str) else blob.decode('utf-8'))
-
-    def _same(self, a, b):
-        return self.dumps(a) == self.dumps(b)
 
     def _parse(self, blob):
         """The record in a blob, or None if it is not one of ours."""
@@ -1614,7 +1602,7 @@ class ServerSession(BaseSession):
                     return None, None
                 # A login on a session gone meanwhile: afresh, signed in.
                 theirs, old, newer = None, None, dict(ours, d={'valid': True})
-            record, version = _merge_record(base, ours, newer, self._same), theirs
+            record, version = _merge_record(base, ours, newer, self.dumps), theirs
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
 
@@ -1729,21 +1717,17 @@ class PickleSession(ServerSession):
                 raise
         return os.open(name, flags | _O_NOFOLLOW, 0o600, dir_fd=self._dir_fd)
 
-    def _gone(self):
-        """Whether our directory was removed, or its path now names another."""
+    def _reopen(self):
+        """Whether to retry a miss: the directory was gone (a temp cleaner, say) or its path
+        names another, and is reopened, checked, under the descriptor that threads in flight
+        keep using. Two threads may both do it: dup2() is atomic, and both open the path checked."""
         try:
             held = os.fstat(self._dir_fd)
             named = os.stat(self.session_dir, follow_symlinks=False)
+            if held.st_nlink and (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                return False
         except FileNotFoundError:
-            return True
-        return held.st_nlink == 0 or (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
-
-    def _reopen(self):
-        """Whether to retry a miss: the directory was gone (a temp cleaner, say), and is
-        reopened, checked, under the same descriptor, which threads in flight keep using.
-        Two threads may both do it: dup2() is atomic, and both open the path checked."""
-        if not self._gone():
-            return False
+            pass
         try:
             fd = _open_private_dir(self.session_dir)
         except ConfigError as exc:     # e.g. re-created by another user
@@ -1757,24 +1741,22 @@ class PickleSession(ServerSession):
     def read(self, key):
         try:
             fd = self._open(self._name(key), os.O_RDONLY)
+            try:                        # os.read, not a file object: on every request
+                mtime = os.fstat(fd).st_mtime
+                if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
+                    with contextlib.suppress(OSError):
+                        self._unlink(key)
+                    return None
+                blob = chunk = os.read(fd, 65536)
+                while len(chunk) == 65536:
+                    chunk = os.read(fd, 65536)
+                    blob += chunk
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        try:                            # os.read, not a file object: on every request
-            mtime = os.fstat(fd).st_mtime
-            if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
-                with contextlib.suppress(OSError):
-                    self._unlink(key)
-                return None
-            blob = chunk = os.read(fd, 65536)
-            while len(chunk) == 65536:
-                chunk = os.read(fd, 65536)
-                blob += chunk
-        except OSError as exc:
-            raise SessionStoreError('cannot read session file: %s' % exc) from exc
-        finally:
-            os.close(fd)
         if len(key) == 36:              # the original's: the data alone, aged by the file
             try:
                 data = pickle.loads(blob)
@@ -1806,7 +1788,7 @@ class PickleSession(ServerSession):
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise SessionStoreError('session file: %s' % exc) from exc
+            raise SessionStoreError('cannot write session file: %s' % exc) from exc
 
     def _unlink(self, key):
         try:
@@ -1821,10 +1803,8 @@ class PickleSession(ServerSession):
         try:
             with os.scandir(scan) as entries:
                 for entry in entries:
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         yield entry.name, entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        pass
         finally:
             os.close(scan)
 
@@ -1912,12 +1892,10 @@ def _sql_statements(dialect, table, style):
     statements = dict(_SQL, **_SQL_DIALECT.get(dialect, {}))
     names = dict(text=statements.pop('text', 'TEXT'), data=statements.pop('data', 'data'),
                  t='.'.join(quote % part for part in table.split('.')))
-    flat = table.replace('.', '_')
-    for column in ('expires', 'user'):
-        names['index_' + column] = quote % ('%s_%s' % (flat, column))
-        if dialect == 'sqlite' and schema:      # SQLite puts the schema on the index
-            names['index_' + column] = quote % schema + '.' + names['index_' + column]
-    names['indexed'] = quote % bare if dialect == 'sqlite' and schema else names['t']
+    on_schema = quote % schema + '.' if dialect == 'sqlite' and schema else ''
+    for column in ('expires', 'user'):      # SQLite puts the schema on the index
+        names['index_' + column] = on_schema + quote % (table.replace('.', '_') + '_' + column)
+    names['indexed'] = quote % bare if on_schema else names['t']
     mark = {'format': '%s', 'pyformat': '%s', 'numeric': ':{}', 'named': ':p{}'}.get(style, '?')
     for key, query in statements.items():
         if query is not None:
@@ -1930,12 +1908,10 @@ def _sql_statements(dialect, table, style):
 def _connection_lost(conn, error):
     """Whether `error` broke the connection itself, not just one statement:
     psycopg's closed and broken, PyMySQL's and MySQLdb's open, SQLSTATE 08."""
-    if getattr(conn, 'broken', False) or getattr(conn, 'closed', False):
-        return True
-    if not getattr(conn, 'open', True):
-        return True
     state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
-    return isinstance(state, str) and state.startswith('08')
+    return bool(getattr(conn, 'broken', False) or getattr(conn, 'closed', False)
+                or not getattr(conn, 'open', True)
+                or isinstance(state, str) and state.startswith('08'))
 
 
 def _deadlock(error):
@@ -2266,8 +2242,6 @@ class RedisSession(ServerSession):
     def _call(self, work):
         try:
             return work()
-        except SessionStoreError:
-            raise
         except Exception as exc:    # redis-py's errors; the module is not imported
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
@@ -2335,7 +2309,7 @@ _SCRYPT_FLOOR = (14, 8, 1)
 _SCRYPT_DEFAULT = (17, 8, 1)    # bounds planted hashes while tests lower the parameters
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
 # Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
-# short, and scrypt's shorter output is a prefix of the full one.
+# short, and scrypt's shorter output is a prefix of the full one. Both always decode.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
                       r'\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})\Z')
 # A refused hash or a missing user is checked against these: the same work, timed alike.
@@ -2396,10 +2370,7 @@ def _parse_hash(hashed, current):
     most_memory, most_work = map(max, _scrypt_cost(*current), _scrypt_cost(*_SCRYPT_DEFAULT))
     if memory > 2 * most_memory or work > 8 * most_work:
         return None
-    try:
-        salt, key = _b64decode(match.group(4).encode()), _b64decode(match.group(5).encode())
-    except binascii.Error:
-        return None
+    salt, key = (_b64decode(part.encode()) for part in match.groups()[3:])
     return log_n, r, p, salt, key
 
 
