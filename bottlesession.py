@@ -84,7 +84,7 @@ __all__ = [
 
 import binascii, collections, contextlib, datetime, functools, hashlib, hmac, inspect
 import json, logging, math, os, pickle, random, re, secrets, stat, sys, tempfile
-import threading, time, traceback, urllib.parse, uuid, warnings, zlib
+import threading, time, traceback, urllib.parse, uuid, warnings, weakref, zlib
 
 try:
     import fcntl        # POSIX: the file store's locks
@@ -1691,10 +1691,7 @@ class PickleSession(ServerSession):
         # Every file operation is relative to this descriptor, so the path
         # cannot be swapped for another directory once it has been checked.
         self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
-
-    def __del__(self):
-        with contextlib.suppress(AttributeError, OSError, TypeError):   # half-built, or at exit
-            os.close(self._dir_fd)
+        weakref.finalize(self, os.close, self._dir_fd)          # closed with the store
 
     def dumps(self, record):
         return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
