@@ -5435,13 +5435,8 @@ def test_a_stalled_redis_with_the_readme_client_gives_503_within_3_s(private_red
     a 503 within 3 s. Failed: the README's client has no timeout, and the
     request hung (measured up to 12 s)."""
     shown, client = readme_redis_client(private_redis.socket)
-    manager = bs.RedisSession(client)
-    app = add_private_route(plugin_app(manager), manager)
-    test = webtest.TestApp(app)
-    test.get('/login/alice')
-    cookie = session_cookie(manager, test.cookies[manager.cookie_name])
-    with Stalled([private_redis.proc.pid]):
-        status, seconds = timed_request(app, '/private', cookie)
+    row = StallRow(shown, bs.RedisSession(client))
+    status, seconds = measure_stalled([row], [private_redis.proc.pid], wait=12)[0]
     report(capsys, 'stalled Redis (SIGSTOP), README client %s: %s after %.1f s'
            % (shown, status, seconds))
     assert status.startswith('503') and seconds <= 3.0, (shown, status, seconds)
@@ -5450,39 +5445,37 @@ def test_a_stalled_redis_with_the_readme_client_gives_503_within_3_s(private_red
 @slow
 def test_stalled_redis_measured_for_each_client_setup(private_redis, capsys):
     """What each redis-py 8 setup gives on a stalled Redis, on a connection
-    made before the stall and on a new one. redis-py 8 retries 3 times with
-    exponential backoff by default, which multiplies socket_timeout; retry=None
-    or Retry(NoBackoff(), 0) makes one timeout the bound."""
-    lines, bounded = [], {}
+    made before the stall and on a new one, all in one stall of up to 20 s.
+    redis-py 8 retries 3 times with exponential backoff by default, which
+    multiplies socket_timeout; retry=None or Retry(NoBackoff(), 0) makes one
+    timeout the bound."""
+    rows = []
     for shown, make in redis_setups(private_redis.socket):
         for connection in ('made before', 'new'):
             manager = bs.RedisSession(make())
-            app = add_private_route(plugin_app(manager), manager)
-            test = webtest.TestApp(app)
-            test.get('/login/alice')
-            cookie = session_cookie(manager, test.cookies[manager.cookie_name])
+            rows.append(StallRow(shown, manager, connection))
             if connection == 'new':
                 manager.client.connection_pool.disconnect()
-            with Stalled([private_redis.proc.pid]):
-                status, seconds = timed_request(app, '/private', cookie, wait=20)
-            lines.append('  %-90s %-12s %s, %.1f s' % (shown, connection, status[:20], seconds))
-            bounded[shown, connection] = status.startswith('503') and seconds <= 3.0
-            time.sleep(0.2)
+    results = measure_stalled(rows, [private_redis.proc.pid], wait=20)
+    lines = ['  %-90s %-12s %s, %.1f s' % (row.shown, row.connection, status[:20], seconds)
+             for row, (status, seconds) in zip(rows, results)]
     report(capsys, 'stalled Redis (SIGSTOP), per client setup:\n' + '\n'.join(lines))
-    for shown, _ in redis_setups(private_redis.socket)[2:]:
-        assert bounded[shown, 'made before'] and bounded[shown, 'new'], lines
+    assert len(rows) == 8
+    for row, (status, seconds) in list(zip(rows, results))[4:]:      # the last two setups
+        assert status.startswith('503') and seconds <= 3.0, lines
 
 
 @slow
 def test_stalled_postgres_measured_and_what_the_best_setup_bounds(private_postgres, capsys):
     """SIGSTOP PostgreSQL (the postmaster only, then every server process)
     under each client setup, on a connection made before the stall and on a new
-    one, over TCP. Asserts what the best setup (connect_timeout,
-    tcp_user_timeout, keepalives, statement_timeout) bounds: a request that
-    needs a new connection is a 503 within 3 s. Prints every measurement; what
-    no driver option bounds (a query on a connection made before the stall,
-    when every server process is stopped: the kernel still acknowledges, and
-    statement_timeout runs in the stopped server) hangs."""
+    one, over TCP: every setup in one stall of up to 5 s for each. Asserts what
+    the best setup (connect_timeout, tcp_user_timeout, keepalives,
+    statement_timeout) bounds: a request that needs a new connection is a 503
+    within 3 s. Prints every measurement; what no driver option bounds (a query
+    on a connection made before the stall, when every server process is
+    stopped: the kernel still acknowledges, and statement_timeout runs in the
+    stopped server) hangs."""
     import psycopg
     import psycopg_pool
     server = private_postgres
@@ -5504,25 +5497,17 @@ def test_stalled_postgres_measured_and_what_the_best_setup_bounds(private_postgr
     ]
     lines, results = [], {}
     try:
-        for shown, make, per_thread in setups:
-            for stopped in ('postmaster', 'every server process'):
-                for connection in ('made before', 'new') if per_thread else ('pooled',):
-                    manager = bs.SQLSession(make(), table='stall_%s' % uuid.uuid4().hex[:8])
-                    app = add_private_route(plugin_app(manager), manager)
-                    worker = OneThread()        # logs in: its connection is made now
-                    _, headers, _ = worker.run(lambda: wsgi_get(app, '/login/alice'))
-                    cookie = session_cookie(manager, cookie_of(manager, headers))
-                    postmaster, children = server.pids()
-                    pids = [postmaster] if stopped == 'postmaster' else [postmaster] + children
-                    runner = worker if connection == 'made before' else OneThread()
-                    with Stalled(pids):
-                        status, seconds = runner.timed(app, '/private', cookie, wait=8)
-                    worker.close()
-                    runner.close()
-                    lines.append('  %s\n      stopped: %-21s connection: %-12s -> %s, %.1f s'
-                                 % (shown, stopped, connection, status[:20], seconds))
-                    results[shown[:6], stopped, connection] = (status, seconds)
-                    time.sleep(0.5)
+        for stopped in ('postmaster', 'every server process'):
+            rows = [StallRow(shown, bs.SQLSession(make(), table='stall_%s' % uuid.uuid4().hex[:8]),
+                             connection)
+                    for shown, make, per_thread in setups
+                    for connection in (('made before', 'new') if per_thread else ('pooled',))]
+            postmaster, children = server.pids()
+            pids = [postmaster] if stopped == 'postmaster' else [postmaster] + children
+            for row, (status, seconds) in zip(rows, measure_stalled(rows, pids, wait=5)):
+                lines.append('  %s\n      stopped: %-21s connection: %-12s -> %s, %.1f s'
+                             % (row.shown, stopped, row.connection, status[:20], seconds))
+                results[row.shown[:6], stopped, row.connection] = (status, seconds)
     finally:
         for made in pools:
             made.close(timeout=1)
@@ -5536,11 +5521,12 @@ def test_stalled_postgres_measured_and_what_the_best_setup_bounds(private_postgr
 @pytest.mark.parametrize('timeout', [2])
 def test_a_stalled_mariadb_with_the_best_setup_gives_one_timeout(private_mariadb, timeout,
                                                                   capsys):
-    """SIGSTOP mariadbd. With PyMySQL's connect_timeout, read_timeout and
-    write_timeout at 2 s, a request is a 503 within 3 s: one timeout, never the
-    user's timeout multiplied by a retry of the store's own. Failed: the read
-    timeout closed the connection, the store counted it as lost and tried again
-    on a new one, which waited for its own timeout."""
+    """SIGSTOP mariadbd, in one stall of up to 5 s for every setup. With
+    PyMySQL's connect_timeout, read_timeout and write_timeout at 2 s, a request
+    is a 503 within 3 s: one timeout, never the user's timeout multiplied by a
+    retry of the store's own. Failed: the read timeout closed the connection,
+    the store counted it as lost and tried again on a new one, which waited for
+    its own timeout."""
     import pymysql
     setups = [
         ('pymysql.connect(connect_timeout=%d)' % timeout, dict(connect_timeout=timeout)),
@@ -5548,27 +5534,17 @@ def test_a_stalled_mariadb_with_the_best_setup_gives_one_timeout(private_mariadb
          % (timeout, timeout, timeout),
          dict(connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)),
     ]
-    lines, results = [], {}
-    for shown, options in setups:
-        for connection in ('made before', 'new'):
-            factory = functools.partial(pymysql.connect, unix_socket=private_mariadb.socket,
-                                        user='root', database='bottlesession', **options)
-            manager = bs.SQLSession(factory, table='stall_%s' % uuid.uuid4().hex[:8])
-            app = add_private_route(plugin_app(manager), manager)
-            worker = OneThread()                # logs in: its connection is made now
-            _, headers, _ = worker.run(lambda: wsgi_get(app, '/login/alice'))
-            cookie = session_cookie(manager, cookie_of(manager, headers))
-            runner = worker if connection == 'made before' else OneThread()
-            with Stalled([private_mariadb.proc.pid]):
-                status, seconds = runner.timed(app, '/private', cookie, wait=10)
-            worker.close()
-            runner.close()
-            lines.append('  %-75s %-12s %s, %.1f s' % (shown, connection, status[:20], seconds))
-            results[shown, connection] = status, seconds
-            time.sleep(0.3)
+    rows = [StallRow(shown, bs.SQLSession(
+                functools.partial(pymysql.connect, unix_socket=private_mariadb.socket,
+                                  user='root', database='bottlesession', **options),
+                table='stall_%s' % uuid.uuid4().hex[:8]), connection)
+            for shown, options in setups for connection in ('made before', 'new')]
+    results = measure_stalled(rows, [private_mariadb.proc.pid], wait=5)
+    lines = ['  %-75s %-12s %s, %.1f s' % (row.shown, row.connection, status[:20], seconds)
+             for row, (status, seconds) in zip(rows, results)]
     report(capsys, 'stalled MariaDB (SIGSTOP), per client setup:\n' + '\n'.join(lines))
-    for connection in ('made before', 'new'):
-        status, seconds = results[setups[1][0], connection]
+    assert [row.shown for row in rows[2:]] == [setups[1][0]] * 2
+    for status, seconds in results[2:]:         # made before, new
         assert status.startswith('503') and seconds <= 3.0, lines
 
 
@@ -7678,28 +7654,9 @@ class Stalled:
                 pass
 
 
-def timed_request(app, path, cookie, wait=12):
-    """One request in a thread: (status or 'hung', seconds). A hung request is
-    left to finish after SIGCONT; its thread is a daemon."""
-    result = {}
-
-    def run():
-        try:
-            result['status'] = wsgi_get(app, path, cookie)[0]
-        except Exception as exc:
-            result['status'] = repr(exc)
-    started = time.monotonic()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(wait)
-    seconds = time.monotonic() - started
-    return result.get('status', 'hung after %.0f s' % wait), seconds
-
-
 class OneThread:
     """A thread of its own, which keeps what it makes: a factory's connection
-    belongs to the thread that made it, so the request that must use the
-    connection made before the stall runs in the thread that logged in."""
+    belongs to the thread that made it."""
 
     def __init__(self):
         self.executor = concurrent.futures.ThreadPoolExecutor(1)
@@ -7707,20 +7664,47 @@ class OneThread:
     def run(self, call):
         return self.executor.submit(call).result(60)
 
-    def timed(self, app, path, cookie, wait=8):
-        """(status or 'hung', seconds); a hung request finishes after SIGCONT."""
+    def close(self):
+        self.executor.shutdown(wait=False)
+
+
+class StallRow:
+    """One line of a stall measurement: an app on `manager` with alice signed
+    in by a thread of its own (so a factory's connection is made now); the
+    request during the stall runs on that thread, on the connection 'made
+    before' the stall (or 'pooled'), or on another thread ('new')."""
+
+    def __init__(self, shown, manager, connection='made before'):
+        self.shown, self.connection = shown, connection
+        self.app = add_private_route(plugin_app(manager), manager)
+        self.worker = OneThread()
+        _, headers, _ = self.worker.run(lambda: wsgi_get(self.app, '/login/alice'))
+        self.cookie = session_cookie(manager, cookie_of(manager, headers))
+        self.runner = OneThread() if connection == 'new' else self.worker
+
+    def timed(self):
         started = time.monotonic()
-        future = self.executor.submit(wsgi_get, app, path, cookie)
         try:
-            status = future.result(wait)[0]
-        except concurrent.futures.TimeoutError:
-            status = 'hung after %.0f s' % wait
+            status = wsgi_get(self.app, '/private', self.cookie)[0]
         except Exception as exc:
             status = repr(exc)
         return status, time.monotonic() - started
 
-    def close(self):
-        self.executor.shutdown(wait=False)
+
+def measure_stalled(rows, pids, wait):
+    """Stop these pids and send each row's request, all at once: for each row,
+    (status or 'hung after N s', seconds). A request still running after
+    `wait` seconds is hung; it finishes after SIGCONT, in its own thread."""
+    with Stalled(pids):
+        started = time.monotonic()
+        futures = [row.runner.executor.submit(row.timed) for row in rows]
+        concurrent.futures.wait(futures, timeout=wait)
+        hung = 'hung after %.0f s' % wait, time.monotonic() - started
+        results = [future.result() if future.done() else hung for future in futures]
+    for row in rows:
+        row.worker.close()
+        row.runner.close()
+    return results
 
 
 def readme_redis_client(socket_path):
