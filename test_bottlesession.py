@@ -74,6 +74,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 slow = pytest.mark.slow    # seconds each: deselect with -m 'not slow' for a quick loop
 
 
+def stall(test):
+    """Slow, and mostly waiting on a stopped server: .ci/run runs these beside the rest."""
+    return slow(pytest.mark.stall(test))
+
+
 def kinds(*names):
     """Parameters for these store kinds; those on a real server are marked slow."""
     return [pytest.param(name, marks=slow) if name in ('postgres', 'mariadb', 'redis',
@@ -3324,7 +3329,7 @@ def test_a_remember_me_session_over_1_mib_survives_cleanup(tmp_path):
     def remember(size, session):
         session['valid'] = True
         session['name'] = 'bob'
-        session['blob'] = ''.join(random.choice('abcdefghij') for _ in range(size))
+        session['blob'] = ''.join(random.choices('abcdefghij', k=size))
         session.set_expiry(30 * 24 * 3600)
         return 'ok'
     small, big = webtest.TestApp(app), webtest.TestApp(app)
@@ -5429,7 +5434,7 @@ def test_store_down_gives_503_and_nothing_is_lost(request, which):
     assert app.get('/count').text == '4'
 
 
-@slow
+@stall
 def test_a_stalled_redis_with_the_readme_client_gives_503_within_3_s(private_redis, capsys):
     """SIGSTOP redis-server; a request through the client the README shows gets
     a 503 within 3 s. Failed: the README's client has no timeout, and the
@@ -5442,7 +5447,7 @@ def test_a_stalled_redis_with_the_readme_client_gives_503_within_3_s(private_red
     assert status.startswith('503') and seconds <= 3.0, (shown, status, seconds)
 
 
-@slow
+@stall
 def test_stalled_redis_measured_for_each_client_setup(private_redis, capsys):
     """What each redis-py 8 setup gives on a stalled Redis, on a connection
     made before the stall and on a new one, all in one stall of up to 20 s.
@@ -5465,7 +5470,7 @@ def test_stalled_redis_measured_for_each_client_setup(private_redis, capsys):
         assert status.startswith('503') and seconds <= 3.0, lines
 
 
-@slow
+@stall
 def test_stalled_postgres_measured_and_what_the_best_setup_bounds(private_postgres, capsys):
     """SIGSTOP PostgreSQL (the postmaster only, then every server process)
     under each client setup, on a connection made before the stall and on a new
@@ -5517,7 +5522,7 @@ def test_stalled_postgres_measured_and_what_the_best_setup_bounds(private_postgr
         assert status.startswith('503') and seconds <= 3.0, lines
 
 
-@slow
+@stall
 @pytest.mark.parametrize('timeout', [2])
 def test_a_stalled_mariadb_with_the_best_setup_gives_one_timeout(private_mariadb, timeout,
                                                                   capsys):
@@ -7388,6 +7393,7 @@ def lost_after_commit_factory(connect, driver, state):
 # Passwords: a hash made without the module, and a spy on scrypt ##############
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def scrypt_hash(password, salt, log_n, r, p, length=32):
     """The hash format, built independently of the module: a known-answer check.
     Cached: several tests build the same hash, and each costs a full scrypt."""
@@ -7530,15 +7536,23 @@ class MariaDBServer:
         return mariadb_connect(self.socket, database)
 
 
+def installed(server, what, how, client, client_name):
+    """Skip (fail, under BOTTLESESSION_REQUIRE_SERVERS=1) unless the server's
+    programs were found and its client module imports: the shared servers'
+    fixtures and the private ones' ask alike."""
+    if not server:
+        missing(what, how)
+    try:
+        __import__(client)
+    except ImportError:
+        missing(client_name, "pip install -e '.[test]'")
+
+
 @pytest.fixture(scope='session')
 def mariadb_server():
     server = MariaDBServer(tempfile.mkdtemp(prefix='bs-mariadb-'))
-    if not (server.mariadbd and server.install_db):
-        missing('MariaDB', 'apt-get install mariadb-server')
-    try:
-        import pymysql  # noqa: F401
-    except ImportError:
-        missing('PyMySQL', "pip install -e '.[test]'")
+    installed(server.mariadbd and server.install_db, 'MariaDB',
+              'apt-get install mariadb-server', 'pymysql', 'PyMySQL')
     server.init()
     server.start()
     with server.connect(None) as conn:
@@ -7548,14 +7562,14 @@ def mariadb_server():
     shutil.rmtree(server.workdir, ignore_errors=True)
 
 
+def redis_installed():
+    installed(shutil.which('redis-server'), 'redis-server', 'apt-get install redis-server',
+              'redis', 'redis-py')
+
+
 @pytest.fixture(scope='session')
 def redis_server():
-    if not shutil.which('redis-server'):
-        missing('redis-server', 'apt-get install redis-server')
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        missing('redis-py', "pip install -e '.[test]'")
+    redis_installed()
     server = RedisServer(tempfile.mkdtemp(prefix='bs-redis-'))
     server.start()
     yield server
@@ -7566,12 +7580,7 @@ def redis_server():
 @pytest.fixture(scope='session')
 def postgres_server():
     server = PostgresServer(tempfile.mkdtemp(prefix='bs-pg-'))
-    if not server.pg_ctl:
-        missing('PostgreSQL', 'apt-get install postgresql')
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing('psycopg', "pip install -e '.[test]'")
+    installed(server.pg_ctl, 'PostgreSQL', 'apt-get install postgresql', 'psycopg', 'psycopg')
     os.chmod(server.workdir, 0o755)
     server.init()
     server.start()
@@ -7753,8 +7762,10 @@ def redis_setups(socket_path):
 
 
 @pytest.fixture
-def private_redis(redis_server, tmp_path):
-    """A redis-server of this test's own, to stop with SIGSTOP."""
+def private_redis(tmp_path):
+    """A redis-server of this test's own, to stop with SIGSTOP (the private
+    servers need no shared one: the stall tests run on their own in CI)."""
+    redis_installed()
     server = RedisServer(str(tmp_path))
     server.start()
     yield server
@@ -7788,10 +7799,11 @@ class TcpPostgres(PostgresServer):
 
 
 @pytest.fixture
-def private_postgres(postgres_server):
+def private_postgres():
     workdir = tempfile.mkdtemp(prefix='bs-pg-stall-')
     os.chmod(workdir, 0o755)
     server = TcpPostgres(workdir)
+    installed(server.pg_ctl, 'PostgreSQL', 'apt-get install postgresql', 'psycopg', 'psycopg')
     server.init()
     server.start()
     yield server
@@ -7814,8 +7826,10 @@ PG_BEST_SHOWN = ', '.join('%s=%r' % kv for kv in PG_BEST.items())
 
 
 @pytest.fixture
-def private_mariadb(mariadb_server):
+def private_mariadb():
     server = MariaDBServer(tempfile.mkdtemp(prefix='bs-mariadb-stall-'))
+    installed(server.mariadbd and server.install_db, 'MariaDB',
+              'apt-get install mariadb-server', 'pymysql', 'PyMySQL')
     server.init()
     server.start()
     with server.connect(None) as conn:
