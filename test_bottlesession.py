@@ -2789,12 +2789,16 @@ def test_a_login_again_on_a_session_removed_meanwhile_is_signed_in(kind, request
     """A signed-in user signs in again (a fresh= page) while another request
     removes the session: the login starts afresh, and signed in."""
     manager = make_manager(kind, request, tmp_path)
-    test = webtest.TestApp(ident_app(manager))
+    app = ident_app(manager)
+
+    @app.route('/who')
+    def who(session):
+        return '%s %r' % (session.user_id, session.get('valid'))
+    test = webtest.TestApp(app)
     test.get('/login/alice')
     with removed_just_before_a_rotation(manager):   # end_sessions() from another device
         test.get('/login/alice')
-    me = test.get('/whoami').json
-    assert (me['user_id'], me['valid']) == ('alice', True)
+    assert test.get('/who').text == 'alice True'
 
 
 def test_end_sessions_ends_a_session_that_moves_meanwhile(tmp_path):
@@ -4070,6 +4074,30 @@ SALT, KEY = b64(b'0123456789abcdef'), b64(b'k' * 32)
 ZEROS = b64(bytes(32))              # the key spy_on_scrypt(fake=True) derives
 
 
+# The keys hashlib.scrypt derives from b'pw' with these salts and (log_n, r, p),
+# 32 bytes: a real hash for each set of parameters the fast set's tests check
+# against, without deriving them all again in each run (~1 s).
+# test_known_keys_are_scrypts (slow) derives each again.
+KNOWN_KEYS = {
+    (b'0123456789abcdef', 14, 8, 1): 'o6nuri0UB0zAYtUPW1FsUcO86OUVadX-DXiUh65Fhto',
+    (b'0123456789abcdef', 14, 8, 2): '0ZgGDlDttvB2YiU3Bdv4I6k5PxWsrhn9Ct_XFTattGE',
+    (b'0123456789abcdef', 14, 16, 1): 'IIY0j-ZaKz7_3bqoWjIpYdEn9X9VEq-0uqmc_jkkLTQ',
+    (b'0123456789abcdef', 15, 8, 1): 'o47-8cZRwKD3ZQw_-tjMsFiulJJ8X9DBpzjrMl6XsY4',
+    (b'0123456789abcdef', 13, 8, 1): 'MlMLWjH44MgvDSPtYiLGsRsZm1hCrXGrFHkm2iDUde8',
+    (b'0123456789abcdef', 13, 8, 10): 'lLBOiWOVGe5IFbI_gzE-_MpNf2WjOYLx8LAzlrFKIno',
+    (b'0123456789abcdef', 10, 8, 3): 'llILF_nDuKL3bRXBxZJV4iOZnaK28U4kbK-emyCbvBk',
+    (b'0123456789abcdef', 12, 4, 2): 'E3r8px9m7uzt2nDb6GI4X0SDZ0KVBKvDmb9TL6n6LXA',
+    (b'0123456789abcdef', 14, 7, 1): 'A9xOtQFoOlWMUbVyrfm0BZd-Czo4PJycUMT3eWPrGWQ',
+    (b'0123456789abcdef', 15, 4, 1): '7zqRyYdC6mW2Lrtgx6cr52oiIPnYZp0GcOrBEInXaYQ',
+    (b'0123456789abcdef', 15, 1, 1): 'TfbkdLZT7UgY-XjwE77lvKD8c8f2ChI1Oz3m6CkESuE',
+    (b'0123456789abcdef', 16, 2, 4): 'F6ZNPjr-ZaHANr7rGnLkQmAVX1ToeEO_PP04qRhdHPY',
+    (b'12345678', 14, 8, 1): 'te5TIBnMKzgRMc19yg6_rX1015Dlr-8rpxwgdv8wKSE',
+    (b'0123456789abcde', 14, 8, 1): 'tdkeoKhFnJxp52qEDN-wf06m1FJbHJR5ytwN_bJpIC4',
+    (b'0123456789abcdefg', 14, 8, 1): 'zo9pUDYbDHsSdxr_raWCWIRmGEOTq_lUGTf54Rkvnvs',
+    (b's' * 32, 14, 8, 1): '3yOPkGzESWTdukTWqX2zarVv5SIvcLseiOcFY_dFxNI',
+}
+
+
 def test_hash_format_and_parameters(hashed):
     name, log_n, r, p, salt, key = hashed.split('$')
     assert (name, log_n, r, p) == ('scrypt', '17', '8', '1')       # OWASP's minimum
@@ -4195,10 +4223,24 @@ def test_a_truncated_or_resized_key_is_refused(fast_hashing):
     for shorter in (good[:-1], good[:-2], good[:-11], good[:-22]):
         assert bs.check_password('pw', shorter) is False, len(shorter)
         assert bs.needs_rehash(shorter) is True
-    for length in (16, 24, 31, 33, 64):
-        resized = scrypt_hash(b'pw', b'0123456789abcdef', 14, 8, 1, length)
+    key = scrypt_key(b'pw', b'0123456789abcdef', 14, 8, 1, 64)
+    for length in (16, 24, 31, 33, 64):    # scrypt's key at each length: a prefix
+        resized = 'scrypt$14$8$1$%s$%s' % (b64(b'0123456789abcdef'), b64(key[:length]))
         assert bs.check_password('pw', resized) is False, length
         assert bs.needs_rehash(resized) is True
+
+
+@slow
+@pytest.mark.parametrize('salt,log_n,r,p', list(KNOWN_KEYS))
+def test_known_keys_are_scrypts(salt, log_n, r, p):
+    """KNOWN_KEYS, which the fast set's hashing tests use, derived again; and
+    scrypt's key at a shorter length is a prefix of a longer one, as
+    test_a_truncated_or_resized_key_is_refused takes it to be."""
+    assert b64(scrypt_key(b'pw', salt, log_n, r, p)) == KNOWN_KEYS[salt, log_n, r, p]
+    if (log_n, r, p) == (14, 8, 1):
+        longest = scrypt_key(b'pw', salt, 14, 8, 1, 64)
+        for length in (16, 24, 31, 33):
+            assert scrypt_key(b'pw', salt, 14, 8, 1, length) == longest[:length]
 
 
 def test_a_salt_that_is_not_16_bytes_is_refused(fast_hashing):
@@ -7315,14 +7357,19 @@ def lost_after_commit_factory(connect, driver, state):
 
 # Passwords: a hash made without the module, and a spy on scrypt ##############
 
-@functools.lru_cache(maxsize=None)
+def scrypt_key(password, salt, log_n, r, p, length=32):
+    return hashlib.scrypt(password, salt=salt, n=2 ** log_n, r=r, p=p, dklen=length,
+                          maxmem=2 ** 28)
+
+
 @functools.lru_cache(maxsize=None)
 def scrypt_hash(password, salt, log_n, r, p, length=32):
     """The hash format, built independently of the module: a known-answer check.
-    Cached: several tests build the same hash, and each costs a full scrypt."""
-    key = hashlib.scrypt(password, salt=salt, n=2 ** log_n, r=r, p=p, dklen=length,
-                         maxmem=2 ** 28)
-    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), b64(key))
+    b'pw' with the salts and parameters of KNOWN_KEYS takes its key from there;
+    any other is derived, once (cached: each costs a full scrypt)."""
+    known = KNOWN_KEYS.get((salt, log_n, r, p)) if (password, length) == (b'pw', 32) else None
+    key = known or b64(scrypt_key(password, salt, log_n, r, p, length))
+    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), key)
 
 
 @pytest.fixture(scope='module')
