@@ -20,6 +20,7 @@ see fast_hashing in the last section.
 import ast
 import base64
 import concurrent.futures
+import contextlib
 import datetime
 import errno
 import functools
@@ -44,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.parse
 import urllib.request
 import uuid
@@ -53,6 +55,11 @@ import zlib
 import bottle
 import pytest
 import webtest
+
+# Hypothesis loads, at import, the plugins other packages register for it:
+# trio's (it comes with selenium) is unused here, and costs each test run and
+# each worker script ~0.2 s.
+os.environ.setdefault('HYPOTHESIS_NO_PLUGINS', '1')
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -72,6 +79,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 slow = pytest.mark.slow    # seconds each: deselect with -m 'not slow' for a quick loop
+
+
+def stall(test):
+    """Slow, and mostly waiting on a stopped server: .ci/run runs these beside the rest."""
+    return slow(pytest.mark.stall(test))
+
+
+def in_a_browser(test):
+    """Slow, and in Chromium, another process: .ci/run runs these beside the rest."""
+    return slow(pytest.mark.browser(test))
 
 
 def kinds(*names):
@@ -522,28 +539,18 @@ def test_login_rotation_keeps_what_another_request_saved_meanwhile(kind, request
     the login ran is kept, and a key deleted there stays deleted."""
     manager = make_manager(kind, request, tmp_path)
     app = ident_app(manager)
-    loaded, done = threading.Event(), threading.Event()
+    gate = Gate()
 
     @app.route('/slow-login')
     def slow_login(session):
-        session.get('a')
-        loaded.set()
-        done.wait(30)               # the other request saves meanwhile
+        gate.hold(session)          # the other request saves meanwhile
         session['mine'] = 'kept'
         session.login('alice')
         return 'in'
-    test = webtest.TestApp(app)
-    test.get('/set/a/1')
-    cookie = '%s=%s' % (manager.cookie_name, test.cookies[manager.cookie_name])
-
-    def other():
-        loaded.wait(30)
-        wsgi_call(app, 'GET', '/set/b/2', cookie)
-        result = wsgi_call(app, 'GET', '/del/a', cookie)
-        done.set()
-        return result
-    (status, headers, _), _ = in_threads(
-        functools.partial(wsgi_call, app, 'GET', '/slow-login', cookie), other)
+    cookie = started(app, manager, '/set/a/1')
+    (status, headers, _), _ = gate.meanwhile(
+        functools.partial(wsgi_get, app, '/slow-login', cookie),
+        lambda: [wsgi_get(app, path, cookie) for path in ('/set/b/2', '/del/a')])
     assert status == '200 OK'
     jar = apply_set_cookies({manager.cookie_name: cookie.split('=', 1)[1]}, headers)
     me = webtest.TestApp(app).get('/whoami', headers={'Cookie': jar_header(jar)}).json
@@ -566,17 +573,10 @@ def test_a_rotation_keeps_a_concurrent_delete_and_addition(kind, how, request, t
     manager = race_manager(kind, request, tmp_path)
     gate = Gate()
     app = rotation_app(manager, gate)
-    test = webtest.TestApp(app)
-    test.get('/setup')
-    cookie = session_cookie(manager, test.cookies[manager.cookie_name])
-
-    def other():
-        assert gate.loaded.wait(30)
-        result = wsgi_get(app, '/b', cookie)
-        gate.go.set()
-        return result
-    (status, headers, body), (b_status, _, _) = in_threads(
-        functools.partial(wsgi_get, app, '/a/' + how, cookie), other)
+    cookie = started(app, manager, '/setup')
+    (status, headers, body), (b_status, _, _) = gate.meanwhile(
+        functools.partial(wsgi_get, app, '/a/' + how, cookie),
+        functools.partial(wsgi_get, app, '/b', cookie))
     assert (status, b_status) == ('200 OK', '200 OK'), body
     new = cookie_of(manager, headers)
     assert new, 'the rotation set no cookie'
@@ -1446,16 +1446,7 @@ def test_check_csrf_for_a_signed_in_user_without_the_plugin(tmp_path):
 
 def test_csrf_token_protects_unsafe_methods(store):
     manager, app = store()
-    bottle_app = app.app
-
-    @bottle_app.route('/form')
-    def form(session):
-        return session.csrf_token()
-
-    @bottle_app.route('/change', method=['POST', 'PUT', 'PATCH', 'DELETE'])
-    def change(session):
-        session['changed'] = bottle.request.method
-        return 'changed'
+    bottle_app = add_form_routes(app.app, '/change', 'changed')
     app.get('/login/alice')
     token = app.get('/form').text
     assert app.get('/form').text != token       # masked: a new string per call
@@ -1554,11 +1545,7 @@ def test_a_refused_post_leaves_the_stored_session_untouched(kind, request, tmp_p
 
 def test_anonymous_form_views_store_nothing(store):
     manager, app = store()
-    bottle_app = app.app
-
-    @bottle_app.route('/form')
-    def form(session):
-        return session.csrf_token()
+    bottle_app = add_form_routes(app.app)
     environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': '/form', 'SERVER_NAME': 'x',
                'SERVER_PORT': '80', 'wsgi.url_scheme': 'http', 'QUERY_STRING': ''}
     views = 10000 if isinstance(manager, bs.PickleSession) else 500
@@ -1603,11 +1590,7 @@ def test_a_refused_post_makes_no_secret(store, stored):
 
 def test_csrf_token_rotates_at_login_and_login_needs_a_token(store):
     manager, app = store()
-    bottle_app = app.app
-
-    @bottle_app.route('/form')
-    def form(session):
-        return session.csrf_token()
+    bottle_app = add_form_routes(app.app)
 
     @bottle_app.route('/signin', method='POST')
     def signin(session):
@@ -1849,23 +1832,18 @@ def test_with_autosave_off_a_login_or_logout_the_original_way_is_saved():
     app = bottle.Bottle()
     app.install(bs.SessionPlugin(manager, autosave=False))
 
-    @app.route('/in')
-    def sign_in(session):
-        session['valid'] = True
-        return 'in'
-
-    @app.route('/out')
-    def sign_out(session):
-        session['valid'] = False
-        return 'out'
+    @app.route('/sign/<way>')
+    def sign(way, session):             # in or out, the original way
+        session['valid'] = way == 'in'
+        return way
 
     @app.route('/state')
     def state(session):
         return str(session.get('valid'))
     test = webtest.TestApp(app)
-    test.get('/in')
+    test.get('/sign/in')
     assert test.get('/state').text == 'True'
-    test.get('/out')
+    test.get('/sign/out')
     assert test.get('/state').text == 'False'
 
 
@@ -2896,27 +2874,13 @@ def test_a_login_again_on_a_session_removed_meanwhile_is_signed_in(kind, request
     """A signed-in user signs in again (a fresh= page) while another request
     removes the session: the login starts afresh, and signed in."""
     manager = make_manager(kind, request, tmp_path)
-    app = plugin_app(manager)
-
-    @app.route('/sign-in/<name>')
-    def sign_in(name, session):
-        session.login(name)
-        return 'ok'
-
-    @app.route('/who')
-    def who(session):
-        return '%s %s' % (session.user_id, session.get('valid'))
+    app = ident_app(manager)
+    app.route('/who', callback=lambda session: '%s %r' % (session.user_id,
+                                                          session.get('valid')))
     test = webtest.TestApp(app)
-    test.get('/sign-in/alice')
-    write = manager.write
-
-    def removed_first(key, blob, expires, expected=None, replaces=None, user=None):
-        if replaces:
-            manager.remove(replaces)        # end_sessions() from another device, just now
-        return write(key, blob, expires, expected, replaces, user)
-    manager.write = removed_first
-    test.get('/sign-in/alice')
-    manager.write = write
+    test.get('/login/alice')
+    with removed_just_before_a_rotation(manager):   # end_sessions() from another device
+        test.get('/login/alice')
     assert test.get('/who').text == 'alice True'
 
 
@@ -3100,14 +3064,18 @@ def test_a_save_after_a_first_save_of_a_new_session_merges(kind, request, tmp_pa
     assert (data.get('x'), data.get('y'), data.get('other')) == (1, 1, '1'), data
 
 
+@pytest.mark.parametrize('added', ['second', 'first'])
 @pytest.mark.parametrize('kind', SERVER_STORES)
-def test_flashes_shown_do_not_come_back_through_a_merge(kind, request, tmp_path):
-    """Mutant: the merge kept the other version's flash queue whole, so the
-    messages this request showed came back."""
+def test_flashes_shown_do_not_come_back_through_a_merge(kind, added, request, tmp_path):
+    """This request shows 'first' while another adds a message, 'second' or
+    'first' again: what this request showed does not come back, and what the
+    other added is still queued, once. Mutant: the merge kept the other
+    version's flash queue whole, so the messages this request showed came
+    back."""
     manager = make_manager(kind, request, tmp_path)
-    test = app_with_a_request_meanwhile(manager, ['/flash/second'])
+    test = app_with_a_request_meanwhile(manager, ['/flash/' + added])
     assert json.loads(test.get('/show-flashes').text) == ['first']
-    assert json.loads(test.get('/show').text) == ['second']
+    assert json.loads(test.get('/show').text) == [added]
     assert json.loads(test.get('/show').text) == []
 
 
@@ -3168,34 +3136,16 @@ def test_a_duplicate_flash_message_is_not_lost(kind, first, request, tmp_path):
     @app.route('/peek')
     def peek(session):
         return json.dumps(session.get(bs.Session.flash_key, []))
-    test = webtest.TestApp(app)
-    test.get('/flash')
-    cookie = session_cookie(manager, test.cookies[manager.cookie_name])
+    cookie = started(app, manager, '/flash')
     slow_one, fast_one = ('/slow/add', '/show') if first == 'show' else ('/slow/show', '/flash')
-
-    def other():
-        assert gate.loaded.wait(30)
-        result = wsgi_get(app, fast_one, cookie)
-        gate.go.set()
-        return result
-    (status, _, body), (other_status, _, other_body) = in_threads(
-        functools.partial(wsgi_get, app, slow_one, cookie), other)
+    (status, _, body), (other_status, _, other_body) = gate.meanwhile(
+        functools.partial(wsgi_get, app, slow_one, cookie),
+        functools.partial(wsgi_get, app, fast_one, cookie))
     assert (status, other_status) == ('200 OK', '200 OK')
     shown = body if first == 'add' else other_body
     assert json.loads(shown) == ['Saved.']
-    queue = json.loads(test.get('/peek').text)
+    queue = json.loads(wsgi_get(app, '/peek', cookie)[2])
     assert [m[1] if isinstance(m, list) else m for m in queue] == ['Saved.'], queue
-
-
-@pytest.mark.parametrize('kind', SERVER_STORES)
-def test_a_flash_shown_here_and_added_again_meanwhile_stays_once(kind, request, tmp_path):
-    """This request shows 'first' while another adds 'first' again: the copy
-    the other added is still queued, once."""
-    manager = make_manager(kind, request, tmp_path)
-    test = app_with_a_request_meanwhile(manager, ['/flash/first'])
-    assert json.loads(test.get('/show-flashes').text) == ['first']
-    assert json.loads(test.get('/show').text) == ['first']
-    assert json.loads(test.get('/show').text) == []
 
 
 @pytest.mark.parametrize('kind', SERVER_STORES)
@@ -3428,7 +3378,7 @@ def test_a_remember_me_session_over_1_mib_survives_cleanup(tmp_path):
     def remember(size, session):
         session['valid'] = True
         session['name'] = 'bob'
-        session['blob'] = ''.join(random.choice('abcdefghij') for _ in range(size))
+        session['blob'] = ''.join(random.choices('abcdefghij', k=size))
         session.set_expiry(30 * 24 * 3600)
         return 'ok'
     small, big = webtest.TestApp(app), webtest.TestApp(app)
@@ -4257,6 +4207,19 @@ SALT, KEY = b64(b'0123456789abcdef'), b64(b'k' * 32)
 ZEROS = b64(bytes(32))              # the key spy_on_scrypt(fake=True) derives
 
 
+# The keys hashlib.scrypt derives from b'pw' with this salt and these costlier
+# parameters: real hashes the fast set's hashing tests check against, without
+# deriving them again in each run (~0.6 s). test_known_keys_are_scrypts (slow)
+# derives each again.
+KNOWN_KEYS = {
+    (b'0123456789abcdef', 13, 8, 10): 'lLBOiWOVGe5IFbI_gzE-_MpNf2WjOYLx8LAzlrFKIno',
+    (b'0123456789abcdef', 16, 2, 4): 'F6ZNPjr-ZaHANr7rGnLkQmAVX1ToeEO_PP04qRhdHPY',
+    (b'0123456789abcdef', 14, 8, 2): '0ZgGDlDttvB2YiU3Bdv4I6k5PxWsrhn9Ct_XFTattGE',
+    (b'0123456789abcdef', 14, 16, 1): 'IIY0j-ZaKz7_3bqoWjIpYdEn9X9VEq-0uqmc_jkkLTQ',
+    (b'0123456789abcdef', 15, 8, 1): 'o47-8cZRwKD3ZQw_-tjMsFiulJJ8X9DBpzjrMl6XsY4',
+}
+
+
 def test_hash_format_and_parameters(hashed):
     name, log_n, r, p, salt, key = hashed.split('$')
     assert (name, log_n, r, p) == ('scrypt', '17', '8', '1')       # OWASP's minimum
@@ -4382,10 +4345,26 @@ def test_a_truncated_or_resized_key_is_refused(fast_hashing):
     for shorter in (good[:-1], good[:-2], good[:-11], good[:-22]):
         assert bs.check_password('pw', shorter) is False, len(shorter)
         assert bs.needs_rehash(shorter) is True
-    for length in (16, 24, 31, 33, 64):
-        resized = scrypt_hash(b'pw', b'0123456789abcdef', 14, 8, 1, length)
+    key = scrypt_key(b'pw', b'0123456789abcdef', 14, 8, 1, 64)
+    for length in (16, 24, 31, 33, 64):    # scrypt's key at each length: a prefix
+        resized = 'scrypt$14$8$1$%s$%s' % (b64(b'0123456789abcdef'), b64(key[:length]))
         assert bs.check_password('pw', resized) is False, length
         assert bs.needs_rehash(resized) is True
+
+
+@slow
+@pytest.mark.parametrize('salt,log_n,r,p', list(KNOWN_KEYS))
+def test_known_keys_are_scrypts(salt, log_n, r, p):
+    """KNOWN_KEYS, which the fast set's hashing tests use, derived again."""
+    assert b64(scrypt_key(b'pw', salt, log_n, r, p)) == KNOWN_KEYS[salt, log_n, r, p]
+
+
+@slow
+def test_a_shorter_scrypt_key_is_a_prefix_of_a_longer_one():
+    """As test_a_truncated_or_resized_key_is_refused takes it to be."""
+    longest = scrypt_key(b'pw', b'0123456789abcdef', 14, 8, 1, 64)
+    for length in (16, 24, 31, 33):
+        assert scrypt_key(b'pw', b'0123456789abcdef', 14, 8, 1, length) == longest[:length]
 
 
 def test_a_salt_that_is_not_16_bytes_is_refused(fast_hashing):
@@ -5228,15 +5207,8 @@ def test_a_logout_just_before_a_login_rotation_writes(kind, request, tmp_path):
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
     old = app.cookies[manager.cookie_name]
-    write = manager.write
-
-    def logout_first(key, blob, expires, expected=None, replaces=None, user=None):
-        if replaces:
-            manager.remove(replaces)        # the other tab's logout, just now
-        return write(key, blob, expires, expected, replaces, user)
-    manager.write = logout_first
-    app.get('/login/alice')
-    manager.write = write
+    with removed_just_before_a_rotation(manager):   # the other tab's logout
+        app.get('/login/alice')
     assert stored(manager, old) is None
     data = app.get('/get').json['data']
     assert data['name'] == 'alice' and 'a' not in data
@@ -5250,25 +5222,10 @@ def test_a_request_in_flight_does_not_revive_a_legacy_session(tmp_path):
     sid = str(uuid.uuid4())
     with open(directory / ('session-' + sid), 'wb') as legacy:
         pickle.dump({'sessionid': sid, 'valid': True, 'name': 'alice'}, legacy)
-    app = plugin_app(manager)
-    loaded, done = threading.Event(), threading.Event()
-
-    @app.route('/slow')
-    def slow(session):
-        session.get('a')
-        loaded.set()
-        done.wait(30)
-        session['late'] = 'write'
-        return 'ok'
+    app, gate = late_write_app(manager)
     cookie = 'sessionid=' + sid
-
-    def logout():
-        loaded.wait(30)
-        result = wsgi_get(app, '/logout', cookie)
-        done.set()
-        return result
-    (status, headers, _), _ = in_threads(functools.partial(wsgi_get, app, '/slow', cookie),
-                                         logout)
+    (status, headers, _), _ = gate.meanwhile(functools.partial(wsgi_get, app, '/slow', cookie),
+                                             functools.partial(wsgi_get, app, '/logout', cookie))
     assert status == '200 OK'
     assert not [v for k, v in headers if k == 'Set-Cookie' and 'Max-Age=0' not in v]
     assert [n for n in os.listdir(directory) if n.startswith('session-')] == []
@@ -5280,38 +5237,20 @@ def test_flash_messages_under_concurrent_requests(kind, request, tmp_path):
     a message flashed meanwhile is not lost."""
     manager = race_manager(kind, request, tmp_path)
     app = plugin_app(manager)
-    loaded, done = threading.Event(), threading.Event()
-
-    @app.route('/flash/<text>')
-    def flash(text, session):
-        session.flash(text)
-        return 'ok'
+    gate = Gate()
 
     @app.route('/slow-flash')
     def slow_flash(session):
-        session.get('a')
-        loaded.set()
-        done.wait(30)
+        gate.hold(session)
         session.flash('late')
         return 'ok'
-
-    @app.route('/show')
-    def show(session):
-        return json.dumps(session.get_flashed_messages())
-    test = webtest.TestApp(app)
-    test.get('/flash/first')
-    cookie = '%s=%s' % (manager.cookie_name, test.cookies[manager.cookie_name])
-
-    def show_then_flash():
-        loaded.wait(30)
-        shown = wsgi_get(app, '/show', cookie)[2]
-        wsgi_get(app, '/flash/second', cookie)
-        done.set()
-        return shown
-    _, shown = in_threads(functools.partial(wsgi_get, app, '/slow-flash', cookie),
-                          show_then_flash)
+    add_flash_routes(app)
+    cookie = started(app, manager, '/flash/first')
+    _, (shown, _) = gate.meanwhile(
+        functools.partial(wsgi_get, app, '/slow-flash', cookie),
+        lambda: [wsgi_get(app, path, cookie)[2] for path in ('/show', '/flash/second')])
     assert json.loads(shown) == ['first']
-    assert sorted(json.loads(test.get('/show').text)) == ['late', 'second']
+    assert sorted(json.loads(wsgi_get(app, '/show', cookie)[2])) == ['late', 'second']
 
 
 @pytest.mark.parametrize('kind', RACE_STORES)
@@ -5321,28 +5260,13 @@ def test_a_request_in_flight_does_not_bring_back_a_deleted_session(kind, how, re
     """A logout, or the id rotation at login, while another request on the
     same session is still running: that request's save must not revive it."""
     manager = race_manager(kind, request, tmp_path)
-    app = plugin_app(manager)
-    loaded, done = threading.Event(), threading.Event()
-
-    @app.route('/slow')
-    def slow(session):
-        session.get('a')
-        loaded.set()
-        done.wait(30)           # the other request finishes meanwhile
-        session['late'] = 'write'
-        return 'ok'
-    test = webtest.TestApp(app)
-    test.get('/set/a/1')
-    old = test.cookies[manager.cookie_name]
-    cookie = '%s=%s' % (manager.cookie_name, old)
-
-    def other():
-        loaded.wait(30)
-        result = wsgi_get(app, '/logout' if how == 'logout' else '/login/alice', cookie)
-        done.set()
-        return result
-    (status, headers, _), _ = in_threads(functools.partial(wsgi_get, app, '/slow', cookie),
-                                         other)
+    app, gate = late_write_app(manager)
+    cookie = started(app, manager, '/set/a/1')
+    old = cookie.split('=', 1)[1]
+    (status, headers, _), _ = gate.meanwhile(
+        functools.partial(wsgi_get, app, '/slow', cookie),
+        functools.partial(wsgi_get, app, '/logout' if how == 'logout' else '/login/alice',
+                          cookie))
     assert status == '200 OK'
     assert not [v for k, v in headers if k == 'Set-Cookie' and v.startswith(
         manager.cookie_name + '=' + old)]          # no cookie revives the old id
@@ -5563,60 +5487,53 @@ def test_store_down_gives_503_and_nothing_is_lost(request, which):
     assert app.get('/count').text == '4'
 
 
-@slow
+@stall
 def test_a_stalled_redis_with_the_readme_client_gives_503_within_3_s(private_redis, capsys):
     """SIGSTOP redis-server; a request through the client the README shows gets
     a 503 within 3 s. Failed: the README's client has no timeout, and the
     request hung (measured up to 12 s)."""
     shown, client = readme_redis_client(private_redis.socket)
-    manager = bs.RedisSession(client)
-    app = add_private_route(plugin_app(manager), manager)
-    test = webtest.TestApp(app)
-    test.get('/login/alice')
-    cookie = session_cookie(manager, test.cookies[manager.cookie_name])
-    with Stalled([private_redis.proc.pid]):
-        status, seconds = timed_request(app, '/private', cookie)
+    row = StallRow(shown, bs.RedisSession(client))
+    status, seconds = measure_stalled([row], [private_redis.proc.pid], wait=12)[0]
     report(capsys, 'stalled Redis (SIGSTOP), README client %s: %s after %.1f s'
            % (shown, status, seconds))
     assert status.startswith('503') and seconds <= 3.0, (shown, status, seconds)
 
 
-@slow
+@stall
 def test_stalled_redis_measured_for_each_client_setup(private_redis, capsys):
     """What each redis-py 8 setup gives on a stalled Redis, on a connection
-    made before the stall and on a new one. redis-py 8 retries 3 times with
-    exponential backoff by default, which multiplies socket_timeout; retry=None
-    or Retry(NoBackoff(), 0) makes one timeout the bound."""
-    lines, bounded = [], {}
+    made before the stall and on a new one, all in one stall of up to 20 s.
+    redis-py 8 retries 3 times with exponential backoff by default, which
+    multiplies socket_timeout; retry=None or Retry(NoBackoff(), 0) makes one
+    timeout the bound."""
+    rows = []
     for shown, make in redis_setups(private_redis.socket):
         for connection in ('made before', 'new'):
             manager = bs.RedisSession(make())
-            app = add_private_route(plugin_app(manager), manager)
-            test = webtest.TestApp(app)
-            test.get('/login/alice')
-            cookie = session_cookie(manager, test.cookies[manager.cookie_name])
+            rows.append(StallRow(shown, manager, connection))
             if connection == 'new':
                 manager.client.connection_pool.disconnect()
-            with Stalled([private_redis.proc.pid]):
-                status, seconds = timed_request(app, '/private', cookie, wait=20)
-            lines.append('  %-90s %-12s %s, %.1f s' % (shown, connection, status[:20], seconds))
-            bounded[shown, connection] = status.startswith('503') and seconds <= 3.0
-            time.sleep(0.2)
+    results = measure_stalled(rows, [private_redis.proc.pid], wait=20)
+    lines = ['  %-90s %-12s %s, %.1f s' % (row.shown, row.connection, status[:20], seconds)
+             for row, (status, seconds) in zip(rows, results)]
     report(capsys, 'stalled Redis (SIGSTOP), per client setup:\n' + '\n'.join(lines))
-    for shown, _ in redis_setups(private_redis.socket)[2:]:
-        assert bounded[shown, 'made before'] and bounded[shown, 'new'], lines
+    assert len(rows) == 8
+    for row, (status, seconds) in list(zip(rows, results))[4:]:      # the last two setups
+        assert status.startswith('503') and seconds <= 3.0, lines
 
 
-@slow
+@stall
 def test_stalled_postgres_measured_and_what_the_best_setup_bounds(private_postgres, capsys):
     """SIGSTOP PostgreSQL (the postmaster only, then every server process)
     under each client setup, on a connection made before the stall and on a new
-    one, over TCP. Asserts what the best setup (connect_timeout,
-    tcp_user_timeout, keepalives, statement_timeout) bounds: a request that
-    needs a new connection is a 503 within 3 s. Prints every measurement; what
-    no driver option bounds (a query on a connection made before the stall,
-    when every server process is stopped: the kernel still acknowledges, and
-    statement_timeout runs in the stopped server) hangs."""
+    one, over TCP: every setup in one stall of up to 5 s for each. Asserts what
+    the best setup (connect_timeout, tcp_user_timeout, keepalives,
+    statement_timeout) bounds: a request that needs a new connection is a 503
+    within 3 s. Prints every measurement; what no driver option bounds (a query
+    on a connection made before the stall, when every server process is
+    stopped: the kernel still acknowledges, and statement_timeout runs in the
+    stopped server) hangs."""
     import psycopg
     import psycopg_pool
     server = private_postgres
@@ -5638,25 +5555,17 @@ def test_stalled_postgres_measured_and_what_the_best_setup_bounds(private_postgr
     ]
     lines, results = [], {}
     try:
-        for shown, make, per_thread in setups:
-            for stopped in ('postmaster', 'every server process'):
-                for connection in ('made before', 'new') if per_thread else ('pooled',):
-                    manager = bs.SQLSession(make(), table='stall_%s' % uuid.uuid4().hex[:8])
-                    app = add_private_route(plugin_app(manager), manager)
-                    worker = OneThread()        # logs in: its connection is made now
-                    _, headers, _ = worker.run(lambda: wsgi_get(app, '/login/alice'))
-                    cookie = session_cookie(manager, cookie_of(manager, headers))
-                    postmaster, children = server.pids()
-                    pids = [postmaster] if stopped == 'postmaster' else [postmaster] + children
-                    runner = worker if connection == 'made before' else OneThread()
-                    with Stalled(pids):
-                        status, seconds = runner.timed(app, '/private', cookie, wait=8)
-                    worker.close()
-                    runner.close()
-                    lines.append('  %s\n      stopped: %-21s connection: %-12s -> %s, %.1f s'
-                                 % (shown, stopped, connection, status[:20], seconds))
-                    results[shown[:6], stopped, connection] = (status, seconds)
-                    time.sleep(0.5)
+        for stopped in ('postmaster', 'every server process'):
+            rows = [StallRow(shown, bs.SQLSession(make(), table='stall_%s' % uuid.uuid4().hex[:8]),
+                             connection)
+                    for shown, make, per_thread in setups
+                    for connection in (('made before', 'new') if per_thread else ('pooled',))]
+            postmaster, children = server.pids()
+            pids = [postmaster] if stopped == 'postmaster' else [postmaster] + children
+            for row, (status, seconds) in zip(rows, measure_stalled(rows, pids, wait=5)):
+                lines.append('  %s\n      stopped: %-21s connection: %-12s -> %s, %.1f s'
+                             % (row.shown, stopped, row.connection, status[:20], seconds))
+                results[row.shown[:6], stopped, row.connection] = (status, seconds)
     finally:
         for made in pools:
             made.close(timeout=1)
@@ -5666,15 +5575,16 @@ def test_stalled_postgres_measured_and_what_the_best_setup_bounds(private_postgr
         assert status.startswith('503') and seconds <= 3.0, lines
 
 
-@slow
+@stall
 @pytest.mark.parametrize('timeout', [2])
 def test_a_stalled_mariadb_with_the_best_setup_gives_one_timeout(private_mariadb, timeout,
                                                                   capsys):
-    """SIGSTOP mariadbd. With PyMySQL's connect_timeout, read_timeout and
-    write_timeout at 2 s, a request is a 503 within 3 s: one timeout, never the
-    user's timeout multiplied by a retry of the store's own. Failed: the read
-    timeout closed the connection, the store counted it as lost and tried again
-    on a new one, which waited for its own timeout."""
+    """SIGSTOP mariadbd, in one stall of up to 5 s for every setup. With
+    PyMySQL's connect_timeout, read_timeout and write_timeout at 2 s, a request
+    is a 503 within 3 s: one timeout, never the user's timeout multiplied by a
+    retry of the store's own. Failed: the read timeout closed the connection,
+    the store counted it as lost and tried again on a new one, which waited for
+    its own timeout."""
     import pymysql
     setups = [
         ('pymysql.connect(connect_timeout=%d)' % timeout, dict(connect_timeout=timeout)),
@@ -5682,27 +5592,17 @@ def test_a_stalled_mariadb_with_the_best_setup_gives_one_timeout(private_mariadb
          % (timeout, timeout, timeout),
          dict(connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout)),
     ]
-    lines, results = [], {}
-    for shown, options in setups:
-        for connection in ('made before', 'new'):
-            factory = functools.partial(pymysql.connect, unix_socket=private_mariadb.socket,
-                                        user='root', database='bottlesession', **options)
-            manager = bs.SQLSession(factory, table='stall_%s' % uuid.uuid4().hex[:8])
-            app = add_private_route(plugin_app(manager), manager)
-            worker = OneThread()                # logs in: its connection is made now
-            _, headers, _ = worker.run(lambda: wsgi_get(app, '/login/alice'))
-            cookie = session_cookie(manager, cookie_of(manager, headers))
-            runner = worker if connection == 'made before' else OneThread()
-            with Stalled([private_mariadb.proc.pid]):
-                status, seconds = runner.timed(app, '/private', cookie, wait=10)
-            worker.close()
-            runner.close()
-            lines.append('  %-75s %-12s %s, %.1f s' % (shown, connection, status[:20], seconds))
-            results[shown, connection] = status, seconds
-            time.sleep(0.3)
+    rows = [StallRow(shown, bs.SQLSession(
+                functools.partial(pymysql.connect, unix_socket=private_mariadb.socket,
+                                  user='root', database='bottlesession', **options),
+                table='stall_%s' % uuid.uuid4().hex[:8]), connection)
+            for shown, options in setups for connection in ('made before', 'new')]
+    results = measure_stalled(rows, [private_mariadb.proc.pid], wait=5)
+    lines = ['  %-75s %-12s %s, %.1f s' % (row.shown, row.connection, status[:20], seconds)
+             for row, (status, seconds) in zip(rows, results)]
     report(capsys, 'stalled MariaDB (SIGSTOP), per client setup:\n' + '\n'.join(lines))
-    for connection in ('made before', 'new'):
-        status, seconds = results[setups[1][0], connection]
+    assert [row.shown for row in rows[2:]] == [setups[1][0]] * 2
+    for status, seconds in results[2:]:         # made before, new
         assert status.startswith('503') and seconds <= 3.0, lines
 
 
@@ -5711,7 +5611,7 @@ def test_a_stalled_mariadb_with_the_best_setup_gives_one_timeout(private_mariadb
 ###############################################################################
 
 
-@slow
+@in_a_browser
 def test_login_flow_in_a_real_browser(browser, capsys):
     from selenium.webdriver.common.by import By
     manager = bs.CookieSession(secret=SECRET)
@@ -5766,7 +5666,7 @@ def test_login_flow_in_a_real_browser(browser, capsys):
            % (notes, notes - 1))
 
 
-@slow
+@in_a_browser
 def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys, default_hashing):
     """Flash messages, remember me, the admin page; then a page on a second
     port of 127.0.0.1 (same site, so Chromium sends the Lax cookies) posts
@@ -5874,7 +5774,7 @@ def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys, defau
            "the attacker's own valid token")
 
 
-@slow
+@in_a_browser
 def test_log_out_everywhere_else_in_two_browser_profiles(new_browser, tmp_path, capsys):
     """Two Chromium profiles signed in as alice; one presses 'log out everywhere
     else'; the other is signed out on its next page, the first stays in."""
@@ -5885,11 +5785,7 @@ def test_log_out_everywhere_else_in_two_browser_profiles(new_browser, tmp_path, 
         steps = {}
         for driver in (first, second):
             ready, text, type_into, click = steps[driver] = browser_steps(driver)
-            driver.get(served.url + '/login')
-            ready('username')
-            type_into('username', 'alice')
-            type_into('password', 'wonderland')
-            click('submit', 'user')
+            sign_in_with_the_form(driver, served.url, 'user')
             assert text('user') == 'alice'
         assert len(manager.user_sessions('alice')) == 2
         ready, text, type_into, click = steps[first]
@@ -5909,7 +5805,7 @@ def test_log_out_everywhere_else_in_two_browser_profiles(new_browser, tmp_path, 
            'session; the other profile was sent to /login on its next page')
 
 
-@slow
+@in_a_browser
 @pytest.mark.parametrize('how', ['host-prefix-secure', 'path-login-shadow'])
 def test_cookie_tossing_login_csrf_from_another_port_fails(browser, how, tmp_path, capsys):
     """From a page on a second port of 127.0.0.1 the attacker tosses the cookies
@@ -5964,7 +5860,7 @@ def test_cookie_tossing_login_csrf_from_another_port_fails(browser, how, tmp_pat
            'victim not signed in, store unchanged' % how)
 
 
-@slow
+@in_a_browser
 def test_fetch_json_post_same_origin_accepted_cross_port_refused(browser, tmp_path, capsys):
     """A same-origin fetch() POST of JSON with no token is accepted; the same fetch
     from another port of 127.0.0.1, credentials 'include', is refused."""
@@ -5975,11 +5871,7 @@ def test_fetch_json_post_same_origin_accepted_cross_port_refused(browser, tmp_pa
     attacker = ServedApp(tossing_site(served.url, '', {}))
     ready, text, type_into, click = browser_steps(browser)
     try:
-        browser.get(served.url + '/login')
-        ready('username')
-        type_into('username', 'alice')
-        type_into('password', 'wonderland')
-        click('submit', 'who')
+        sign_in_with_the_form(browser, served.url, 'who')
         assert text('who') == 'alice'
         browser.set_script_timeout(15)
         browser.get(served.url + '/page')
@@ -6095,6 +5987,23 @@ def fast_hashing(request, monkeypatch):
     test about the default cost asks for default_hashing instead."""
     if 'default_hashing' not in request.fixturenames:
         monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', (14, 8, 1))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def temp_files_in_memory():
+    """Temporary files on tmpfs (/dev/shm) where the machine has one with 2 GiB
+    free and TMPDIR is not set: the file and SQLite stores' tests create,
+    fsync and remove thousands of files, about twice as fast in memory as on
+    a disk. tmp_path, tempfile and the servers' data directories all follow
+    (a container's 64 MiB /dev/shm would not hold MariaDB's)."""
+    if ('TMPDIR' in os.environ or not os.access('/dev/shm', os.W_OK | os.X_OK)
+            or shutil.disk_usage('/dev/shm').free < 2 << 30):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('TMPDIR', '/dev/shm')
+        patch.setattr(tempfile, 'tempdir', '/dev/shm')
+        yield
 
 
 @pytest.fixture
@@ -6216,6 +6125,18 @@ class Gate:
         self.loaded.set()
         assert self.go.wait(30)
 
+    def meanwhile(self, held, other):
+        """Run held() (a request whose handler calls hold()) in a thread; once
+        it holds, run other() to its end in another, then let held go on:
+        (held's result, other's result)."""
+        def run_other():
+            assert self.loaded.wait(30)
+            try:
+                return other()
+            finally:
+                self.go.set()
+        return in_threads(held, run_other)
+
 
 def apply_set_cookies(jar, headers):
     """What a browser's cookie jar does with a response's Set-Cookie headers."""
@@ -6255,6 +6176,12 @@ def cookie_of(manager, response_or_headers):
 
 def session_cookie(manager, value):
     return '%s=%s' % (manager.cookie_name, value)
+
+
+def started(app, manager, path):
+    """The Cookie header of a new session, made by one request to `path`."""
+    _, headers, _ = wsgi_get(app, path)
+    return session_cookie(manager, cookie_of(manager, headers))
 
 
 def session_data(app, manager, value):
@@ -6368,16 +6295,16 @@ def plugin_app(manager):
         session['name'] = name
         return 'ok'
 
-    @app.route('/logout')
-    def logout(session):
-        session.invalidate()
-        return 'bye'
-
     @app.route('/regenerate')
     def regenerate(session):
         old = session.id
         session.regenerate()
         return {'old': old, 'new': session.id}
+
+    @app.route('/logout')
+    def logout(session):
+        session.invalidate()
+        return 'bye'
 
     @app.route('/jump')
     def jump(session):
@@ -6478,16 +6405,7 @@ def original_app(session_manager):
 
 def pinned_app(manager):
     """plugin_app, plus a form, a POST, a login that shows tokens, and set_expiry."""
-    app = plugin_app(manager)
-
-    @app.route('/form')
-    def form(session):
-        return session.csrf_token()
-
-    @app.route('/post', method='POST')
-    def post(session):
-        session['posted'] = True
-        return 'posted'
+    app = add_form_routes(plugin_app(manager))
 
     @app.route('/signin-page')
     def signin_page(session):        # logs in, then renders a page with three forms
@@ -6536,6 +6454,20 @@ def original_api_app(manager):
     def post():
         manager.get_session().check_csrf()
         return 'ok'
+    return app
+
+
+def add_form_routes(app, path='/post', name='posted'):
+    """/form shows a CSRF token; `path` takes POST, PUT, PATCH and DELETE,
+    which the token protects, and stores the method under `name`."""
+    @app.route('/form')
+    def form(session):
+        return session.csrf_token()
+
+    @app.route(path, method=['POST', 'PUT', 'PATCH', 'DELETE'])
+    def change(session):
+        session[name] = bottle.request.method
+        return name
     return app
 
 
@@ -6600,15 +6532,7 @@ def ident_app(manager, users=None, **plugin_options):
     def del_(key, session):
         session.pop(key, None)
         return 'ok'
-
-    @app.route('/form')
-    def form(session):
-        return session.csrf_token()
-
-    @app.route('/post', method='POST')
-    def post(session):
-        session['posted'] = True
-        return 'posted'
+    add_form_routes(app)
 
     @app.route('/private')
     @valid_user()
@@ -6746,15 +6670,7 @@ def flash_login_app(manager):
 def csrf_app(manager, **options):
     app = bottle.Bottle()
     app.install(bs.SessionPlugin(manager, **options))
-
-    @app.route('/form')
-    def form(session):
-        return session.csrf_token()
-
-    @app.route('/post', method='POST')
-    def post(session):
-        session['posted'] = True
-        return 'posted'
+    add_form_routes(app)
 
     @app.route('/open', method='POST', session={'csrf': False})
     def open_post(session):
@@ -6780,15 +6696,7 @@ def csrf_site(manager, **options):
     app = bottle.Bottle()
     app.install(bs.SessionPlugin(manager, **options))
     valid_user = bs.authenticator(manager, login_url='/login-page')
-
-    @app.route('/form')
-    def form(session):
-        return session.csrf_token()
-
-    @app.route('/post', method=['POST', 'PUT', 'PATCH', 'DELETE'])
-    def post(session):
-        session['posted'] = bottle.request.method
-        return 'posted'
+    add_form_routes(app)
 
     @app.route('/plain', method=['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])
     def plain():
@@ -6862,6 +6770,21 @@ def visitor_cookie_names(manager, response):
     return names | {manager.cookie_name + '_csrf', '__Host-' + manager.cookie_name + '_csrf'}
 
 
+def add_flash_routes(app):
+    """/flash/[category/]text queues a message; /show[/category] shows them (JSON)."""
+    @app.route('/flash/<text>')
+    @app.route('/flash/<category>/<text>')
+    def flash(text, session, category='message'):
+        session.flash(text, category)
+        return 'ok'
+
+    @app.route('/show')
+    @app.route('/show/<category>')
+    def show(session, category=None):
+        return json.dumps(session.get_flashed_messages(
+            category_filter=[category] if category else ()))
+
+
 def app_with_a_request_meanwhile(manager, meanwhile):
     """pinned_app, plus routes whose name says `meanwhile` (and /use-nonce,
     /show-flashes): each runs the requests in `meanwhile` (paths) on the same
@@ -6904,17 +6827,7 @@ def app_with_a_request_meanwhile(manager, meanwhile):
         others()
         return 'ok'
 
-    @app.route('/flash/<text>')
-    @app.route('/flash/<category>/<text>')
-    def flash(text, session, category='message'):
-        session.flash(text, category)
-        return 'ok'
-
-    @app.route('/show')
-    @app.route('/show/<category>')
-    def show(session, category=None):
-        return json.dumps(session.get_flashed_messages(
-            category_filter=[category] if category else ()))
+    add_flash_routes(app)
 
     @app.route('/drop/<key>')
     def drop(key, session):
@@ -6925,6 +6838,37 @@ def app_with_a_request_meanwhile(manager, meanwhile):
     test.get('/flash/first')
     state['cookie'] = '%s=%s' % (manager.cookie_name, test.cookies[manager.cookie_name])
     return test
+
+
+@contextlib.contextmanager
+def removed_just_before_a_rotation(manager):
+    """Meanwhile, a write that replaces an old key (a rotation: a login, or
+    regenerate()) finds that key removed just before, as by a logout or
+    end_sessions() elsewhere."""
+    write = manager.write
+
+    def removed_first(key, blob, expires, expected=None, replaces=None, user=None):
+        if replaces:
+            manager.remove(replaces)
+        return write(key, blob, expires, expected, replaces, user)
+    manager.write = removed_first
+    try:
+        yield
+    finally:
+        manager.write = write
+
+
+def late_write_app(manager):
+    """plugin_app, plus /slow: it loads the session, holds until the gate lets
+    it go on (another request runs meanwhile), then writes 'late'."""
+    app, gate = plugin_app(manager), Gate()
+
+    @app.route('/slow')
+    def slow(session):
+        gate.hold(session)
+        session['late'] = 'write'
+        return 'ok'
+    return app, gate
 
 
 def rotation_app(manager, gate):
@@ -7010,17 +6954,10 @@ def file_race(tmp_path, setup, other, touch='/set/other/x'):
         if isinstance(value, ArrayLike):
             return 'ArrayLike(%s)' % value.values
         return repr(value)
-    test = webtest.TestApp(app)
-    test.get('/setup/first')
-    cookie = session_cookie(manager, test.cookies[manager.cookie_name])
-
-    def run_other():
-        assert gate.loaded.wait(30)
-        result = wsgi_get(app, other, cookie)
-        gate.go.set()
-        return result
-    (status, _, body), (other_status, _, _) = in_threads(
-        functools.partial(wsgi_get, app, '/slow-touch', cookie), run_other)
+    cookie = started(app, manager, '/setup/first')
+    (status, _, body), (other_status, _, _) = gate.meanwhile(
+        functools.partial(wsgi_get, app, '/slow-touch', cookie),
+        functools.partial(wsgi_get, app, other, cookie))
     return status, body, other_status, app, cookie
 
 
@@ -7545,13 +7482,19 @@ def lost_after_commit_factory(connect, driver, state):
 
 # Passwords: a hash made without the module, and a spy on scrypt ##############
 
+def scrypt_key(password, salt, log_n, r, p, length=32):
+    return hashlib.scrypt(password, salt=salt, n=2 ** log_n, r=r, p=p, dklen=length,
+                          maxmem=2 ** 28)
+
+
 @functools.lru_cache(maxsize=None)
 def scrypt_hash(password, salt, log_n, r, p, length=32):
     """The hash format, built independently of the module: a known-answer check.
-    Cached: several tests build the same hash, and each costs a full scrypt."""
-    key = hashlib.scrypt(password, salt=salt, n=2 ** log_n, r=r, p=p, dklen=length,
-                         maxmem=2 ** 28)
-    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), b64(key))
+    b'pw' with the salts and parameters of KNOWN_KEYS takes its key from there;
+    any other is derived, once (cached: each costs a full scrypt)."""
+    known = KNOWN_KEYS.get((salt, log_n, r, p)) if (password, length) == (b'pw', 32) else None
+    key = known or b64(scrypt_key(password, salt, log_n, r, p, length))
+    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), key)
 
 
 @pytest.fixture(scope='module')
@@ -7679,6 +7622,8 @@ class MariaDBServer:
              '--log-error=' + os.path.join(self.workdir, 'log')] + self.user,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.connect(None).close(), 60)
+        with self.connect(None) as conn:
+            conn.cursor().execute('CREATE DATABASE IF NOT EXISTS bottlesession')
 
     def stop(self):
         self.proc.terminate()
@@ -7688,54 +7633,64 @@ class MariaDBServer:
         return mariadb_connect(self.socket, database)
 
 
-@pytest.fixture(scope='session')
-def mariadb_server():
-    server = MariaDBServer(tempfile.mkdtemp(prefix='bs-mariadb-'))
-    if not (server.mariadbd and server.install_db):
-        missing('MariaDB', 'apt-get install mariadb-server')
+def installed(server, what, how, client, client_name):
+    """Skip (fail, under BOTTLESESSION_REQUIRE_SERVERS=1) unless the server's
+    programs were found and its client module imports: the shared servers'
+    fixtures and the private ones' ask alike."""
+    if not server:
+        missing(what, how)
     try:
-        import pymysql  # noqa: F401
+        __import__(client)
     except ImportError:
-        missing('PyMySQL', "pip install -e '.[test]'")
-    server.init()
+        missing(client_name, "pip install -e '.[test]'")
+
+
+def served(server, stopped=lambda: ()):
+    """A server fixture's body: start the server and yield it; then wake the
+    pids a test stopped (SIGCONT), stop it and remove its directory."""
     server.start()
-    with server.connect(None) as conn:
-        conn.cursor().execute('CREATE DATABASE bottlesession')
     yield server
+    for pid in stopped():
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
     server.stop()
     shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+def new_mariadb(prefix):
+    """A MariaDBServer on a new data dir, not started yet."""
+    server = MariaDBServer(tempfile.mkdtemp(prefix=prefix))
+    installed(server.mariadbd and server.install_db, 'MariaDB',
+              'apt-get install mariadb-server', 'pymysql', 'PyMySQL')
+    server.init()
+    return server
+
+
+@pytest.fixture(scope='session')
+def mariadb_server():
+    yield from served(new_mariadb('bs-mariadb-'))
+
+
+def redis_installed():
+    installed(shutil.which('redis-server'), 'redis-server', 'apt-get install redis-server',
+              'redis', 'redis-py')
 
 
 @pytest.fixture(scope='session')
 def redis_server():
-    if not shutil.which('redis-server'):
-        missing('redis-server', 'apt-get install redis-server')
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        missing('redis-py', "pip install -e '.[test]'")
-    server = RedisServer(tempfile.mkdtemp(prefix='bs-redis-'))
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.workdir, ignore_errors=True)
+    redis_installed()
+    yield from served(RedisServer(tempfile.mkdtemp(prefix='bs-redis-')))
 
 
 @pytest.fixture(scope='session')
 def postgres_server():
     server = PostgresServer(tempfile.mkdtemp(prefix='bs-pg-'))
-    if not server.pg_ctl:
-        missing('PostgreSQL', 'apt-get install postgresql')
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing('psycopg', "pip install -e '.[test]'")
+    installed(server.pg_ctl, 'PostgreSQL', 'apt-get install postgresql', 'psycopg', 'psycopg')
     os.chmod(server.workdir, 0o755)
     server.init()
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.workdir, ignore_errors=True)
+    yield from served(server)
 
 
 @pytest.fixture(scope='session')
@@ -7812,28 +7767,9 @@ class Stalled:
                 pass
 
 
-def timed_request(app, path, cookie, wait=12):
-    """One request in a thread: (status or 'hung', seconds). A hung request is
-    left to finish after SIGCONT; its thread is a daemon."""
-    result = {}
-
-    def run():
-        try:
-            result['status'] = wsgi_get(app, path, cookie)[0]
-        except Exception as exc:
-            result['status'] = repr(exc)
-    started = time.monotonic()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(wait)
-    seconds = time.monotonic() - started
-    return result.get('status', 'hung after %.0f s' % wait), seconds
-
-
 class OneThread:
     """A thread of its own, which keeps what it makes: a factory's connection
-    belongs to the thread that made it, so the request that must use the
-    connection made before the stall runs in the thread that logged in."""
+    belongs to the thread that made it."""
 
     def __init__(self):
         self.executor = concurrent.futures.ThreadPoolExecutor(1)
@@ -7841,20 +7777,47 @@ class OneThread:
     def run(self, call):
         return self.executor.submit(call).result(60)
 
-    def timed(self, app, path, cookie, wait=8):
-        """(status or 'hung', seconds); a hung request finishes after SIGCONT."""
+    def close(self):
+        self.executor.shutdown(wait=False)
+
+
+class StallRow:
+    """One line of a stall measurement: an app on `manager` with alice signed
+    in by a thread of its own (so a factory's connection is made now); the
+    request during the stall runs on that thread, on the connection 'made
+    before' the stall (or 'pooled'), or on another thread ('new')."""
+
+    def __init__(self, shown, manager, connection='made before'):
+        self.shown, self.connection = shown, connection
+        self.app = add_private_route(plugin_app(manager), manager)
+        self.worker = OneThread()
+        _, headers, _ = self.worker.run(lambda: wsgi_get(self.app, '/login/alice'))
+        self.cookie = session_cookie(manager, cookie_of(manager, headers))
+        self.runner = OneThread() if connection == 'new' else self.worker
+
+    def timed(self):
         started = time.monotonic()
-        future = self.executor.submit(wsgi_get, app, path, cookie)
         try:
-            status = future.result(wait)[0]
-        except concurrent.futures.TimeoutError:
-            status = 'hung after %.0f s' % wait
+            status = wsgi_get(self.app, '/private', self.cookie)[0]
         except Exception as exc:
             status = repr(exc)
         return status, time.monotonic() - started
 
-    def close(self):
-        self.executor.shutdown(wait=False)
+
+def measure_stalled(rows, pids, wait):
+    """Stop these pids and send each row's request, all at once: for each row,
+    (status or 'hung after N s', seconds). A request still running after
+    `wait` seconds is hung; it finishes after SIGCONT, in its own thread."""
+    with Stalled(pids):
+        started = time.monotonic()
+        futures = [row.runner.executor.submit(row.timed) for row in rows]
+        concurrent.futures.wait(futures, timeout=wait)
+        hung = 'hung after %.0f s' % wait, time.monotonic() - started
+        results = [future.result() if future.done() else hung for future in futures]
+    for row in rows:
+        row.worker.close()
+        row.runner.close()
+    return results
 
 
 def readme_redis_client(socket_path):
@@ -7903,13 +7866,12 @@ def redis_setups(socket_path):
 
 
 @pytest.fixture
-def private_redis(redis_server, tmp_path):
-    """A redis-server of this test's own, to stop with SIGSTOP."""
+def private_redis(tmp_path):
+    """A redis-server of this test's own, to stop with SIGSTOP (the private
+    servers need no shared one: the stall tests run on their own in CI)."""
+    redis_installed()
     server = RedisServer(str(tmp_path))
-    server.start()
-    yield server
-    os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
+    yield from served(server, lambda: [server.proc.pid])
 
 
 class TcpPostgres(PostgresServer):
@@ -7938,21 +7900,17 @@ class TcpPostgres(PostgresServer):
 
 
 @pytest.fixture
-def private_postgres(postgres_server):
+def private_postgres():
     workdir = tempfile.mkdtemp(prefix='bs-pg-stall-')
     os.chmod(workdir, 0o755)
     server = TcpPostgres(workdir)
+    installed(server.pg_ctl, 'PostgreSQL', 'apt-get install postgresql', 'psycopg', 'psycopg')
     server.init()
-    server.start()
-    yield server
-    postmaster, children = server.pids()
-    for pid in [postmaster] + children:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+
+    def every_process():
+        postmaster, children = server.pids()
+        return [postmaster] + children
+    yield from served(server, every_process)
 
 
 PG_BEST = dict(connect_timeout=1, tcp_user_timeout=1000, keepalives=1, keepalives_idle=1,
@@ -7964,16 +7922,9 @@ PG_BEST_SHOWN = ', '.join('%s=%r' % kv for kv in PG_BEST.items())
 
 
 @pytest.fixture
-def private_mariadb(mariadb_server):
-    server = MariaDBServer(tempfile.mkdtemp(prefix='bs-mariadb-stall-'))
-    server.init()
-    server.start()
-    with server.connect(None) as conn:
-        conn.cursor().execute('CREATE DATABASE bottlesession')
-    yield server
-    os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
-    shutil.rmtree(server.workdir, ignore_errors=True)
+def private_mariadb():
+    server = new_mariadb('bs-mariadb-stall-')
+    yield from served(server, lambda: [server.proc.pid])
 
 
 # Attacks: the apps hypothesis drives, and a watch on file access #############
@@ -8048,8 +7999,48 @@ def watch_files():
 
 # Processes: the scripts the tests start (they import this module as t) #######
 
+def forked(work, jobs, at_once=False):
+    """For the scripts below: fork a worker per job, which sends back the JSON
+    of work(*job); with at_once, they all start together once every one is
+    forked. Prints the list of results, in job order, and exits non-zero
+    naming the job of each worker that failed."""
+    go_read, go_write = os.pipe()
+    children = []
+    for job in jobs:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                os.close(read)
+                os.close(go_write)
+                if at_once:
+                    os.read(go_read, 1)
+                os.write(write, json.dumps(work(*job)).encode())
+                status = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(status)
+        os.close(write)
+        children.append((pid, read))
+    os.write(go_write, b'g' * len(children))
+    results, failed = [], []
+    for job, (pid, read) in zip(jobs, children):
+        with os.fdopen(read) as pipe:
+            out = pipe.read()
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if code:
+            failed.append('worker %r exited with %d' % (job, code))
+        else:
+            results.append(json.loads(out))
+    print(json.dumps(results))
+    sys.exit('; '.join(failed) or None)
+
+
 WORKERS = r'''
-import json, os, sys, traceback, webtest, bottlesession as bs, test_bottlesession as t
+import json, sys, webtest, bottlesession as bs, test_bottlesession as t
 
 def work(kind, where, name, mode, count, cookie=None, key=None):
     manager = t.build_store(kind, where, name or None)
@@ -8071,34 +8062,7 @@ def work(kind, where, name, mode, count, cookie=None, key=None):
 
 # Import once, then fork the workers: twelve interpreters starting up would
 # take longer than the work, and would start it less at once.
-jobs, children = json.loads(sys.argv[1]), []
-for job in jobs:
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        status = 1
-        try:
-            os.write(write, json.dumps(work(*job)).encode())
-            status = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(status)
-    os.close(write)
-    children.append((pid, read))
-results, failed = [], []
-for job, (pid, read) in zip(jobs, children):
-    with os.fdopen(read) as pipe:
-        out = pipe.read()
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if code:
-        failed.append('worker %r exited with %d' % (job, code))
-    else:
-        results.append(json.loads(out))
-print(json.dumps(results))
-sys.exit('; '.join(failed) or None)
+t.forked(work, json.loads(sys.argv[1]))
 '''
 
 
@@ -8155,7 +8119,7 @@ print(json.dumps({'status': response.status_int, 'body': response.text[-300:]}))
 
 
 FORK_READERS = r'''
-import json, os, sys, traceback, webtest, test_bottlesession as t
+import json, sys, webtest, test_bottlesession as t
 kind, where, name, reads = sys.argv[1], sys.argv[2], sys.argv[3] or None, int(sys.argv[4])
 manager = t.build_store(kind, where, name)
 app = t.plugin_app(manager)
@@ -8167,124 +8131,58 @@ for n in range(4):                          # the parent logs the users in,
 manager.cleanup()                           # runs a cleanup, as an app may at start,
 status, _, body = t.wsgi_get(app, '/get', cookies[0])   # and reads a session
 assert status == '200 OK' and json.loads(body)['data']['name'] == 'user0', body
-children = []
-for n in range(4):                          # then forks its workers (gunicorn --preload)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        code = 1
+
+def read_own(n):
+    wrong = errors = 0
+    others = []
+    for _ in range(reads):
         try:
-            wrong = errors = 0
-            others = []
-            for _ in range(reads):
-                try:
-                    status, _, body = t.wsgi_get(app, '/get', cookies[n])
-                    got = json.loads(body)['data'].get('name') if status == '200 OK' else None
-                except Exception as exc:
-                    status, got = repr(exc), None
-                if status != '200 OK':
-                    errors += 1
-                elif got != 'user%d' % n:
-                    wrong += 1
-                    others.append(got)
-            os.write(write, json.dumps({'wrong': wrong, 'errors': errors,
-                                        'others': others[:5]}).encode())
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    os.close(write)
-    children.append((pid, read))
-results = []
-for pid, read in children:
-    with os.fdopen(read) as pipe:
-        out = pipe.read()
-    os.waitpid(pid, 0)
-    results.append(json.loads(out) if out else {'wrong': -1, 'errors': -1})
-print(json.dumps(results))
+            status, _, body = t.wsgi_get(app, '/get', cookies[n])
+            got = json.loads(body)['data'].get('name') if status == '200 OK' else None
+        except Exception as exc:
+            status, got = repr(exc), None
+        if status != '200 OK':
+            errors += 1
+        elif got != 'user%d' % n:
+            wrong += 1
+            others.append(got)
+    return {'wrong': wrong, 'errors': errors, 'others': others[:5]}
+
+t.forked(read_own, [(n,) for n in range(4)])    # then forks its workers (gunicorn --preload)
 '''
 
 
 CONTENTION = r'''
-import json, os, sys, threading, test_bottlesession as t
+import sys, threading, test_bottlesession as t
 directory, cookie, processes, threads, saves = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 manager = t.build_store('pickle', directory)
 app = t.plugin_app(manager)
-children = []
-start = os.pipe()
-for p in range(processes):
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read)
-        os.read(start[0], 1)            # all at once
-        failed = {}
-        def work(name):
-            for n in range(saves):
-                status = t.wsgi_get(app, '/tick/%s/%d' % (name, n + 1),
-                                    'sessionid=' + cookie)[0]
-                if status != '200 OK':
-                    failed[status] = failed.get(status, 0) + 1
-        workers = [threading.Thread(target=work, args=('p%dt%d' % (p, n),))
-                   for n in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        os.write(write, json.dumps(failed).encode())
-        os._exit(0)
-    os.close(write)
-    children.append((pid, read))
-os.write(start[1], b'x' * processes)
-results = []
-for pid, read in children:
-    with os.fdopen(read) as pipe:
-        results.append(json.loads(pipe.read() or '{"no result": 1}'))
-    os.waitpid(pid, 0)
-print(json.dumps(results))
+
+def contend(p):
+    failed = {}
+    def work(name):
+        for n in range(saves):
+            status = t.wsgi_get(app, '/tick/%s/%d' % (name, n + 1), 'sessionid=' + cookie)[0]
+            if status != '200 OK':
+                failed[status] = failed.get(status, 0) + 1
+    workers = [threading.Thread(target=work, args=('p%dt%d' % (p, n),))
+               for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return failed
+
+t.forked(contend, [(p,) for p in range(processes)], at_once=True)
 '''
 
 
 RATE_WORKERS = r'''
-import json, os, sys, traceback, test_bottlesession as t
+import json, sys, test_bottlesession as t
 kind, where, name, key, limit, period, attempts, workers = json.loads(sys.argv[1])
 manager = t.build_store(kind, where, name or None)      # built once, then forked
-go_read, go_write = os.pipe()
-children = []
-for _ in range(workers):
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read)
-            os.close(go_write)
-            os.read(go_read, 1)                         # all start at once
-            allowed = sum(1 for _ in range(attempts) if manager.rate_limit(key, limit, period))
-            os.write(write, json.dumps(allowed).encode())
-            status = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stderr.flush()
-            os._exit(status)
-    os.close(write)
-    children.append((pid, read))
-os.write(go_write, b'g' * workers)
-results, failed = [], []
-for pid, read in children:
-    with os.fdopen(read) as pipe:
-        out = pipe.read()
-    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if code:
-        failed.append('worker %d exited with %d' % (pid, code))
-    else:
-        results.append(json.loads(out))
-print(json.dumps(results))
-sys.exit('; '.join(failed) or None)
+t.forked(lambda: sum(1 for _ in range(attempts) if manager.rate_limit(key, limit, period)),
+         [()] * workers, at_once=True)
 '''
 
 
@@ -8413,6 +8311,17 @@ def browser_steps(browser):
     return ready, text, type_into, click
 
 
+def sign_in_with_the_form(browser, url, then):
+    """Open url's /login, sign in as alice through its form, and wait for the
+    next page (one with an element of id `then`)."""
+    ready, _, type_into, click = browser_steps(browser)
+    browser.get(url + '/login')
+    ready('username')
+    type_into('username', 'alice')
+    type_into('password', 'wonderland')
+    click('submit', then)
+
+
 class RequestLog:
     """WSGI middleware: for each request, its method, path, status and the
     names of the cookies the browser sent with it."""
@@ -8478,22 +8387,7 @@ def tossing_site(target, toss_script, fields):
 def attack_target_app(manager, notes):
     app = bottle.Bottle()
     app.install(bs.SessionPlugin(manager))
-
-    @app.route('/login')
-    def login_page(session):
-        return ('<!doctype html><p id="who">%s</p><form method="post" action="/login">'
-                '<input id="username" name="username"><input id="password" name="password" '
-                'type="password"><input type="hidden" name="csrf_token" value="%s">'
-                '<button id="submit">Log in</button></form>'
-                % (session.user_id or 'nobody', session.csrf_token()))
-
-    @app.route('/login', method='POST')
-    def login(session):
-        name = bottle.request.forms.get('username')
-        if PASSWORDS.get(name) != bottle.request.forms.get('password'):
-            bottle.redirect('/login')
-        session.login(name)
-        bottle.redirect('/login')
+    add_login_form(app, '/login')
 
     @app.route('/page')
     def page(session):
@@ -8511,18 +8405,16 @@ def attack_target_app(manager, notes):
 PASSWORDS = {'alice': 'wonderland', 'bob': 'builder'}
 
 
-def devices_app(manager):
-    """A login form, a home page, and 'log out everywhere else'."""
-    app = bottle.Bottle()
-    app.install(bs.SessionPlugin(manager, load_user=lambda uid: uid if uid in PASSWORDS
-                                 else None))
-
+def add_login_form(app, home):
+    """GET /login: who is signed in, and a login form; POST /login signs in a
+    user of PASSWORDS and goes on to `home`, or back to /login."""
     @app.route('/login')
     def login_page(session):
-        return ('<!doctype html><form method="post" action="/login">'
+        return ('<!doctype html><p id="who">%s</p><form method="post" action="/login">'
                 '<input id="username" name="username"><input id="password" name="password" '
                 'type="password"><input type="hidden" name="csrf_token" value="%s">'
-                '<button id="submit">Log in</button></form>' % session.csrf_token())
+                '<button id="submit">Log in</button></form>'
+                % (session.user_id or 'nobody', session.csrf_token()))
 
     @app.route('/login', method='POST')
     def login(session):
@@ -8530,7 +8422,16 @@ def devices_app(manager):
         if PASSWORDS.get(name) != bottle.request.forms.get('password'):
             bottle.redirect('/login')
         session.login(name)
-        bottle.redirect('/home')
+        bottle.redirect(home)
+    return app
+
+
+def devices_app(manager):
+    """A login form, a home page, and 'log out everywhere else'."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, load_user=lambda uid: uid if uid in PASSWORDS
+                                 else None))
+    add_login_form(app, '/home')
 
     @app.route('/home')
     def home(user, session):
