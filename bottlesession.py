@@ -1141,9 +1141,10 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
                           'session in it. Use mode 0600.' % (what, path, stat.S_IMODE(st.st_mode)))
 
 
-def _write_file(directory, name, blob, mtime=None, replace=False):
+def _write_file(directory, name, blob, mtime=None, replace=False, before=None):
     """Write `blob` whole to `name` in `directory` (a descriptor), under a temp name
-    then renamed (replace=True) or linked: False, keeping theirs, if `name` was there."""
+    then renamed (replace=True) or linked: False, keeping theirs, if `name` was there.
+    before(), if given, runs once the temp file is whole, before it takes the name."""
     temp = '.tmp-' + os.urandom(8).hex()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
@@ -1156,6 +1157,8 @@ def _write_file(directory, name, blob, mtime=None, replace=False):
                 os.utime(fd, (mtime, mtime))
         finally:
             os.close(fd)
+        if before is not None:
+            before()
         if replace:
             os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
             temp = None             # nothing left to remove: a syscall saved per save
@@ -1763,12 +1766,11 @@ class PickleSession(ServerSession):
         return blob
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
-        def swap():
-            if self.read(replaces or key) != expected:
+        def swap():         # a login's old file goes once the new one is whole: a full disk
+            if self.read(replaces or key) != expected:              # loses nothing
                 return False
-            if replaces:
-                self._unlink(replaces)
-            return _write_file(self._dir_fd, self._name(key), blob, expires, replace=True)
+            return _write_file(self._dir_fd, self._name(key), blob, expires, replace=True,
+                               before=replaces and (lambda: self._unlink(replaces)))
         return self._locked(replaces or key, swap)
 
     def remove(self, key):
@@ -1808,7 +1810,7 @@ class PickleSession(ServerSession):
     def user_records(self, user):
         found = []
         for name, _ in self._scan():
-            if name.startswith('session-'):
+            if name.startswith('session-') and _KEY_RE.match(name[8:]):   # not a stray file
                 blob = self.read(name[8:])
                 record = blob and self._parse(blob)     # 'k': this app's (none in 3.0.0's)
                 if record and record.get('k', self._user_key(record)) == user:
@@ -2215,9 +2217,10 @@ class RedisSession(ServerSession):
         self._index_script = client.register_script(self._INDEX + ' return 1')
         self._cluster = hasattr(client, 'get_nodes')
 
-    # A user's index, the last key, gains the session ARGV[4] and lives as long
-    # as its longest session (ARGV[3] seconds).
+    # A user's index, the last key, gains the session ARGV[4] (and loses ARGV[5],
+    # the key it moved from) and lives as long as its longest session (ARGV[3] s).
     _INDEX = """
+        redis.call('SREM', KEYS[#KEYS], ARGV[5])
         redis.call('SADD', KEYS[#KEYS], ARGV[4])
         if redis.call('TTL', KEYS[#KEYS]) < tonumber(ARGV[3]) then
             redis.call('EXPIRE', KEYS[#KEYS], ARGV[3]) end"""
@@ -2250,7 +2253,7 @@ class RedisSession(ServerSession):
         name = self.prefix + key
 
         def store():
-            args = [expected or '', blob, ttl, key]
+            args = [expected or '', blob, ttl, key, replaces or '']
             if not self._cluster:
                 index = [self.prefix + user] if user else []
                 return bool(self._swap_script(

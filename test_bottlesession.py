@@ -1087,6 +1087,40 @@ def test_a_redis_session_is_in_its_users_index_as_soon_as_it_is_written(redis_se
     assert phone.get('/whoami').json['user_id'] is None
 
 
+def test_stray_files_in_the_directory_do_not_break_end_sessions(tmp_path):
+    """The original's directories hold files that are not sessions of ours: a
+    temp file 'session-<uuid>.<uuid>' left by a crash, 'session-<any cookie>'.
+    user_sessions() and end_sessions() pass them by. Failed: ValueError, a 500,
+    and no session ended."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    for stray in ('session-%s.%s' % (uuid.uuid4(), uuid.uuid4()), 'session-foo'):
+        with open(os.path.join(manager.session_dir, stray), 'wb') as f:
+            pickle.dump({'valid': True, 'name': 'alice'}, f)
+    app = sessions_app(manager)
+    phone, laptop = webtest.TestApp(app), webtest.TestApp(app)
+    phone.get('/login/alice')
+    laptop.get('/login/alice')
+    assert len(manager.user_sessions('alice')) == 2
+    assert laptop.get('/end-others').text == '1'
+    assert phone.get('/whoami').json['user_id'] is None
+
+
+@slow
+def test_a_redis_users_index_holds_only_live_sessions(redis_server):
+    """A session that moves to a new id leaves its user's index in the same step,
+    so the index stays as small as the user's live sessions and a listing stays
+    quick. Failed: every move left its old key there until a listing: 5,000
+    moves, 5,001 keys, 1 s per end_sessions() listing."""
+    client = redis_server.client()
+    manager = bs.RedisSession(client, prefix='grow%s:' % uuid.uuid4().hex[:8])
+    phone = webtest.TestApp(sessions_app(manager))
+    phone.get('/login/alice')
+    for _ in range(20):
+        phone.get('/regenerate')
+    assert client.scard(manager.prefix + manager._key(b'user', 'alice')) == 1
+    assert len(manager.user_sessions('alice')) == 1
+
+
 def test_cookie_store_points_to_user_version():
     """The cookie store cannot list or end sessions: ConfigError naming user_version."""
     manager = bs.CookieSession(secret=SECRET)
@@ -5448,6 +5482,27 @@ def test_full_disk_or_read_only_dir_gives_503_and_keeps_the_session(request, mod
                                      else 'read-only directory'))
 
 
+@slow
+def test_a_login_on_a_full_disk_keeps_the_session(request):
+    """A login moves the session to a new id: on a full disk the new file cannot
+    be written, and the old one must still be there. Failed: the old file was
+    removed first, so the user lost the session (and the cart)."""
+    tmp_path = tempfile.mkdtemp(prefix='bs-limited-')
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+    directory = os.path.join(tmp_path, 'files')
+    manager = bs.PickleSession(directory)
+    app = webtest.TestApp(sessions_app(manager))
+    app.get('/set/cart/' + 'x' * 3000)          # the next write of it is over 2000 bytes
+    cookie = app.cookies['sessionid']
+    proc = subprocess.run([sys.executable, '-c', LIMITED_WRITER, directory, cookie, 'fsize',
+                           '/login/alice'], cwd=os.path.dirname(os.path.abspath(__file__)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])['status'] == 503
+    who = app.get('/whoami').json
+    assert who['data']['cart'] == 'x' * 3000 and who['user_id'] is None
+
+
 ###############################################################################
 # Outages and stalls: a store that goes away, or stops answering ##############
 ###############################################################################
@@ -8111,9 +8166,9 @@ else:                   # a read-only directory, as an unprivileged user
         os.setgid(65534)
         os.setuid(65534)
     os.chmod(directory, 0o500)
-app = webtest.TestApp(t.plugin_app(t.build_store('pickle', directory)))
-response = app.get('/set/big/' + 'x' * 5000, headers={'Cookie': 'sessionid=' + cookie},
-                   expect_errors=True)
+path = sys.argv[4] if len(sys.argv) > 4 else '/set/big/' + 'x' * 5000
+app = webtest.TestApp(t.sessions_app(t.build_store('pickle', directory)))
+response = app.get(path, headers={'Cookie': 'sessionid=' + cookie}, expect_errors=True)
 print(json.dumps({'status': response.status_int, 'body': response.text[-300:]}))
 '''
 
