@@ -774,6 +774,79 @@ def test_a_login_carries_no_user_version_proof_over_from_an_earlier_login():
     assert fresh.get('/me', headers=as_cookie(manager, again)).text == 'nobody'
 
 
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_two_rotations_in_one_request_delete_the_id_the_request_began_with(kind, request,
+                                                                          tmp_path):
+    """login() then regenerate() in one request, before any save: the id the
+    session was loaded under is gone from the store, and its cookie opens a
+    fresh session; the signed-in session has the data."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/login-regenerate/<name>')
+    def login_regenerate(name, session):
+        session.login(name)
+        session.regenerate()
+        return 'in'
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    planted = test.cookies[manager.cookie_name]
+    planted_id = test.get('/whoami').json['id']
+    assert stored(manager, planted_id) is not None
+    test.get('/login-regenerate/alice')
+    me = test.get('/whoami').json
+    assert me['user_id'] == 'alice' and me['id'] != planted_id and me['data'] == {'a': '1'}
+    assert stored(manager, planted_id) is None
+    replay = webtest.TestApp(app).get('/whoami', headers=as_cookie(manager, planted)).json
+    assert replay['id'] != planted_id and replay['data'] == {} and replay['user_id'] is None
+
+
+def test_signing_out_by_setting_valid_false_keeps_no_login_state(kind, request, tmp_path):
+    """session['valid'] = False, the original API's logout: the user id, the login
+    time and the user_version hash leave what the store keeps (the cookie, for
+    CookieSession), not only hidden behind 'valid'."""
+    manager = make_manager(kind, request, tmp_path)
+    app = version_app(manager, {7: {'name': 'alice', 'pw': VERSION_1}})
+
+    @app.route('/legacy-logout')
+    def legacy_logout(session):
+        session['valid'] = False
+        return 'out'
+    test = webtest.TestApp(app)
+
+    def kept():
+        if kind == 'cookie':
+            record = json.loads(cookie_payload(test.cookies[manager.cookie_name]))
+        else:
+            record = manager.loads(stored(manager, test.get('/whoami').json['id']))
+        return {key: record[key] for key in ('u', 'l', 'h') if key in record}
+    test.get('/login/7')
+    assert sorted(kept()) == ['h', 'l', 'u'] and kept()['u'] == 7
+    test.get('/legacy-logout')
+    assert test.get('/whoami').json['valid'] is False
+    assert kept() == {}
+
+
+def test_signing_out_by_setting_valid_false_ends_the_signed_in_csrf_token(kind, request,
+                                                                         tmp_path):
+    """session['valid'] = False starts a new CSRF secret, as logout() does: a
+    token from the signed-in page is refused after it."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/legacy-logout')
+    def legacy_logout(session):
+        session['valid'] = False
+        return 'out'
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    token = test.get('/form').text
+    assert test.post('/post', {'csrf_token': token}).text == 'posted'
+    test.get('/legacy-logout')
+    test.post('/post', {'csrf_token': token}, status=403)
+    assert test.post('/post', {'csrf_token': test.get('/form').text}).text == 'posted'
+
+
 # The current user: load_user and current_user() ##############################
 
 def test_load_user_only_when_asked_and_at_most_once(kind, request, tmp_path):
@@ -1292,6 +1365,28 @@ def test_csrf_trusted_origins():
         app.post('/post', headers={'Origin': origin}, status=403)
 
 
+@pytest.mark.parametrize('scheme, port', [('http', '80'), ('https', '443')])
+def test_csrf_an_origin_is_the_same_with_or_without_its_schemes_default_port(scheme, port):
+    """Browsers send Origin without the scheme's default port; a Host header or a
+    trusted origin may name it (app.example:80, :443). Both are one origin, and
+    an Origin naming the default port is still compared by its host."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = webtest.TestApp(csrf_site(manager, trusted_origins=[
+        '%s://admin.example:%s' % (scheme, port)]))
+
+    def post(host, origin, status=200):
+        return app.post('/plain', headers={'Origin': origin}, status=status,
+                        extra_environ={'HTTP_HOST': host, 'wsgi.url_scheme': scheme})
+    own, named = '%s://app.example' % scheme, '%s://app.example:%s' % (scheme, port)
+    assert post('app.example:' + port, own).text == 'plain'
+    assert post('app.example', named).text == 'plain'
+    assert post('app.example', '%s://admin.example' % scheme).text == 'plain'
+    assert post('app.example', '%s://admin.example:%s' % (scheme, port)).text == 'plain'
+    for origin in ('%s://evil.example:%s' % (scheme, port), '%s://evil.example' % scheme,
+                   '%s://app.example:8%s' % (scheme, port)):
+        post('app.example:' + port, origin, status=403)
+
+
 def test_csrf_neither_header_the_token_decides(kind, request, tmp_path):
     """Old browsers and non-browser clients: the token (field or header) decides,
     on routes with and without `session`."""
@@ -1323,6 +1418,24 @@ def test_csrf_refusals_are_403_json_for_json_clients(headers, check, accept):
     assert isinstance(response.json, dict) and check in json.dumps(response.json).lower()
     html = app.post('/post', headers=dict(headers, Accept='text/html'), status=403)
     assert html.content_type != 'application/json' and check in html.text.lower()
+
+
+@pytest.mark.parametrize('accept, wants_json', [
+    ('application/json, text/html;q=0.9', True),
+    ('text/html;q=0.1, application/json;q=0.5', True),     # q-values, after the ';'
+    ('application/json;q=0.5, text/html', False),
+    ('application/json;q=1.0, text/html', True),            # no q is q=1: a tie...
+    ('text/html, application/json', False),                 # ...goes to the first listed
+    ('application/problem+json', False),                    # json, but not application/json
+    ('application/json;q=1.2.3, text/html;q=0.5', False)])  # a malformed q: left out
+def test_csrf_refusals_are_json_only_when_accept_ranks_json_above_html(accept, wants_json):
+    """The refusal's format follows the Accept header: JSON when application/json
+    ranks above text/html, by q-value and then by order; else HTML."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = site(manager)
+    response = app.post('/post', headers={'Accept': accept}, status=403)
+    assert (response.content_type == 'application/json') is wants_json
+    assert 'token' in (json.dumps(response.json) if wants_json else response.text).lower()
 
 
 def test_csrf_check_csrf_applies_the_same_rules_without_the_plugin():
@@ -2017,6 +2130,63 @@ def test_safe_return_targets_are_allowed(target):
     assert bs._safe_path(target)
 
 
+def test_a_return_target_may_be_2048_characters_and_no_more():
+    assert bs._safe_path('/' + 'a' * 2047)
+    assert not bs._safe_path('/' + 'a' * 2048)
+
+
+def test_remote_user_is_the_user_id_when_the_session_has_no_name():
+    """valid_user sets REMOTE_USER (for access logs) to the session's 'name', else
+    to the id given to login(), an int as its digits; to nothing for a session
+    signed in the original way without a name."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = ident_app(manager)
+    valid_user = bs.authenticator(manager, login_url='/login-page')
+
+    @app.route('/who')
+    @valid_user()
+    def who():
+        return bottle.request.environ.get('REMOTE_USER', '-')
+    test = webtest.TestApp(app)
+    test.get('/login/7')
+    assert test.get('/who').text == '7'
+    test.get('/set/name/Alice')
+    assert test.get('/who').text == 'Alice'
+    legacy = webtest.TestApp(app)
+    legacy.get('/legacy-valid')                 # valid = True, no name, no user id
+    assert legacy.get('/who').text == '-'
+
+
+def test_with_two_plugins_valid_user_loads_the_user_through_its_managers_plugin():
+    """Two SessionPlugins on one app, each with its own load_user: a page behind
+    the second manager's valid_user checks the user with the second plugin's
+    load_user, not the first one's (which knows no such user and would sign
+    the user out), and signs out a user the second one no longer finds."""
+    admins = {7: {'name': 'alice'}}
+    plain = bs.CookieSession(secret=SECRET)
+    admin = bs.CookieSession(secret=SECRET, cookie_name='admin_session')
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(plain, load_user={}.get))
+    app.install(bs.SessionPlugin(admin, keyword='admin', load_user=admins.get))
+    admin_only = bs.authenticator(admin, login_url='/admin-login-page')
+
+    @app.route('/admin-login')
+    def admin_login(admin):
+        admin.login(7)
+        return 'in'
+
+    @app.route('/admin-page')
+    @admin_only()
+    def admin_page():
+        return 'admin page'
+    test = webtest.TestApp(app)
+    test.get('/admin-login')
+    assert test.get('/admin-page').text == 'admin page'
+    assert test.get('/admin-page').text == 'admin page'
+    del admins[7]
+    assert redirected(test.get('/admin-page'))
+
+
 @pytest.mark.parametrize('target', ['http://evil.example/', '//evil.example/x',
                                     'javascript:alert(1)', '/' + 'a' * 3000, 'evil.example'])
 def test_redirect_back_refuses_unsafe_targets(target):
@@ -2199,6 +2369,41 @@ def test_fresh_sends_an_old_login_to_log_in_again_and_back(kind, request, tmp_pa
     assert response.headers['Location'].endswith('/sensitive')
     assert abs(app.get('/whoami').json['login_time'] - manager.now()) <= 1
     assert app.get('/sensitive').text == 'sensitive'
+
+
+def test_fresh_allows_a_login_exactly_fresh_seconds_old():
+    """fresh=300 is the seconds after login *past which* the user signs in again:
+    at 300 the page is shown, at 301 not."""
+    manager = bs.CookieSession(secret=SECRET)
+    manager.now = Clock()
+    manager.now.t = float(int(manager.now.t))   # whole seconds, as the login time is kept
+    app = webtest.TestApp(guarded_app(manager))
+    app.get('/login/alice')
+    manager.now.advance(300)
+    assert app.get('/sensitive').text == 'sensitive'
+    manager.now.advance(1)
+    assert redirected(app.get('/sensitive'))
+
+
+def test_valid_users_json_refusals_say_why():
+    """An API client refused by valid_user gets the reason in the JSON: 'sign in'
+    for a visitor, 'sign in again' for a login older than fresh=, and 'signed
+    in, but may not' for a user that require= refuses."""
+    manager = bs.CookieSession(secret=SECRET)
+    manager.now = Clock()
+    app = webtest.TestApp(guarded_app(manager))
+    json_headers = {'Accept': 'application/json'}
+
+    def error(path, status):
+        got = app.get(path, headers=json_headers, status=status).json['error']
+        assert isinstance(got, str)
+        return got.lower()
+    assert 'sign in' in error('/sensitive', 401) and 'again' not in error('/sensitive', 401)
+    assert 'sign in' in error('/api/data', 401)
+    app.get('/login/alice')
+    assert 'may not' in error('/api/admin', 403)
+    manager.now.advance(301)
+    assert 'sign in again' in error('/sensitive', 401)
 
 
 @pytest.mark.parametrize('accept', ['application/json', 'application/json, text/plain, */*',
