@@ -388,6 +388,21 @@ def test_a_change_after_set_expiry_keeps_the_chosen_end(store):
     assert app.get('/get').json['new'] is True
 
 
+def test_set_expiry_none_without_a_chosen_end_keeps_the_default(store):
+    """set_expiry(None) on a session that never chose an end has nothing to undo:
+    the default lifetime, not an error."""
+    manager, app = store(cookie_expires=3600)
+
+    @app.app.route('/expire-none')
+    def expire_none(session):
+        session.set_expiry(None)
+        session['a'] = 1
+        return 'ok'
+    response = app.get('/expire-none')
+    assert response.text == 'ok'
+    assert 3599 <= max_age(response, manager.cookie_name) <= 3600
+
+
 # Committing: the cookie and the cache headers ################################
 
 def test_logout_then_a_crash_still_expires_the_cookie():
@@ -431,6 +446,80 @@ def test_vary_is_exactly_cookie(store, path):
     app.get('/set/a/1')
     response = app.get(path, expect_errors=True)
     assert response.headers.getall('Vary') == ['Cookie']
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_regenerate_whose_save_failed_is_saved_at_the_end_of_the_request(kind, request,
+                                                                          tmp_path):
+    """regenerate() saves at once; if that save fails and the app carries on, the
+    session is still due a save: the end of the request stores the new id and
+    sends its cookie, and the old id is gone."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+    failures = []
+
+    @app.route('/regenerate-despite-an-outage')
+    def regenerate_despite_an_outage(session):
+        real = manager.persist
+
+        def down_once(session):
+            manager.persist = real
+            failures.append(1)
+            raise bs.SessionStoreError('store down')
+        manager.persist = down_once
+        try:
+            session.regenerate()
+        except bs.SessionStoreError:
+            pass
+        return 'carried on'
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    old = test.get('/whoami').json['id']
+    assert test.get('/regenerate-despite-an-outage').text == 'carried on' and failures
+    me = test.get('/whoami').json
+    assert me['id'] != old and me['data'] == {'a': '1'}
+    assert stored(manager, old) is None
+
+
+def test_after_a_logout_the_request_writes_to_a_whole_fresh_session(kind, request, tmp_path):
+    """logout() (invalidate) leaves a fresh session with an id, a start and a
+    last use: what the request then writes (a flash message, say) is saved and
+    read by the next request, signed out."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/logout-with-a-message')
+    def logout_with_a_message(session):
+        session.logout()
+        session.flash('signed out')
+        return {'id': session.id, 'sessionid': session['sessionid'],
+                'created': session.created, 'accessed': session.accessed}
+
+    @app.route('/messages')
+    def messages(session):
+        return {'messages': session.get_flashed_messages(), 'user_id': session.user_id}
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    got = test.get('/logout-with-a-message').json
+    assert isinstance(got['id'], str) and got['sessionid'] == got['id']
+    assert abs(got['created'] - manager.now()) <= 1 and abs(got['accessed'] - manager.now()) <= 1
+    assert test.get('/messages').json == {'messages': ['signed out'], 'user_id': None}
+
+
+def test_current_user_after_a_logout_in_the_same_request_is_none():
+    """current_user() loaded the user earlier in the request; after logout() it is None."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = current_user_app(manager, USERS, [])
+
+    @app.route('/logout-then-who')
+    def logout_then_who(session):
+        before = bs.current_user()
+        session.logout()
+        after = bs.current_user()
+        return {'before': before and before['name'], 'after': after and after['name']}
+    test = webtest.TestApp(app)
+    test.get('/login/7')
+    assert test.get('/logout-then-who').json == {'before': 'alice', 'after': None}
 
 
 ###############################################################################
@@ -2111,6 +2200,31 @@ def test_redirect_back_returns_to_the_page_and_query():
     response = app.get('/auth/login')
     assert response.headers['Location'] == 'http://localhost:80/private/a%20b?q=1&r=%2F'
     assert app.get('/private/a%20b?q=1').text == 'private a b'
+
+
+@pytest.mark.parametrize('secure', [True, False])
+def test_the_remembered_page_is_kept_an_hour_and_secure_as_the_session_cookie(secure):
+    """The cookie that keeps the page for redirect_back(): HttpOnly, SameSite=Lax,
+    Max-Age an hour (not a browser-session cookie), and Secure when the manager's
+    cookies are."""
+    manager = bs.CookieSession(secret=SECRET, secure=secure)
+    app = webtest.TestApp(auth_app(manager))
+    response = app.get('/private/page')
+    [header] = [h for h in set_cookie_headers(response)
+                if h.startswith('validuserloginredirect=')]
+    attributes = {a.strip().lower() for a in header.split(';')[1:]}
+    assert {'httponly', 'samesite=lax', 'max-age=3600', 'path=/'} <= attributes
+    assert ('secure' in attributes) is secure
+
+
+def test_redirect_back_uses_the_remembered_page_once():
+    """redirect_back() deletes the cookie that kept the page (path=/, as it was
+    set, from whatever page calls it): a later sign-in goes to the default."""
+    app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
+    app.get('/private/page')
+    assert app.get('/auth/login').headers['Location'] == 'http://localhost:80/private/page'
+    assert 'validuserloginredirect' not in app.cookies
+    assert app.get('/auth/login').headers['Location'] == 'http://localhost:80/'
 
 
 UNSAFE_TARGETS = [
