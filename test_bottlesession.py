@@ -522,6 +522,37 @@ def test_current_user_after_a_logout_in_the_same_request_is_none():
     assert test.get('/logout-then-who').json == {'before': 'alice', 'after': None}
 
 
+def test_invalidate_without_the_plugin_expires_the_cookie_in_its_response():
+    """The original API (get_session(), no plugin, nothing commits at the end):
+    invalidate() itself puts the cookie's expiry on the response, so the
+    browser is signed out."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+
+    @app.route('/login')
+    def login():
+        session = manager.get_session()
+        session['valid'], session['name'] = True, 'alice'
+        manager.save(session)
+        return 'in'
+
+    @app.route('/invalidate')
+    def invalidate():
+        manager.get_session().invalidate()
+        return 'out'
+
+    @app.route('/who')
+    def who():
+        return {'valid': bool(manager.get_session().get('valid'))}
+    test = webtest.TestApp(app)
+    test.get('/login')
+    assert test.get('/who').json['valid'] is True
+    response = test.get('/invalidate')
+    assert any(h.startswith(manager.cookie_name + '=;') and 'Max-Age=0' in h
+               for h in set_cookie_headers(response))
+    assert test.get('/who').json['valid'] is False
+
+
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
@@ -2609,6 +2640,39 @@ def test_a_default_directory_of_another_user_is_an_error_at_build_or_harmless(
             type(manager).__name__, response.status)
     assert test.get('/get').json['data']['a'] == '1'
     assert os.listdir(taken) == []      # and nothing of ours went into their directory
+
+
+def test_a_session_dir_that_is_a_file_is_a_config_error(tmp_path):
+    """A regular file where the directory should be: a ConfigError that names
+    the path, at build."""
+    path = tmp_path / 'sessions'
+    path.write_text('not a directory')
+    with pytest.raises(bs.ConfigError, match='sessions'):
+        bs.PickleSession(session_dir=str(path))
+
+
+def test_a_fifo_planted_as_the_session_dir_is_refused_at_once(tmp_path):
+    """Another user can make a FIFO where the default directory would be (the
+    temp dir is shared): opening the path must not wait for a writer. Refused
+    at once with a ConfigError, not a server that hangs while starting."""
+    path = str(tmp_path / 'sessions')
+    os.mkfifo(path, 0o600)
+    outcome = []
+
+    def build():
+        try:
+            bs.PickleSession(session_dir=path)
+        except Exception as exc:        # noqa: BLE001 - the outcome is asserted below
+            outcome.append(exc)
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    thread.join(10)
+    hung = thread.is_alive()
+    if hung:                            # let the blocked open go, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+    assert not hung, 'opening the session directory waited on a FIFO'
+    assert len(outcome) == 1 and isinstance(outcome[0], bs.ConfigError)
 
 
 # Secrets and signing #########################################################
