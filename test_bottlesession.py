@@ -1540,6 +1540,27 @@ def test_csrf_refusals_are_403_json_for_json_clients(headers, check, accept):
     assert html.content_type != 'application/json' and check in html.text.lower()
 
 
+def test_csrf_refusals_say_which_check_refused():
+    """Each CSRF refusal's message names its check, quoting at most 20 characters
+    of the client's own Sec-Fetch-Site; the token's says what to do."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = site(manager)
+
+    def error(headers):
+        return app.post('/post', headers=dict(headers, Accept='application/json'),
+                        status=403).json['error']
+    assert error({'Sec-Fetch-Site': 'cross-site'}) == (
+        'Refused: the browser says this request comes from another site '
+        '(Sec-Fetch-Site: cross-site).')
+    assert error({'Sec-Fetch-Site': 'x' * 30}) == (
+        'Refused: the browser says this request comes from another site '
+        '(Sec-Fetch-Site: %s).' % ('x' * 20))
+    assert error({'Origin': 'http://evil.example'}) == (
+        'Refused: the browser says this request comes from another origin.')
+    assert error({}) == ("Refused: the form's security token is missing or wrong. "
+                         'Reload the page and try again.')
+
+
 @pytest.mark.parametrize('accept, wants_json', [
     ('application/json, text/html;q=0.9', True),
     ('text/html;q=0.1, application/json;q=0.5', True),     # q-values, after the ';'
@@ -2540,15 +2561,12 @@ def test_valid_users_json_refusals_say_why():
     json_headers = {'Accept': 'application/json'}
 
     def error(path, status):
-        got = app.get(path, headers=json_headers, status=status).json['error']
-        assert isinstance(got, str)
-        return got.lower()
-    assert 'sign in' in error('/sensitive', 401) and 'again' not in error('/sensitive', 401)
-    assert 'sign in' in error('/api/data', 401)
+        return app.get(path, headers=json_headers, status=status).json['error']
+    assert error('/sensitive', 401) == error('/api/data', 401) == 'Sign in to see this page.'
     app.get('/login/alice')
-    assert 'may not' in error('/api/admin', 403)
+    assert error('/api/admin', 403) == 'You are signed in, but may not see this page.'
     manager.now.advance(301)
-    assert 'sign in again' in error('/sensitive', 401)
+    assert error('/sensitive', 401) == 'Sign in again to see this page.'
 
 
 @pytest.mark.parametrize('accept', ['application/json', 'application/json, text/plain, */*',
@@ -2673,6 +2691,47 @@ def test_a_fifo_planted_as_the_session_dir_is_refused_at_once(tmp_path):
         thread.join(10)
     assert not hung, 'opening the session directory waited on a FIFO'
     assert len(outcome) == 1 and isinstance(outcome[0], bs.ConfigError)
+
+
+def test_a_session_dir_others_may_enter_but_not_write_is_accepted(tmp_path):
+    """Only write access for others is refused: a directory of mode 0711 (others
+    may enter, not list or write) or 0755 holds sessions (its files are 0600)."""
+    for mode in (0o711, 0o755):
+        path = tmp_path / ('sessions-%o' % mode)
+        path.mkdir()
+        os.chmod(path, mode)
+        manager = bs.PickleSession(session_dir=str(path))
+        test = webtest.TestApp(plugin_app(manager))
+        test.get('/set/a/1')
+        assert test.get('/get').json['data']['a'] == '1'
+
+
+def test_the_refusals_of_a_shared_session_directory_or_database_say_what_to_do(tmp_path):
+    """What others can write, or read, is refused with a message that says what
+    is wrong, the risk, and the mode to use instead (0700 for a directory, 0600
+    for the database file)."""
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.PickleSession(session_dir=str(shared))
+    assert str(refused.value) == (
+        'session directory %r is writable by others (mode 777): anyone who can write it '
+        'can plant session files, and unpickling them runs their code. Use a private '
+        'directory (mode 0700).' % str(shared))
+    for mode, message in (
+            (0o666, "session database 'sessions.db' is writable by others (mode 666): anyone "
+                    'who can write it can plant a session database, and with it a signed-in '
+                    'session. Use mode 0600.'),
+            (0o644, "session database 'sessions.db' is readable by others (mode 644): they "
+                    'would read every session in it. Use mode 0600.')):
+        database = tmp_path / 'sessions.db'
+        database.write_bytes(b'')
+        os.chmod(database, mode)
+        with pytest.raises(bs.ConfigError) as refused:
+            manager = bs.SQLSession(str(database))
+            webtest.TestApp(plugin_app(manager)).get('/set/a/1')
+        assert str(refused.value) == message
 
 
 # Secrets and signing #########################################################
