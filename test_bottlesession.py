@@ -405,6 +405,21 @@ def test_a_change_after_set_expiry_keeps_the_chosen_end(store):
     assert app.get('/get').json['new'] is True
 
 
+def test_set_expiry_none_without_a_chosen_end_keeps_the_default(store):
+    """set_expiry(None) on a session that never chose an end has nothing to undo:
+    the default lifetime, not an error."""
+    manager, app = store(cookie_expires=3600)
+
+    @app.app.route('/expire-none')
+    def expire_none(session):
+        session.set_expiry(None)
+        session['a'] = 1
+        return 'ok'
+    response = app.get('/expire-none')
+    assert response.text == 'ok'
+    assert 3599 <= max_age(response, manager.cookie_name) <= 3600
+
+
 # Committing: the cookie and the cache headers ################################
 
 def test_logout_then_a_crash_still_expires_the_cookie():
@@ -448,6 +463,111 @@ def test_vary_is_exactly_cookie(store, path):
     app.get('/set/a/1')
     response = app.get(path, expect_errors=True)
     assert response.headers.getall('Vary') == ['Cookie']
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_regenerate_whose_save_failed_is_saved_at_the_end_of_the_request(kind, request,
+                                                                          tmp_path):
+    """regenerate() saves at once; if that save fails and the app carries on, the
+    session is still due a save: the end of the request stores the new id and
+    sends its cookie, and the old id is gone."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+    failures = []
+
+    @app.route('/regenerate-despite-an-outage')
+    def regenerate_despite_an_outage(session):
+        real = manager.persist
+
+        def down_once(session):
+            manager.persist = real
+            failures.append(1)
+            raise bs.SessionStoreError('store down')
+        manager.persist = down_once
+        try:
+            session.regenerate()
+        except bs.SessionStoreError:
+            pass
+        return 'carried on'
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    old = test.get('/whoami').json['id']
+    assert test.get('/regenerate-despite-an-outage').text == 'carried on' and failures
+    me = test.get('/whoami').json
+    assert me['id'] != old and me['data'] == {'a': '1'}
+    assert stored(manager, old) is None
+
+
+def test_after_a_logout_the_request_writes_to_a_whole_fresh_session(kind, request, tmp_path):
+    """logout() (invalidate) leaves a fresh session with an id, a start and a
+    last use: what the request then writes (a flash message, say) is saved and
+    read by the next request, signed out."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/logout-with-a-message')
+    def logout_with_a_message(session):
+        session.logout()
+        session.flash('signed out')
+        return {'id': session.id, 'sessionid': session['sessionid'],
+                'created': session.created, 'accessed': session.accessed}
+
+    @app.route('/messages')
+    def messages(session):
+        return {'messages': session.get_flashed_messages(), 'user_id': session.user_id}
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    got = test.get('/logout-with-a-message').json
+    assert isinstance(got['id'], str) and got['sessionid'] == got['id']
+    assert abs(got['created'] - manager.now()) <= 1 and abs(got['accessed'] - manager.now()) <= 1
+    assert test.get('/messages').json == {'messages': ['signed out'], 'user_id': None}
+
+
+def test_current_user_after_a_logout_in_the_same_request_is_none():
+    """current_user() loaded the user earlier in the request; after logout() it is None."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = current_user_app(manager, USERS, [])
+
+    @app.route('/logout-then-who')
+    def logout_then_who(session):
+        before = bs.current_user()
+        session.logout()
+        after = bs.current_user()
+        return {'before': before and before['name'], 'after': after and after['name']}
+    test = webtest.TestApp(app)
+    test.get('/login/7')
+    assert test.get('/logout-then-who').json == {'before': 'alice', 'after': None}
+
+
+def test_invalidate_without_the_plugin_expires_the_cookie_in_its_response():
+    """The original API (get_session(), no plugin, nothing commits at the end):
+    invalidate() itself puts the cookie's expiry on the response, so the
+    browser is signed out."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+
+    @app.route('/login')
+    def login():
+        session = manager.get_session()
+        session['valid'], session['name'] = True, 'alice'
+        manager.save(session)
+        return 'in'
+
+    @app.route('/invalidate')
+    def invalidate():
+        manager.get_session().invalidate()
+        return 'out'
+
+    @app.route('/who')
+    def who():
+        return {'valid': bool(manager.get_session().get('valid'))}
+    test = webtest.TestApp(app)
+    test.get('/login')
+    assert test.get('/who').json['valid'] is True
+    response = test.get('/invalidate')
+    assert any(h.startswith(manager.cookie_name + '=;') and 'Max-Age=0' in h
+               for h in set_cookie_headers(response))
+    assert test.get('/who').json['valid'] is False
 
 
 ###############################################################################
@@ -772,6 +892,79 @@ def test_a_login_carries_no_user_version_proof_over_from_an_earlier_login():
     assert again and other.get('/whoami', headers=as_cookie(manager, again)).json['user_id'] == 7
     fresh = webtest.TestApp(checking.app)
     assert fresh.get('/me', headers=as_cookie(manager, again)).text == 'nobody'
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_two_rotations_in_one_request_delete_the_id_the_request_began_with(kind, request,
+                                                                          tmp_path):
+    """login() then regenerate() in one request, before any save: the id the
+    session was loaded under is gone from the store, and its cookie opens a
+    fresh session; the signed-in session has the data."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/login-regenerate/<name>')
+    def login_regenerate(name, session):
+        session.login(name)
+        session.regenerate()
+        return 'in'
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    planted = test.cookies[manager.cookie_name]
+    planted_id = test.get('/whoami').json['id']
+    assert stored(manager, planted_id) is not None
+    test.get('/login-regenerate/alice')
+    me = test.get('/whoami').json
+    assert me['user_id'] == 'alice' and me['id'] != planted_id and me['data'] == {'a': '1'}
+    assert stored(manager, planted_id) is None
+    replay = webtest.TestApp(app).get('/whoami', headers=as_cookie(manager, planted)).json
+    assert replay['id'] != planted_id and replay['data'] == {} and replay['user_id'] is None
+
+
+def test_signing_out_by_setting_valid_false_keeps_no_login_state(kind, request, tmp_path):
+    """session['valid'] = False, the original API's logout: the user id, the login
+    time and the user_version hash leave what the store keeps (the cookie, for
+    CookieSession), not only hidden behind 'valid'."""
+    manager = make_manager(kind, request, tmp_path)
+    app = version_app(manager, {7: {'name': 'alice', 'pw': VERSION_1}})
+
+    @app.route('/legacy-logout')
+    def legacy_logout(session):
+        session['valid'] = False
+        return 'out'
+    test = webtest.TestApp(app)
+
+    def kept():
+        if kind == 'cookie':
+            record = json.loads(cookie_payload(test.cookies[manager.cookie_name]))
+        else:
+            record = manager.loads(stored(manager, test.get('/whoami').json['id']))
+        return {key: record[key] for key in ('u', 'l', 'h') if key in record}
+    test.get('/login/7')
+    assert sorted(kept()) == ['h', 'l', 'u'] and kept()['u'] == 7
+    test.get('/legacy-logout')
+    assert test.get('/whoami').json['valid'] is False
+    assert kept() == {}
+
+
+def test_signing_out_by_setting_valid_false_ends_the_signed_in_csrf_token(kind, request,
+                                                                         tmp_path):
+    """session['valid'] = False starts a new CSRF secret, as logout() does: a
+    token from the signed-in page is refused after it."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/legacy-logout')
+    def legacy_logout(session):
+        session['valid'] = False
+        return 'out'
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    token = test.get('/form').text
+    assert test.post('/post', {'csrf_token': token}).text == 'posted'
+    test.get('/legacy-logout')
+    test.post('/post', {'csrf_token': token}, status=403)
+    assert test.post('/post', {'csrf_token': test.get('/form').text}).text == 'posted'
 
 
 # The current user: load_user and current_user() ##############################
@@ -1412,6 +1605,28 @@ def test_csrf_trusted_origins():
         app.post('/post', headers={'Origin': origin}, status=403)
 
 
+@pytest.mark.parametrize('scheme, port', [('http', '80'), ('https', '443')])
+def test_csrf_an_origin_is_the_same_with_or_without_its_schemes_default_port(scheme, port):
+    """Browsers send Origin without the scheme's default port; a Host header or a
+    trusted origin may name it (app.example:80, :443). Both are one origin, and
+    an Origin naming the default port is still compared by its host."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = webtest.TestApp(csrf_site(manager, trusted_origins=[
+        '%s://admin.example:%s' % (scheme, port)]))
+
+    def post(host, origin, status=200):
+        return app.post('/plain', headers={'Origin': origin}, status=status,
+                        extra_environ={'HTTP_HOST': host, 'wsgi.url_scheme': scheme})
+    own, named = '%s://app.example' % scheme, '%s://app.example:%s' % (scheme, port)
+    assert post('app.example:' + port, own).text == 'plain'
+    assert post('app.example', named).text == 'plain'
+    assert post('app.example', '%s://admin.example' % scheme).text == 'plain'
+    assert post('app.example', '%s://admin.example:%s' % (scheme, port)).text == 'plain'
+    for origin in ('%s://evil.example:%s' % (scheme, port), '%s://evil.example' % scheme,
+                   '%s://app.example:8%s' % (scheme, port)):
+        post('app.example:' + port, origin, status=403)
+
+
 def test_csrf_neither_header_the_token_decides(kind, request, tmp_path):
     """Old browsers and non-browser clients: the token (field or header) decides,
     on routes with and without `session`."""
@@ -1443,6 +1658,45 @@ def test_csrf_refusals_are_403_json_for_json_clients(headers, check, accept):
     assert isinstance(response.json, dict) and check in json.dumps(response.json).lower()
     html = app.post('/post', headers=dict(headers, Accept='text/html'), status=403)
     assert html.content_type != 'application/json' and check in html.text.lower()
+
+
+def test_csrf_refusals_say_which_check_refused():
+    """Each CSRF refusal's message names its check, quoting at most 20 characters
+    of the client's own Sec-Fetch-Site; the token's says what to do."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = site(manager)
+
+    def error(headers):
+        return app.post('/post', headers=dict(headers, Accept='application/json'),
+                        status=403).json['error']
+    assert error({'Sec-Fetch-Site': 'cross-site'}) == (
+        'Refused: the browser says this request comes from another site '
+        '(Sec-Fetch-Site: cross-site).')
+    assert error({'Sec-Fetch-Site': 'x' * 30}) == (
+        'Refused: the browser says this request comes from another site '
+        '(Sec-Fetch-Site: %s).' % ('x' * 20))
+    assert error({'Origin': 'http://evil.example'}) == (
+        'Refused: the browser says this request comes from another origin.')
+    assert error({}) == ("Refused: the form's security token is missing or wrong. "
+                         'Reload the page and try again.')
+
+
+@pytest.mark.parametrize('accept, wants_json', [
+    ('application/json, text/html;q=0.9', True),
+    ('text/html;q=0.1, application/json;q=0.5', True),     # q-values, after the ';'
+    ('application/json;q=0.5, text/html', False),
+    ('application/json;q=1.0, text/html', True),            # no q is q=1: a tie...
+    ('text/html, application/json', False),                 # ...goes to the first listed
+    ('application/problem+json', False),                    # json, but not application/json
+    ('application/json;q=1.2.3, text/html;q=0.5', False)])  # a malformed q: left out
+def test_csrf_refusals_are_json_only_when_accept_ranks_json_above_html(accept, wants_json):
+    """The refusal's format follows the Accept header: JSON when application/json
+    ranks above text/html, by q-value and then by order; else HTML."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = site(manager)
+    response = app.post('/post', headers={'Accept': accept}, status=403)
+    assert (response.content_type == 'application/json') is wants_json
+    assert 'token' in (json.dumps(response.json) if wants_json else response.text).lower()
 
 
 def test_csrf_check_csrf_applies_the_same_rules_without_the_plugin():
@@ -2098,6 +2352,31 @@ def test_redirect_back_returns_to_the_page_and_query():
     assert app.get('/private/a%20b?q=1').text == 'private a b'
 
 
+@pytest.mark.parametrize('secure', [True, False])
+def test_the_remembered_page_is_kept_an_hour_and_secure_as_the_session_cookie(secure):
+    """The cookie that keeps the page for redirect_back(): HttpOnly, SameSite=Lax,
+    Max-Age an hour (not a browser-session cookie), and Secure when the manager's
+    cookies are."""
+    manager = bs.CookieSession(secret=SECRET, secure=secure)
+    app = webtest.TestApp(auth_app(manager))
+    response = app.get('/private/page')
+    [header] = [h for h in set_cookie_headers(response)
+                if h.startswith('validuserloginredirect=')]
+    attributes = {a.strip().lower() for a in header.split(';')[1:]}
+    assert {'httponly', 'samesite=lax', 'max-age=3600', 'path=/'} <= attributes
+    assert ('secure' in attributes) is secure
+
+
+def test_redirect_back_uses_the_remembered_page_once():
+    """redirect_back() deletes the cookie that kept the page (path=/, as it was
+    set, from whatever page calls it): a later sign-in goes to the default."""
+    app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
+    app.get('/private/page')
+    assert app.get('/auth/login').headers['Location'] == 'http://localhost:80/private/page'
+    assert 'validuserloginredirect' not in app.cookies
+    assert app.get('/auth/login').headers['Location'] == 'http://localhost:80/'
+
+
 UNSAFE_TARGETS = [
     'http://evil.example/', 'https://evil.example', '//evil.example/x', '/\\evil.example',
     '\\\\evil.example', '/ok\\..\\', 'javascript:alert(1)', '/a\nLocation: x', '/a\rb',
@@ -2113,6 +2392,63 @@ def test_unsafe_return_targets_are_refused(target):
 @pytest.mark.parametrize('target', ['/', '/a/b?c=d&e=%2F', '/%E2%82%AC', "/a:b@c!$'()*+,;="])
 def test_safe_return_targets_are_allowed(target):
     assert bs._safe_path(target)
+
+
+def test_a_return_target_may_be_2048_characters_and_no_more():
+    assert bs._safe_path('/' + 'a' * 2047)
+    assert not bs._safe_path('/' + 'a' * 2048)
+
+
+def test_remote_user_is_the_user_id_when_the_session_has_no_name():
+    """valid_user sets REMOTE_USER (for access logs) to the session's 'name', else
+    to the id given to login(), an int as its digits; to nothing for a session
+    signed in the original way without a name."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = ident_app(manager)
+    valid_user = bs.authenticator(manager, login_url='/login-page')
+
+    @app.route('/who')
+    @valid_user()
+    def who():
+        return bottle.request.environ.get('REMOTE_USER', '-')
+    test = webtest.TestApp(app)
+    test.get('/login/7')
+    assert test.get('/who').text == '7'
+    test.get('/set/name/Alice')
+    assert test.get('/who').text == 'Alice'
+    legacy = webtest.TestApp(app)
+    legacy.get('/legacy-valid')                 # valid = True, no name, no user id
+    assert legacy.get('/who').text == '-'
+
+
+def test_with_two_plugins_valid_user_loads_the_user_through_its_managers_plugin():
+    """Two SessionPlugins on one app, each with its own load_user: a page behind
+    the second manager's valid_user checks the user with the second plugin's
+    load_user, not the first one's (which knows no such user and would sign
+    the user out), and signs out a user the second one no longer finds."""
+    admins = {7: {'name': 'alice'}}
+    plain = bs.CookieSession(secret=SECRET)
+    admin = bs.CookieSession(secret=SECRET, cookie_name='admin_session')
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(plain, load_user={}.get))
+    app.install(bs.SessionPlugin(admin, keyword='admin', load_user=admins.get))
+    admin_only = bs.authenticator(admin, login_url='/admin-login-page')
+
+    @app.route('/admin-login')
+    def admin_login(admin):
+        admin.login(7)
+        return 'in'
+
+    @app.route('/admin-page')
+    @admin_only()
+    def admin_page():
+        return 'admin page'
+    test = webtest.TestApp(app)
+    test.get('/admin-login')
+    assert test.get('/admin-page').text == 'admin page'
+    assert test.get('/admin-page').text == 'admin page'
+    del admins[7]
+    assert redirected(test.get('/admin-page'))
 
 
 @pytest.mark.parametrize('target', ['http://evil.example/', '//evil.example/x',
@@ -2299,6 +2635,38 @@ def test_fresh_sends_an_old_login_to_log_in_again_and_back(kind, request, tmp_pa
     assert app.get('/sensitive').text == 'sensitive'
 
 
+def test_fresh_allows_a_login_exactly_fresh_seconds_old():
+    """fresh=300 is the seconds after login *past which* the user signs in again:
+    at 300 the page is shown, at 301 not."""
+    manager = bs.CookieSession(secret=SECRET)
+    manager.now = Clock()
+    manager.now.t = float(int(manager.now.t))   # whole seconds, as the login time is kept
+    app = webtest.TestApp(guarded_app(manager))
+    app.get('/login/alice')
+    manager.now.advance(300)
+    assert app.get('/sensitive').text == 'sensitive'
+    manager.now.advance(1)
+    assert redirected(app.get('/sensitive'))
+
+
+def test_valid_users_json_refusals_say_why():
+    """An API client refused by valid_user gets the reason in the JSON: 'sign in'
+    for a visitor, 'sign in again' for a login older than fresh=, and 'signed
+    in, but may not' for a user that require= refuses."""
+    manager = bs.CookieSession(secret=SECRET)
+    manager.now = Clock()
+    app = webtest.TestApp(guarded_app(manager))
+    json_headers = {'Accept': 'application/json'}
+
+    def error(path, status):
+        return app.get(path, headers=json_headers, status=status).json['error']
+    assert error('/sensitive', 401) == error('/api/data', 401) == 'Sign in to see this page.'
+    app.get('/login/alice')
+    assert error('/api/admin', 403) == 'You are signed in, but may not see this page.'
+    manager.now.advance(301)
+    assert error('/sensitive', 401) == 'Sign in again to see this page.'
+
+
 @pytest.mark.parametrize('accept', ['application/json', 'application/json, text/plain, */*',
                                     'text/html;q=0.5, application/json'])
 def test_valid_user_answers_json_clients_with_401(accept):
@@ -2388,6 +2756,80 @@ def test_a_default_directory_of_another_user_is_an_error_at_build_or_harmless(
             type(manager).__name__, response.status)
     assert test.get('/get').json['data']['a'] == '1'
     assert os.listdir(taken) == []      # and nothing of ours went into their directory
+
+
+def test_a_session_dir_that_is_a_file_is_a_config_error(tmp_path):
+    """A regular file where the directory should be: a ConfigError that names
+    the path, at build."""
+    path = tmp_path / 'sessions'
+    path.write_text('not a directory')
+    with pytest.raises(bs.ConfigError, match='sessions'):
+        bs.PickleSession(session_dir=str(path))
+
+
+def test_a_fifo_planted_as_the_session_dir_is_refused_at_once(tmp_path):
+    """Another user can make a FIFO where the default directory would be (the
+    temp dir is shared): opening the path must not wait for a writer. Refused
+    at once with a ConfigError, not a server that hangs while starting."""
+    path = str(tmp_path / 'sessions')
+    os.mkfifo(path, 0o600)
+    outcome = []
+
+    def build():
+        try:
+            bs.PickleSession(session_dir=path)
+        except Exception as exc:        # noqa: BLE001 - the outcome is asserted below
+            outcome.append(exc)
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    thread.join(10)
+    hung = thread.is_alive()
+    if hung:                            # let the blocked open go, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+    assert not hung, 'opening the session directory waited on a FIFO'
+    assert len(outcome) == 1 and isinstance(outcome[0], bs.ConfigError)
+
+
+def test_a_session_dir_others_may_enter_but_not_write_is_accepted(tmp_path):
+    """Only write access for others is refused: a directory of mode 0711 (others
+    may enter, not list or write) or 0755 holds sessions (its files are 0600)."""
+    for mode in (0o711, 0o755):
+        path = tmp_path / ('sessions-%o' % mode)
+        path.mkdir()
+        os.chmod(path, mode)
+        manager = bs.PickleSession(session_dir=str(path))
+        test = webtest.TestApp(plugin_app(manager))
+        test.get('/set/a/1')
+        assert test.get('/get').json['data']['a'] == '1'
+
+
+def test_the_refusals_of_a_shared_session_directory_or_database_say_what_to_do(tmp_path):
+    """What others can write, or read, is refused with a message that says what
+    is wrong, the risk, and the mode to use instead (0700 for a directory, 0600
+    for the database file)."""
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.PickleSession(session_dir=str(shared))
+    assert str(refused.value) == (
+        'session directory %r is writable by others (mode 777): anyone who can write it '
+        'can plant session files, and unpickling them runs their code. Use a private '
+        'directory (mode 0700).' % str(shared))
+    for mode, message in (
+            (0o666, "session database 'sessions.db' is writable by others (mode 666): anyone "
+                    'who can write it can plant a session database, and with it a signed-in '
+                    'session. Use mode 0600.'),
+            (0o644, "session database 'sessions.db' is readable by others (mode 644): they "
+                    'would read every session in it. Use mode 0600.')):
+        database = tmp_path / 'sessions.db'
+        database.write_bytes(b'')
+        os.chmod(database, mode)
+        with pytest.raises(bs.ConfigError) as refused:
+            manager = bs.SQLSession(str(database))
+            webtest.TestApp(plugin_app(manager)).get('/set/a/1')
+        assert str(refused.value) == message
 
 
 # Secrets and signing #########################################################
