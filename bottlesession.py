@@ -723,12 +723,13 @@ def _login(session, user_id, keep_data=False):
 def _notice_login(session):
     """See a login or logout made the original way, by setting 'valid' (or a
     new 'name'), and make it a real one. Runs before a save and a token."""
-    if session.meta.get('l') != session.loaded[1].get('l'):
-        return                          # login() or logout() ran: it is done
     state = bool(session.get('valid')), session.get('name')
-    if state == session.loaded[2]:
+    if session.meta.get('l') != session.loaded[1].get('l'):
+        if state[0] or 'l' not in session.meta:
+            return                      # login() or logout() ran: it is done
+    elif state == session.loaded[2]:
         return
-    if not state[0]:                    # a logout: the session stays, signed out
+    if not state[0]:                    # a logout (after login(), too): signed out
         _rotate(session)
         for key in ('u', 'l', 'h'):
             session.meta.pop(key, None)
