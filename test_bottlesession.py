@@ -3950,6 +3950,22 @@ def test_an_expired_file_that_cannot_be_removed_still_reads_as_gone(tmp_path, mo
     assert len(session_files(manager.session_dir)) == 1
 
 
+def test_a_lock_that_cannot_be_taken_is_a_503_whose_log_names_the_error(tmp_path, monkeypatch,
+                                                                        caplog):
+    """A write whose lock file fails (ENOLCK, say) is a SessionStoreError: a
+    503 whose log line gives the OS error. Mutants: a TypeError or
+    ValueError from the message's formatting (a 500); a message of None."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    monkeypatch.setattr(bs.fcntl, 'flock', no_locks)
+    response = webtest.TestApp(plugin_app(manager)).get('/set/a/1', status=503)
+    assert 'unavailable' in response.text
+    assert 'cannot write session file: [Errno %d] No locks available' % errno.ENOLCK \
+        in caplog.text
+
+
 # SQLSession ##################################################################
 
 def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
@@ -4401,6 +4417,64 @@ def test_postgres_processes_that_race_to_create_the_table_all_start(postgres_ser
     for thread in threads:
         thread.join()
     assert results == [200] * 8
+
+
+@pytest.mark.parametrize('portable', [False, True], ids=['upsert', 'portable'])
+def test_a_row_past_its_end_is_written_over_by_a_new_write(portable, tmp_path):
+    """A row whose end has passed, not yet removed by cleanup(), is gone: a
+    write that expects no row replaces it, by the upsert's `expires < now`
+    or, on a driver the module does not know, by deleting it first. Mutants:
+    `now` None, so no row was ever past its end; that delete skipped or
+    aimed at no row. The write failed: a rate limit on that key, say, was
+    a 503 until cleanup() ran."""
+    path = str(tmp_path / 'sessions.db')
+    manager = bs.SQLSession(lambda: ForeignDriverConnection(path)) if portable \
+        else bs.SQLSession(path)
+    manager.now = Clock()
+    key, old, new = 'a' * 64, manager.dumps({'h': [1]}), manager.dumps({'h': [2]})
+    assert manager.write(key, old, int(manager.now()) + 60)
+    manager.now.advance(120)
+    assert manager.read(key) is None
+    assert manager.write(key, new, int(manager.now()) + 60)
+    assert manager.read(key) == new
+
+
+def test_a_connection_lost_after_a_regenerate_commit_keeps_the_session(tmp_path):
+    """regenerate() moves the row to a new id and commits, then the connection
+    is reported lost; the retry finds the new row its own and sends its id.
+    Mutant: the retry read no row (key None), took the save for one whose
+    session was removed meanwhile and sent no cookie: the browser kept the
+    old id, which was gone, and the session with it."""
+    path = str(tmp_path / 'sessions.db')
+    bs.SQLSession(path)         # the file, made and checked as the store makes it
+    state = {'armed': False, 'fired': 0}
+    manager = bs.SQLSession(lost_after_commit_factory(
+        functools.partial(sqlite3.connect, path, timeout=30), 'sqlite3', state))
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    state['armed'] = True
+    ids = test.get('/regenerate').json
+    assert state['fired'] == 1
+    body = test.get('/get').json
+    assert body['id'] == ids['new'] and body['data']['a'] == '1'
+
+
+def test_a_rate_limit_attempt_whose_commit_is_lost_counts_once(tmp_path):
+    """The count's compare-and-set commits, then the connection is reported
+    lost; the retry finds its own write in place and counts the attempt
+    once. Mutant: the retry read no row (key None), reported the write
+    lost, and rate_limit counted the attempt again."""
+    path = str(tmp_path / 'sessions.db')
+    bs.SQLSession(path)         # the file, made and checked as the store makes it
+    state = {'armed': False, 'fired': 0}
+    manager = bs.SQLSession(lost_after_commit_factory(
+        functools.partial(sqlite3.connect, path, timeout=30), 'sqlite3', state))
+    assert manager.rate_limit('login:alice', 5, 60)
+    state['armed'] = True
+    assert manager.rate_limit('login:alice', 5, 60)
+    assert state['fired'] == 1
+    record = manager.loads(manager.read(manager._key(b'rate', 'login:alice')))
+    assert len(record['h']) == 2
 
 
 # RedisSession ################################################################
