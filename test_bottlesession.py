@@ -481,6 +481,49 @@ def test_the_apps_vary_header_names_cookie_once_in_one_header(theirs, sent):
     assert webtest.TestApp(app).get('/vary').headers.getall('Vary') == [sent]
 
 
+@pytest.mark.parametrize('theirs, sent', [
+    (['public, max-age=600'], 'private, max-age=600'),
+    (['Private, max-age=60'], 'private, max-age=60'),
+    (['public, max-age=600', 'no-transform'], 'private, max-age=600, no-transform'),
+])
+def test_the_apps_cache_control_becomes_one_private_header(theirs, sent):
+    """A response that sets the session's cookie is private: the app's
+    Cache-Control, in one or more headers, becomes one header with
+    `private` once and the app's other directives. Mutants: a second
+    `cache-control: private` header beside the app's public one; the app's
+    `Private` kept beside the new one; the app's headers joined with junk."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/cached')
+    def cached(session):
+        session['a'] = 1
+        for value in theirs:
+            bottle.response.add_header('Cache-Control', value)
+        return 'ok'
+    assert webtest.TestApp(app).get('/cached').headers.getall('Cache-Control') == [sent]
+
+
+def test_saving_twice_in_one_request_sends_the_cookie_once():
+    """Each save replaces the Set-Cookie an earlier save of the request made:
+    one cookie of a name per response, the last. Mutant: the earlier one
+    was never matched (its name prefix mangled), so both went out."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+
+    @app.route('/twice')
+    def twice():
+        session = manager.get_session()
+        session['a'] = 1
+        manager.save(session)
+        session['b'] = 2
+        manager.save(session)
+        return 'ok'
+    response = webtest.TestApp(app).get('/twice')
+    [cookie] = [h for h in set_cookie_headers(response) if h.startswith('session_data=')]
+    assert json.loads(cookie_payload(cookie.split(';')[0].split('=', 1)[1]))['d']['b'] == 2
+
+
 @pytest.mark.parametrize('kind', SERVER_STORES)
 def test_a_key_saved_then_deleted_in_one_request_stays_deleted(kind, request, tmp_path):
     """A request that saves, then deletes the key it had saved: the second
