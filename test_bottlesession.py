@@ -420,6 +420,16 @@ def test_set_expiry_none_without_a_chosen_end_keeps_the_default(store):
     assert 3599 <= max_age(response, manager.cookie_name) <= 3600
 
 
+def test_a_lifetime_of_a_second_or_less_is_accepted():
+    """Any lifetime over 0 s is one. Mutant: `1 < value`, so cookie_expires=1,
+    idle_timeout=0.5 and set_expiry(1) were refused as ConfigErrors."""
+    manager = bs.CookieSession(secret=SECRET, cookie_expires=1, idle_timeout=0.5)
+    assert (manager.max_age, manager.idle_timeout) == (1, 0.5)
+    session = bs.Session(manager, 'E' * 43, meta={'c': 0, 'a': 0})
+    session.set_expiry(datetime.timedelta(seconds=1))
+    assert session.meta['e'] == int(manager.now() + 1)
+
+
 # Committing: the cookie and the cache headers ################################
 
 def test_logout_then_a_crash_still_expires_the_cookie():
@@ -568,6 +578,92 @@ def test_invalidate_without_the_plugin_expires_the_cookie_in_its_response():
     assert any(h.startswith(manager.cookie_name + '=;') and 'Max-Age=0' in h
                for h in set_cookie_headers(response))
     assert test.get('/who').json['valid'] is False
+
+
+@pytest.mark.parametrize('theirs, sent', [
+    ('Accept-Encoding', 'Accept-Encoding, Cookie'),
+    ('Cookie, Accept-Encoding', 'Cookie, Accept-Encoding'),
+    ('Accept-Encoding, cookie', 'Accept-Encoding, cookie'),
+])
+def test_the_apps_vary_header_names_cookie_once_in_one_header(theirs, sent):
+    """The session's Cookie joins the Vary the app set, in one header, and
+    only if the app's does not name it already (in any case, anywhere).
+    Mutants: a second `vary: Cookie` header beside the app's; `Cookie`
+    appended again to an app's Vary that named it first, or in lower case."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/vary')
+    def vary(session):
+        session['a'] = 1
+        bottle.response.set_header('Vary', theirs)
+        return 'ok'
+    assert webtest.TestApp(app).get('/vary').headers.getall('Vary') == [sent]
+
+
+@pytest.mark.parametrize('theirs, sent', [
+    (['public, max-age=600'], 'private, max-age=600'),
+    (['Private, max-age=60'], 'private, max-age=60'),
+    (['public, max-age=600', 'no-transform'], 'private, max-age=600, no-transform'),
+])
+def test_the_apps_cache_control_becomes_one_private_header(theirs, sent):
+    """A response that sets the session's cookie is private: the app's
+    Cache-Control, in one or more headers, becomes one header with
+    `private` once and the app's other directives. Mutants: a second
+    `cache-control: private` header beside the app's public one; the app's
+    `Private` kept beside the new one; the app's headers joined with junk."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/cached')
+    def cached(session):
+        session['a'] = 1
+        for value in theirs:
+            bottle.response.add_header('Cache-Control', value)
+        return 'ok'
+    assert webtest.TestApp(app).get('/cached').headers.getall('Cache-Control') == [sent]
+
+
+def test_saving_twice_in_one_request_sends_the_cookie_once():
+    """Each save replaces the Set-Cookie an earlier save of the request made:
+    one cookie of a name per response, the last. Mutant: the earlier one
+    was never matched (its name prefix mangled), so both went out."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+
+    @app.route('/twice')
+    def twice():
+        session = manager.get_session()
+        session['a'] = 1
+        manager.save(session)
+        session['b'] = 2
+        manager.save(session)
+        return 'ok'
+    response = webtest.TestApp(app).get('/twice')
+    [cookie] = [h for h in set_cookie_headers(response) if h.startswith('session_data=')]
+    assert json.loads(cookie_payload(cookie.split(';')[0].split('=', 1)[1]))['d']['b'] == 2
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_key_saved_then_deleted_in_one_request_stays_deleted(kind, request, tmp_path):
+    """A request that saves, then deletes the key it had saved: the second
+    save deletes it. Mutant: the first save did not record what it wrote as
+    the loaded version, so the second merged onto it as onto another
+    request's write, and the key came back."""
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+
+    @app.route('/save-then-drop')
+    def save_then_drop(session):
+        session['k'] = '1'
+        session.save()
+        del session['k']
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    test.get('/save-then-drop')
+    data = test.get('/get').json['data']
+    assert 'k' not in data and data['a'] == '1'
 
 
 ###############################################################################
@@ -965,6 +1061,75 @@ def test_signing_out_by_setting_valid_false_ends_the_signed_in_csrf_token(kind, 
     test.get('/legacy-logout')
     test.post('/post', {'csrf_token': token}, status=403)
     assert test.post('/post', {'csrf_token': test.get('/form').text}).text == 'posted'
+
+
+def sign_out_by_valid(app):
+    """Give ident_app a sign-out the original way, and a login the original
+    way that reports the session's user as it stands before the save."""
+    @app.route('/valid-false')
+    def valid_false(session):
+        session['valid'] = False
+        return 'out'
+
+    @app.route('/valid-true-whoami')
+    def valid_true_whoami(session):
+        session['valid'] = True
+        return {'user_id': session.user_id, 'login_time': session.login_time,
+                'meta': sorted(set(session.meta) & {'u', 'l', 'h'})}
+    return webtest.TestApp(app)
+
+
+def test_signing_out_by_clearing_valid_forgets_the_user(kind, request, tmp_path):
+    """session['valid'] = False signs the user out for good: the stored
+    session keeps no user id, login time or user_version proof, so a later
+    login the original way (valid = True) is nobody's but its own. Mutants:
+    'u', 'l' or 'h' kept at that sign-out; then valid = True made the session
+    user 7 again, signed in at 7's time, until its save."""
+    manager = make_manager(kind, request, tmp_path)
+    app = sign_out_by_valid(ident_app(manager, USERS, user_version=lambda user: user['pw']))
+    app.get('/login/7')
+    app.get('/valid-false')
+    assert app.get('/valid-true-whoami').json == {'user_id': None, 'login_time': None,
+                                                  'meta': []}
+
+
+def login_then_valid_false(app):
+    """ident_app, plus a request that calls login(7), then signs out the
+    original way (a second factor refused, say): (TestApp, with the
+    routes of sign_out_by_valid)."""
+    @app.route('/login-then-valid-false')
+    def login_then_valid_false_(session):
+        session.login(7)
+        session['valid'] = False
+        return 'out'
+    return sign_out_by_valid(app)
+
+
+def test_a_login_the_original_way_keeps_the_data_after_a_login_undone_by_valid(kind, request,
+                                                                              tmp_path):
+    """login(7), then valid = False in the same request; later a login the
+    original way (valid = True) keeps the visitor's data, as that way
+    always does. Mutants: _notice_login's login with keep_data None, False
+    or left out: 7's stored id counted as another user's and the cart went."""
+    manager = make_manager(kind, request, tmp_path)
+    app = login_then_valid_false(ident_app(manager))
+    app.get('/set/cart/book')
+    app.get('/login-then-valid-false')
+    app.get('/legacy-valid')
+    me = app.get('/whoami').json
+    assert (me['valid'], me['user_id'], me['data']) == (True, None, {'cart': 'book'})
+
+
+def test_valid_false_after_login_in_one_request_forgets_the_user(kind, request, tmp_path):
+    """A sign-out by valid = False in the request that called login() is a
+    sign-out all the same: a later login the original way is nobody's. Failed:
+    _notice_login returned early once login() had run, so 'u', 'l' and 'h'
+    stayed stored, and a later session['valid'] = True was user 7 again."""
+    manager = make_manager(kind, request, tmp_path)
+    app = login_then_valid_false(ident_app(manager))
+    app.get('/login-then-valid-false')
+    assert app.get('/valid-true-whoami').json == {'user_id': None, 'login_time': None,
+                                                  'meta': []}
 
 
 # The current user: load_user and current_user() ##############################
@@ -2269,6 +2434,20 @@ def test_a_token_made_through_the_original_api_works_on_a_stored_session(kind, r
 ###############################################################################
 
 
+def test_signing_out_by_clearing_valid_renews_the_csrf_secret(kind, request, tmp_path):
+    """A sign-out the original way (session['valid'] = False) kills the
+    signed-in user's CSRF tokens, as logout() does. Mutant: the new secret
+    was written under another key, so the old tokens still worked."""
+    manager = make_manager(kind, request, tmp_path)
+    app = sign_out_by_valid(ident_app(manager))
+    app.get('/login/7')
+    signed_in = app.get('/form').text
+    app.post('/post', {'csrf_token': signed_in})
+    app.get('/valid-false')
+    app.post('/post', {'csrf_token': signed_in}, status=403)
+    assert app.post('/post', {'csrf_token': app.get('/form').text}).text == 'posted'
+
+
 # The plugin ##################################################################
 
 def test_plugin_keyword_clash_is_a_plugin_error():
@@ -3444,6 +3623,47 @@ def test_cleanup_removes_sessions_idle_past_the_idle_timeout(kind, request, tmp_
     assert webtest.TestApp(app.app).get('/get', headers={'Cookie': cookie}).json['new'] is True
 
 
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_stored_session_sends_its_cookie_again_only_when_it_changes(kind, request, tmp_path):
+    """The id cookie goes out when the session is new, gets a new id or a new
+    expiry, not on every save. Mutant: it went out on every save."""
+    manager = make_manager(kind, request, tmp_path)
+    test = webtest.TestApp(pinned_app(manager))
+
+    def sent(path):
+        return [h for h in set_cookie_headers(test.get(path))
+                if h.startswith(manager.cookie_name + '=')]
+    assert sent('/set/a/1')
+    assert sent('/set/a/2') == [] and sent('/count') == []
+    assert sent('/expire/600') and sent('/regenerate')
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_stored_session_may_be_max_size_bytes_and_not_one_more(kind, request, tmp_path):
+    """max_size is the largest record stored, and one byte more is refused
+    with a SessionTooLarge that gives both sizes. Mutants: a record of
+    exactly max_size refused; a TypeError in place of the SessionTooLarge."""
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+
+    @app.route('/grow/<value>')
+    def grow(value, session):
+        before, session['a'] = session['a'], value
+        try:
+            session.save()
+        except bs.SessionTooLarge as error:
+            session['a'] = before
+            return {'size': error.size, 'limit': error.limit}
+        return 'saved'
+    test = webtest.TestApp(app)
+    test.get('/set/a/x')
+    test.get('/set/a/w')            # the record's keys in the order a later save has them
+    manager.max_size = len(stored(manager, test.get('/get').json['id']))
+    assert test.get('/grow/y').text == 'saved'
+    assert test.get('/grow/yz').json == {'size': manager.max_size + 1,
+                                         'limit': manager.max_size}
+
+
 # ServerSession: the merge with what another request saved meanwhile ##########
 
 @pytest.mark.parametrize('kind', SERVER_STORES)
@@ -3632,6 +3852,74 @@ def test_flashes_both_requests_added_are_all_kept_through_a_merge(kind, request,
     test = app_with_a_request_meanwhile(manager, ['/flash/other'])
     test.get('/flash-meanwhile/first')
     assert json.loads(test.get('/show').text) == ['first', 'other', 'first']
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_request_that_saves_twice_keeps_what_another_request_saved_between(kind, request,
+                                                                            tmp_path):
+    """A save that merged another request's change gives the session that
+    change for the rest of the request, and a second save keeps it. Mutant:
+    the session was not refilled from the merge: the request did not see
+    the other's key, and its second save deleted it."""
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    cookie = '%s=%s' % (manager.cookie_name, test.cookies[manager.cookie_name])
+
+    @app.route('/save-twice')
+    def save_twice(session):
+        session['mine'] = '1'
+        in_threads(lambda: wsgi_get(app, '/set/theirs/2', cookie))
+        session.save()
+        seen = session.get('theirs')
+        session['more'] = '3'
+        return {'seen': seen}
+    assert test.get('/save-twice').json == {'seen': '2'}
+    data = test.get('/get').json['data']
+    assert (data['a'], data['mine'], data['theirs'], data['more']) == ('1', '1', '2', '3')
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_session_ended_during_a_request_is_not_brought_back_by_its_save(kind, request,
+                                                                         tmp_path):
+    """end_sessions() (a password change on another device) runs while a
+    request of a signed-in session is under way: that request's save does
+    not write the session back, signed in. Only a login made by the request
+    itself starts afresh. Mutants: any signed-in session gone meanwhile
+    was re-created, signed in as its user."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/ended-meanwhile')
+    def ended_meanwhile(session):
+        assert manager.end_sessions(7) == 1
+        session['a'] = '1'
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/login/7')
+    test.get('/ended-meanwhile')
+    me = test.get('/whoami').json
+    assert (me['user_id'], me['valid'], me['data']) == (None, False, {})
+    assert manager.user_sessions(7) == []
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_save_that_loses_every_race_is_a_503_whose_log_names_the_session(
+        kind, request, tmp_path, monkeypatch, caplog):
+    """A save whose every compare-and-set loses gives up with
+    SessionStoreError: a 503, not a 500, and a log line with the start of
+    the session id and the number of saves. Mutants: a TypeError or
+    ValueError from the message's formatting (a 500); a message of None."""
+    manager = make_manager(kind, request, tmp_path)
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    sid = test.get('/get').json['id']
+    monkeypatch.setattr(manager, 'write', lambda *args, **kwargs: False)
+    monkeypatch.setattr(time, 'sleep', lambda seconds: None)
+    assert 'unavailable' in test.get('/set/a/2', status=503).text
+    assert 'session %s… changed under %d saves in a row' % (
+        sid[:6], manager.swap_attempts) in caplog.text
 
 
 # PickleSession ###############################################################
@@ -4131,6 +4419,77 @@ def test_unusable_session_dir_is_a_config_error(tmp_path, where):
     assert stat.S_IMODE(os.stat(str(tmp_path / 'made')).st_mode) == 0o700
 
 
+@pytest.mark.parametrize('value', ['x' * 36, '../' * 12])
+def test_a_36_character_cookie_that_is_no_uuid_gets_a_fresh_session(value, tmp_path):
+    """The file store reads the original's uuid4 ids under their own names: a
+    36-character value that is not one is refused before any file is named.
+    Mutant: the check was `legacy_ids or …`, so any value passed, and its
+    raw name failed in _name(): a 500 for a cookie anyone can send."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    response = webtest.TestApp(plugin_app(manager)).get(
+        '/get', headers={'Cookie': '%s=%s' % (manager.cookie_name, value)})
+    assert response.json['new'] is True and response.json['id'] != value
+
+
+def expiring_pickle_store(tmp_path):
+    """A file store on a clock at a whole second, with one session holding
+    a = 1 for an hour: (manager, TestApp, session id)."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'), cookie_expires=3600)
+    manager.now = Clock()
+    manager.now.t = float(int(manager.now.t))
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    return manager, test, test.get('/get').json['id']
+
+
+def test_a_session_file_lives_through_its_last_second_and_reads_as_gone_after(tmp_path):
+    """read() keeps the one expiry rule: a session's file reads as live up to
+    the second its session ends, as gone after it, and is removed then.
+    Mutants: a file read as gone in its last second (`mtime <= now`); an
+    expired file read as live, and left (its key's length tested for 65)."""
+    manager, test, sid = expiring_pickle_store(tmp_path)
+    manager.now.advance(3600)                   # its very end: still live
+    assert stored(manager, sid) is not None
+    assert test.get('/get').json['data']['a'] == '1'
+    manager.now.advance(1)
+    assert stored(manager, sid) is None
+    assert session_files(manager.session_dir) == []
+
+
+def test_an_expired_file_that_cannot_be_removed_still_reads_as_gone(tmp_path, monkeypatch):
+    """Removing an expired file is housekeeping: if the unlink fails (EACCES),
+    the read still answers "gone", never an error. Mutant:
+    contextlib.suppress(None), so the failure was a TypeError: a 500."""
+    manager, test, sid = expiring_pickle_store(tmp_path)
+    manager.now.advance(3601)
+    unlink = os.unlink
+
+    def refused(path, *args, **kwargs):
+        if str(path).startswith('session-'):
+            raise PermissionError(errno.EACCES, 'Permission denied', path)
+        return unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, 'unlink', refused)
+    assert stored(manager, sid) is None
+    assert test.get('/get').json['new'] is True
+    assert len(session_files(manager.session_dir)) == 1
+
+
+def test_a_lock_that_cannot_be_taken_is_a_503_whose_log_names_the_error(tmp_path, monkeypatch,
+                                                                        caplog):
+    """A write whose lock file fails (ENOLCK, say) is a SessionStoreError: a
+    503 whose log line gives the OS error. Mutants: a TypeError or
+    ValueError from the message's formatting (a 500); a message of None."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    monkeypatch.setattr(bs.fcntl, 'flock', no_locks)
+    response = webtest.TestApp(plugin_app(manager)).get('/set/a/1', status=503)
+    assert 'unavailable' in response.text
+    assert 'cannot write session file: [Errno %d] No locks available' % errno.ENOLCK \
+        in caplog.text
+
+
 # SQLSession ##################################################################
 
 def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
@@ -4582,6 +4941,64 @@ def test_postgres_processes_that_race_to_create_the_table_all_start(postgres_ser
     for thread in threads:
         thread.join()
     assert results == [200] * 8
+
+
+@pytest.mark.parametrize('portable', [False, True], ids=['upsert', 'portable'])
+def test_a_row_past_its_end_is_written_over_by_a_new_write(portable, tmp_path):
+    """A row whose end has passed, not yet removed by cleanup(), is gone: a
+    write that expects no row replaces it, by the upsert's `expires < now`
+    or, on a driver the module does not know, by deleting it first. Mutants:
+    `now` None, so no row was ever past its end; that delete skipped or
+    aimed at no row. The write failed: a rate limit on that key, say, was
+    a 503 until cleanup() ran."""
+    path = str(tmp_path / 'sessions.db')
+    manager = bs.SQLSession(lambda: ForeignDriverConnection(path)) if portable \
+        else bs.SQLSession(path)
+    manager.now = Clock()
+    key, old, new = 'a' * 64, manager.dumps({'h': [1]}), manager.dumps({'h': [2]})
+    assert manager.write(key, old, int(manager.now()) + 60)
+    manager.now.advance(120)
+    assert manager.read(key) is None
+    assert manager.write(key, new, int(manager.now()) + 60)
+    assert manager.read(key) == new
+
+
+def test_a_connection_lost_after_a_regenerate_commit_keeps_the_session(tmp_path):
+    """regenerate() moves the row to a new id and commits, then the connection
+    is reported lost; the retry finds the new row its own and sends its id.
+    Mutant: the retry read no row (key None), took the save for one whose
+    session was removed meanwhile and sent no cookie: the browser kept the
+    old id, which was gone, and the session with it."""
+    path = str(tmp_path / 'sessions.db')
+    bs.SQLSession(path)         # the file, made and checked as the store makes it
+    state = {'armed': False, 'fired': 0}
+    manager = bs.SQLSession(lost_after_commit_factory(
+        functools.partial(sqlite3.connect, path, timeout=30), 'sqlite3', state))
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    state['armed'] = True
+    ids = test.get('/regenerate').json
+    assert state['fired'] == 1
+    body = test.get('/get').json
+    assert body['id'] == ids['new'] and body['data']['a'] == '1'
+
+
+def test_a_rate_limit_attempt_whose_commit_is_lost_counts_once(tmp_path):
+    """The count's compare-and-set commits, then the connection is reported
+    lost; the retry finds its own write in place and counts the attempt
+    once. Mutant: the retry read no row (key None), reported the write
+    lost, and rate_limit counted the attempt again."""
+    path = str(tmp_path / 'sessions.db')
+    bs.SQLSession(path)         # the file, made and checked as the store makes it
+    state = {'armed': False, 'fired': 0}
+    manager = bs.SQLSession(lost_after_commit_factory(
+        functools.partial(sqlite3.connect, path, timeout=30), 'sqlite3', state))
+    assert manager.rate_limit('login:alice', 5, 60)
+    state['armed'] = True
+    assert manager.rate_limit('login:alice', 5, 60)
+    assert state['fired'] == 1
+    record = manager.loads(manager.read(manager._key(b'rate', 'login:alice')))
+    assert len(record['h']) == 2
 
 
 # RedisSession ################################################################
