@@ -1494,6 +1494,8 @@ class ServerSession(BaseSession):
         if not 0 <= cleanup_chance <= 1:
             raise ConfigError('cleanup_chance must be between 0 and 1')
         self.cleanup_chance = cleanup_chance
+        # A request hashes its id twice, at load and at save: 6% of a SQLite save.
+        self.storage_key = functools.lru_cache(maxsize=1024)(self.storage_key)
         identity = _json_encode([self.cookie_name, self.path, self.domain, self.namespace])
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
         if secret is not None:
