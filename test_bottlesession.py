@@ -554,14 +554,7 @@ def test_invalidate_without_the_plugin_expires_the_cookie_in_its_response():
     invalidate() itself puts the cookie's expiry on the response, so the
     browser is signed out."""
     manager = bs.CookieSession(secret=SECRET)
-    app = bottle.Bottle()
-
-    @app.route('/login')
-    def login():
-        session = manager.get_session()
-        session['valid'], session['name'] = True, 'alice'
-        manager.save(session)
-        return 'in'
+    app = original_api_app(manager)
 
     @app.route('/invalidate')
     def invalidate():
@@ -1064,13 +1057,8 @@ def test_signing_out_by_setting_valid_false_ends_the_signed_in_csrf_token(kind, 
 
 
 def sign_out_by_valid(app):
-    """Give ident_app a sign-out the original way, and a login the original
-    way that reports the session's user as it stands before the save."""
-    @app.route('/valid-false')
-    def valid_false(session):
-        session['valid'] = False
-        return 'out'
-
+    """Give ident_app a login the original way that reports the session's user
+    as it stands before the save (its sign-out the original way: /valid-false)."""
     @app.route('/valid-true-whoami')
     def valid_true_whoami(session):
         session['valid'] = True
@@ -1882,13 +1870,6 @@ def test_csrf_check_csrf_applies_the_same_rules_without_the_plugin():
 def test_check_csrf_for_a_signed_in_user_without_the_plugin(tmp_path):
     manager = bs.PickleSession(str(tmp_path / 's'))
     app = original_api_app(manager)
-
-    @app.route('/login')
-    def login():
-        session = manager.get_session()
-        session['valid'], session['name'] = True, 'alice'
-        manager.save(session)
-        return 'in'
     test = webtest.TestApp(app)
     test.get('/login')
     token = test.get('/form').text
@@ -2584,12 +2565,9 @@ def test_remote_user_is_the_user_id_when_the_session_has_no_name():
     signed in the original way without a name."""
     manager = bs.CookieSession(secret=SECRET)
     app = ident_app(manager)
-    valid_user = bs.authenticator(manager, login_url='/login-page')
-
-    @app.route('/who')
-    @valid_user()
-    def who():
-        return bottle.request.environ.get('REMOTE_USER', '-')
+    remote_user = bs.authenticator(manager, login_url='/login-page')()(
+        lambda: bottle.request.environ.get('REMOTE_USER', '-'))
+    app.route('/who', callback=remote_user)
     test = webtest.TestApp(app)
     test.get('/login/7')
     assert test.get('/who').text == '7'
@@ -7356,9 +7334,16 @@ def is_admin(session):
 
 
 def original_api_app(manager):
-    """An app without the plugin, on get_session(): a form, and a POST that
-    calls check_csrf()."""
+    """An app without the plugin, on get_session(): a login the original way,
+    a form, and a POST that calls check_csrf()."""
     app = bottle.Bottle()
+
+    @app.route('/login')
+    def login():
+        session = manager.get_session()
+        session['valid'], session['name'] = True, 'alice'
+        manager.save(session)
+        return 'in'
 
     @app.route('/form')
     def form():
@@ -7391,6 +7376,11 @@ def add_sign_in_routes(app):
     def legacy(name, session):
         session['valid'], session['name'] = True, name
         return 'in'
+
+    @app.route('/valid-false')          # a sign-out the original way
+    def valid_false(session):
+        session['valid'] = False
+        return 'out'
 
     @app.route('/regenerate')
     def regenerate(session):
