@@ -3115,6 +3115,19 @@ def test_secret_file_reads_first_line(tmp_path):
     assert by_file.load(by_value.persist(session)[1])['sessionid'] == 'C' * 43
 
 
+def test_a_secret_file_of_random_bytes_is_its_bytes(tmp_path):
+    """`head -c 32 /dev/urandom > secret` makes a good secret file: it is read as
+    bytes, the first line's, not decoded. (Mutant: opened as text, such a file
+    was a UnicodeDecodeError at start, or another secret for another locale.)"""
+    raw = bytes(range(128, 160))                # no newline, not UTF-8
+    path = tmp_path / 'secret'
+    path.write_bytes(raw + b'\nsecond line\n')
+    by_file = bs.CookieSession(secret_file=str(path))
+    by_value = bs.CookieSession(secret=raw)
+    session = bs.Session(by_value, 'C' * 43, meta={'c': time.time(), 'a': time.time()})
+    assert by_file.load(by_value.persist(session)[1])['sessionid'] == 'C' * 43
+
+
 @pytest.mark.parametrize('content', [None, '', '\n\n'])
 def test_bad_secret_file_fails_at_construction(tmp_path, content):
     path = tmp_path / 'secret'
