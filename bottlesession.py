@@ -207,8 +207,6 @@ def _to_json(data):
         return _json_encode(data)
     except (TypeError, ValueError) as exc:
         for key, value in data.get('d', {}).items():
-            if not isinstance(key, (str, int, float, bool, type(None))):
-                raise TypeError('session key %r is not a string' % (key,)) from exc
             try:
                 json.dumps(value, allow_nan=False)
             except (TypeError, ValueError):
@@ -799,10 +797,10 @@ def _visitor_secret(session):
             continue
         if _ID_RE.match(secret):
             found.add(secret)
-    if len(found) != 1:
-        return None
-    secret = session.meta['x'] = session.loaded[1]['x'] = found.pop()
-    return secret
+    if len(found) == 1:
+        session.meta['x'] = session.loaded[1]['x'] = found.pop()
+        return session.meta['x']
+    return None
 
 
 def _csrf_secret(session, create):
@@ -1145,7 +1143,7 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
 def _write_file(directory, name, blob, mtime=None, replace=False, before=None):
     """Write `blob` whole to `name` in `directory` (a descriptor), under a temp name
     then renamed (replace=True) or linked: False, keeping theirs, if `name` was there.
-    before(), if given, runs once the temp file is whole, before it takes the name."""
+    before(temp), if given, runs once the temp file is whole, before it takes the name."""
     temp = '.tmp-' + os.urandom(8).hex()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
                  dir_fd=directory)
@@ -1159,7 +1157,7 @@ def _write_file(directory, name, blob, mtime=None, replace=False, before=None):
         finally:
             os.close(fd)
         if before is not None:
-            before()
+            before(temp)
         if replace:
             os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
             temp = None             # nothing left to remove: a syscall saved per save
@@ -1724,13 +1722,11 @@ class PickleSession(ServerSession):
         """Whether to retry a miss: the directory was gone (a temp cleaner, say) or its path
         names another, and is reopened, checked, under the descriptor that threads in flight
         keep using. Two threads may both do it: dup2() is atomic, and both open the path checked."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             held = os.fstat(self._dir_fd)
             named = os.stat(self.session_dir, follow_symlinks=False)
             if held.st_nlink and (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
                 return False
-        except FileNotFoundError:
-            pass
         try:
             fd = _open_private_dir(self.session_dir)
         except ConfigError as exc:     # e.g. re-created by another user
@@ -1773,7 +1769,7 @@ class PickleSession(ServerSession):
             if self.read(replaces or key) != expected:              # loses nothing
                 return False
             return _write_file(self._dir_fd, self._name(key), blob, expires, replace=True,
-                               before=replaces and (lambda: self._unlink(replaces)))
+                               before=replaces and (lambda temp: self._unlink(replaces)))
         return self._locked(replaces or key, swap)
 
     def remove(self, key):
@@ -1966,6 +1962,7 @@ def _open_sqlite_dir(directory):
 
 def _sqlite_factory(path):
     """A factory of connections to the SQLite file `path`, through its checked directory."""
+    import sqlite3      # here: a Python built without it can use the other stores
     if path is None:
         os.close(_open_private_dir(_default_dir()))     # usable, or a ConfigError now
         path = os.path.join(_default_dir(), 'sessions.sqlite3')
@@ -1982,22 +1979,13 @@ def _sqlite_factory(path):
         _check_private(name, st, 'session database', _PLANTED_SQLITE)
         return True
 
+    def wal(temp):          # WAL only on a database we made: it changes the file for all
+        with contextlib.closing(sqlite3.connect(where + temp)) as made:
+            made.execute('PRAGMA journal_mode=WAL')
+
     def connect():
-        import sqlite3
-        if not check():
-            # Made whole under a temp name with WAL on, then linked into place. WAL
-            # only on our own database: it changes the file for every user of it.
-            temp = '%s.%s' % (name, secrets.token_hex(8))
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW
-            os.close(os.open(temp, flags, 0o600, dir_fd=fd))
-            try:
-                with contextlib.closing(sqlite3.connect(where + temp)) as made:
-                    made.execute('PRAGMA journal_mode=WAL')
-                os.link(temp, name, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
-            except FileExistsError:
-                pass                # another process made it first: theirs
-            finally:
-                os.unlink(temp, dir_fd=fd)
+        if not check():     # made whole under a temp name, then linked: or theirs, if first
+            _write_file(fd, name, b'', before=wal)
         conn = sqlite3.connect(where + name, timeout=30)
         if conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal':
             conn.execute('PRAGMA synchronous=NORMAL')   # durable enough with WAL
@@ -2204,10 +2192,7 @@ class RedisSession(ServerSession):
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
                  **options):
-        if 'cleanup_chance' in options:
-            raise TypeError('RedisSession takes no cleanup_chance: Redis drops expired '
-                            'sessions itself, at their TTL')
-        super().__init__(cookie_expires, cleanup_chance=0, **options)
+        super().__init__(cookie_expires, cleanup_chance=0, **options)  # Redis drops them at TTL
         if not all(hasattr(client, name) for name in ('get', 'set', 'delete')):
             raise TypeError('client must be a redis-py compatible client')
         if not isinstance(prefix, str):

@@ -123,6 +123,7 @@ def main():
     rates = {name: [] for name, _, _ in routes}
     for _ in range(args.rounds):
         for name, url, _ in routes:
+            os.sync()       # the disk store's writeback is not the next route's cost
             rates[name].append(wrk(url, scripts[name], args.seconds))
     plain = statistics.median(rates['no session'])
     for name, _, _ in routes:
