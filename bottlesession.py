@@ -2122,11 +2122,8 @@ class SQLSession(ServerSession):
                 with self._lock:
                     if self._sql is None:
                         self._setup(conn)
-            cur = conn.cursor()
-            try:
+            with contextlib.closing(conn.cursor()) as cur:
                 result = work(cur)
-            finally:
-                cur.close()
             conn.commit()
             return result
         except BaseException:
