@@ -1085,8 +1085,8 @@ def redirect_back(default='/'):
 # 6. The stores ###############################################################
 ###############################################################################
 
-# Private directories: the file store's, the default SQLite file's, and the
-# derived secret's key file live in one that only this user can change.
+# Private directories: the file store's, the SQLite file's and the derived
+# secret's key file live in one that no other user can change, or swap.
 
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 _O_DIRECTORY = getattr(os, 'O_DIRECTORY', 0)
@@ -1099,28 +1099,45 @@ def _default_dir():
     return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % uid)
 
 
-def _open_private_dir(path):
-    """Open `path`, made mode 0700 if missing, as a directory descriptor. A
-    symlink is refused; owner and mode are checked on the descriptor used."""
+def _open_private_dir(path, what='session directory', planted=_PLANTED_PICKLE, create=True):
+    """Open directory `path` as a descriptor, walking from / without following another
+    user's symlink: each directory on the way root's or ours, writable by others only if
+    sticky (as /tmp is); `path` ours alone, made 0700 if missing (create=True; no symlink)."""
+    parts, hops, fd = path.split(os.sep)[1:], 0, os.open('/', os.O_RDONLY | _O_DIRECTORY)
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ConfigError('cannot create session directory %r: %s' % (path, exc)) from exc
-    try:
-        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW)
-    except OSError as exc:
-        if os.path.islink(path):
-            raise ConfigError('session directory %r is a symlink: another user could '
-                              'point it elsewhere. Give the real path.' % path) from None
-        raise ConfigError('cannot use session directory %r: %s' % (path, exc)) from exc
-    try:
-        _check_private(path, os.fstat(fd))
-    except BaseException:
+        while parts:
+            part = parts.pop(0)
+            st = os.fstat(fd)
+            if st.st_uid not in (0, os.geteuid()) or (
+                    st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+                raise ConfigError('the directory above %r could be changed by another '
+                                  'user, who %s' % (part, planted))
+            if create and not parts:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=fd)
+            link = part not in ('', '.') and os.stat(part, dir_fd=fd, follow_symlinks=False)
+            if link and stat.S_ISLNK(link.st_mode):
+                hops += 1
+                if create and not parts or link.st_uid not in (0, os.geteuid()) or hops > 40:
+                    raise ConfigError('%r, on the way to the %s %r, is a symlink of another user '
+                                      'or the directory itself: give the real path. Whoever can '
+                                      'swap it %s' % (part, what, path, planted))
+                target = os.readlink(part, dir_fd=fd)
+                parts[:0] = target.split(os.sep)
+                if target.startswith(os.sep):
+                    os.close(fd)
+                    fd = os.open('/', os.O_RDONLY | _O_DIRECTORY)
+            elif link:
+                below = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = below
+        _check_private(path, os.fstat(fd), what, planted)
+        return fd
+    except BaseException as exc:
         os.close(fd)
+        if isinstance(exc, OSError):
+            raise ConfigError('cannot use the %s %r: %s' % (what, path, exc)) from exc
         raise
-    return fd
 
 
 def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
@@ -1920,73 +1937,36 @@ def _deadlock(error):
     return state in ('40001', '40P01') or code == 1213
 
 
-def _open_sqlite_dir(directory):
-    """Open the database's directory, walking down from / without following
-    another user's symlink. Each directory on the way must be root's or this
-    user's, and writable by others only if sticky (as /tmp is); the last must
-    be this user's alone. Connections go through the descriptor checked."""
-    parts, hops, fd = directory.split(os.sep)[1:], 0, os.open('/', os.O_RDONLY | _O_DIRECTORY)
-    try:
-        while parts:
-            part = parts.pop(0)
-            st = os.fstat(fd)
-            if st.st_uid not in (0, os.geteuid()) or (
-                    st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
-                raise ConfigError('the directory above %r could be changed by another '
-                                  'user, who %s' % (part, _PLANTED_SQLITE))
-            link = part not in ('', '.') and os.stat(part, dir_fd=fd, follow_symlinks=False)
-            if link and stat.S_ISLNK(link.st_mode):
-                hops += 1
-                if link.st_uid not in (0, os.geteuid()) or hops > 40:
-                    raise ConfigError('%r, on the way to the session database, is a symlink '
-                                      'of another user, who %s' % (part, _PLANTED_SQLITE))
-                target = os.readlink(part, dir_fd=fd)
-                parts[:0] = target.split(os.sep)
-                if target.startswith(os.sep):
-                    os.close(fd)
-                    fd = os.open('/', os.O_RDONLY | _O_DIRECTORY)
-            elif link:
-                below = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW, dir_fd=fd)
-                os.close(fd)
-                fd = below
-        _check_private(directory, os.fstat(fd), 'directory of the session database',
-                       _PLANTED_SQLITE)
-        return fd
-    except BaseException as exc:
-        os.close(fd)
-        if isinstance(exc, OSError):
-            raise ConfigError('cannot use the session database in %r: %s'
-                              % (directory, exc)) from exc
-        raise
-
-
 def _sqlite_factory(path):
-    """A factory of connections to the SQLite file `path`, through its checked directory."""
+    """A factory of connections to the SQLite file `path`, in a directory checked once."""
     import sqlite3      # here: a Python built without it can use the other stores
-    if path is None:
-        os.close(_open_private_dir(_default_dir()))     # usable, or a ConfigError now
-        path = os.path.join(_default_dir(), 'sessions.sqlite3')
-    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
-    fd = _open_sqlite_dir(directory)
-    # Linux names the directory we hold as /proc/self/fd/N: what was checked is used.
-    where = '/proc/self/fd/%d/' % fd if os.path.isdir('/proc/self/fd') else directory + '/'
+    path = os.path.abspath(os.fspath(path or os.path.join(_default_dir(), 'sessions.sqlite3')))
+    directory, name = os.path.split(path)
+    fd = _open_private_dir(directory, 'directory of the session database', _PLANTED_SQLITE,
+                           create=directory == _default_dir())
 
     def check():
         try:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
-            return False
+            return None
         _check_private(name, st, 'session database', _PLANTED_SQLITE)
-        return True
+        return st
 
     def wal(temp):          # WAL only on a database we made: it changes the file for all
-        with contextlib.closing(sqlite3.connect(where + temp)) as made:
+        with contextlib.closing(sqlite3.connect(os.path.join(directory, temp))) as made:
             made.execute('PRAGMA journal_mode=WAL')
 
     def connect():
         if not check():     # made whole under a temp name, then linked: or theirs, if first
             _write_file(fd, name, b'', before=wal)
-        conn = sqlite3.connect(where + name, timeout=30)
+        conn = sqlite3.connect(path, timeout=30)
+        # SQLite opens by path: that must still name the file checked, in the held directory
+        opened = conn.execute('PRAGMA database_list').fetchone()[2]
+        if not os.path.samestat(os.stat(opened), check()):
+            conn.close()
+            raise SessionStoreError('%r is no longer the session database checked at start: '
+                                    'a directory on its path was replaced' % path)
         if conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal':
             conn.execute('PRAGMA synchronous=NORMAL')   # durable enough with WAL
         return conn

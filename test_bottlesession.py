@@ -4255,6 +4255,42 @@ def test_dir_recreated_by_another_user_is_refused(tmp_path, how):
         'session-' + s for s in (victim, planted))
 
 
+def test_a_session_dir_under_a_directory_others_can_write_is_refused(tmp_path):
+    """Whoever can write a directory above the sessions can swap them: move ours
+    aside (everyone signed out, and a revoked cookie back when swapped again), or
+    put in another of our directories whose files a client named. The file store
+    checked the last directory only; the SQLite store already walked them all."""
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    shared.chmod(0o777)                         # not sticky: anyone may rename in it
+    with pytest.raises(bs.ConfigError, match='another user'):
+        bs.PickleSession(str(shared / 'sessions'))
+    assert not (shared / 'sessions').exists()
+
+
+def test_a_directory_swapped_in_under_a_parent_others_can_write_is_never_used(tmp_path):
+    """The parent became writable by others after the start. The session
+    directory is moved aside and another of the app's own directories put in its
+    place, holding a file a client named session-<uuid4> (the original's format,
+    unpickled without further checks): its pickle ran as the app's user. Now the
+    directory is checked as it was at the start, every directory above it too."""
+    parent = tmp_path / 'app'
+    parent.mkdir(0o755)
+    manager = bs.PickleSession(str(parent / 'sessions'))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    uploads, marker, legacy = parent / 'uploads', tmp_path / 'marker', str(uuid.uuid4())
+    uploads.mkdir(0o755)
+    plant(str(uploads), [legacy], marker)
+    parent.chmod(0o777)
+    os.rename(manager.session_dir, str(parent / 'moved'))
+    os.rename(str(uploads), manager.session_dir)
+    assert visit(webtest.TestApp(app.app), '/get', legacy).status_int == 503
+    for sid in (app.cookies['sessionid'], None):    # the directory held is still ours
+        visit(webtest.TestApp(app.app), '/set/b/2', sid)
+    assert not marker.exists(), 'a planted pickle was loaded'
+
+
 def test_removed_dir_is_made_again_and_keeps_working(tmp_path):
     manager = bs.PickleSession(str(tmp_path / 'sessions'))
     app = webtest.TestApp(plugin_app(manager))
@@ -4516,6 +4552,54 @@ def test_sqlite_default_directory_that_is_a_symlink_is_refused(private_tmp):
     with pytest.raises(bs.ConfigError, match='symlink'):     # at once, not on each request
         bs.SQLSession()
     assert os.listdir(target) == []
+
+
+MOUNTED_OVER = r"""
+import os, subprocess, sys, threading, bottle, bottlesession as bs
+base, seen = sys.argv[1], {}
+def app(manager):
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+    app.route('/login', callback=lambda session: session.login('alice'))
+    app.route('/who', callback=lambda session: str(session.user_id))
+    return app
+def get(app, path, cookie=''):
+    out = {}
+    def run():
+        environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': path, 'HTTP_COOKIE': cookie,
+                   'wsgi.input': None, 'wsgi.errors': sys.stderr}
+        body = b''.join(app(environ, lambda status, headers: out.update(
+            status=status, cookies=[v for k, v in headers if k == 'Set-Cookie'])))
+        out['body'] = body.decode()
+    thread = threading.Thread(target=run)   # a new thread: a new connection
+    thread.start(); thread.join()
+    return out
+os.makedirs(base + '/app/db', 0o700)
+victim = app(bs.SQLSession(base + '/app/db/sessions.sqlite3'))
+assert get(victim, '/who')['status'].startswith('200')
+subprocess.run(['mount', '-t', 'tmpfs', '-o', 'mode=0700', 'none', base + '/app'], check=True)
+os.mkdir(base + '/app/db', 0o700)             # a database planted with a signed-in session
+forged = get(app(bs.SQLSession(base + '/app/db/sessions.sqlite3')), '/login')
+answer = get(victim, '/who', forged['cookies'][0].split(';')[0])
+print(answer['status'], answer['body'])
+"""
+
+
+@slow
+def test_sqlite_never_uses_a_database_mounted_over_its_path(tmp_path):
+    """SQLite opens a database by its path, even one given as /proc/self/fd/N/name:
+    it resolves that link and opens the path it reads. A file system mounted over
+    a directory on the way after the start (a tmpfs on /tmp, a volume) put another
+    database there, with a session someone planted signed in as alice. Each new
+    connection now checks that it opened the file checked in the directory held."""
+    if os.geteuid() != 0 or not shutil.which('unshare'):
+        pytest.skip('needs root and unshare(1) for a mount of its own')
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(bs.__file__))
+    result = subprocess.run(['unshare', '--mount', '--propagation', 'private', sys.executable,
+                             '-c', MOUNTED_OVER, str(tmp_path)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[:1] == ['503'], result.stdout
 
 
 def test_sqlite_a_symlink_of_another_user_above_the_database_is_refused(tmp_path):
