@@ -1656,9 +1656,11 @@ class ServerSession(BaseSession):
 
     def end_sessions(self, user_id, keep=None):
         """End every session of `user_id` but `keep` (a Session); return how many."""
-        kept, ended, empty = keep is not None and self.storage_key(keep.id), 0, 0
+        # keep's old_id too: a login in this request moves its record only at the save
+        kept = [self.storage_key(sid) for sid in (keep.id, keep.old_id) if sid] if keep else []
+        ended = empty = 0
         for _ in range(10):     # until two listings find none: one can miss a session that
-            found = [key for key, _ in self._user_records(user_id) if key != kept]
+            found = [key for key, _ in self._user_records(user_id) if key not in kept]
             for key in found:   # moves to a new id meanwhile
                 ended += bool(self.remove(key))
             empty = 0 if found else empty + 1

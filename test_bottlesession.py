@@ -1392,6 +1392,24 @@ def test_two_apps_on_one_store_list_and_end_only_their_own_users_sessions(
 
 
 @pytest.mark.parametrize('kind', SERVER_STORES)
+def test_end_sessions_right_after_a_login_keeps_the_session_it_moves(kind, request, tmp_path):
+    """A password change signs this browser in again (a new id) and ends the
+    others in one request. The session's stored record was still under its old
+    id, so end_sessions(keep=session) ended it too and counted it: "2 other
+    sessions ended" for one, and the login's save found its session gone."""
+    manager = make_manager(kind, request, tmp_path)
+    app = sessions_app(manager)
+    laptop, phone = webtest.TestApp(app), webtest.TestApp(app)
+    laptop.get('/login/alice')
+    phone.get('/login/alice')
+    assert laptop.get('/password-changed').text == '1'
+    assert laptop.get('/whoami').json['user_id'] == 'alice'
+    assert phone.get('/whoami').json['user_id'] is None
+    assert len(manager.user_sessions('alice')) == 1
+    assert laptop.get('/password-changed').text == '0'
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
 def test_end_sessions_does_not_stop_at_one_listing_that_finds_nothing(
         kind, request, tmp_path, monkeypatch):
     """A session that moves to a new id while it is listed can be in neither
@@ -6939,6 +6957,8 @@ def test_readme_examples_run(redis_server, postgres_server, private_tmp, monkeyp
             token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
             app.post('/login', {'name': 'alice', 'password': 'wrong', 'csrf_token': token},
                      status='3*')
+            assert '<p>Wrong name or password.</p>' in app.get('/login').text   # shown once
+            assert 'Wrong name' not in app.get('/login').text
             app.post('/login', {'name': 'alice', 'password': 'wonderland'}, status=403)
             app.post('/login', {'name': 'alice', 'password': 'wonderland',
                                 'csrf_token': token}, status='3*')
@@ -7610,6 +7630,11 @@ def sessions_app(manager):
 
     @app.route('/end-others')
     def end_others(session):
+        return str(manager.end_sessions(session.user_id, keep=session))
+
+    @app.route('/password-changed')
+    def password_changed(session):      # a new id for this browser, the others ended
+        session.login(session.user_id)
         return str(manager.end_sessions(session.user_id, keep=session))
     return app
 
