@@ -4309,6 +4309,76 @@ def test_a_directory_swapped_in_under_a_parent_others_can_write_is_never_used(tm
     assert not marker.exists(), 'a planted pickle was loaded'
 
 
+def test_our_own_symlinks_on_the_way_are_followed(tmp_path):
+    """Symlinks of this user (or root) on the way to a store's directory are
+    followed, relative or absolute, with '.' and '//' in their targets; only
+    the private directory itself may not be one. Mutants: a link's target
+    dropped, read wrongly or spliced in the wrong place; an empty or '.' part
+    taken for a name; every symlink on the way refused."""
+    (tmp_path / 'real' / 'db').mkdir(parents=True)
+    (tmp_path / 'real' / 'db').chmod(0o700)
+    os.symlink('./real', str(tmp_path / 'relative'))
+    os.symlink(str(tmp_path) + '//./real', str(tmp_path / 'absolute'))
+    for link in ('relative', 'absolute'):
+        sql = bs.SQLSession(str(tmp_path / link / 'db' / (link + '.sqlite3')))
+        assert wsgi_get(plugin_app(sql), '/set/a/1')[0] == '200 OK'
+        assert (tmp_path / 'real' / 'db' / (link + '.sqlite3')).exists()
+        files = bs.PickleSession(str(tmp_path / link / (link + '-sessions')))
+        assert wsgi_get(plugin_app(files), '/set/a/1')[0] == '200 OK'
+        assert len(session_files(str(tmp_path / 'real' / (link + '-sessions')))) == 1
+
+
+def test_a_symlink_chain_is_followed_to_40_links_and_no_further(tmp_path):
+    """As the kernel does (MAXSYMLINKS): 40 links in a row are followed, the
+    41st is refused, so a loop ends in a ConfigError. Mutants: the count
+    started at 1, not increased, or compared with >= 40 or > 41."""
+    real = tmp_path / 'real'
+    real.mkdir()
+    for count, name in ((40, 'forty'), (41, 'forty-one')):
+        target = str(real)
+        for n in range(count):
+            link = str(tmp_path / ('%s-%d' % (name, n)))
+            os.symlink(target, link)
+            target = link
+        path = os.path.join(target, 'sessions')
+        if count == 40:
+            assert bs.PickleSession(path).session_dir == path
+        else:
+            with pytest.raises(bs.ConfigError, match='symlink'):
+                bs.PickleSession(path)
+    os.symlink('loop', str(tmp_path / 'loop'))
+    with pytest.raises(bs.ConfigError, match='symlink'):
+        bs.SQLSession(str(tmp_path / 'loop' / 'sessions.sqlite3'))
+
+
+def test_a_missing_directory_above_the_sessions_is_not_made(tmp_path):
+    """Only the session directory itself is made (0700): a missing directory
+    above it is a ConfigError, not made with whatever mode. Mutant: every
+    missing directory on the way made."""
+    with pytest.raises(bs.ConfigError, match='missing'):
+        bs.PickleSession(str(tmp_path / 'missing' / 'sessions'))
+    assert not (tmp_path / 'missing').exists()
+
+
+def test_a_directory_or_symlink_of_another_user_on_the_way_is_refused(tmp_path):
+    """A directory, or a symlink, on the way that a user other than root and
+    this one owns is refused: its owner could swap what is below. Mutants:
+    uid 1 taken for root, in either check."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give a directory away')
+    theirs = tmp_path / 'theirs'
+    theirs.mkdir()
+    os.chown(str(theirs), 1, 1)
+    with pytest.raises(bs.ConfigError, match='another user'):
+        bs.PickleSession(str(theirs / 'sessions'))
+    (tmp_path / 'ours').mkdir()
+    link = str(tmp_path / 'link')
+    os.symlink(str(tmp_path / 'ours'), link)
+    os.lchown(link, 1, 1)
+    with pytest.raises(bs.ConfigError, match='symlink of another user'):
+        bs.SQLSession(os.path.join(link, 'sessions.sqlite3'))
+
+
 def test_removed_dir_is_made_again_and_keeps_working(tmp_path):
     manager = bs.PickleSession(str(tmp_path / 'sessions'))
     app = webtest.TestApp(plugin_app(manager))
