@@ -1429,6 +1429,31 @@ def test_end_sessions_does_not_stop_at_one_listing_that_finds_nothing(
     assert phone.get('/whoami').json['user_id'] is None
 
 
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_end_sessions_wants_two_empty_listings_in_a_row(kind, request, tmp_path, monkeypatch):
+    """Two empty listings in a row, not two in all: the first listing finds the
+    phone, the second none (the laptop's session mid-move), the third the
+    laptop. Mutants: a listing that found some counted as empty, or as one
+    empty listing already; both stopped after the gap and left the laptop."""
+    manager = make_manager(kind, request, tmp_path)
+    phone, laptop = (webtest.TestApp(sessions_app(manager)) for _ in range(2))
+    phone.get('/login/alice')
+    laptop.get('/login/alice')
+    laptop_key = manager.storage_key(laptop.cookies[manager.cookie_name])
+    listings, real = [], manager.user_records
+
+    def then_a_gap(user):
+        listings.append(user)
+        found = real(user)
+        if len(listings) == 1:
+            return [record for record in found if record[0] != laptop_key]
+        return [] if len(listings) == 2 else found
+    monkeypatch.setattr(manager, 'user_records', then_a_gap)
+    assert manager.end_sessions('alice') == 2
+    for device in (phone, laptop):
+        assert device.get('/whoami').json['user_id'] is None
+
+
 @slow
 def test_a_redis_session_is_in_its_users_index_as_soon_as_it_is_written(redis_server):
     """A login's new key joins the user's index in the script that writes it, so a
