@@ -1152,9 +1152,13 @@ def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
         private = 'a private directory (mode 0700)' if stat.S_ISDIR(st.st_mode) else 'mode 0600'
         raise ConfigError('%s %r is writable by others (mode %o): anyone who can write it '
                           '%s. Use %s.' % (what, path, stat.S_IMODE(st.st_mode), planted, private))
-    if not stat.S_ISDIR(st.st_mode) and st.st_mode & 0o044:     # a file of sessions
-        raise ConfigError('%s %r is readable by others (mode %o): they would read every '
-                          'session in it. Use mode 0600.' % (what, path, stat.S_IMODE(st.st_mode)))
+    # A file of sessions; or the file store's directory, whose names tell too (the
+    # original's are cookies; a rate limit's is made of public facts).
+    if st.st_mode & 0o044 and (what == 'session directory' or not stat.S_ISDIR(st.st_mode)):
+        risk = (('list its sessions', '0700') if stat.S_ISDIR(st.st_mode)
+                else ('read every session in it', '0600'))
+        raise ConfigError('%s %r is readable by others (mode %o): they would %s. Use mode %s.'
+                          % ((what, path, stat.S_IMODE(st.st_mode)) + risk))
 
 
 def _write_file(directory, name, blob, mtime=None, replace=False, before=None):

@@ -2991,17 +2991,29 @@ def test_a_fifo_planted_as_the_session_dir_is_refused_at_once(tmp_path):
     assert len(outcome) == 1 and isinstance(outcome[0], bs.ConfigError)
 
 
-def test_a_session_dir_others_may_enter_but_not_write_is_accepted(tmp_path):
-    """Only write access for others is refused: a directory of mode 0711 (others
-    may enter, not list or write) or 0755 holds sessions (its files are 0600)."""
-    for mode in (0o711, 0o755):
-        path = tmp_path / ('sessions-%o' % mode)
-        path.mkdir()
-        os.chmod(path, mode)
-        manager = bs.PickleSession(session_dir=str(path))
-        test = webtest.TestApp(plugin_app(manager))
-        test.get('/set/a/1')
-        assert test.get('/get').json['data']['a'] == '1'
+def test_a_session_dir_others_may_enter_but_not_list_or_write_is_accepted(tmp_path):
+    """A directory of mode 0711 (others may enter, not list or write) holds
+    sessions: its files are 0600, under names nobody else can guess."""
+    path = tmp_path / 'sessions-711'
+    path.mkdir()
+    os.chmod(path, 0o711)
+    manager = bs.PickleSession(session_dir=str(path))
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    assert test.get('/get').json['data']['a'] == '1'
+
+
+@pytest.mark.parametrize('mode', [0o755, 0o750, 0o704])
+def test_a_session_dir_others_may_list_is_refused(tmp_path, mode):
+    """Another local user listed a session directory of mode 0755: the original's
+    files are named by their cookies (session-<uuid4>), so a name was a signed-in
+    session; and a rate limit's file, named from public facts, told which
+    accounts were being guessed at. A directory others may list is refused."""
+    path = tmp_path / 'sessions'
+    path.mkdir()
+    os.chmod(path, mode)
+    with pytest.raises(bs.ConfigError, match='readable by others.*0700'):
+        bs.PickleSession(session_dir=str(path))
 
 
 def test_the_refusals_of_a_shared_session_directory_or_database_say_what_to_do(tmp_path):
