@@ -4365,6 +4365,19 @@ def test_our_own_symlinks_on_the_way_are_followed(tmp_path):
         assert len(session_files(str(tmp_path / 'real' / (link + '-sessions')))) == 1
 
 
+def test_a_symlink_of_ours_through_a_directory_others_can_write_is_refused(tmp_path):
+    """Our own symlink is followed one directory at a time: a target that runs
+    through a directory others can write is refused there. Mutant: the target
+    looked up whole (split on whitespace), past that directory unchecked."""
+    (tmp_path / 'open' / 'real').mkdir(parents=True)
+    (tmp_path / 'open').chmod(0o777)
+    os.symlink(str(tmp_path / 'open' / 'real'), str(tmp_path / 'absolute'))
+    os.symlink('open/real', str(tmp_path / 'relative'))
+    for link in ('absolute', 'relative'):
+        with pytest.raises(bs.ConfigError, match='another user'):
+            bs.PickleSession(str(tmp_path / link / 'sessions'))
+
+
 def test_a_symlink_chain_is_followed_to_40_links_and_no_further(tmp_path):
     """As the kernel does (MAXSYMLINKS): 40 links in a row are followed, the
     41st is refused, so a loop ends in a ConfigError. Mutants: the count
