@@ -4378,6 +4378,34 @@ def test_a_symlink_of_ours_through_a_directory_others_can_write_is_refused(tmp_p
             bs.PickleSession(str(tmp_path / link / 'sessions'))
 
 
+def test_the_walks_refusals_say_where_and_why(tmp_path):
+    """The walk's refusals name the part, the path and the risk in words a
+    reader acts on. Mutants: the messages cased, cut or given the file store's
+    risk for a database."""
+    real = tmp_path / 'real'
+    real.mkdir(0o700)
+    os.symlink(str(real), str(tmp_path / 'link'))
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.PickleSession(str(tmp_path / 'link'))
+    assert str(refused.value) == (
+        "'link', on the way to the session directory %r, is a symlink of another user or "
+        "the directory itself: give the real path. Whoever can swap it can plant session "
+        "files, and unpickling them runs their code" % str(tmp_path / 'link'))
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.SQLSession(str(shared / 'sessions.sqlite3'))
+    assert str(refused.value) == (
+        'directory of the session database %r is writable by others (mode 777): anyone who '
+        'can write it can plant a session database, and with it a signed-in session. Use a '
+        'private directory (mode 0700).' % str(shared))
+    missing = str(tmp_path / 'missing' / 'sessions')
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.PickleSession(missing)
+    assert str(refused.value).startswith("cannot use the session directory %r: " % missing)
+
+
 def test_a_symlink_chain_is_followed_to_40_links_and_no_further(tmp_path):
     """As the kernel does (MAXSYMLINKS): 40 links in a row are followed, the
     41st is refused, so a loop ends in a ConfigError. Mutants: the count
