@@ -5091,16 +5091,37 @@ SALT, KEY = b64(b'0123456789abcdef'), b64(b'k' * 32)
 ZEROS = b64(bytes(32))              # the key spy_on_scrypt(fake=True) derives
 
 
-# The keys hashlib.scrypt derives from b'pw' with this salt and these costlier
-# parameters: real hashes the fast set's hashing tests check against, without
-# deriving them again in each run (~0.6 s). test_known_keys_are_scrypts (slow)
-# derives each again.
+# The keys hashlib.scrypt derives, as (password, salt, log2 N, r, p, length):
+# key. Every hash the fast set's hashing tests check against is built from one
+# of these rather than derived again in each run (~1 s at these costs, most
+# of it the hashed fixture's at the default). test_known_keys_are_scrypts
+# (slow) derives each again.
+HASHED_SALT = b'0123456789abcdef'   # the hashed fixture's salt, pinned
 KNOWN_KEYS = {
-    (b'0123456789abcdef', 13, 8, 10): 'lLBOiWOVGe5IFbI_gzE-_MpNf2WjOYLx8LAzlrFKIno',
-    (b'0123456789abcdef', 16, 2, 4): 'F6ZNPjr-ZaHANr7rGnLkQmAVX1ToeEO_PP04qRhdHPY',
-    (b'0123456789abcdef', 14, 8, 2): '0ZgGDlDttvB2YiU3Bdv4I6k5PxWsrhn9Ct_XFTattGE',
-    (b'0123456789abcdef', 14, 16, 1): 'IIY0j-ZaKz7_3bqoWjIpYdEn9X9VEq-0uqmc_jkkLTQ',
-    (b'0123456789abcdef', 15, 8, 1): 'o47-8cZRwKD3ZQw_-tjMsFiulJJ8X9DBpzjrMl6XsY4',
+    (b'pw', b'0123456789abcdef', 13, 8, 10, 32): 'lLBOiWOVGe5IFbI_gzE-_MpNf2WjOYLx8LAzlrFKIno',
+    (b'pw', b'0123456789abcdef', 16, 2, 4, 32): 'F6ZNPjr-ZaHANr7rGnLkQmAVX1ToeEO_PP04qRhdHPY',
+    (b'pw', b'0123456789abcdef', 14, 8, 2, 32): '0ZgGDlDttvB2YiU3Bdv4I6k5PxWsrhn9Ct_XFTattGE',
+    (b'pw', b'0123456789abcdef', 14, 16, 1, 32): 'IIY0j-ZaKz7_3bqoWjIpYdEn9X9VEq-0uqmc_jkkLTQ',
+    (b'pw', b'0123456789abcdef', 15, 8, 1, 32): 'o47-8cZRwKD3ZQw_-tjMsFiulJJ8X9DBpzjrMl6XsY4',
+    (b'pw', b'0123456789abcdef', 14, 8, 1, 32): 'o6nuri0UB0zAYtUPW1FsUcO86OUVadX-DXiUh65Fhto',
+    (b'pw', b'0123456789abcdef', 13, 8, 1, 32): 'MlMLWjH44MgvDSPtYiLGsRsZm1hCrXGrFHkm2iDUde8',
+    (b'pw', b'0123456789abcdef', 10, 8, 3, 32): 'llILF_nDuKL3bRXBxZJV4iOZnaK28U4kbK-emyCbvBk',
+    (b'pw', b'0123456789abcdef', 12, 4, 2, 32): 'E3r8px9m7uzt2nDb6GI4X0SDZ0KVBKvDmb9TL6n6LXA',
+    (b'pw', b'0123456789abcdef', 14, 7, 1, 32): 'A9xOtQFoOlWMUbVyrfm0BZd-Czo4PJycUMT3eWPrGWQ',
+    (b'pw', b'0123456789abcdef', 15, 4, 1, 32): '7zqRyYdC6mW2Lrtgx6cr52oiIPnYZp0GcOrBEInXaYQ',
+    (b'pw', b'0123456789abcdef', 15, 1, 1, 32): 'TfbkdLZT7UgY-XjwE77lvKD8c8f2ChI1Oz3m6CkESuE',
+    (b'pw', b'0123456789abcdef', 1, 8, 1, 32): 'el5bzBIrfGZ8YfljguKF31coXJcT1JwYDEVXDGw1IQU',
+    (b'pw', b'0123456789abcdef', 4, 8, 1, 32): 'rIRfhwRw7A8_dNhLBjHyr0creQCC8eybILn6lgmts7c',
+    (b'pw', b'0123456789abcdef', 10, 8, 1, 32): 'aMVTuQEI-jkaGyQcKvYHZwvQAIPq1C1TACYLFE9oZeo',
+    (b'pw', b'0123456789abcdef', 12, 8, 1, 32): 'h4yXUTS2ozDq75aTKxEkF7yDyKg68oa_CXX3QwzeGrc',
+    (b'pw', b'0123456789abcdef', 14, 8, 1, 64): 'o6nuri0UB0zAYtUPW1FsUcO86OUVadX-DXiUh65Fhtp'
+                                                'CFRdx1wEOi1SDAITZHRjso7trqOGeGGFStXEutAz5Hw',
+    (b'pw', b'12345678', 14, 8, 1, 32): 'te5TIBnMKzgRMc19yg6_rX1015Dlr-8rpxwgdv8wKSE',
+    (b'pw', b'0123456789abcde', 14, 8, 1, 32): 'tdkeoKhFnJxp52qEDN-wf06m1FJbHJR5ytwN_bJpIC4',
+    (b'pw', b'0123456789abcdefg', 14, 8, 1, 32): 'zo9pUDYbDHsSdxr_raWCWIRmGEOTq_lUGTf54Rkvnvs',
+    (b'pw', b's' * 32, 14, 8, 1, 32): '3yOPkGzESWTdukTWqX2zarVv5SIvcLseiOcFY_dFxNI',
+    ('correct horse ✓'.encode(), HASHED_SALT, 17, 8, 1, 32):
+        'LaSwXddWJokjVPUCLWKUYDuF8oJ8lDA3VAuk0KbSFcU',
 }
 
 
@@ -5229,7 +5250,7 @@ def test_a_truncated_or_resized_key_is_refused(fast_hashing):
     for shorter in (good[:-1], good[:-2], good[:-11], good[:-22]):
         assert bs.check_password('pw', shorter) is False, len(shorter)
         assert bs.needs_rehash(shorter) is True
-    key = scrypt_key(b'pw', b'0123456789abcdef', 14, 8, 1, 64)
+    key = known_key(b'pw', b'0123456789abcdef', 14, 8, 1, 64)
     for length in (16, 24, 31, 33, 64):    # scrypt's key at each length: a prefix
         resized = 'scrypt$14$8$1$%s$%s' % (b64(b'0123456789abcdef'), b64(key[:length]))
         assert bs.check_password('pw', resized) is False, length
@@ -5237,10 +5258,13 @@ def test_a_truncated_or_resized_key_is_refused(fast_hashing):
 
 
 @slow
-@pytest.mark.parametrize('salt,log_n,r,p', list(KNOWN_KEYS))
-def test_known_keys_are_scrypts(salt, log_n, r, p):
+@pytest.mark.parametrize('password,salt,log_n,r,p,length', list(KNOWN_KEYS),
+                         ids=['-'.join(map(str, known[2:])) + '-salt%d' % len(known[1])
+                              + ('' if known[0] == b'pw' else '-hashed') for known in KNOWN_KEYS])
+def test_known_keys_are_scrypts(password, salt, log_n, r, p, length):
     """KNOWN_KEYS, which the fast set's hashing tests use, derived again."""
-    assert b64(scrypt_key(b'pw', salt, log_n, r, p)) == KNOWN_KEYS[salt, log_n, r, p]
+    assert b64(scrypt_key(password, salt, log_n, r, p, length)) == \
+        KNOWN_KEYS[password, salt, log_n, r, p, length]
 
 
 @slow
@@ -8405,23 +8429,37 @@ def scrypt_key(password, salt, log_n, r, p, length=32):
 
 
 @functools.lru_cache(maxsize=None)
+def known_key(password, salt, log_n, r, p, length=32):
+    """scrypt_key, from KNOWN_KEYS where it is there; any other is derived,
+    once (cached: each costs a full scrypt)."""
+    known = KNOWN_KEYS.get((password, salt, log_n, r, p, length))
+    if known is None:
+        return scrypt_key(password, salt, log_n, r, p, length)
+    return base64.urlsafe_b64decode(known + '=' * (-len(known) % 4))
+
+
 def scrypt_hash(password, salt, log_n, r, p, length=32):
-    """The hash format, built independently of the module: a known-answer check.
-    b'pw' with the salts and parameters of KNOWN_KEYS takes its key from there;
-    any other is derived, once (cached: each costs a full scrypt)."""
-    known = KNOWN_KEYS.get((salt, log_n, r, p)) if (password, length) == (b'pw', 32) else None
-    key = known or b64(scrypt_key(password, salt, log_n, r, p, length))
+    """The hash format, built independently of the module: a known-answer check."""
+    key = b64(known_key(password, salt, log_n, r, p, length))
     return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), key)
 
 
 @pytest.fixture(scope='module')
 def hashed():
-    """One hash at the default cost, shared: each one costs ~0.1-0.5 s."""
-    lowered, bs.SCRYPT_PARAMETERS = bs.SCRYPT_PARAMETERS, DEFAULT_SCRYPT_PARAMETERS
-    try:
+    """One hash at the default cost, shared: each one costs ~0.1-0.5 s. Its
+    salt is pinned to HASHED_SALT (secrets.token_bytes(16) answers it, any
+    other length stays random), so that test_hash_format_and_parameters finds
+    its key in KNOWN_KEYS instead of deriving it again; were the salt made
+    some other way, it would be random and derived again. test_salts_are_random
+    is the test that salts are random."""
+    real = bs.secrets.token_bytes
+
+    def pinned(nbytes=None):
+        return HASHED_SALT if nbytes == 16 else real(nbytes)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bs, 'SCRYPT_PARAMETERS', DEFAULT_SCRYPT_PARAMETERS)
+        patch.setattr(bs.secrets, 'token_bytes', pinned)
         return bs.hash_password('correct horse ✓')
-    finally:
-        bs.SCRYPT_PARAMETERS = lowered
 
 
 def spy_on_scrypt(monkeypatch, fake=False):
