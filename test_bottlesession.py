@@ -60,8 +60,20 @@ import webtest
 # trio's (it comes with selenium) is unused here, and costs each test run and
 # each worker script ~0.2 s.
 os.environ.setdefault('HYPOTHESIS_NO_PLUGINS', '1')
-from hypothesis import HealthCheck, given, seed, settings
-from hypothesis import strategies as st
+# pytest rewrites the asserts of every package that registers a pytest plugin,
+# hypothesis among them: some 80 modules, ~1 s of each run wherever pytest
+# cannot keep the rewritten bytecode (PYTHONDONTWRITEBYTECODE=1, a read-only
+# venv). Their asserts are not ours: hypothesis is imported past pytest's
+# import hook (the asserts of this file are rewritten as before).
+_rewriters = [finder for finder in sys.meta_path
+              if type(finder).__name__ == 'AssertionRewritingHook']
+for _finder in _rewriters:
+    sys.meta_path.remove(_finder)
+try:
+    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import strategies as st
+finally:
+    sys.meta_path[:0] = _rewriters
 
 import bottlesession as bs
 
