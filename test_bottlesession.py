@@ -1990,12 +1990,14 @@ def test_a_refused_post_leaves_the_stored_session_untouched(kind, request, tmp_p
 # CSRF: the secret, a visitor's and a session's, and when it changes ##########
 
 def test_anonymous_form_views_store_nothing(store):
+    """500 views by new visitors: each sets the visitor's cookie only, and none
+    stores a session. (Each view is the same request without a cookie: the
+    file store's 10000 views took 0.35 s and saw nothing 500 do not.)"""
     manager, app = store()
     bottle_app = add_form_routes(app.app)
     environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': '/form', 'SERVER_NAME': 'x',
                'SERVER_PORT': '80', 'wsgi.url_scheme': 'http', 'QUERY_STRING': ''}
-    views = 10000 if isinstance(manager, bs.PickleSession) else 500
-    for _ in range(views):
+    for _ in range(500):
         cookies = []
         bottle_app(dict(environ), lambda status, headers, *exc: cookies.extend(
             v for k, v in headers if k == 'Set-Cookie'))
