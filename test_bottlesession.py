@@ -6930,9 +6930,33 @@ def fast_hashing(request, monkeypatch):
     """Every test hashes at the floor, (14, 8, 1), the documented way to make
     tests fast: at the default cost each hash or check takes ~0.4 s, and many
     tests check a password without saying so (a login, a missing user). A
-    test about the default cost asks for default_hashing instead."""
+    test about the default cost asks for default_hashing instead.
+
+    And hashlib.scrypt answers an input it has derived before in this run from
+    memory (remembered_scrypt): a refused hash's check and a missing user's
+    all derive the same decoy, and one hash is checked by several tests."""
     if 'default_hashing' not in request.fixturenames:
         monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', (14, 8, 1))
+        monkeypatch.setattr(hashlib, 'scrypt', remembered_scrypt)
+
+
+_REAL_SCRYPT = hashlib.scrypt
+_SCRYPT_KEYS = {}
+
+
+def remembered_scrypt(password, *, salt, n, r, p, maxmem=0, dklen=64):
+    """hashlib.scrypt, derived once per input in a run: it is a pure function
+    of all its arguments, so each key is still the real one, and any change
+    to an argument (a mutant's salt, N, length or memory bound) derives anew,
+    errors and all. Only the time differs: the tests that time a check
+    (test_a_missing_user_takes_as_long_as_a_wrong_password) ask for
+    default_hashing, and spies (spy_on_scrypt) still see every call."""
+    arguments = (bytes(password), bytes(salt), n, r, p, maxmem, dklen)
+    key = _SCRYPT_KEYS.get(arguments)
+    if key is None:
+        key = _SCRYPT_KEYS[arguments] = _REAL_SCRYPT(password, salt=salt, n=n, r=r, p=p,
+                                                    maxmem=maxmem, dklen=dklen)
+    return key
 
 
 @pytest.fixture(scope='session', autouse=True)
