@@ -188,9 +188,9 @@ def test_repr_does_not_show_the_session_id():
 
 def test_failed_logins_never_make_a_500(kind, request, tmp_path):
     """120 failed logins: each a redirect, never a 500; the newest messages are
-    kept in order, the oldest dropped; a good login still works. Attempts 20
-    to 99 meet the count limit (20 messages), attempts from 100 on (three
-    digits) the byte limit (19 fit), as 200 did."""
+    kept in order, the oldest dropped; a good login still works. As with 200,
+    both limits drop messages: the count (20 kept) from attempt 20, the bytes
+    (19 kept) from attempt 103, once three-digit attempts fill the queue."""
     manager = make_manager(kind, request, tmp_path)
     app = flash_login_app(manager)
     attempts = 120
@@ -4150,7 +4150,7 @@ def test_a_remember_me_session_over_1_mib_survives_cleanup(tmp_path):
     def remember(size, session):
         session['valid'] = True
         session['name'] = 'bob'
-        session['blob'] = os.urandom(size // 2).hex()     # random: no compression helps
+        session['blob'] = os.urandom(size // 2).hex()     # `size` random characters
         session.set_expiry(30 * 24 * 3600)
         return 'ok'
     small, big = webtest.TestApp(app), webtest.TestApp(app)
