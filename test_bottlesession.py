@@ -60,8 +60,20 @@ import webtest
 # trio's (it comes with selenium) is unused here, and costs each test run and
 # each worker script ~0.2 s.
 os.environ.setdefault('HYPOTHESIS_NO_PLUGINS', '1')
-from hypothesis import HealthCheck, given, seed, settings
-from hypothesis import strategies as st
+# pytest rewrites the asserts of every package that registers a pytest plugin,
+# hypothesis among them: some 80 modules, ~1 s of each run wherever pytest
+# cannot keep the rewritten bytecode (PYTHONDONTWRITEBYTECODE=1, a read-only
+# venv). Their asserts are not ours: hypothesis is imported past pytest's
+# import hook (the asserts of this file are rewritten as before).
+_rewriters = [finder for finder in sys.meta_path
+              if type(finder).__name__ == 'AssertionRewritingHook']
+for _finder in _rewriters:
+    sys.meta_path.remove(_finder)
+try:
+    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import strategies as st
+finally:
+    sys.meta_path[:0] = _rewriters
 
 import bottlesession as bs
 
@@ -175,11 +187,14 @@ def test_repr_does_not_show_the_session_id():
 # Flash messages ##############################################################
 
 def test_failed_logins_never_make_a_500(kind, request, tmp_path):
-    """200 failed logins: each a redirect, never a 500; the newest messages are
-    kept in order, the oldest dropped; a good login still works."""
+    """120 failed logins: each a redirect, never a 500; the newest messages are
+    kept in order, the oldest dropped; a good login still works. As with 200,
+    both limits drop messages: the count (20 kept) from attempt 20, the bytes
+    (19 kept) from attempt 103, once three-digit attempts fill the queue."""
     manager = make_manager(kind, request, tmp_path)
     app = flash_login_app(manager)
-    for n in range(200):
+    attempts = 120
+    for n in range(attempts):
         token = app.get('/login').text
         response = app.post('/login', {'name': 'alice', 'password': 'x', 'n': n,
                                        'csrf_token': token}, expect_errors=True)
@@ -188,8 +203,8 @@ def test_failed_logins_never_make_a_500(kind, request, tmp_path):
     app.post('/login', {'name': 'alice', 'password': 'wonderland', 'csrf_token': token},
              status='3*')
     shown = json.loads(app.get('/').text)
-    expected = ['Wrong name or password (attempt %d).' % n for n in range(200)]
-    assert 0 < len(shown) < 200
+    expected = ['Wrong name or password (attempt %d).' % n for n in range(attempts)]
+    assert 0 < len(shown) < attempts
     assert shown == expected[-len(shown):]          # the oldest dropped
     assert json.loads(app.get('/').text) == []
 
@@ -2021,12 +2036,14 @@ def test_a_refused_post_leaves_the_stored_session_untouched(kind, request, tmp_p
 # CSRF: the secret, a visitor's and a session's, and when it changes ##########
 
 def test_anonymous_form_views_store_nothing(store):
+    """500 views by new visitors: each sets the visitor's cookie only, and none
+    stores a session. (Each view is the same request without a cookie: the
+    file store's 10000 views took 0.35 s and saw nothing 500 do not.)"""
     manager, app = store()
     bottle_app = add_form_routes(app.app)
     environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': '/form', 'SERVER_NAME': 'x',
                'SERVER_PORT': '80', 'wsgi.url_scheme': 'http', 'QUERY_STRING': ''}
-    views = 10000 if isinstance(manager, bs.PickleSession) else 500
-    for _ in range(views):
+    for _ in range(500):
         cookies = []
         bottle_app(dict(environ), lambda status, headers, *exc: cookies.extend(
             v for k, v in headers if k == 'Set-Cookie'))
@@ -4188,7 +4205,7 @@ def test_a_remember_me_session_over_1_mib_survives_cleanup(tmp_path):
     def remember(size, session):
         session['valid'] = True
         session['name'] = 'bob'
-        session['blob'] = ''.join(random.choices('abcdefghij', k=size))
+        session['blob'] = os.urandom(size // 2).hex()     # `size` random characters
         session.set_expiry(30 * 24 * 3600)
         return 'ok'
     small, big = webtest.TestApp(app), webtest.TestApp(app)
@@ -5341,16 +5358,37 @@ SALT, KEY = b64(b'0123456789abcdef'), b64(b'k' * 32)
 ZEROS = b64(bytes(32))              # the key spy_on_scrypt(fake=True) derives
 
 
-# The keys hashlib.scrypt derives from b'pw' with this salt and these costlier
-# parameters: real hashes the fast set's hashing tests check against, without
-# deriving them again in each run (~0.6 s). test_known_keys_are_scrypts (slow)
-# derives each again.
+# The keys hashlib.scrypt derives, as (password, salt, log2 N, r, p, length):
+# key. Every hash the fast set's hashing tests check against is built from one
+# of these rather than derived again in each run (~1 s at these costs, most
+# of it the hashed fixture's at the default). test_known_keys_are_scrypts
+# (slow) derives each again.
+HASHED_SALT = b'0123456789abcdef'   # the hashed fixture's salt, pinned
 KNOWN_KEYS = {
-    (b'0123456789abcdef', 13, 8, 10): 'lLBOiWOVGe5IFbI_gzE-_MpNf2WjOYLx8LAzlrFKIno',
-    (b'0123456789abcdef', 16, 2, 4): 'F6ZNPjr-ZaHANr7rGnLkQmAVX1ToeEO_PP04qRhdHPY',
-    (b'0123456789abcdef', 14, 8, 2): '0ZgGDlDttvB2YiU3Bdv4I6k5PxWsrhn9Ct_XFTattGE',
-    (b'0123456789abcdef', 14, 16, 1): 'IIY0j-ZaKz7_3bqoWjIpYdEn9X9VEq-0uqmc_jkkLTQ',
-    (b'0123456789abcdef', 15, 8, 1): 'o47-8cZRwKD3ZQw_-tjMsFiulJJ8X9DBpzjrMl6XsY4',
+    (b'pw', b'0123456789abcdef', 13, 8, 10, 32): 'lLBOiWOVGe5IFbI_gzE-_MpNf2WjOYLx8LAzlrFKIno',
+    (b'pw', b'0123456789abcdef', 16, 2, 4, 32): 'F6ZNPjr-ZaHANr7rGnLkQmAVX1ToeEO_PP04qRhdHPY',
+    (b'pw', b'0123456789abcdef', 14, 8, 2, 32): '0ZgGDlDttvB2YiU3Bdv4I6k5PxWsrhn9Ct_XFTattGE',
+    (b'pw', b'0123456789abcdef', 14, 16, 1, 32): 'IIY0j-ZaKz7_3bqoWjIpYdEn9X9VEq-0uqmc_jkkLTQ',
+    (b'pw', b'0123456789abcdef', 15, 8, 1, 32): 'o47-8cZRwKD3ZQw_-tjMsFiulJJ8X9DBpzjrMl6XsY4',
+    (b'pw', b'0123456789abcdef', 14, 8, 1, 32): 'o6nuri0UB0zAYtUPW1FsUcO86OUVadX-DXiUh65Fhto',
+    (b'pw', b'0123456789abcdef', 13, 8, 1, 32): 'MlMLWjH44MgvDSPtYiLGsRsZm1hCrXGrFHkm2iDUde8',
+    (b'pw', b'0123456789abcdef', 10, 8, 3, 32): 'llILF_nDuKL3bRXBxZJV4iOZnaK28U4kbK-emyCbvBk',
+    (b'pw', b'0123456789abcdef', 12, 4, 2, 32): 'E3r8px9m7uzt2nDb6GI4X0SDZ0KVBKvDmb9TL6n6LXA',
+    (b'pw', b'0123456789abcdef', 14, 7, 1, 32): 'A9xOtQFoOlWMUbVyrfm0BZd-Czo4PJycUMT3eWPrGWQ',
+    (b'pw', b'0123456789abcdef', 15, 4, 1, 32): '7zqRyYdC6mW2Lrtgx6cr52oiIPnYZp0GcOrBEInXaYQ',
+    (b'pw', b'0123456789abcdef', 15, 1, 1, 32): 'TfbkdLZT7UgY-XjwE77lvKD8c8f2ChI1Oz3m6CkESuE',
+    (b'pw', b'0123456789abcdef', 1, 8, 1, 32): 'el5bzBIrfGZ8YfljguKF31coXJcT1JwYDEVXDGw1IQU',
+    (b'pw', b'0123456789abcdef', 4, 8, 1, 32): 'rIRfhwRw7A8_dNhLBjHyr0creQCC8eybILn6lgmts7c',
+    (b'pw', b'0123456789abcdef', 10, 8, 1, 32): 'aMVTuQEI-jkaGyQcKvYHZwvQAIPq1C1TACYLFE9oZeo',
+    (b'pw', b'0123456789abcdef', 12, 8, 1, 32): 'h4yXUTS2ozDq75aTKxEkF7yDyKg68oa_CXX3QwzeGrc',
+    (b'pw', b'0123456789abcdef', 14, 8, 1, 64): 'o6nuri0UB0zAYtUPW1FsUcO86OUVadX-DXiUh65Fhtp'
+                                                'CFRdx1wEOi1SDAITZHRjso7trqOGeGGFStXEutAz5Hw',
+    (b'pw', b'12345678', 14, 8, 1, 32): 'te5TIBnMKzgRMc19yg6_rX1015Dlr-8rpxwgdv8wKSE',
+    (b'pw', b'0123456789abcde', 14, 8, 1, 32): 'tdkeoKhFnJxp52qEDN-wf06m1FJbHJR5ytwN_bJpIC4',
+    (b'pw', b'0123456789abcdefg', 14, 8, 1, 32): 'zo9pUDYbDHsSdxr_raWCWIRmGEOTq_lUGTf54Rkvnvs',
+    (b'pw', b's' * 32, 14, 8, 1, 32): '3yOPkGzESWTdukTWqX2zarVv5SIvcLseiOcFY_dFxNI',
+    ('correct horse ✓'.encode(), HASHED_SALT, 17, 8, 1, 32):
+        'LaSwXddWJokjVPUCLWKUYDuF8oJ8lDA3VAuk0KbSFcU',
 }
 
 
@@ -5479,7 +5517,7 @@ def test_a_truncated_or_resized_key_is_refused(fast_hashing):
     for shorter in (good[:-1], good[:-2], good[:-11], good[:-22]):
         assert bs.check_password('pw', shorter) is False, len(shorter)
         assert bs.needs_rehash(shorter) is True
-    key = scrypt_key(b'pw', b'0123456789abcdef', 14, 8, 1, 64)
+    key = known_key(b'pw', b'0123456789abcdef', 14, 8, 1, 64)
     for length in (16, 24, 31, 33, 64):    # scrypt's key at each length: a prefix
         resized = 'scrypt$14$8$1$%s$%s' % (b64(b'0123456789abcdef'), b64(key[:length]))
         assert bs.check_password('pw', resized) is False, length
@@ -5487,10 +5525,13 @@ def test_a_truncated_or_resized_key_is_refused(fast_hashing):
 
 
 @slow
-@pytest.mark.parametrize('salt,log_n,r,p', list(KNOWN_KEYS))
-def test_known_keys_are_scrypts(salt, log_n, r, p):
+@pytest.mark.parametrize('password,salt,log_n,r,p,length', list(KNOWN_KEYS),
+                         ids=['-'.join(map(str, known[2:])) + '-salt%d' % len(known[1])
+                              + ('' if known[0] == b'pw' else '-hashed') for known in KNOWN_KEYS])
+def test_known_keys_are_scrypts(password, salt, log_n, r, p, length):
     """KNOWN_KEYS, which the fast set's hashing tests use, derived again."""
-    assert b64(scrypt_key(b'pw', salt, log_n, r, p)) == KNOWN_KEYS[salt, log_n, r, p]
+    assert b64(scrypt_key(password, salt, log_n, r, p, length)) == \
+        KNOWN_KEYS[password, salt, log_n, r, p, length]
 
 
 @slow
@@ -7141,9 +7182,33 @@ def fast_hashing(request, monkeypatch):
     """Every test hashes at the floor, (14, 8, 1), the documented way to make
     tests fast: at the default cost each hash or check takes ~0.4 s, and many
     tests check a password without saying so (a login, a missing user). A
-    test about the default cost asks for default_hashing instead."""
+    test about the default cost asks for default_hashing instead.
+
+    And hashlib.scrypt answers an input it has derived before in this run from
+    memory (remembered_scrypt): a refused hash's check and a missing user's
+    all derive the same decoy, and one hash is checked by several tests."""
     if 'default_hashing' not in request.fixturenames:
         monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', (14, 8, 1))
+        monkeypatch.setattr(hashlib, 'scrypt', remembered_scrypt)
+
+
+_REAL_SCRYPT = hashlib.scrypt
+_SCRYPT_KEYS = {}
+
+
+def remembered_scrypt(password, *, salt, n, r, p, maxmem=0, dklen=64):
+    """hashlib.scrypt, derived once per input in a run: it is a pure function
+    of all its arguments, so each key is still the real one, and any change
+    to an argument (a mutant's salt, N, length or memory bound) derives anew,
+    errors and all. Only the time differs: the tests that time a check
+    (test_a_missing_user_takes_as_long_as_a_wrong_password) ask for
+    default_hashing, and spies (spy_on_scrypt) still see every call."""
+    arguments = (bytes(password), bytes(salt), n, r, p, maxmem, dklen)
+    key = _SCRYPT_KEYS.get(arguments)
+    if key is None:
+        key = _SCRYPT_KEYS[arguments] = _REAL_SCRYPT(password, salt=salt, n=n, r=r, p=p,
+                                                    maxmem=maxmem, dklen=dklen)
+    return key
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -7201,14 +7266,17 @@ def port_is_free(port):
 
 
 def wait_for(check, seconds=20):
-    deadline = time.time() + seconds
+    """check()'s result once it stops raising; polled every 5 ms at first,
+    then less often, up to every 50 ms (a server up in 10 ms waits 10 ms)."""
+    deadline, pause = time.time() + seconds, 0.005
     while True:
         try:
             return check()
         except Exception:
             if time.time() > deadline:
                 raise
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
 
 
 def report(capsys, line):
@@ -8662,23 +8730,37 @@ def scrypt_key(password, salt, log_n, r, p, length=32):
 
 
 @functools.lru_cache(maxsize=None)
+def known_key(password, salt, log_n, r, p, length=32):
+    """scrypt_key, from KNOWN_KEYS where it is there; any other is derived,
+    once (cached: each costs a full scrypt)."""
+    known = KNOWN_KEYS.get((password, salt, log_n, r, p, length))
+    if known is None:
+        return scrypt_key(password, salt, log_n, r, p, length)
+    return base64.urlsafe_b64decode(known + '=' * (-len(known) % 4))
+
+
 def scrypt_hash(password, salt, log_n, r, p, length=32):
-    """The hash format, built independently of the module: a known-answer check.
-    b'pw' with the salts and parameters of KNOWN_KEYS takes its key from there;
-    any other is derived, once (cached: each costs a full scrypt)."""
-    known = KNOWN_KEYS.get((salt, log_n, r, p)) if (password, length) == (b'pw', 32) else None
-    key = known or b64(scrypt_key(password, salt, log_n, r, p, length))
+    """The hash format, built independently of the module: a known-answer check."""
+    key = b64(known_key(password, salt, log_n, r, p, length))
     return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, b64(salt), key)
 
 
 @pytest.fixture(scope='module')
 def hashed():
-    """One hash at the default cost, shared: each one costs ~0.1-0.5 s."""
-    lowered, bs.SCRYPT_PARAMETERS = bs.SCRYPT_PARAMETERS, DEFAULT_SCRYPT_PARAMETERS
-    try:
+    """One hash at the default cost, shared: each one costs ~0.1-0.5 s. Its
+    salt is pinned to HASHED_SALT (secrets.token_bytes(16) answers it, any
+    other length stays random), so that test_hash_format_and_parameters finds
+    its key in KNOWN_KEYS instead of deriving it again; were the salt made
+    some other way, it would be random and derived again. test_salts_are_random
+    is the test that salts are random."""
+    real = bs.secrets.token_bytes
+
+    def pinned(nbytes=None):
+        return HASHED_SALT if nbytes == 16 else real(nbytes)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bs, 'SCRYPT_PARAMETERS', DEFAULT_SCRYPT_PARAMETERS)
+        patch.setattr(bs.secrets, 'token_bytes', pinned)
         return bs.hash_password('correct horse ✓')
-    finally:
-        bs.SCRYPT_PARAMETERS = lowered
 
 
 def spy_on_scrypt(monkeypatch, fake=False):
