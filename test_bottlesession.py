@@ -28,6 +28,7 @@ import gc
 import glob
 import hashlib
 import hmac
+import inspect
 import io
 import json
 import logging
@@ -336,6 +337,25 @@ def test_max_age_counts_down_to_the_servers_end(store):
     if isinstance(manager, bs.CookieSession):     # it re-sends the cookie at every change
         manager.now.advance(1000)
         assert 1599 <= max_age(app.get('/set/b/2'), manager.cookie_name) <= 1600
+
+
+@pytest.mark.parametrize('kind', kinds('cookie', 'pickle'))
+def test_a_session_whose_end_passes_during_its_request_sends_an_expired_cookie(kind, request,
+                                                                                tmp_path):
+    """The cookie never outlives the server's end: a handler that chose a
+    60-second life, then took 61 seconds, sends its cookie with Max-Age=0, a
+    cookie the browser drops at once. (The SQL stores read a row written past
+    its end back as gone, so they send no cookie at all.) Mutant: Max-Age of
+    at least 1 (`max(1, …)`)."""
+    manager = make_manager(kind, request, tmp_path)
+    app = webtest.TestApp(plugin_app(manager))
+
+    @app.app.route('/expire-slowly')
+    def expire_slowly(session):
+        session.set_expiry(60)
+        manager.now.advance(61)         # a slow handler
+        return 'ok'
+    assert max_age(app.get('/expire-slowly'), manager.cookie_name) == 0
 
 
 def test_remember_me_is_not_cut_to_the_idle_timeout(store):
@@ -1648,7 +1668,8 @@ def test_a_rate_limit_that_always_loses_the_race_is_a_503_after_short_pauses(
         kind, request, tmp_path, monkeypatch, caplog):
     """A store where every compare-and-set of the count loses: rate_limit gives
     up with SessionStoreError, a 503 (not a 500) whose log line names the limit,
-    after pauses that add up to well under a second (not seconds per attempt)."""
+    after pauses that add up to well under a second (not seconds per attempt).
+    Mutants: the log line's message lost or reworded."""
     manager = make_manager(kind, request, tmp_path)
     test = rate_app(manager)
     monkeypatch.setattr(manager, 'write', lambda *args, **kwargs: False)
@@ -1656,7 +1677,8 @@ def test_a_rate_limit_that_always_loses_the_race_is_a_503_after_short_pauses(
     monkeypatch.setattr(time, 'sleep', pauses.append)
     response = test.get('/attempt', status=503)
     assert 'unavailable' in response.text
-    assert "'login:alice'" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == 'bottlesession'] == [
+        "the rate limit 'login:alice' changed under %d attempts in a row" % manager.swap_attempts]
     assert len(pauses) == manager.swap_attempts and sum(pauses) < 1.0, sum(pauses)
 
 
@@ -2469,6 +2491,43 @@ def test_plugin_per_route_autosave_off():
         return 'ok'
     test = webtest.TestApp(app)
     assert set_cookie_headers(test.get('/nosave')) == []
+
+
+def test_plugin_per_route_keyword():
+    """session={'keyword': ...} on a route names its handler's parameter for the
+    session there, as autosave and csrf can be set per route. Mutants: the
+    route's keyword read under another name, so the handler got no session (a 500)."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/renamed/<value>', session={'keyword': 'visit'})
+    def renamed(value, visit):
+        visit['a'] = value
+        return {'id': visit.id}
+    test = webtest.TestApp(app)
+    sid = test.get('/renamed/7').json['id']
+    assert test.get('/get').json == {'data': {'valid': False, 'a': '7', 'sessionid': sid},
+                                     'new': False, 'id': sid}
+
+
+def test_a_handler_whose_signature_inspect_cannot_read_is_read_as_bottle_reads_it():
+    """A handler inspect.signature() cannot read (here a decorator left a
+    __wrapped__ loop) still gets its session: its parameters are read the way
+    bottle reads them. Mutant: no parameters then (a TypeError, a 500)."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    def looped(session):
+        session['a'] = 'looped'
+        return {'id': session.id}
+    looped.__wrapped__ = looped
+    with pytest.raises(ValueError):
+        inspect.signature(looped)
+    app.route('/looped', callback=looped)
+    test = webtest.TestApp(app)
+    sid = test.get('/looped').json['id']
+    assert test.get('/get').json == {'data': {'valid': False, 'a': 'looped', 'sessionid': sid},
+                                     'new': False, 'id': sid}
 
 
 def test_plugin_refuses_a_non_manager():
@@ -3393,6 +3452,16 @@ def test_two_apps_on_one_store_do_not_accept_each_others_ids(kind, shop, admin, 
     body = visit(admin_app, admin_manager, '/get', stolen).json
     assert body['new'] is True and body['id'] != stolen and 'name' not in body['data']
     assert visit(shop_app, shop_manager, '/private', stolen).text == 'shop page'
+
+
+def test_storage_key_takes_any_str_a_lone_surrogate_too(tmp_path):
+    """storage_key() hashes any str: an id with a lone surrogate (a JSON body can
+    carry one) is a key of its own like any other, never a UnicodeEncodeError.
+    Mutants: the id encoded without 'surrogatepass', or with an unknown handler."""
+    manager = bs.SQLSession(str(tmp_path / 'sessions.db'))
+    ids = ['\ud800' * 43, '\udfff' * 43, 'A' * 42 + '\ud800', 'A' * 43]
+    keys = [manager.storage_key(sid) for sid in ids]
+    assert len(set(keys)) == 4 and all(re.fullmatch('[0-9a-f]{64}', key) for key in keys)
 
 
 def test_namespace_must_be_a_str(tmp_path):
@@ -4422,6 +4491,18 @@ def test_a_36_character_cookie_that_is_no_uuid_gets_a_fresh_session(value, tmp_p
     assert response.json['new'] is True and response.json['id'] != value
 
 
+@pytest.mark.parametrize('key', ['../' * 12, '../' * 14 + 'x' * 22, 'A' * 43, '0' * 63, ''])
+def test_a_file_store_key_that_is_no_key_is_refused_before_a_file_is_named(key, tmp_path):
+    """The file store names a file only for a 64-hex-digit key or an original
+    uuid4: any other key is a ValueError that quotes it. Mutants: a TypeError
+    from the message's formatting; the message lost or reworded."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    with pytest.raises(ValueError) as refused:
+        manager.read(key)
+    assert str(refused.value) == 'invalid session key %r' % (key,)
+    assert os.listdir(manager.session_dir) == []
+
+
 def expiring_pickle_store(tmp_path):
     """A file store on a clock at a whole second, with one session holding
     a = 1 for an hour: (manager, TestApp, session id)."""
@@ -4444,6 +4525,57 @@ def test_a_session_file_lives_through_its_last_second_and_reads_as_gone_after(tm
     assert test.get('/get').json['data']['a'] == '1'
     manager.now.advance(1)
     assert stored(manager, sid) is None
+    assert session_files(manager.session_dir) == []
+
+
+def test_cleanup_removes_a_session_file_after_its_last_second_not_in_it(tmp_path):
+    """cleanup() keeps read()'s expiry rule: a file whose session ends at T is
+    kept by a cleanup at T and removed by one at T + 1. Mutants: removed at T
+    (`end <= now`); kept a second longer (an end of mtime + 1)."""
+    manager, test, sid = expiring_pickle_store(tmp_path)
+    manager.now.advance(3600)                   # its very end
+    assert manager.cleanup() == 0
+    assert len(session_files(manager.session_dir)) == 1
+    manager.now.advance(1)
+    assert manager.cleanup() == 1
+    assert session_files(manager.session_dir) == []
+
+
+def test_cleanup_removes_an_original_session_file_once_its_life_has_passed(tmp_path):
+    """A file of the original (named by its uuid4) holds no end: like read(),
+    cleanup() ends it max_age after its last write (its mtime), or
+    idle_timeout after if sooner. Mutants: its end taken as its mtime, or
+    before it (a live session removed); a lifetime of None (a TypeError)."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'), cookie_expires=3600,
+                               idle_timeout=600)
+    manager.now = Clock()
+    old_id = str(uuid.uuid4())
+    path = os.path.join(manager.session_dir, 'session-' + old_id)
+    with open(path, 'wb') as legacy:
+        pickle.dump({'valid': True, 'name': 'alice'}, legacy)
+    os.utime(path, (manager.now() - 590,) * 2)  # written 590 s ago: 10 s left
+    assert manager.cleanup() == 0
+    assert session_files(manager.session_dir) == ['session-' + old_id]
+    manager.now.advance(20)                     # 610 s: past the idle timeout
+    assert manager.cleanup() == 1
+    assert session_files(manager.session_dir) == []
+
+
+def test_a_file_another_cleanup_removed_first_is_skipped_not_an_error(tmp_path, monkeypatch):
+    """Two cleanups at once (cron's and a request's): a file the other removed
+    between this one's scan and its unlink is skipped, and not counted.
+    Mutant: contextlib.suppress(None), so cleanup() raised a TypeError."""
+    manager, test, sid = expiring_pickle_store(tmp_path)
+    manager.now.advance(3601)
+    unlink = os.unlink
+
+    def the_other_cleanup_first(path, *args, **kwargs):
+        if str(path).startswith('session-'):
+            unlink(path, *args, **kwargs)       # the other cleanup's
+        return unlink(path, *args, **kwargs)    # then ours: FileNotFoundError
+    monkeypatch.setattr(os, 'unlink', the_other_cleanup_first)
+    assert manager.cleanup() == 0
+    monkeypatch.undo()
     assert session_files(manager.session_dir) == []
 
 
@@ -4565,6 +4697,153 @@ def test_sqlite_the_path_opened_is_the_path_checked(tmp_path, monkeypatch):
         "the app opened the other user's database, swapped in after the check"
 
 
+def sqlite_rows(path):
+    """{storage key: data} of the sessions in the SQLite file `path`, opened read-only."""
+    with contextlib.closing(sqlite3.connect('file:%s?mode=ro' % path, uri=True)) as conn:
+        return {key: json.loads(data)['d'] for key, data in
+                conn.execute('SELECT id, data FROM bottlesession')}
+
+
+def test_sqlite_symlinks_of_our_own_on_the_way_lead_to_the_database(tmp_path):
+    """The walk down to the database's directory follows this user's (or
+    root's) symlinks as the kernel would, checking each part: a relative one,
+    an absolute one, each with a part after it. The database is made where
+    they lead. Mutants: a link stat'ed through (then refused by O_NOFOLLOW);
+    its target not read, or read from the working directory; the part after a
+    link dropped; the walk not begun again at / for an absolute target."""
+    real = tmp_path / 'real'
+    (real / 'db').mkdir(parents=True)
+    os.chmod(real / 'db', 0o700)
+    os.symlink('real', tmp_path / 'relative')
+    os.symlink(str(real), tmp_path / 'absolute')
+    keys = {}
+    for via in ('relative', 'absolute'):
+        manager = bs.SQLSession(str(tmp_path / via / 'db' / 'sessions.db'))
+        test = webtest.TestApp(plugin_app(manager))
+        test.get('/set/via/' + via)
+        keys[manager.storage_key(test.cookies[manager.cookie_name])] = via
+    rows = sqlite_rows(real / 'db' / 'sessions.db')
+    assert {key: data['via'] for key, data in rows.items()} == keys
+    assert sorted(os.listdir(real)) == ['db']
+
+
+def test_sqlite_a_directory_others_can_write_above_the_database_is_refused(tmp_path):
+    """A directory above the database's that others can write (and that is not
+    sticky, as /tmp is) lets them rename the rest of the path away: refused,
+    whether the path names it or a symlink's target passes through it. Mutants:
+    the sticky test always true (never refused); a link's target taken whole,
+    so its inner parts went unchecked."""
+    shared = tmp_path / 'shared'
+    (shared / 'db').mkdir(parents=True)
+    os.chmod(shared / 'db', 0o700)
+    os.symlink('shared/db', tmp_path / 'link')
+    refusal = ("the directory above 'db' could be changed by another user, who can plant a "
+               "session database, and with it a signed-in session")
+    for mode in (0o777, 0o770, 0o1777):
+        os.chmod(shared, mode)
+        for path in (shared / 'db' / 'sessions.db', tmp_path / 'link' / 'sessions.db'):
+            if mode & stat.S_ISVTX:
+                bs.SQLSession(str(path))        # a sticky directory, as /tmp: accepted
+                continue
+            with pytest.raises(bs.ConfigError) as refused:
+                bs.SQLSession(str(path))
+            assert str(refused.value) == refusal, (oct(mode), path)
+    assert os.listdir(shared / 'db') == []
+
+
+def test_sqlite_forty_symlinks_in_a_row_are_followed_and_no_more(tmp_path):
+    """As the kernel does, at most 40 symlinks are followed on the way (here
+    each of this user's, the last one to the database's directory); a 41st, or
+    a loop, is refused at once. Mutants: the count begun at 1, or counting 2
+    a link (40 refused); `>= 40`; `> 41`; the count kept at 1, or counting
+    down (41 followed, and a loop followed for ever)."""
+    real = tmp_path / 'real'
+    real.mkdir(0o700)
+
+    def chain(name, length):
+        os.symlink(str(real), tmp_path / ('%s%d' % (name, length)))
+        for n in range(length - 1, 0, -1):
+            os.symlink('%s%d' % (name, n + 1), tmp_path / ('%s%d' % (name, n)))
+        return str(tmp_path / (name + '1') / 'sessions.db')
+    manager = bs.SQLSession(chain('a', 40))
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    assert list(sqlite_rows(real / 'sessions.db')) == [
+        manager.storage_key(test.cookies[manager.cookie_name])]
+    with pytest.raises(bs.ConfigError):
+        bs.SQLSession(chain('b', 41))
+    os.symlink('loop2', tmp_path / 'loop1')
+    os.symlink('loop1', tmp_path / 'loop2')
+    with pytest.raises(bs.ConfigError):
+        bs.SQLSession(str(tmp_path / 'loop1' / 'sessions.db'))
+
+
+def test_sqlite_a_symlink_or_directory_of_another_user_on_the_way_is_refused(tmp_path):
+    """Another user's symlink on the way to the database, or their directory
+    above its own, is refused with a message that names it and the risk;
+    whatever their uid (1 here, as well as 65534). Mutants: uid 1 taken for
+    root's; the message lost or reworded."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give a symlink or a directory away')
+    real = tmp_path / 'real'
+    real.mkdir(0o700)
+    for uid in (1, 65534):
+        link = tmp_path / ('link%d' % uid)
+        os.symlink(str(real), link)
+        os.lchown(link, uid, uid)
+        with pytest.raises(bs.ConfigError) as refused:
+            bs.SQLSession(str(link / 'sessions.db'))
+        assert str(refused.value) == (
+            "'link%d', on the way to the session database, is a symlink of another user, "
+            "who can plant a session database, and with it a signed-in session" % uid)
+        above = tmp_path / ('above%d' % uid)
+        (above / 'db').mkdir(parents=True)
+        os.chmod(above / 'db', 0o700)
+        os.chown(above, uid, uid)
+        with pytest.raises(bs.ConfigError) as refused:
+            bs.SQLSession(str(above / 'db' / 'sessions.db'))
+        assert str(refused.value) == (
+            "the directory above 'db' could be changed by another user, who can plant a "
+            "session database, and with it a signed-in session")
+    assert os.listdir(real) == []
+
+
+def test_sqlite_a_fifo_planted_as_the_databases_directory_is_refused_at_once(tmp_path):
+    """Another user can make a FIFO where the database's directory would be:
+    the walk must not wait on it for a writer, but refuse it with a
+    ConfigError at once. Mutants: the open without O_DIRECTORY."""
+    path = tmp_path / 'sessions'
+    os.mkfifo(path, 0o600)
+    outcome = []
+
+    def build():
+        try:
+            bs.SQLSession(str(path / 'sessions.db'))
+        except Exception as exc:        # noqa: BLE001 - the outcome is asserted below
+            outcome.append(exc)
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    thread.join(10)
+    hung = thread.is_alive()
+    if hung:                            # let the blocked open go, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+    assert not hung, "opening the database's directory waited on a FIFO"
+    assert [type(exc) for exc in outcome] == [bs.ConfigError]
+
+
+def test_sqlite_a_database_directory_that_cannot_be_opened_is_a_config_error(tmp_path):
+    """An OSError on the way (here a directory that is not there) is a
+    ConfigError at construction that names the directory and the error.
+    Mutants: a TypeError or ValueError from the message's formatting; the
+    message lost or reworded."""
+    missing = tmp_path / 'missing'
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.SQLSession(str(missing / 'sessions.db'))
+    assert str(refused.value) == ("cannot use the session database in %r: [Errno %d] No such "
+                                  "file or directory: 'missing'" % (str(missing), errno.ENOENT))
+
+
 def test_sqlite_file_the_store_creates_is_private(tmp_path):
     path = tmp_path / 'sessions.db'
     manager = bs.SQLSession(str(path))
@@ -4578,11 +4857,17 @@ def test_sqlite_file_the_store_creates_is_private(tmp_path):
 
 @pytest.mark.parametrize('mode', [0o777, 0o1777, 0o770])
 def test_sqlite_file_in_a_directory_others_can_write_is_refused(tmp_path, mode):
+    """Refused with a message that names the directory, the risk and the mode
+    to use. Mutants: the message's path, risk or wording lost or changed."""
     shared = tmp_path / 'shared'
     shared.mkdir()
     shared.chmod(mode)
-    with pytest.raises(bs.ConfigError, match='writable by others'):
+    with pytest.raises(bs.ConfigError) as refused:
         bs.SQLSession(str(shared / 'sessions.db'))
+    assert str(refused.value) == (
+        'directory of the session database %r is writable by others (mode %o): anyone who '
+        'can write it can plant a session database, and with it a signed-in session. Use a '
+        'private directory (mode 0700).' % (str(shared), mode))
 
 
 def test_sqlite_file_owned_by_another_user_is_refused(tmp_path):
@@ -5180,6 +5465,50 @@ def test_bad_scrypt_parameters_are_a_clear_error(value, monkeypatch):
             call()
 
 
+@pytest.mark.parametrize('value, message', [
+    ((17, 8), 'SCRYPT_PARAMETERS is (log2 N, r, p), three ints, not (17, 8)'),
+    ([13, 8, 1], 'SCRYPT_PARAMETERS (13, 8, 1) is below the floor (14, 8, 1), even in tests'),
+    ((21, 8, 1), 'SCRYPT_PARAMETERS (21, 8, 1) needs over 2 GiB, or r or p over 999'),
+    ((14, 8, 1000), 'SCRYPT_PARAMETERS (14, 8, 1000) needs over 2 GiB, or r or p over 999'),
+])
+def test_bad_scrypt_parameters_say_what_is_wrong(value, message, monkeypatch):
+    """Each refusal names the value and what it breaks. Mutants: a message reworded."""
+    monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', value)
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.hash_password('pw')
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize('value', [(14, 999, 1), (14, 8, 999), (20, 8, 1)])
+def test_the_largest_scrypt_parameters_the_hash_format_holds_are_accepted(value, monkeypatch):
+    """r and p up to 999 (the format's three digits; r = 999 at N = 2**14 needs just
+    under 2 GiB) and N up to 2**20 are accepted; needs_rehash asks for no scrypt.
+    Mutants: `r >= 999`, `p >= 999`, so the largest were refused."""
+    monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', value)
+    calls = spy_on_scrypt(monkeypatch, fake=True)
+    same = 'scrypt$%d$%d$%d$%s$%s' % (value + (SALT, KEY))
+    assert bs.needs_rehash(same) is False
+    assert bs.needs_rehash('scrypt$14$8$1$%s$%s' % (SALT, KEY)) is True
+    assert calls == []
+
+
+@pytest.mark.parametrize('params, obeyed', [('17$16$1', True), ('17$17$1', False),
+                                            ('17$8$8', True), ('17$8$9', False)])
+def test_a_hash_may_cost_twice_the_memory_and_8_times_the_work_of_a_check(params, obeyed,
+                                                                         monkeypatch,
+                                                                         default_hashing):
+    """A stored hash is obeyed up to twice the memory (r=16 at N=2**17) and 8 times
+    the work (p=8) of a check at the default, (17, 8, 1); one step more gets a
+    normal check's work, and False. Mutants: `3 *` the memory, `>=` or `9 *`
+    the work."""
+    calls = spy_on_scrypt(monkeypatch, fake=True)
+    planted = 'scrypt$%s$%s$%s' % (params, SALT, ZEROS)
+    log_n, r, p = map(int, params.split('$'))
+    assert bs.check_password('wonderland', planted) is obeyed
+    assert calls == [(2 ** log_n, r, p, 32) if obeyed else DEFAULT_CHECK]
+    assert bs.needs_rehash(planted) is not obeyed
+
+
 @pytest.mark.parametrize('log_n,r,p', [(14, 8, 1), (14, 8, 2), (14, 16, 1), (15, 8, 1)])
 def test_older_parameters_at_or_above_the_floor_verify_and_ask_to_be_redone(log_n, r, p,
                                                                            default_hashing):
@@ -5308,6 +5637,42 @@ def test_a_password_of_the_wrong_type_is_false_after_a_checks_work(monkeypatch, 
     for password in (None, 17, ['pw'], 1.5):
         assert bs.check_password(password, zeros) is False
     assert calls == [DEFAULT_CHECK] * 5
+
+
+def test_a_check_that_cannot_get_its_memory_is_false(hashed):
+    """When OpenSSL cannot get scrypt's memory (here in a child process whose
+    address space is capped 8 MiB above what it uses; a check at the default
+    needs 128 MiB), check_password() is False for the right password and a
+    wrong one alike: never True, never an error. Mutant: True then, for any
+    password."""
+    import resource
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read)
+            with open('/proc/self/status') as proc:
+                size = [int(line.split()[1]) * 1024 for line in proc
+                        if line.startswith('VmSize:')][0]
+            resource.setrlimit(resource.RLIMIT_AS, (size + 8 * 2 ** 20,
+                                                    resource.getrlimit(resource.RLIMIT_AS)[1]))
+            answers = [bs.check_password(password, hashed)
+                       for password in ('correct horse ✓', 'wrong')]
+            try:        # the cap does bite: scrypt itself is refused
+                hashlib.scrypt(b'pw', salt=bytes(16), n=2 ** 17, r=8, p=1, maxmem=2 ** 28)
+                answers.append('scrypt ran')
+            except ValueError:
+                answers.append('scrypt refused')
+            os.write(write, json.dumps(answers).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answers = pipe.read()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert json.loads(answers) == [False, False, 'scrypt refused']
 
 
 @slow
