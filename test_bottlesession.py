@@ -1366,6 +1366,43 @@ def test_user_sessions_with_int_ids_and_expired_sessions(kind, request, tmp_path
     assert manager.user_sessions(7) == []
 
 
+def test_user_sessions_lists_a_session_through_its_last_second(tmp_path):
+    """A session is the user's up to the second it ends, as a read finds it,
+    and not after. Mutant: `now < end`, so it left the list a second early."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'), cookie_expires=3600)
+    manager.now = Clock()
+    manager.now.t = float(int(manager.now.t))
+    app = sessions_app(manager)
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    key = manager.storage_key(test.cookies[manager.cookie_name])
+    manager.now.advance(3600)                   # its very end
+    assert [s['key'] for s in manager.user_sessions('alice')] == [key]
+    manager.now.advance(1)
+    assert manager.user_sessions('alice') == []
+
+
+def test_a_damaged_record_among_a_users_sessions_is_skipped(tmp_path):
+    """A record of the user's that cannot be read (a damaged row, its user
+    column intact) is neither listed nor counted as ended; the user's other
+    sessions are. Mutants: _user_records' tests regrouped, so a damaged record
+    (None) was read: an error from user_sessions() and end_sessions()."""
+    path = tmp_path / 'sessions.db'
+    manager = bs.SQLSession(str(path))
+    app = sessions_app(manager)
+    phone, laptop = webtest.TestApp(app), webtest.TestApp(app)
+    phone.get('/login/alice')
+    laptop.get('/login/alice')
+    damaged, kept = (manager.storage_key(device.cookies[manager.cookie_name])
+                     for device in (phone, laptop))
+    with contextlib.closing(sqlite3.connect(str(path))) as conn:
+        conn.execute("UPDATE bottlesession SET data = 'damaged' WHERE id = ?", (damaged,))
+        conn.commit()
+    assert [s['key'] for s in manager.user_sessions('alice')] == [kept]
+    assert manager.end_sessions('alice') == 1
+    assert manager.user_sessions('alice') == []
+
+
 @pytest.mark.parametrize('kind', SERVER_STORES)
 def test_a_save_that_changes_the_user_or_the_end_is_stored_whole(kind, request, tmp_path):
     """A compare-and-set save of one key that names another user, or another end,
@@ -1636,6 +1673,26 @@ def test_an_attempt_exactly_one_period_old_has_left_the_window(kind, request, tm
     manager.now.advance(30)
     assert manager.rate_limit(key, 2, 60) is True                    # t+60: t has left
     assert manager.rate_limit(key, 2, 60) is False                   # t+30, t+60, t+60
+
+
+def test_a_cookie_stores_rate_limit_stays_cheap_past_ten_thousand_keys():
+    """Attempts spread over many keys (user names, say) must not make each one
+    walk every key: past 10,000 live keys, the sweep of expired ones runs
+    again only when their number has doubled. 2,000 attempts among 10,000
+    live keys take about as long as on an empty table (best of three; the
+    bound is 20 times). Mutant: the next sweep at `2 / len`, so one on every
+    attempt, over every key (some 100 times slower)."""
+    def attempts(manager, prefix):
+        start = time.perf_counter()
+        for n in range(2000):
+            manager.rate_limit('%s%d' % (prefix, n), 5, 3600)
+        return time.perf_counter() - start
+    empty = min(attempts(bs.CookieSession(secret=SECRET), 'k') for _ in range(3))
+    crowded = bs.CookieSession(secret=SECRET)
+    for n in range(10001):
+        crowded.rate_limit('old%d' % n, 5, 3600)
+    busy = min(attempts(crowded, 'new%d-' % round_) for round_ in range(3))
+    assert busy < 20 * empty, (busy, empty)
 
 
 def rate_app(manager):
@@ -3212,6 +3269,52 @@ def test_bad_secret_values_are_refused(secret):
         bs.CookieSession(secret=secret)
 
 
+def test_refused_secrets_say_what_is_wrong(tmp_path):
+    """Each refusal of a secret or secret file says what is wrong and what to
+    do. Mutants: a message lost, reworded or in capitals; a TypeError from
+    its formatting."""
+    empty = tmp_path / 'empty'
+    empty.write_text('\n')
+    for options, error, message in [
+            ({'secret': []}, bs.ConfigError,
+             'secret is an empty list: give at least one secret'),
+            ({'secret': ''}, bs.ConfigError,
+             'secret is empty: give a secret, or leave it out to derive one from the machine'),
+            ({'secret_file': str(tmp_path)}, bs.ConfigError,
+             'cannot read secret_file %r: [Errno %d] Is a directory: %r'
+             % (str(tmp_path), errno.EISDIR, str(tmp_path))),
+            ({'secret_file': str(empty)}, bs.ConfigError,
+             'secret_file %r is empty: its first line is the secret' % str(empty)),
+            ({'secret': [SECRET, 1234]}, TypeError,
+             'each secret must be a non-empty str or bytes, not 1234'),
+            ({'secret': [b'']}, TypeError,
+             "each secret must be a non-empty str or bytes, not b''")]:
+        with pytest.raises(error) as refused:
+            bs.CookieSession(**options)
+        assert (type(refused.value), str(refused.value)) == (error, message), options
+
+
+@pytest.mark.parametrize('secret', ['s' * 15, b's' * 15, ['s' * 32, 's' * 15]],
+                         ids=['str', 'bytes', 'an-older-one'])
+def test_a_secret_under_16_bytes_warns_from_the_line_that_gave_it(secret, tmp_path):
+    """A secret (any of them) shorter than 16 bytes warns, naming the line that
+    built the store (here a server store); 16 bytes do not. Mutants: 16 bytes
+    warned (`<= 16`, `< 17`); the warning's line bottlesession's own, or the
+    caller's caller; its message reworded."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        line = sys._getframe().f_lineno + 1
+        bs.SQLSession(str(tmp_path / 'sessions.db'), secret=secret)
+    assert [(w.category, str(w.message), w.filename, w.lineno) for w in caught] == [
+        (bs.InsecureSecretWarning, 'a session secret is shorter than 16 bytes: it can be '
+         'guessed. Use secrets.token_urlsafe(32).', __file__, line)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        bs.SQLSession(str(tmp_path / 'sessions.db'), secret='s' * 16)
+        bs.CookieSession(secret=[b's' * 16, 's' * 32])
+    assert caught == []
+
+
 @slow
 def test_derived_secret_is_stable_and_warns(private_tmp):
     if not os.path.exists('/proc/stat'):
@@ -3283,6 +3386,63 @@ def test_derived_secret_without_a_boot_time_asks_for_a_secret(monkeypatch, tmp_p
     monkeypatch.setattr(uuid, 'getnode', lambda: 1 << 40)     # a random node id
     with pytest.raises(bs.ConfigError, match='no stable node id'):
         bs.machine_secret()
+
+
+def derive_with(private_tmp, make_key_file):
+    """machine_secret() with the key file make_key_file(path) left: its ConfigError."""
+    if not os.path.exists('/proc/stat'):
+        pytest.skip('the derived secret needs Linux')
+    home = private_tmp / ('bottlesession-%d' % os.geteuid())
+    home.mkdir(0o700)
+    make_key_file(home / 'machine-secret')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+        with pytest.raises(bs.ConfigError) as refused:
+            bs.machine_secret()
+    return str(refused.value), str(home / 'machine-secret')
+
+
+@pytest.mark.parametrize('size', [0, 16, 31, 33, 64])
+def test_a_machine_key_file_that_is_not_32_bytes_is_refused(private_tmp, size):
+    """The key file must be this user's, private, and 32 bytes long: a shorter
+    or longer one (cut short, or another program's) is refused, by a message
+    that names it. Mutants: a wrong length refused only if also another
+    user's; the message's path or wording changed."""
+    def write(path):
+        path.write_bytes(b'k' * size)
+        os.chmod(path, 0o600)
+    message, path = derive_with(private_tmp, write)
+    assert message == ('no secret was given, and %r is not a private 32-byte key file of '
+                       'this user: pass secret= or secret_file=' % path)
+
+
+def test_a_machine_key_file_of_another_user_is_refused(private_tmp):
+    """Mutants: the owner test skipped (os.geteuid looked up on None, or under
+    another name), so another user's key file was used."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give the key file away')
+
+    def write(path):
+        path.write_bytes(b'k' * 32)
+        os.chmod(path, 0o600)
+        os.chown(path, 65534, 65534)
+    message, path = derive_with(private_tmp, write)
+    assert message == ('no secret was given, and %r is not a private 32-byte key file of '
+                       'this user: pass secret= or secret_file=' % path)
+
+
+def test_a_machine_key_file_that_is_a_symlink_is_not_followed(private_tmp):
+    """The key file is opened without following a symlink, even one to a
+    private 32-byte file of this user's: refused, with the OS error. Mutants:
+    the open without O_NOFOLLOW (the link's target used as the key); the
+    message's path or wording changed."""
+    target = private_tmp / 'elsewhere'
+    target.write_bytes(b'k' * 32)
+    os.chmod(target, 0o600)
+    message, path = derive_with(private_tmp, lambda path: os.symlink(target, path))
+    assert message == ('no secret was given, and the key to derive one cannot be kept in %r '
+                       '([Errno %d] Too many levels of symbolic links: %r): pass secret= or '
+                       'secret_file=' % (path, errno.ELOOP, 'machine-secret'))
 
 
 @pytest.mark.parametrize('mode', [0o640, 0o604, 0o644, 0o660])
@@ -3627,6 +3787,48 @@ def test_end_sessions_ends_a_session_that_moves_meanwhile(tmp_path):
     manager.user_records = list_then_move
     manager.end_sessions('alice')
     assert moved and not signed_in(app, manager, moved[0])
+def test_end_sessions_lists_until_two_listings_in_a_row_find_none(tmp_path):
+    """end_sessions() lists the user's sessions, ends them, and lists again until
+    two listings in a row find none (one can miss a session moving to a new id):
+    one session is 3 listings, none is 2. Mutants: it stopped after one empty
+    listing, or after three, or never (ten listings every time)."""
+    manager = bs.PickleSession(str(tmp_path / 'files'))
+    app = sessions_app(manager)
+    webtest.TestApp(app).get('/login/alice')
+    listing, listed = manager.user_records, []
+
+    def counted(user):
+        listed.append(user)
+        return listing(user)
+    manager.user_records = counted
+    assert manager.end_sessions('alice') == 1
+    assert len(listed) == 3
+    del listed[:]
+    assert manager.end_sessions('alice') == 0
+    assert len(listed) == 2
+
+
+def test_end_sessions_gives_up_after_ten_listings_while_sessions_keep_coming(tmp_path):
+    """A user (or a thief with the password) who signs in again during every
+    listing cannot hold end_sessions() for ever: it ends what ten listings find,
+    and returns. Mutant: eleven listings."""
+    manager = bs.PickleSession(str(tmp_path / 'files'))
+    app = sessions_app(manager)
+    webtest.TestApp(app).get('/login/alice')
+    listing, listed = manager.user_records, []
+
+    def sign_in_again_meanwhile(user):
+        found = listing(user)
+        listed.append(len(found))
+        webtest.TestApp(app).get('/login/alice')
+        return found
+    manager.user_records = sign_in_again_meanwhile
+    assert manager.end_sessions('alice') == 10
+    assert listed == [1] * 10
+    del manager.user_records
+    assert len(manager.user_sessions('alice')) == 1
+
+
 @slow
 @pytest.mark.parametrize('kind', SERVER_STORES + [pytest.param('mariadb-nonstrict',
                                                                marks=slow)])
