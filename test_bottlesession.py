@@ -28,6 +28,7 @@ import gc
 import glob
 import hashlib
 import hmac
+import inspect
 import io
 import json
 import logging
@@ -351,6 +352,25 @@ def test_max_age_counts_down_to_the_servers_end(store):
     if isinstance(manager, bs.CookieSession):     # it re-sends the cookie at every change
         manager.now.advance(1000)
         assert 1599 <= max_age(app.get('/set/b/2'), manager.cookie_name) <= 1600
+
+
+@pytest.mark.parametrize('kind', kinds('cookie', 'pickle'))
+def test_a_session_whose_end_passes_during_its_request_sends_an_expired_cookie(kind, request,
+                                                                                tmp_path):
+    """The cookie never outlives the server's end: a handler that chose a
+    60-second life, then took 61 seconds, sends its cookie with Max-Age=0, a
+    cookie the browser drops at once. (The SQL stores read a row written past
+    its end back as gone, so they send no cookie at all.) Mutant: Max-Age of
+    at least 1 (`max(1, …)`)."""
+    manager = make_manager(kind, request, tmp_path)
+    app = webtest.TestApp(plugin_app(manager))
+
+    @app.app.route('/expire-slowly')
+    def expire_slowly(session):
+        session.set_expiry(60)
+        manager.now.advance(61)         # a slow handler
+        return 'ok'
+    assert max_age(app.get('/expire-slowly'), manager.cookie_name) == 0
 
 
 def test_remember_me_is_not_cut_to_the_idle_timeout(store):
@@ -1361,6 +1381,43 @@ def test_user_sessions_with_int_ids_and_expired_sessions(kind, request, tmp_path
     assert manager.user_sessions(7) == []
 
 
+def test_user_sessions_lists_a_session_through_its_last_second(tmp_path):
+    """A session is the user's up to the second it ends, as a read finds it,
+    and not after. Mutant: `now < end`, so it left the list a second early."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'), cookie_expires=3600)
+    manager.now = Clock()
+    manager.now.t = float(int(manager.now.t))
+    app = sessions_app(manager)
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    key = manager.storage_key(test.cookies[manager.cookie_name])
+    manager.now.advance(3600)                   # its very end
+    assert [s['key'] for s in manager.user_sessions('alice')] == [key]
+    manager.now.advance(1)
+    assert manager.user_sessions('alice') == []
+
+
+def test_a_damaged_record_among_a_users_sessions_is_skipped(tmp_path):
+    """A record of the user's that cannot be read (a damaged row, its user
+    column intact) is neither listed nor counted as ended; the user's other
+    sessions are. Mutants: _user_records' tests regrouped, so a damaged record
+    (None) was read: an error from user_sessions() and end_sessions()."""
+    path = tmp_path / 'sessions.db'
+    manager = bs.SQLSession(str(path))
+    app = sessions_app(manager)
+    phone, laptop = webtest.TestApp(app), webtest.TestApp(app)
+    phone.get('/login/alice')
+    laptop.get('/login/alice')
+    damaged, kept = (manager.storage_key(device.cookies[manager.cookie_name])
+                     for device in (phone, laptop))
+    with contextlib.closing(sqlite3.connect(str(path))) as conn:
+        conn.execute("UPDATE bottlesession SET data = 'damaged' WHERE id = ?", (damaged,))
+        conn.commit()
+    assert [s['key'] for s in manager.user_sessions('alice')] == [kept]
+    assert manager.end_sessions('alice') == 1
+    assert manager.user_sessions('alice') == []
+
+
 @pytest.mark.parametrize('kind', SERVER_STORES)
 def test_a_save_that_changes_the_user_or_the_end_is_stored_whole(kind, request, tmp_path):
     """A compare-and-set save of one key that names another user, or another end,
@@ -1676,6 +1733,26 @@ def test_an_attempt_exactly_one_period_old_has_left_the_window(kind, request, tm
     assert manager.rate_limit(key, 2, 60) is False                   # t+30, t+60, t+60
 
 
+def test_a_cookie_stores_rate_limit_stays_cheap_past_ten_thousand_keys():
+    """Attempts spread over many keys (user names, say) must not make each one
+    walk every key: past 10,000 live keys, the sweep of expired ones runs
+    again only when their number has doubled. 2,000 attempts among 10,000
+    live keys take about as long as on an empty table (best of three; the
+    bound is 20 times). Mutant: the next sweep at `2 / len`, so one on every
+    attempt, over every key (some 100 times slower)."""
+    def attempts(manager, prefix):
+        start = time.perf_counter()
+        for n in range(2000):
+            manager.rate_limit('%s%d' % (prefix, n), 5, 3600)
+        return time.perf_counter() - start
+    empty = min(attempts(bs.CookieSession(secret=SECRET), 'k') for _ in range(3))
+    crowded = bs.CookieSession(secret=SECRET)
+    for n in range(10001):
+        crowded.rate_limit('old%d' % n, 5, 3600)
+    busy = min(attempts(crowded, 'new%d-' % round_) for round_ in range(3))
+    assert busy < 20 * empty, (busy, empty)
+
+
 def rate_app(manager):
     """An app whose /attempt counts a login attempt for alice (limit 2 a minute)."""
     app = bottle.Bottle()
@@ -1706,7 +1783,8 @@ def test_a_rate_limit_that_always_loses_the_race_is_a_503_after_short_pauses(
         kind, request, tmp_path, monkeypatch, caplog):
     """A store where every compare-and-set of the count loses: rate_limit gives
     up with SessionStoreError, a 503 (not a 500) whose log line names the limit,
-    after pauses that add up to well under a second (not seconds per attempt)."""
+    after pauses that add up to well under a second (not seconds per attempt).
+    Mutants: the log line's message lost or reworded."""
     manager = make_manager(kind, request, tmp_path)
     test = rate_app(manager)
     monkeypatch.setattr(manager, 'write', lambda *args, **kwargs: False)
@@ -1714,7 +1792,8 @@ def test_a_rate_limit_that_always_loses_the_race_is_a_503_after_short_pauses(
     monkeypatch.setattr(time, 'sleep', pauses.append)
     response = test.get('/attempt', status=503)
     assert 'unavailable' in response.text
-    assert "'login:alice'" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == 'bottlesession'] == [
+        "the rate limit 'login:alice' changed under %d attempts in a row" % manager.swap_attempts]
     assert len(pauses) == manager.swap_attempts and sum(pauses) < 1.0, sum(pauses)
 
 
@@ -2531,6 +2610,43 @@ def test_plugin_per_route_autosave_off():
     assert set_cookie_headers(test.get('/nosave')) == []
 
 
+def test_plugin_per_route_keyword():
+    """session={'keyword': ...} on a route names its handler's parameter for the
+    session there, as autosave and csrf can be set per route. Mutants: the
+    route's keyword read under another name, so the handler got no session (a 500)."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/renamed/<value>', session={'keyword': 'visit'})
+    def renamed(value, visit):
+        visit['a'] = value
+        return {'id': visit.id}
+    test = webtest.TestApp(app)
+    sid = test.get('/renamed/7').json['id']
+    assert test.get('/get').json == {'data': {'valid': False, 'a': '7', 'sessionid': sid},
+                                     'new': False, 'id': sid}
+
+
+def test_a_handler_whose_signature_inspect_cannot_read_is_read_as_bottle_reads_it():
+    """A handler inspect.signature() cannot read (here a decorator left a
+    __wrapped__ loop) still gets its session: its parameters are read the way
+    bottle reads them. Mutant: no parameters then (a TypeError, a 500)."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    def looped(session):
+        session['a'] = 'looped'
+        return {'id': session.id}
+    looped.__wrapped__ = looped
+    with pytest.raises(ValueError):
+        inspect.signature(looped)
+    app.route('/looped', callback=looped)
+    test = webtest.TestApp(app)
+    sid = test.get('/looped').json['id']
+    assert test.get('/get').json == {'data': {'valid': False, 'a': 'looped', 'sessionid': sid},
+                                     'new': False, 'id': sid}
+
+
 def test_plugin_refuses_a_non_manager():
     with pytest.raises(TypeError):
         bs.SessionPlugin('not a manager')
@@ -3225,6 +3341,52 @@ def test_bad_secret_values_are_refused(secret):
         bs.CookieSession(secret=secret)
 
 
+def test_refused_secrets_say_what_is_wrong(tmp_path):
+    """Each refusal of a secret or secret file says what is wrong and what to
+    do. Mutants: a message lost, reworded or in capitals; a TypeError from
+    its formatting."""
+    empty = tmp_path / 'empty'
+    empty.write_text('\n')
+    for options, error, message in [
+            ({'secret': []}, bs.ConfigError,
+             'secret is an empty list: give at least one secret'),
+            ({'secret': ''}, bs.ConfigError,
+             'secret is empty: give a secret, or leave it out to derive one from the machine'),
+            ({'secret_file': str(tmp_path)}, bs.ConfigError,
+             'cannot read secret_file %r: [Errno %d] Is a directory: %r'
+             % (str(tmp_path), errno.EISDIR, str(tmp_path))),
+            ({'secret_file': str(empty)}, bs.ConfigError,
+             'secret_file %r is empty: its first line is the secret' % str(empty)),
+            ({'secret': [SECRET, 1234]}, TypeError,
+             'each secret must be a non-empty str or bytes, not 1234'),
+            ({'secret': [b'']}, TypeError,
+             "each secret must be a non-empty str or bytes, not b''")]:
+        with pytest.raises(error) as refused:
+            bs.CookieSession(**options)
+        assert (type(refused.value), str(refused.value)) == (error, message), options
+
+
+@pytest.mark.parametrize('secret', ['s' * 15, b's' * 15, ['s' * 32, 's' * 15]],
+                         ids=['str', 'bytes', 'an-older-one'])
+def test_a_secret_under_16_bytes_warns_from_the_line_that_gave_it(secret, tmp_path):
+    """A secret (any of them) shorter than 16 bytes warns, naming the line that
+    built the store (here a server store); 16 bytes do not. Mutants: 16 bytes
+    warned (`<= 16`, `< 17`); the warning's line bottlesession's own, or the
+    caller's caller; its message reworded."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        line = sys._getframe().f_lineno + 1
+        bs.SQLSession(str(tmp_path / 'sessions.db'), secret=secret)
+    assert [(w.category, str(w.message), w.filename, w.lineno) for w in caught] == [
+        (bs.InsecureSecretWarning, 'a session secret is shorter than 16 bytes: it can be '
+         'guessed. Use secrets.token_urlsafe(32).', __file__, line)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        bs.SQLSession(str(tmp_path / 'sessions.db'), secret='s' * 16)
+        bs.CookieSession(secret=[b's' * 16, 's' * 32])
+    assert caught == []
+
+
 @slow
 def test_derived_secret_is_stable_and_warns(private_tmp):
     if not os.path.exists('/proc/stat'):
@@ -3296,6 +3458,63 @@ def test_derived_secret_without_a_boot_time_asks_for_a_secret(monkeypatch, tmp_p
     monkeypatch.setattr(uuid, 'getnode', lambda: 1 << 40)     # a random node id
     with pytest.raises(bs.ConfigError, match='no stable node id'):
         bs.machine_secret()
+
+
+def derive_with(private_tmp, make_key_file):
+    """machine_secret() with the key file make_key_file(path) left: its ConfigError."""
+    if not os.path.exists('/proc/stat'):
+        pytest.skip('the derived secret needs Linux')
+    home = private_tmp / ('bottlesession-%d' % os.geteuid())
+    home.mkdir(0o700)
+    make_key_file(home / 'machine-secret')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+        with pytest.raises(bs.ConfigError) as refused:
+            bs.machine_secret()
+    return str(refused.value), str(home / 'machine-secret')
+
+
+@pytest.mark.parametrize('size', [0, 16, 31, 33, 64])
+def test_a_machine_key_file_that_is_not_32_bytes_is_refused(private_tmp, size):
+    """The key file must be this user's, private, and 32 bytes long: a shorter
+    or longer one (cut short, or another program's) is refused, by a message
+    that names it. Mutants: a wrong length refused only if also another
+    user's; the message's path or wording changed."""
+    def write(path):
+        path.write_bytes(b'k' * size)
+        os.chmod(path, 0o600)
+    message, path = derive_with(private_tmp, write)
+    assert message == ('no secret was given, and %r is not a private 32-byte key file of '
+                       'this user: pass secret= or secret_file=' % path)
+
+
+def test_a_machine_key_file_of_another_user_is_refused(private_tmp):
+    """Mutants: the owner test skipped (os.geteuid looked up on None, or under
+    another name), so another user's key file was used."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give the key file away')
+
+    def write(path):
+        path.write_bytes(b'k' * 32)
+        os.chmod(path, 0o600)
+        os.chown(path, 65534, 65534)
+    message, path = derive_with(private_tmp, write)
+    assert message == ('no secret was given, and %r is not a private 32-byte key file of '
+                       'this user: pass secret= or secret_file=' % path)
+
+
+def test_a_machine_key_file_that_is_a_symlink_is_not_followed(private_tmp):
+    """The key file is opened without following a symlink, even one to a
+    private 32-byte file of this user's: refused, with the OS error. Mutants:
+    the open without O_NOFOLLOW (the link's target used as the key); the
+    message's path or wording changed."""
+    target = private_tmp / 'elsewhere'
+    target.write_bytes(b'k' * 32)
+    os.chmod(target, 0o600)
+    message, path = derive_with(private_tmp, lambda path: os.symlink(target, path))
+    assert message == ('no secret was given, and the key to derive one cannot be kept in %r '
+                       '([Errno %d] Too many levels of symbolic links: %r): pass secret= or '
+                       'secret_file=' % (path, errno.ELOOP, 'machine-secret'))
 
 
 @pytest.mark.parametrize('mode', [0o640, 0o604, 0o644, 0o660])
@@ -3467,6 +3686,16 @@ def test_two_apps_on_one_store_do_not_accept_each_others_ids(kind, shop, admin, 
     assert visit(shop_app, shop_manager, '/private', stolen).text == 'shop page'
 
 
+def test_storage_key_takes_any_str_a_lone_surrogate_too(tmp_path):
+    """storage_key() hashes any str: an id with a lone surrogate (a JSON body can
+    carry one) is a key of its own like any other, never a UnicodeEncodeError.
+    Mutants: the id encoded without 'surrogatepass', or with an unknown handler."""
+    manager = bs.SQLSession(str(tmp_path / 'sessions.db'))
+    ids = ['\ud800' * 43, '\udfff' * 43, 'A' * 42 + '\ud800', 'A' * 43]
+    keys = [manager.storage_key(sid) for sid in ids]
+    assert len(set(keys)) == 4 and all(re.fullmatch('[0-9a-f]{64}', key) for key in keys)
+
+
 def test_namespace_must_be_a_str(tmp_path):
     assert bs.PickleSession(str(tmp_path / 's'), namespace='shop').namespace == 'shop'
     with pytest.raises(TypeError):
@@ -3630,6 +3859,48 @@ def test_end_sessions_ends_a_session_that_moves_meanwhile(tmp_path):
     manager.user_records = list_then_move
     manager.end_sessions('alice')
     assert moved and not signed_in(app, manager, moved[0])
+def test_end_sessions_lists_until_two_listings_in_a_row_find_none(tmp_path):
+    """end_sessions() lists the user's sessions, ends them, and lists again until
+    two listings in a row find none (one can miss a session moving to a new id):
+    one session is 3 listings, none is 2. Mutants: it stopped after one empty
+    listing, or after three, or never (ten listings every time)."""
+    manager = bs.PickleSession(str(tmp_path / 'files'))
+    app = sessions_app(manager)
+    webtest.TestApp(app).get('/login/alice')
+    listing, listed = manager.user_records, []
+
+    def counted(user):
+        listed.append(user)
+        return listing(user)
+    manager.user_records = counted
+    assert manager.end_sessions('alice') == 1
+    assert len(listed) == 3
+    del listed[:]
+    assert manager.end_sessions('alice') == 0
+    assert len(listed) == 2
+
+
+def test_end_sessions_gives_up_after_ten_listings_while_sessions_keep_coming(tmp_path):
+    """A user (or a thief with the password) who signs in again during every
+    listing cannot hold end_sessions() for ever: it ends what ten listings find,
+    and returns. Mutant: eleven listings."""
+    manager = bs.PickleSession(str(tmp_path / 'files'))
+    app = sessions_app(manager)
+    webtest.TestApp(app).get('/login/alice')
+    listing, listed = manager.user_records, []
+
+    def sign_in_again_meanwhile(user):
+        found = listing(user)
+        listed.append(len(found))
+        webtest.TestApp(app).get('/login/alice')
+        return found
+    manager.user_records = sign_in_again_meanwhile
+    assert manager.end_sessions('alice') == 10
+    assert listed == [1] * 10
+    del manager.user_records
+    assert len(manager.user_sessions('alice')) == 1
+
+
 @slow
 @pytest.mark.parametrize('kind', SERVER_STORES + [pytest.param('mariadb-nonstrict',
                                                                marks=slow)])
@@ -4641,6 +4912,18 @@ def test_a_36_character_cookie_that_is_no_uuid_gets_a_fresh_session(value, tmp_p
     assert response.json['new'] is True and response.json['id'] != value
 
 
+@pytest.mark.parametrize('key', ['../' * 12, '../' * 14 + 'x' * 22, 'A' * 43, '0' * 63, ''])
+def test_a_file_store_key_that_is_no_key_is_refused_before_a_file_is_named(key, tmp_path):
+    """The file store names a file only for a 64-hex-digit key or an original
+    uuid4: any other key is a ValueError that quotes it. Mutants: a TypeError
+    from the message's formatting; the message lost or reworded."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    with pytest.raises(ValueError) as refused:
+        manager.read(key)
+    assert str(refused.value) == 'invalid session key %r' % (key,)
+    assert os.listdir(manager.session_dir) == []
+
+
 def expiring_pickle_store(tmp_path):
     """A file store on a clock at a whole second, with one session holding
     a = 1 for an hour: (manager, TestApp, session id)."""
@@ -4663,6 +4946,57 @@ def test_a_session_file_lives_through_its_last_second_and_reads_as_gone_after(tm
     assert test.get('/get').json['data']['a'] == '1'
     manager.now.advance(1)
     assert stored(manager, sid) is None
+    assert session_files(manager.session_dir) == []
+
+
+def test_cleanup_removes_a_session_file_after_its_last_second_not_in_it(tmp_path):
+    """cleanup() keeps read()'s expiry rule: a file whose session ends at T is
+    kept by a cleanup at T and removed by one at T + 1. Mutants: removed at T
+    (`end <= now`); kept a second longer (an end of mtime + 1)."""
+    manager, test, sid = expiring_pickle_store(tmp_path)
+    manager.now.advance(3600)                   # its very end
+    assert manager.cleanup() == 0
+    assert len(session_files(manager.session_dir)) == 1
+    manager.now.advance(1)
+    assert manager.cleanup() == 1
+    assert session_files(manager.session_dir) == []
+
+
+def test_cleanup_removes_an_original_session_file_once_its_life_has_passed(tmp_path):
+    """A file of the original (named by its uuid4) holds no end: like read(),
+    cleanup() ends it max_age after its last write (its mtime), or
+    idle_timeout after if sooner. Mutants: its end taken as its mtime, or
+    before it (a live session removed); a lifetime of None (a TypeError)."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'), cookie_expires=3600,
+                               idle_timeout=600)
+    manager.now = Clock()
+    old_id = str(uuid.uuid4())
+    path = os.path.join(manager.session_dir, 'session-' + old_id)
+    with open(path, 'wb') as legacy:
+        pickle.dump({'valid': True, 'name': 'alice'}, legacy)
+    os.utime(path, (manager.now() - 590,) * 2)  # written 590 s ago: 10 s left
+    assert manager.cleanup() == 0
+    assert session_files(manager.session_dir) == ['session-' + old_id]
+    manager.now.advance(20)                     # 610 s: past the idle timeout
+    assert manager.cleanup() == 1
+    assert session_files(manager.session_dir) == []
+
+
+def test_a_file_another_cleanup_removed_first_is_skipped_not_an_error(tmp_path, monkeypatch):
+    """Two cleanups at once (cron's and a request's): a file the other removed
+    between this one's scan and its unlink is skipped, and not counted.
+    Mutant: contextlib.suppress(None), so cleanup() raised a TypeError."""
+    manager, test, sid = expiring_pickle_store(tmp_path)
+    manager.now.advance(3601)
+    unlink = os.unlink
+
+    def the_other_cleanup_first(path, *args, **kwargs):
+        if str(path).startswith('session-'):
+            unlink(path, *args, **kwargs)       # the other cleanup's
+        return unlink(path, *args, **kwargs)    # then ours: FileNotFoundError
+    monkeypatch.setattr(os, 'unlink', the_other_cleanup_first)
+    assert manager.cleanup() == 0
+    monkeypatch.undo()
     assert session_files(manager.session_dir) == []
 
 
@@ -4832,6 +5166,153 @@ def test_sqlite_the_path_opened_is_the_path_checked(tmp_path, monkeypatch):
         "the app opened the other user's database, swapped in after the check"
 
 
+def sqlite_rows(path):
+    """{storage key: data} of the sessions in the SQLite file `path`, opened read-only."""
+    with contextlib.closing(sqlite3.connect('file:%s?mode=ro' % path, uri=True)) as conn:
+        return {key: json.loads(data)['d'] for key, data in
+                conn.execute('SELECT id, data FROM bottlesession')}
+
+
+def test_sqlite_symlinks_of_our_own_on_the_way_lead_to_the_database(tmp_path):
+    """The walk down to the database's directory follows this user's (or
+    root's) symlinks as the kernel would, checking each part: a relative one,
+    an absolute one, each with a part after it. The database is made where
+    they lead. Mutants: a link stat'ed through (then refused by O_NOFOLLOW);
+    its target not read, or read from the working directory; the part after a
+    link dropped; the walk not begun again at / for an absolute target."""
+    real = tmp_path / 'real'
+    (real / 'db').mkdir(parents=True)
+    os.chmod(real / 'db', 0o700)
+    os.symlink('real', tmp_path / 'relative')
+    os.symlink(str(real), tmp_path / 'absolute')
+    keys = {}
+    for via in ('relative', 'absolute'):
+        manager = bs.SQLSession(str(tmp_path / via / 'db' / 'sessions.db'))
+        test = webtest.TestApp(plugin_app(manager))
+        test.get('/set/via/' + via)
+        keys[manager.storage_key(test.cookies[manager.cookie_name])] = via
+    rows = sqlite_rows(real / 'db' / 'sessions.db')
+    assert {key: data['via'] for key, data in rows.items()} == keys
+    assert sorted(os.listdir(real)) == ['db']
+
+
+def test_sqlite_a_directory_others_can_write_above_the_database_is_refused(tmp_path):
+    """A directory above the database's that others can write (and that is not
+    sticky, as /tmp is) lets them rename the rest of the path away: refused,
+    whether the path names it or a symlink's target passes through it. Mutants:
+    the sticky test always true (never refused); a link's target taken whole,
+    so its inner parts went unchecked."""
+    shared = tmp_path / 'shared'
+    (shared / 'db').mkdir(parents=True)
+    os.chmod(shared / 'db', 0o700)
+    os.symlink('shared/db', tmp_path / 'link')
+    refusal = ("the directory above 'db' could be changed by another user, who can plant a "
+               "session database, and with it a signed-in session")
+    for mode in (0o777, 0o770, 0o1777):
+        os.chmod(shared, mode)
+        for path in (shared / 'db' / 'sessions.db', tmp_path / 'link' / 'sessions.db'):
+            if mode & stat.S_ISVTX:
+                bs.SQLSession(str(path))        # a sticky directory, as /tmp: accepted
+                continue
+            with pytest.raises(bs.ConfigError) as refused:
+                bs.SQLSession(str(path))
+            assert str(refused.value) == refusal, (oct(mode), path)
+    assert os.listdir(shared / 'db') == []
+
+
+def test_sqlite_forty_symlinks_in_a_row_are_followed_and_no_more(tmp_path):
+    """As the kernel does, at most 40 symlinks are followed on the way (here
+    each of this user's, the last one to the database's directory); a 41st, or
+    a loop, is refused at once. Mutants: the count begun at 1, or counting 2
+    a link (40 refused); `>= 40`; `> 41`; the count kept at 1, or counting
+    down (41 followed, and a loop followed for ever)."""
+    real = tmp_path / 'real'
+    real.mkdir(0o700)
+
+    def chain(name, length):
+        os.symlink(str(real), tmp_path / ('%s%d' % (name, length)))
+        for n in range(length - 1, 0, -1):
+            os.symlink('%s%d' % (name, n + 1), tmp_path / ('%s%d' % (name, n)))
+        return str(tmp_path / (name + '1') / 'sessions.db')
+    manager = bs.SQLSession(chain('a', 40))
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    assert list(sqlite_rows(real / 'sessions.db')) == [
+        manager.storage_key(test.cookies[manager.cookie_name])]
+    with pytest.raises(bs.ConfigError):
+        bs.SQLSession(chain('b', 41))
+    os.symlink('loop2', tmp_path / 'loop1')
+    os.symlink('loop1', tmp_path / 'loop2')
+    with pytest.raises(bs.ConfigError):
+        bs.SQLSession(str(tmp_path / 'loop1' / 'sessions.db'))
+
+
+def test_sqlite_a_symlink_or_directory_of_another_user_on_the_way_is_refused(tmp_path):
+    """Another user's symlink on the way to the database, or their directory
+    above its own, is refused with a message that names it and the risk;
+    whatever their uid (1 here, as well as 65534). Mutants: uid 1 taken for
+    root's; the message lost or reworded."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root to give a symlink or a directory away')
+    real = tmp_path / 'real'
+    real.mkdir(0o700)
+    for uid in (1, 65534):
+        link = tmp_path / ('link%d' % uid)
+        os.symlink(str(real), link)
+        os.lchown(link, uid, uid)
+        with pytest.raises(bs.ConfigError) as refused:
+            bs.SQLSession(str(link / 'sessions.db'))
+        assert str(refused.value) == (
+            "'link%d', on the way to the session database, is a symlink of another user, "
+            "who can plant a session database, and with it a signed-in session" % uid)
+        above = tmp_path / ('above%d' % uid)
+        (above / 'db').mkdir(parents=True)
+        os.chmod(above / 'db', 0o700)
+        os.chown(above, uid, uid)
+        with pytest.raises(bs.ConfigError) as refused:
+            bs.SQLSession(str(above / 'db' / 'sessions.db'))
+        assert str(refused.value) == (
+            "the directory above 'db' could be changed by another user, who can plant a "
+            "session database, and with it a signed-in session")
+    assert os.listdir(real) == []
+
+
+def test_sqlite_a_fifo_planted_as_the_databases_directory_is_refused_at_once(tmp_path):
+    """Another user can make a FIFO where the database's directory would be:
+    the walk must not wait on it for a writer, but refuse it with a
+    ConfigError at once. Mutants: the open without O_DIRECTORY."""
+    path = tmp_path / 'sessions'
+    os.mkfifo(path, 0o600)
+    outcome = []
+
+    def build():
+        try:
+            bs.SQLSession(str(path / 'sessions.db'))
+        except Exception as exc:        # noqa: BLE001 - the outcome is asserted below
+            outcome.append(exc)
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    thread.join(10)
+    hung = thread.is_alive()
+    if hung:                            # let the blocked open go, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+    assert not hung, "opening the database's directory waited on a FIFO"
+    assert [type(exc) for exc in outcome] == [bs.ConfigError]
+
+
+def test_sqlite_a_database_directory_that_cannot_be_opened_is_a_config_error(tmp_path):
+    """An OSError on the way (here a directory that is not there) is a
+    ConfigError at construction that names the directory and the error.
+    Mutants: a TypeError or ValueError from the message's formatting; the
+    message lost or reworded."""
+    missing = tmp_path / 'missing'
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.SQLSession(str(missing / 'sessions.db'))
+    assert str(refused.value) == ("cannot use the session database in %r: [Errno %d] No such "
+                                  "file or directory: 'missing'" % (str(missing), errno.ENOENT))
+
+
 def test_sqlite_file_the_store_creates_is_private(tmp_path):
     path = tmp_path / 'sessions.db'
     manager = bs.SQLSession(str(path))
@@ -4845,11 +5326,17 @@ def test_sqlite_file_the_store_creates_is_private(tmp_path):
 
 @pytest.mark.parametrize('mode', [0o777, 0o1777, 0o770])
 def test_sqlite_file_in_a_directory_others_can_write_is_refused(tmp_path, mode):
+    """Refused with a message that names the directory, the risk and the mode
+    to use. Mutants: the message's path, risk or wording lost or changed."""
     shared = tmp_path / 'shared'
     shared.mkdir()
     shared.chmod(mode)
-    with pytest.raises(bs.ConfigError, match='writable by others'):
+    with pytest.raises(bs.ConfigError) as refused:
         bs.SQLSession(str(shared / 'sessions.db'))
+    assert str(refused.value) == (
+        'directory of the session database %r is writable by others (mode %o): anyone who '
+        'can write it can plant a session database, and with it a signed-in session. Use a '
+        'private directory (mode 0700).' % (str(shared), mode))
 
 
 def test_sqlite_file_owned_by_another_user_is_refused(tmp_path):
@@ -5468,6 +5955,50 @@ def test_bad_scrypt_parameters_are_a_clear_error(value, monkeypatch):
             call()
 
 
+@pytest.mark.parametrize('value, message', [
+    ((17, 8), 'SCRYPT_PARAMETERS is (log2 N, r, p), three ints, not (17, 8)'),
+    ([13, 8, 1], 'SCRYPT_PARAMETERS (13, 8, 1) is below the floor (14, 8, 1), even in tests'),
+    ((21, 8, 1), 'SCRYPT_PARAMETERS (21, 8, 1) needs over 2 GiB, or r or p over 999'),
+    ((14, 8, 1000), 'SCRYPT_PARAMETERS (14, 8, 1000) needs over 2 GiB, or r or p over 999'),
+])
+def test_bad_scrypt_parameters_say_what_is_wrong(value, message, monkeypatch):
+    """Each refusal names the value and what it breaks. Mutants: a message reworded."""
+    monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', value)
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.hash_password('pw')
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize('value', [(14, 999, 1), (14, 8, 999), (20, 8, 1)])
+def test_the_largest_scrypt_parameters_the_hash_format_holds_are_accepted(value, monkeypatch):
+    """r and p up to 999 (the format's three digits; r = 999 at N = 2**14 needs just
+    under 2 GiB) and N up to 2**20 are accepted; needs_rehash asks for no scrypt.
+    Mutants: `r >= 999`, `p >= 999`, so the largest were refused."""
+    monkeypatch.setattr(bs, 'SCRYPT_PARAMETERS', value)
+    calls = spy_on_scrypt(monkeypatch, fake=True)
+    same = 'scrypt$%d$%d$%d$%s$%s' % (value + (SALT, KEY))
+    assert bs.needs_rehash(same) is False
+    assert bs.needs_rehash('scrypt$14$8$1$%s$%s' % (SALT, KEY)) is True
+    assert calls == []
+
+
+@pytest.mark.parametrize('params, obeyed', [('17$16$1', True), ('17$17$1', False),
+                                            ('17$8$8', True), ('17$8$9', False)])
+def test_a_hash_may_cost_twice_the_memory_and_8_times_the_work_of_a_check(params, obeyed,
+                                                                         monkeypatch,
+                                                                         default_hashing):
+    """A stored hash is obeyed up to twice the memory (r=16 at N=2**17) and 8 times
+    the work (p=8) of a check at the default, (17, 8, 1); one step more gets a
+    normal check's work, and False. Mutants: `3 *` the memory, `>=` or `9 *`
+    the work."""
+    calls = spy_on_scrypt(monkeypatch, fake=True)
+    planted = 'scrypt$%s$%s$%s' % (params, SALT, ZEROS)
+    log_n, r, p = map(int, params.split('$'))
+    assert bs.check_password('wonderland', planted) is obeyed
+    assert calls == [(2 ** log_n, r, p, 32) if obeyed else DEFAULT_CHECK]
+    assert bs.needs_rehash(planted) is not obeyed
+
+
 @pytest.mark.parametrize('log_n,r,p', [(14, 8, 1), (14, 8, 2), (14, 16, 1), (15, 8, 1)])
 def test_older_parameters_at_or_above_the_floor_verify_and_ask_to_be_redone(log_n, r, p,
                                                                            default_hashing):
@@ -5599,6 +6130,42 @@ def test_a_password_of_the_wrong_type_is_false_after_a_checks_work(monkeypatch, 
     for password in (None, 17, ['pw'], 1.5):
         assert bs.check_password(password, zeros) is False
     assert calls == [DEFAULT_CHECK] * 5
+
+
+def test_a_check_that_cannot_get_its_memory_is_false(hashed):
+    """When OpenSSL cannot get scrypt's memory (here in a child process whose
+    address space is capped 8 MiB above what it uses; a check at the default
+    needs 128 MiB), check_password() is False for the right password and a
+    wrong one alike: never True, never an error. Mutant: True then, for any
+    password."""
+    import resource
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read)
+            with open('/proc/self/status') as proc:
+                size = [int(line.split()[1]) * 1024 for line in proc
+                        if line.startswith('VmSize:')][0]
+            resource.setrlimit(resource.RLIMIT_AS, (size + 8 * 2 ** 20,
+                                                    resource.getrlimit(resource.RLIMIT_AS)[1]))
+            answers = [bs.check_password(password, hashed)
+                       for password in ('correct horse ✓', 'wrong')]
+            try:        # the cap does bite: scrypt itself is refused
+                hashlib.scrypt(b'pw', salt=bytes(16), n=2 ** 17, r=8, p=1, maxmem=2 ** 28)
+                answers.append('scrypt ran')
+            except ValueError:
+                answers.append('scrypt refused')
+            os.write(write, json.dumps(answers).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answers = pipe.read()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert json.loads(answers) == [False, False, 'scrypt refused']
 
 
 @slow
