@@ -5263,8 +5263,9 @@ def test_sqlite_a_symlink_or_directory_of_another_user_on_the_way_is_refused(tmp
         with pytest.raises(bs.ConfigError) as refused:
             bs.SQLSession(str(link / 'sessions.db'))
         assert str(refused.value) == (
-            "'link%d', on the way to the session database, is a symlink of another user, "
-            "who can plant a session database, and with it a signed-in session" % uid)
+            "'link%d', on the way to the directory of the session database %r, is a symlink "
+            "of another user or the directory itself: give the real path. Whoever can swap "
+            "it can plant a session database, and with it a signed-in session" % (uid, str(link)))
         above = tmp_path / ('above%d' % uid)
         (above / 'db').mkdir(parents=True)
         os.chmod(above / 'db', 0o700)
@@ -5309,8 +5310,9 @@ def test_sqlite_a_database_directory_that_cannot_be_opened_is_a_config_error(tmp
     missing = tmp_path / 'missing'
     with pytest.raises(bs.ConfigError) as refused:
         bs.SQLSession(str(missing / 'sessions.db'))
-    assert str(refused.value) == ("cannot use the session database in %r: [Errno %d] No such "
-                                  "file or directory: 'missing'" % (str(missing), errno.ENOENT))
+    assert str(refused.value) == ("cannot use the directory of the session database %r: "
+                                  "[Errno %d] No such file or directory: 'missing'"
+                                  % (str(missing), errno.ENOENT))
 
 
 def test_sqlite_file_the_store_creates_is_private(tmp_path):
@@ -6150,6 +6152,7 @@ def test_a_check_that_cannot_get_its_memory_is_false(hashed):
                         if line.startswith('VmSize:')][0]
             resource.setrlimit(resource.RLIMIT_AS, (size + 8 * 2 ** 20,
                                                     resource.getrlimit(resource.RLIMIT_AS)[1]))
+            hashlib.scrypt = _REAL_SCRYPT       # derived here, not from the run's memory
             answers = [bs.check_password(password, hashed)
                        for password in ('correct horse ✓', 'wrong')]
             try:        # the cap does bite: scrypt itself is refused
