@@ -1204,7 +1204,15 @@ def derive_key(secret, salt):
 _PROC_STAT = '/proc/stat'
 
 
-def machine_secret(_stacklevel=2):
+def _warn(message):
+    """An InsecureSecretWarning at the app's line: the first caller outside this module."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals is globals():
+        frame, level = frame.f_back, level + 1
+    warnings.warn(InsecureSecretWarning(message), stacklevel=level)
+
+
+def machine_secret():
     """A secret for when none is given, with a warning: from the node id, the boot time
     and a private key file, so it differs per machine and changes at a reboot."""
     node = uuid.getnode()
@@ -1217,10 +1225,8 @@ def machine_secret(_stacklevel=2):
     except (OSError, ValueError, IndexError):
         raise ConfigError('no secret was given and this system has no boot time to '
                           'derive one from: pass secret= or secret_file=') from None
-    warnings.warn(InsecureSecretWarning(
-        'no secret given: derived one from this machine. Sessions end at a reboot, '
-        'and several servers cannot share them. Pass secret= or secret_file=.'),
-        stacklevel=_stacklevel)
+    _warn('no secret given: derived one from this machine. Sessions end at a reboot, '
+          'and several servers cannot share them. Pass secret= or secret_file=.')
     seed = b'bottlesession:%d:%d:' % (node, boot)
     return hashlib.sha256(seed + _machine_key()).hexdigest().encode('ascii')
 
@@ -1267,16 +1273,15 @@ def _load_secrets(secret, secret_file):
             raise ConfigError('secret_file %r is empty: its first line is the secret'
                               % (secret_file,))
     else:
-        found = [machine_secret(_stacklevel=5)]     # point at the caller's line
+        found = [machine_secret()]
     keys = []
     for item in found:
         if not isinstance(item, (str, bytes)) or not item:
             raise TypeError('each secret must be a non-empty str or bytes, not %r' % (item,))
         keys.append(item.encode('utf-8') if isinstance(item, str) else item)
     if any(len(key) < 16 for key in keys):
-        warnings.warn(InsecureSecretWarning(
-            'a session secret is shorter than 16 bytes: it can be guessed. Use '
-            'secrets.token_urlsafe(32).'), stacklevel=4)
+        _warn('a session secret is shorter than 16 bytes: it can be guessed. Use '
+              'secrets.token_urlsafe(32).')
     return keys
 
 
