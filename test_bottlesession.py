@@ -3100,17 +3100,22 @@ def test_a_session_dir_that_is_a_file_is_a_config_error(tmp_path):
         bs.PickleSession(session_dir=str(path))
 
 
-def test_a_fifo_planted_as_the_session_dir_is_refused_at_once(tmp_path):
+@pytest.mark.parametrize('store', ['pickle', 'sqlite'])
+def test_a_fifo_planted_as_the_session_dir_is_refused_at_once(tmp_path, store):
     """Another user can make a FIFO where the default directory would be (the
-    temp dir is shared): opening the path must not wait for a writer. Refused
-    at once with a ConfigError, not a server that hangs while starting."""
+    temp dir is shared), or the database's: opening the path must not wait for
+    a writer. Refused at once with a ConfigError, not a server that hangs while
+    starting. Mutants: the open without O_DIRECTORY."""
     path = str(tmp_path / 'sessions')
     os.mkfifo(path, 0o600)
     outcome = []
 
     def build():
         try:
-            bs.PickleSession(session_dir=path)
+            if store == 'pickle':
+                bs.PickleSession(session_dir=path)
+            else:
+                bs.SQLSession(os.path.join(path, 'sessions.db'))
         except Exception as exc:        # noqa: BLE001 - the outcome is asserted below
             outcome.append(exc)
     thread = threading.Thread(target=build, daemon=True)
@@ -3120,8 +3125,8 @@ def test_a_fifo_planted_as_the_session_dir_is_refused_at_once(tmp_path):
     if hung:                            # let the blocked open go, then fail
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         thread.join(10)
-    assert not hung, 'opening the session directory waited on a FIFO'
-    assert len(outcome) == 1 and isinstance(outcome[0], bs.ConfigError)
+    assert not hung, 'opening the directory waited on a FIFO'
+    assert [type(exc) for exc in outcome] == [bs.ConfigError]
 
 
 def test_a_session_dir_others_may_enter_but_not_list_or_write_is_accepted(tmp_path):
@@ -5306,30 +5311,6 @@ def test_sqlite_a_symlink_or_directory_of_another_user_on_the_way_is_refused(tmp
     assert os.listdir(real) == []
 
 
-def test_sqlite_a_fifo_planted_as_the_databases_directory_is_refused_at_once(tmp_path):
-    """Another user can make a FIFO where the database's directory would be:
-    the walk must not wait on it for a writer, but refuse it with a
-    ConfigError at once. Mutants: the open without O_DIRECTORY."""
-    path = tmp_path / 'sessions'
-    os.mkfifo(path, 0o600)
-    outcome = []
-
-    def build():
-        try:
-            bs.SQLSession(str(path / 'sessions.db'))
-        except Exception as exc:        # noqa: BLE001 - the outcome is asserted below
-            outcome.append(exc)
-    thread = threading.Thread(target=build, daemon=True)
-    thread.start()
-    thread.join(10)
-    hung = thread.is_alive()
-    if hung:                            # let the blocked open go, then fail
-        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-        thread.join(10)
-    assert not hung, "opening the database's directory waited on a FIFO"
-    assert [type(exc) for exc in outcome] == [bs.ConfigError]
-
-
 def test_sqlite_a_database_directory_that_cannot_be_opened_is_a_config_error(tmp_path):
     """An OSError on the way (here a directory that is not there) is a
     ConfigError at construction that names the directory and the error.
@@ -6169,34 +6150,22 @@ def test_a_check_that_cannot_get_its_memory_is_false(hashed):
     wrong one alike: never True, never an error. Mutant: True then, for any
     password."""
     import resource
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read)
-            with open('/proc/self/status') as proc:
-                size = [int(line.split()[1]) * 1024 for line in proc
-                        if line.startswith('VmSize:')][0]
-            resource.setrlimit(resource.RLIMIT_AS, (size + 8 * 2 ** 20,
-                                                    resource.getrlimit(resource.RLIMIT_AS)[1]))
-            hashlib.scrypt = _REAL_SCRYPT       # derived here, not from the run's memory
-            answers = [bs.check_password(password, hashed)
-                       for password in ('correct horse ✓', 'wrong')]
-            try:        # the cap does bite: scrypt itself is refused
-                hashlib.scrypt(b'pw', salt=bytes(16), n=2 ** 17, r=8, p=1, maxmem=2 ** 28)
-                answers.append('scrypt ran')
-            except ValueError:
-                answers.append('scrypt refused')
-            os.write(write, json.dumps(answers).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        answers = pipe.read()
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    assert json.loads(answers) == [False, False, 'scrypt refused']
+
+    def capped():
+        with open('/proc/self/status') as proc:
+            size = [int(line.split()[1]) * 1024 for line in proc
+                    if line.startswith('VmSize:')][0]
+        resource.setrlimit(resource.RLIMIT_AS, (size + 8 * 2 ** 20,
+                                                resource.getrlimit(resource.RLIMIT_AS)[1]))
+        hashlib.scrypt = _REAL_SCRYPT       # derived here, not from the run's memory
+        answers = [bs.check_password(password, hashed) for password in ('correct horse ✓',
+                                                                          'wrong')]
+        try:        # the cap does bite: scrypt itself is refused
+            hashlib.scrypt(b'pw', salt=bytes(16), n=2 ** 17, r=8, p=1, maxmem=2 ** 28)
+            return answers + ['scrypt ran']
+        except ValueError:
+            return answers + ['scrypt refused']
+    assert in_children(capped, [()]) == ([[False, False, 'scrypt refused']], [])
 
 
 @slow
@@ -9853,11 +9822,10 @@ def watch_files():
 
 # Processes: the scripts the tests start (they import this module as t) #######
 
-def forked(work, jobs, at_once=False):
-    """For the scripts below: fork a worker per job, which sends back the JSON
-    of work(*job); with at_once, they all start together once every one is
-    forked. Prints the list of results, in job order, and exits non-zero
-    naming the job of each worker that failed."""
+def in_children(work, jobs, at_once=False):
+    """Fork a worker per job, which sends back the JSON of work(*job); with
+    at_once, they all start together once every one is forked. Returns the
+    results of those that finished, in job order, and why each other failed."""
     go_read, go_write = os.pipe()
     children = []
     for job in jobs:
@@ -9889,6 +9857,13 @@ def forked(work, jobs, at_once=False):
             failed.append('worker %r exited with %d' % (job, code))
         else:
             results.append(json.loads(out))
+    return results, failed
+
+
+def forked(work, jobs, at_once=False):
+    """For the scripts below: in_children(), its results printed as JSON, and
+    an exit naming the job of each worker that failed."""
+    results, failed = in_children(work, jobs, at_once)
     print(json.dumps(results))
     sys.exit('; '.join(failed) or None)
 
