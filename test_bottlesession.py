@@ -373,6 +373,113 @@ def test_a_session_whose_end_passes_during_its_request_sends_an_expired_cookie(k
     assert max_age(app.get('/expire-slowly'), manager.cookie_name) == 0
 
 
+def test_an_expired_cookie_before_a_live_one_of_the_same_name_is_skipped(kind, request,
+                                                                       tmp_path):
+    """Of two cookies of one name, the first an ended session's, the second
+    is used (the first deleted on the server). Mutants: the search stopped at
+    the ended one (a fresh session); the ended one's id never deleted."""
+    manager = make_manager(kind, request, tmp_path, cookie_expires=100)
+    first, second = (webtest.TestApp(plugin_app(manager)) for _ in range(2))
+    first.get('/set/a/1')
+    manager.now.advance(200)
+    second.get('/set/b/2')
+    cookies = '%s=%s; %s=%s' % (manager.cookie_name, first.cookies[manager.cookie_name],
+                                manager.cookie_name, second.cookies[manager.cookie_name])
+    got = webtest.TestApp(plugin_app(manager)).get('/get', headers={'Cookie': cookies}).json
+    assert got['data'] == {'b': '2', 'valid': False, 'sessionid': got['id']}
+    if kind != 'cookie':
+        assert stored(manager, first.cookies[manager.cookie_name]) is None
+
+
+def test_a_fresh_session_was_accessed_when_it_was_made(store):
+    """A new visitor's session has its times from the start: accessed equals
+    created. Mutant: the fresh session's meta without 'a' (a KeyError)."""
+    manager, app = store()
+    bottle_app = app.app
+    bottle_app.route('/times', callback=lambda session: {'created': session.created,
+                                                         'accessed': session.accessed})
+    times = app.get('/times').json
+    assert times['created'] == times['accessed'] == manager.now()
+
+
+def test_autosave_off_saves_no_change_of_a_session_signed_in_before(tmp_path):
+    """With autosave=False only a login or logout is saved unasked, not a later
+    change of a signed-in session. Mutant: the login time compared with None,
+    so every change of a signed-in session was saved."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(bs.CookieSession(secret=SECRET), autosave=False))
+    app.route('/login', callback=lambda session: session.login('alice'))
+    app.route('/set', callback=lambda session: session.update(a=1))
+    app.route('/get', callback=lambda session: {'a': session.get('a'), 'user': session.user_id})
+    test = webtest.TestApp(app)
+    test.get('/login')
+    assert 'Set-Cookie' not in test.get('/set').headers
+    assert test.get('/get').json == {'a': None, 'user': 'alice'}
+
+
+@pytest.mark.parametrize('kind', ['pickle', 'sqlite'])
+def test_a_stored_records_times_are_whole_seconds(kind, request, tmp_path):
+    """A record keeps its times in whole seconds (shorter). Mutant: the last use
+    kept as a float."""
+    manager = make_manager(kind, request, tmp_path)
+    manager.now.t += 0.5
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    record = manager.loads(stored(manager, app.cookies[manager.cookie_name]))
+    assert [type(record[key]) for key in ('c', 'a')] == [int, int]
+
+
+def test_each_bad_cookie_is_a_bad_session_that_says_what_is_wrong():
+    """load() of a bad cookie raises BadSession (a fresh session, at the request
+    boundary) naming what is wrong, the signature first; the checks behind it
+    hold for a value signed with the key, too. Mutants: a message lost or
+    reworded; a signed body without a timestamp, a truncated compressed
+    payload, a session whose id or data is malformed let through."""
+    manager = bs.CookieSession(secret=SECRET)
+
+    def signed(body):
+        return manager.signer.sign(body).decode('ascii')
+    payload = base64.urlsafe_b64encode(
+        json.dumps({'c': 1, 'd': {}, 'i': 'A' * 43}).encode()).rstrip(b'=')
+    cut = base64.urlsafe_b64encode(zlib.compress(b'{"c": 1, "d": {}}' * 50)[:-6]).rstrip(b'=')
+    cases = [
+        ('x' * 8193, 'cookie is oversized or not ASCII'),
+        ('café.1.sig', 'cookie is oversized or not ASCII'),
+        ('nodot', 'no signature'),
+        (signed(payload + b'.1700000000')[:-1] + 'A', 'signature does not match'),
+        (signed(payload), 'no timestamp'),
+        (signed(payload + b'.17x'), 'no timestamp'),
+        (signed(b'!!!.1700000000'), 'malformed payload'),
+        (signed(b'.' + cut + b'.1700000000'), 'compressed payload too large or truncated'),
+        (signed(base64.urlsafe_b64encode(json.dumps(
+            {'c': 1, 'd': {}, 'i': 'short'}).encode()).rstrip(b'=') + b'.1700000000'),
+         'malformed session'),
+        (signed(base64.urlsafe_b64encode(json.dumps(
+            {'c': 1, 'd': [], 'i': 'A' * 43}).encode()).rstrip(b'=') + b'.1700000000'),
+         'malformed session'),
+    ]
+    for value, message in cases:
+        with pytest.raises(bs.BadSession) as refused:
+            manager.load(value)
+        assert str(refused.value) == message, value[:40]
+    assert isinstance(manager.load(signed(payload + b'.1700000000')), bs.Session)
+
+
+def test_a_cookie_of_exactly_4093_bytes_is_sent_and_4094_refused():
+    """COOKIE_LIMIT counts name, '=' and value: a cookie of 4093 bytes is sent,
+    one of 4094 is SessionTooLarge. (Cookie name 'ss', so both sizes occur.)
+    Mutants: the size counted one or two off; the limit itself refused."""
+    manager, now = bs.CookieSession(secret=SECRET, cookie_name='ss'), 1700000000
+    for length, size in ((2933, 4093), (2934, 4094)):
+        session = bs.Session(manager, 'A' * 43, {'x': 'a' * length}, {'c': now, 'a': now})
+        if size == 4093:
+            assert len('ss=') + len(manager.persist(session)[1]) == 4093
+        else:
+            with pytest.raises(bs.SessionTooLarge) as refused:
+                manager.persist(session)
+            assert (refused.value.size, refused.value.limit) == (4094, 4093)
+
+
 def test_remember_me_is_not_cut_to_the_idle_timeout(store):
     """set_expiry() sets the absolute end, sent as Max-Age; idle time is the
     server's business. Mutant: Max-Age became the idle timeout, so a
@@ -5064,6 +5171,27 @@ def test_a_lock_that_cannot_be_taken_is_a_503_whose_log_names_the_error(tmp_path
     assert 'unavailable' in response.text
     assert 'cannot write session file: [Errno %d] No locks available' % errno.ENOLCK \
         in caplog.text
+
+
+def test_a_refresh_that_cannot_be_written_is_logged_and_the_page_served(
+        tmp_path, monkeypatch, caplog):
+    """A page that only reads the session is served when the idle clock's
+    refresh cannot be written, and the log says why. Mutants: the log line
+    without its message, or its reason, or reworded."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'), idle_timeout=600)
+    manager.now = Clock()
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    manager.now.advance(120)                    # the refresh (every 60 s) is due
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    monkeypatch.setattr(bs.fcntl, 'flock', no_locks)
+    with caplog.at_level(logging.WARNING, logger='bottlesession'):
+        assert app.get('/get').json['data']['a'] == '1'
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        'could not refresh the idle clock of a session: cannot write session file: '
+        '[Errno %d] No locks available' % errno.ENOLCK]
 
 
 # SQLSession ##################################################################
