@@ -2735,16 +2735,22 @@ def test_plugin_per_route_keyword():
 
 
 def test_a_handler_whose_signature_inspect_cannot_read_is_read_as_bottle_reads_it():
-    """A handler inspect.signature() cannot read (here a decorator left a
-    __wrapped__ loop) still gets its session: its parameters are read the way
-    bottle reads them. Mutant: no parameters then (a TypeError, a 500)."""
+    """A handler inspect.signature() cannot read (here a chain of __wrapped__
+    longer than the recursion limit, which it takes for a loop) still gets its
+    session: its parameters are read the way bottle reads them. (Not a real
+    loop: bottle 0.13 would follow that for ever.) Mutant: no parameters then
+    (a TypeError, a 500)."""
     manager = bs.CookieSession(secret=SECRET)
     app = plugin_app(manager)
 
-    def looped(session):
+    def innermost(session):
         session['a'] = 'looped'
         return {'id': session.id}
-    looped.__wrapped__ = looped
+    looped = innermost
+    for _ in range(sys.getrecursionlimit() + 1):
+        def outer(session):
+            return innermost(session)
+        outer.__wrapped__, looped = looped, outer
     with pytest.raises(ValueError):
         inspect.signature(looped)
     app.route('/looped', callback=looped)
