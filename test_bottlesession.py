@@ -5251,7 +5251,7 @@ def get(app, path, cookie=''):
     def run():
         environ = {'REQUEST_METHOD': 'GET', 'PATH_INFO': path, 'HTTP_COOKIE': cookie,
                    'wsgi.input': None, 'wsgi.errors': sys.stderr}
-        body = b''.join(app(environ, lambda status, headers: out.update(
+        body = b''.join(app(environ, lambda status, headers, *exc: out.update(
             status=status, cookies=[v for k, v in headers if k == 'Set-Cookie'])))
         out['body'] = body.decode()
     thread = threading.Thread(target=run)   # a new thread: a new connection
