@@ -177,6 +177,18 @@ def test_session_tracks_modification():
     assert isinstance(session, dict)
 
 
+def test_a_value_that_changes_only_its_type_is_saved(store):
+    """True, 1 and 1.0 are equal in Python but not in what the store keeps:
+    setting one where another was is a change, saved. Mutant: the type
+    comparison dropped, so session['v'] = 1 over True was not saved."""
+    manager, app = store()
+    app.app.route('/put/<kind>', callback=lambda kind, session: session.update(
+        v={'bool': True, 'int': 1, 'float': 1.0}[kind]))
+    for kind, expected in (('bool', bool), ('int', int), ('float', float), ('bool', bool)):
+        app.get('/put/' + kind)
+        assert type(app.get('/get').json['data']['v']) is expected, kind
+
+
 def test_repr_does_not_show_the_session_id():
     manager = bs.CookieSession(secret=SECRET)
     sid = 'J' * 43
@@ -230,6 +242,20 @@ def test_flash_messages_that_echo_long_input_never_make_a_500():
         test.get('/fail/' + urllib.parse.quote(('é' if n % 2 else 'x') * (150 + n * 100)))
     shown = test.get('/show').text.split('\n')
     assert 1 <= len(shown) <= 20 and shown[-1].startswith('No user called ')
+
+
+def test_one_flash_message_over_flash_bytes_is_kept_cut_short():
+    """A single message is never dropped for its size, only cut to
+    flash_bytes // 4 characters: 300 'é' (6 bytes each in JSON) stay as 256
+    and an ellipsis. Mutant: `len(queue) > 1` dropped from the byte limit's
+    loop, so the one message went and the user saw nothing."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(bs.CookieSession(secret=SECRET)))
+    add_flash_routes(app)
+    app.route('/flash-long', callback=lambda session: session.flash('é' * 300))
+    test = webtest.TestApp(app)
+    test.get('/flash-long')
+    assert json.loads(test.get('/show').text) == ['é' * 256 + '…']
 
 
 ###############################################################################
@@ -296,6 +322,21 @@ def test_many_planted_cookies_give_a_fresh_session_not_a_500(store, junk):
     assert response.headers['Location'] == 'http://localhost:80/p0'
 
 
+def test_only_the_first_eight_cookies_of_the_name_are_tried(store):
+    """A request's cookies of our name are tried up to _MAX_CANDIDATES (8),
+    each a signature check or a store read: a ninth, even a good one, is not
+    tried. Mutant: the `break` at the limit dropped, so a header of planted
+    cookies cost a store read each, without bound."""
+    manager, app = store()
+    app.get('/set/a/1')
+    real = '%s=%s' % (manager.cookie_name, app.cookies[manager.cookie_name])
+    planted = ['%s=%s' % (manager.cookie_name, 'J%042d' % n) for n in range(8)]
+    other = webtest.TestApp(app.app)
+    body = other.get('/get', headers={'Cookie': '; '.join(planted[:7] + [real])}).json
+    assert body['new'] is False and body['data']['a'] == '1'
+    assert other.get('/get', headers={'Cookie': '; '.join(planted + [real])}).json['new'] is True
+
+
 @pytest.mark.parametrize('kind', ['cookie', 'pickle'])
 def test_two_managers_with_one_cookie_name_keep_their_sessions_apart(kind, tmp_path):
     """Two managers may share a cookie name (on different paths): the
@@ -334,6 +375,24 @@ def test_an_expired_session_is_deleted_when_read(kind, request, tmp_path):
     manager.now.advance(3700)
     assert app.get('/get').json['new'] is True
     manager.now.advance(-3700)
+    body = webtest.TestApp(app.app).get('/get', headers={'Cookie': cookie}).json
+    assert body['new'] is True and 'a' not in body['data']
+
+
+@pytest.mark.parametrize('kind', SQL_STORES)
+def test_a_row_read_in_the_second_after_its_end_is_deleted(kind, request, tmp_path):
+    """The SQL stores read a row through the whole second its `expires` names
+    (whole seconds); the session ended within it, so the read deletes the
+    row, and a clock that goes back does not bring it back. Mutant: the
+    delete of an expired session on read dropped."""
+    manager = make_manager(kind, request, tmp_path, cookie_expires=3600)
+    manager.now.t = float(int(manager.now.t))
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    cookie = '%s=%s' % (manager.cookie_name, app.cookies[manager.cookie_name])
+    manager.now.advance(3600.5)                 # past its end, in its last stored second
+    assert app.get('/get').json['new'] is True
+    manager.now.advance(-3600.5)
     body = webtest.TestApp(app.app).get('/get', headers={'Cookie': cookie}).json
     assert body['new'] is True and 'a' not in body['data']
 
@@ -607,6 +666,50 @@ def test_cache_headers_an_app_may_set():
     assert 'Surrogate-Control' not in response.headers
 
 
+def test_a_page_that_sends_no_cookie_keeps_the_apps_cache_headers():
+    """Only a response that sets a cookie is made private: a page that reads
+    the session and sends none keeps the app's public Cache-Control and its
+    CDN's header (Vary: Cookie keeps caches apart). Mutant: the early return
+    for a response without cookies dropped, so every session page was private."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/public')
+    def public(session):
+        bottle.response.set_header('Cache-Control', 'public, max-age=600')
+        bottle.response.set_header('CDN-Cache-Control', 'max-age=60')
+        return 'hello %s' % session.get('a')
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    response = test.get('/public')
+    assert response.text == 'hello 1' and not set_cookie_headers(response)
+    assert response.headers.getall('Cache-Control') == ['public, max-age=600']
+    assert response.headers['CDN-Cache-Control'] == 'max-age=60'
+    assert response.headers.getall('Vary') == ['Cookie']
+
+
+def test_save_refuses_a_session_of_another_manager():
+    """manager.save() takes this manager's session only: another's would be
+    written into the wrong store under the wrong cookie. Mutant: the check
+    dropped, so it was saved here."""
+    main = bs.CookieSession(secret=SECRET)
+    other = bs.CookieSession(secret=SECRET, cookie_name='other_data')
+    app = bottle.Bottle()
+
+    @app.route('/cross-save')
+    def cross_save():
+        session = other.get_session()
+        session['a'] = 1
+        try:
+            main.save(session)
+        except TypeError as exc:
+            return 'refused: %s' % exc
+        return 'saved'
+    response = webtest.TestApp(app).get('/cross-save')
+    assert response.text.startswith('refused: ') and 'this manager' in response.text
+    assert not any(h.startswith('session_data=') for h in set_cookie_headers(response))
+
+
 @pytest.mark.parametrize('path', ['/get', '/set/a/1', '/read-abort', '/set-response/x'])
 def test_vary_is_exactly_cookie(store, path):
     """Mutant: `Vary: Set-Cookie` where `Vary: Cookie` belongs (a check for
@@ -853,6 +956,68 @@ def test_every_way_of_signing_in_rotates_the_id(kind, how, request, tmp_path):
     assert replay['valid'] is False and replay['user_id'] is None
     if kind != 'cookie':                                # the old id is gone on the server
         assert replay['id'] != planted_id and replay['data'] == {}
+
+
+def test_a_login_the_original_way_through_save_rotates_the_id(kind, request, tmp_path):
+    """The original API, without the plugin: session['valid'] = True, then
+    manager.save(session). The save makes it a login, with a new id, so an
+    id the attacker planted is not the one signed in. Mutant: save() did not
+    notice the login, and the planted id was signed in."""
+    manager = make_manager(kind, request, tmp_path)
+    app = bottle.Bottle()
+
+    @app.route('/remember')
+    def remember():
+        session = manager.get_session()
+        session['a'] = '1'
+        manager.save(session)
+        return 'ok'
+
+    @app.route('/login')
+    def login():
+        session = manager.get_session()
+        session['valid'], session['name'] = True, 'alice'
+        manager.save(session)
+        return 'in'
+
+    @app.route('/whoami')
+    def whoami():
+        session = manager.get_session()
+        return {'id': session.id, 'valid': bool(session.get('valid')),
+                'login_time': session.login_time, 'a': session.get('a')}
+    attacker = webtest.TestApp(app)
+    attacker.get('/remember')
+    planted = attacker.cookies[manager.cookie_name]
+    planted_id = attacker.get('/whoami').json['id']
+    victim = webtest.TestApp(app)
+    victim.get('/login', headers=as_cookie(manager, planted))
+    me = victim.get('/whoami').json
+    assert me['valid'] is True and me['id'] != planted_id and me['a'] == '1'
+    assert me['login_time'] is not None
+    replay = webtest.TestApp(app).get('/whoami', headers=as_cookie(manager, planted)).json
+    assert replay['valid'] is False
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_change_after_a_login_saved_mid_request_is_saved_too(kind, request, tmp_path):
+    """login(), save(), then a change, in one request: the change is saved at
+    the end too. Mutant: the save did not clear old_id, so the second save
+    went on replacing the id already gone and was dropped as a session
+    deleted meanwhile."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/login-save-set')
+    def login_save_set(session):
+        session.login(7)
+        session.save()
+        session['a'] = '1'
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/set/b/2')
+    test.get('/login-save-set')
+    me = test.get('/whoami').json
+    assert (me['user_id'], me['data']) == (7, {'a': '1', 'b': '2'})
 
 
 def test_login_rotates_the_id(store):
@@ -1178,6 +1343,21 @@ def test_signing_out_by_setting_valid_false_keeps_no_login_state(kind, request, 
     assert kept() == {}
 
 
+def test_signing_out_by_setting_valid_false_rotates_the_id(kind, request, tmp_path):
+    """session['valid'] = False is a logout: the session goes on under a new
+    id (the old one is gone on the server), as logout() gives a new one.
+    Mutant: the rotation dropped, so the id of the signed-in session lived on."""
+    manager = make_manager(kind, request, tmp_path)
+    test = webtest.TestApp(ident_app(manager))
+    test.get('/login/alice')
+    signed_in_id = test.get('/whoami').json['id']
+    test.get('/valid-false')
+    me = test.get('/whoami').json
+    assert me['valid'] is False and me['id'] != signed_in_id
+    if kind != 'cookie':
+        assert stored(manager, signed_in_id) is None
+
+
 def test_signing_out_by_setting_valid_false_ends_the_signed_in_csrf_token(kind, request,
                                                                          tmp_path):
     """session['valid'] = False starts a new CSRF secret, as logout() does: a
@@ -1363,6 +1543,21 @@ def test_load_user_is_never_asked_for_a_session_signed_in_without_a_user_id(kind
     assert calls == []
 
 
+def test_a_login_without_a_user_id_never_asks_load_user_with_user_version(kind, request,
+                                                                           tmp_path):
+    """With user_version= too, a login the original way (no user id) does not
+    call load_user(None) to make its version hash (a load_user that looks
+    None up fails, or finds a guest). Mutant: the `user_id is not None`
+    test dropped from login's hash."""
+    calls = []
+    manager = make_manager(kind, request, tmp_path)
+    test = webtest.TestApp(current_user_app(manager, dict(USERS), calls,
+                                            user_version=lambda user: user['pw']))
+    test.get('/legacy-valid')
+    assert test.get('/by-current').text == 'nobody'
+    assert None not in calls
+
+
 def test_with_two_plugins_a_login_is_checked_by_its_own_plugins_user_version():
     """Two SessionPlugins on one app (two managers, two keywords): a login on
     the second one's session hashes the user's version with the second one's
@@ -1473,6 +1668,36 @@ def test_user_sessions_lists_and_end_sessions_ends_them(kind, request, tmp_path)
     assert manager.end_sessions('alice') == 1       # outside a request: all of them
     assert laptop.get('/whoami').json['user_id'] is None
     assert manager.user_sessions('alice') == []
+
+
+def test_without_a_secret_user_version_holds_across_processes(tmp_path):
+    """A server store given no secret keys its user_version hashes with what
+    every process shares (the store's identity), not a per-process key: a
+    login made by one worker is signed in on another. Mutant: the key left
+    random per process, so every other worker signed the user out."""
+    users = {7: {'name': 'alice', 'pw': VERSION_1}}
+    one, two = (bs.PickleSession(str(tmp_path / 'sessions')) for _ in range(2))
+    first = webtest.TestApp(version_app(one, users))
+    first.get('/login/7')
+    assert first.get('/me').text == 'alice'
+    second = webtest.TestApp(version_app(two, users))
+    cookie = as_cookie(two, first.cookies[two.cookie_name])
+    assert second.get('/me', headers=cookie).text == 'alice'
+
+
+@pytest.mark.parametrize('kind', SQL_STORES)
+def test_user_sessions_leaves_out_a_row_read_after_its_end(kind, request, tmp_path):
+    """The SQL stores read a row through the whole second its `expires` names:
+    a session that ended half a second ago is not listed, nor ended. Mutant:
+    the `now <= end` test dropped, so the store's read alone decided."""
+    manager = make_manager(kind, request, tmp_path, cookie_expires=3600)
+    manager.now.t = float(int(manager.now.t))
+    test = webtest.TestApp(sessions_app(manager))
+    test.get('/login/alice')
+    assert len(manager.user_sessions('alice')) == 1
+    manager.now.advance(3600.5)
+    assert manager.user_sessions('alice') == []
+    assert manager.end_sessions('alice') == 0
 
 
 @pytest.mark.parametrize('kind', SERVER_STORES)
@@ -1989,6 +2214,18 @@ def test_csrf_origin_must_be_the_requests_own():
         assert 'origin' in response.text.lower(), origin
     other_host = webtest.TestApp(app.app, extra_environ={'HTTP_HOST': 'other.example'})
     assert other_host.post('/plain', headers={'Origin': 'http://other.example'}).text == 'plain'
+
+
+def test_csrf_the_method_is_read_as_bottle_routes_it():
+    """Bottle routes a request method in any case: 'get' reaches the GET route,
+    'post' the POST one. The CSRF check reads it the same way: a 'get' is a
+    safe method, a 'post' is checked. Mutant: the method not upper-cased, so
+    a 'get' was refused with 403."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = csrf_site(manager)
+    status, _, body = wsgi_call(app, 'get', '/safe')
+    assert (status, body) == ('200 OK', 'safe')
+    assert wsgi_call(app, 'post', '/post')[0].startswith('403')
 
 
 def test_csrf_trusted_origins():
@@ -3081,6 +3318,20 @@ def test_fresh_sends_an_old_login_to_log_in_again_and_back(kind, request, tmp_pa
     assert app.get('/sensitive').text == 'sensitive'
 
 
+def test_fresh_sends_a_session_signed_in_without_a_login_time_to_sign_in(tmp_path):
+    """A session signed in before login times were kept (an original's file)
+    has no login time: a fresh= page sends it to sign in again. Mutant: the
+    `login is None` test dropped, so such a session passed every fresh check."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    old_id = str(uuid.uuid4())
+    with open(os.path.join(manager.session_dir, 'session-' + old_id), 'wb') as legacy:
+        pickle.dump({'sessionid': old_id, 'valid': True, 'name': 'alice'}, legacy)
+    app = webtest.TestApp(guarded_app(manager))
+    assert app.get('/private', headers={'Cookie': 'sessionid=' + old_id}).text == 'private'
+    response = app.get('/sensitive')
+    assert redirected(response) and response.headers['Location'].endswith('/login-page')
+
+
 def test_fresh_allows_a_login_exactly_fresh_seconds_old():
     """fresh=300 is the seconds after login *past which* the user signs in again:
     at 300 the page is shown, at 301 not."""
@@ -3771,6 +4022,19 @@ def test_compressed_session_too_large_to_read_back_is_refused_at_save():
     assert test.get('/get').json['data']['a'] == '1'        # still signed in, not lost
 
 
+def test_compression_is_used_only_where_it_is_shorter():
+    """compress=True packs a session only when that makes the cookie shorter:
+    a small one goes plain, as without compress. Mutant: always packed,
+    a few bytes longer for every small session."""
+    manager = bs.CookieSession(secret=SECRET, compress=True)
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    small = app.cookies['session_data']
+    assert not small.startswith('.') and json.loads(cookie_payload(small))['d']['a'] == '1'
+    app.get('/set/blob/' + 'q' * 500)
+    assert app.cookies['session_data'].startswith('.')
+
+
 def test_turning_compression_off_reads_compressed_cookies():
     packed = webtest.TestApp(plugin_app(bs.CookieSession(secret=SECRET, compress=True)))
     packed.get('/set/blob/' + 'q' * 500)
@@ -4384,6 +4648,55 @@ def test_a_session_ended_during_a_request_is_not_brought_back_by_its_save(kind, 
 
 
 @pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_session_ended_meanwhile_stays_ended_through_two_saves(kind, request, tmp_path):
+    """A request whose session another ended meanwhile saves twice (save(),
+    then the end of the request): neither brings it back. Mutant: the first
+    save, finding it gone, marked it as never stored, so the second created
+    it afresh, still signed in."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/ended-meanwhile-saved-twice')
+    def ended_meanwhile_saved_twice(session):
+        assert manager.end_sessions(7) == 1
+        session['a'] = '1'
+        session.save()
+        session['b'] = '2'
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/login/7')
+    test.get('/ended-meanwhile-saved-twice')
+    me = test.get('/whoami').json
+    assert (me['user_id'], me['valid'], me['data']) == (None, False, {})
+    assert manager.user_sessions(7) == []
+
+
+@pytest.mark.parametrize('kind', kinds('pickle', 'redis'))
+def test_a_write_that_landed_though_its_reply_was_lost_is_not_merged_onto_itself(
+        kind, request, tmp_path):
+    """A client that retries a write whose reply was lost finds its own blob
+    there and reports False: the save sees its own write, and does not merge
+    it onto itself (which adds its new flash message twice). (The SQL
+    store's write checks for its own blob itself.) Mutant: the `theirs ==
+    blob` check dropped."""
+    manager = make_manager(kind, request, tmp_path)
+    write, retried = manager.write, []
+
+    def retried_after_a_lost_reply(*args, **kwargs):
+        landed = write(*args, **kwargs)
+        if landed and not retried:
+            retried.append(1)
+            return write(*args, **kwargs)
+        return landed
+    manager.write = retried_after_a_lost_reply
+    app = plugin_app(manager)
+    add_flash_routes(app)
+    test = webtest.TestApp(app)
+    test.get('/flash/hello')
+    assert retried and json.loads(test.get('/show').text) == ['hello']
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
 def test_a_save_that_loses_every_race_is_a_503_whose_log_names_the_session(
         kind, request, tmp_path, monkeypatch, caplog):
     """A save whose every compare-and-set loses gives up with
@@ -4499,6 +4812,24 @@ def test_a_legacy_session_gets_a_strong_id_on_a_read_only_request(tmp_path):
     assert app.get('/get').json['data']['name'] == 'alice'
 
 
+def test_a_legacy_session_read_through_get_session_gets_a_strong_id_at_once(tmp_path):
+    """The original API, get_session() with no plugin, on a read-only page:
+    the original's uuid4 id moves to a strong one in that response, and its
+    file is gone. Mutant: get_session() saved only when the idle clock was
+    due, so the file kept its guessable name."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    old_id = str(uuid.uuid4())
+    with open(os.path.join(manager.session_dir, 'session-' + old_id), 'wb') as legacy:
+        pickle.dump({'sessionid': old_id, 'valid': True, 'name': 'alice'}, legacy)
+    app = bottle.Bottle()
+    app.route('/name', callback=lambda: manager.get_session().get('name', 'nobody'))
+    test = webtest.TestApp(app)
+    assert test.get('/name', headers={'Cookie': 'sessionid=' + old_id}).text == 'alice'
+    assert len(test.cookies['sessionid']) == 43
+    assert session_files(manager.session_dir) != ['session-' + old_id]
+    assert test.get('/name').text == 'alice'
+
+
 def test_a_demoted_user_is_not_promoted_again_by_a_request_on_another_key(tmp_path):
     """Role is a plain class instance. One request demotes the user from admin;
     another, loaded before, touches only another key. The user stays demoted.
@@ -4562,6 +4893,21 @@ def test_cleanup_removes_expired_files_and_stale_temps(tmp_path):
     webtest.TestApp(app).get('/set/a/1')        # one fresh session
     assert manager.cleanup() == 5
     assert len(session_files(manager.session_dir)) == 1
+
+
+def test_cleanup_removes_a_stale_temp_file_that_carries_a_sessions_end(tmp_path):
+    """A writer killed after it set the temp file's mtime to the session's end
+    (days ahead) leaves a temp whose age is its ctime: cleanup() removes it
+    stale_temp_age after it was made. Mutant: the age read from the mtime
+    alone, so such a file stayed until the session's end."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    manager.now = Clock()
+    stale = os.path.join(manager.session_dir, '.tmp-killed-writer')
+    open(stale, 'w').close()
+    os.utime(stale, (time.time() + 30 * 86400,) * 2)
+    assert manager.cleanup() == 0               # it may be a live write
+    manager.now.advance(manager.stale_temp_age + 10)
+    assert manager.cleanup() == 1 and not os.path.exists(stale)
 
 
 def test_cleanup_keeps_sessions_that_set_a_longer_expiry(tmp_path):
