@@ -273,7 +273,6 @@ class Session(dict):
     def logout(self):
         """Sign out: delete the session and expire its cookie (see invalidate)."""
         self.manager.invalidate(self)
-        bottle.response.set_header('Cache-Control', 'no-store')
 
     def save(self):
         """Save now. The plugin does this for you when the session was modified."""
@@ -416,7 +415,8 @@ def _cookie_values(environ, name):
 def _apply_headers(response, cookies):
     """Write a session's headers onto the response that will be sent: Vary:
     Cookie, Cache-Control: private unless the app set its own, and `cookies`
-    ({name: Set-Cookie header}), which make it never publicly cacheable."""
+    ({name: Set-Cookie header}), which make it never publicly cacheable (no-store
+    if one ends a session)."""
     # bottle's header dict (name -> list of values in 0.12 and 0.13), directly:
     # the accessors cost more than a session read; our values have no CR or LF.
     headers = response._headers
@@ -429,7 +429,9 @@ def _apply_headers(response, cookies):
         return
     for name in ('Cdn-Cache-Control', 'Surrogate-Control'):    # CDNs obey these first
         headers.pop(name, None)
-    if control[-1] not in ('private', 'no-store'):
+    if any('=; Max-Age=0;' in header for header in cookies.values()):
+        control[:] = ['no-store']       # it ends a session: not even the browser keeps it
+    elif control[-1] not in ('private', 'no-store'):
         kept = [d.strip() for d in ','.join(control).split(',') if d.strip() and
                 d.split('=')[0].strip().lower() not in ('public', 'private', 's-maxage')]
         control[:] = [', '.join(['private'] + kept)]
@@ -593,7 +595,8 @@ class BaseSession:
 
     def _handle(self, session, handler, args, kwargs, autosave):
         """Run a handler, then commit the session onto the response Bottle sends: a
-        returned or raised HTTPResponse, else bottle.response. Other errors save nothing."""
+        returned or raised HTTPResponse, else bottle.response. Other errors save nothing.
+        `session` None: the one the handler asked get_session() for, if it did."""
         try:
             result = handler(*args, **kwargs)
         except SessionStoreError:
@@ -602,7 +605,9 @@ class BaseSession:
             self._commit(session, response, autosave)
             raise
         except Exception as exc:
-            if not session.cookies:
+            if session is None:
+                session = bottle.request.environ.get(self._environ_key)
+            if session is None or not session.cookies:
                 raise
             # A logout or login that then crashed: Bottle's own 500 would
             # drop the cookie, and a logged-out user would stay logged in.
@@ -617,6 +622,10 @@ class BaseSession:
 
     def _commit(self, session, response, autosave):
         """Save it if due, once (a login or logout even with autosave off); write its headers."""
+        if session is None:
+            session = bottle.request.environ.get(self._environ_key)
+            if session is None:
+                return
         _notice_login(session)
         if session.modified and (autosave or session.meta.get('l') != session.loaded[1].get('l')
                                  or session.old_id):
@@ -919,6 +928,8 @@ def _refuse(status, message, json_too=False):
 class SessionPlugin:
     """Pass the session to handlers that take `session`, and the current user
     to those that take `user`; save the session if modified; refuse cross-site POSTs.
+    A session that any route gets from get_session() or current_user() has its
+    cookies and headers put on the response the route returns or raises.
 
     :param load_user: ``fn(user_id)``: the app's user, or None if gone (signed out).
     :param user_version: ``fn(user)``: a string that changes when the user's
@@ -968,16 +979,14 @@ class SessionPlugin:
         takes_session = keyword in args
         takes_user = (self.load_user is not None and 'user' in args
                       and not re.search(r'<user[:>]|:user\b', route.rule))   # not a wildcard
-        if not (takes_session or takes_user or csrf):
-            return callback
         manager, trusted = self.session_manager, self.trusted_origins
 
         @functools.wraps(callback)
         def wrapper(*args, **kwargs):
             if csrf and bottle.request.environ['REQUEST_METHOD'].upper() not in _SAFE_METHODS:
                 _check_csrf(manager, trusted)
-            if not (takes_session or takes_user):
-                return callback(*args, **kwargs)
+            if not (takes_session or takes_user):   # get_session() or current_user(), maybe
+                return manager._handle(None, callback, args, kwargs, False)
             session = manager._current(True)
             if takes_session:
                 kwargs[keyword] = session

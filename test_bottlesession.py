@@ -648,6 +648,63 @@ def test_logout_then_a_crash_still_expires_the_cookie():
     assert test.get('/get').json['data']['valid'] is False
 
 
+ANSWERS = {     # how a route may answer: each replaces bottle.response with its own
+    'HTTPResponse': lambda root: bottle.HTTPResponse('bye', status=200),
+    'static_file': lambda root: bottle.static_file('bye.txt', root=root),
+    'abort': lambda root: bottle.abort(401, 'bye'),
+}
+
+
+@pytest.mark.parametrize('answer', list(ANSWERS))
+@pytest.mark.parametrize('kind', ['cookie', 'pickle'])
+def test_a_route_without_session_that_logs_out_and_answers_itself_sends_the_cookie(
+        kind, answer, request, tmp_path):
+    """A route that does not take `session` but calls get_session() (the original
+    API) and logs out, then answers with an HTTPResponse, static_file() or
+    abort(): the plugin puts the expired cookie on that response. A cookie
+    store's user stayed signed in: the old cookie was still valid."""
+    (tmp_path / 'bye.txt').write_text('bye')
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+
+    @app.route('/out')
+    def out():
+        manager.get_session().logout()
+        return ANSWERS[answer](str(tmp_path))
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    response = test.get('/out', expect_errors=True)
+    assert response.status_int == (401 if answer == 'abort' else 200)
+    assert any(h.startswith(manager.cookie_name + '=;') for h in set_cookie_headers(response))
+    assert test.get('/get').json['data']['valid'] is False
+    assert response.headers.getall('Cache-Control') == ['no-store']
+    assert response.headers.getall('Vary') == ['Cookie']
+
+
+@pytest.mark.parametrize('answer', list(ANSWERS))
+def test_a_route_without_session_that_reads_the_user_and_answers_itself_is_private(
+        answer, tmp_path):
+    """current_user() in a route that does not take `session`, answering with its
+    own response (a user's avatar by static_file, say): Vary: Cookie and
+    Cache-Control: private still reach it, lest a shared cache keep it."""
+    (tmp_path / 'bye.txt').write_text('bye')
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, load_user={'alice': 'A'}.get))
+    app.route('/login', callback=lambda session: session.login('alice'))
+
+    @app.route('/mine')
+    def mine():
+        assert bs.current_user() == 'A'
+        return ANSWERS[answer](str(tmp_path))
+    test = webtest.TestApp(app)
+    test.get('/login')
+    response = test.get('/mine', expect_errors=True)
+    assert response.status_int == (401 if answer == 'abort' else 200)
+    assert response.headers.getall('Vary') == ['Cookie']
+    assert response.headers.getall('Cache-Control') == ['private']
+
+
 def test_cache_headers_an_app_may_set():
     manager = bs.CookieSession(secret=SECRET)
     app = plugin_app(manager)
@@ -2927,19 +2984,25 @@ def test_plugin_keyword_clash_is_a_plugin_error():
     assert bs.SessionPlugin(manager).name == 'session'
 
 
-def test_plugin_leaves_other_routes_alone_without_csrf():
-    """With csrf=False a route that takes neither session nor user is not
-    wrapped at all; with CSRF on, every route is, for its unsafe methods."""
+def test_plugin_wraps_every_route_even_without_csrf():
+    """With csrf=False, or off for one route, a route that takes neither session
+    nor user is still wrapped: a session it asks get_session() for reaches the
+    response it returns (here a logout's expired cookie on an HTTPResponse)."""
     manager = bs.CookieSession(secret=SECRET)
+    for plugin, config in ((bs.SessionPlugin(manager, csrf=False), {}),
+                           (bs.SessionPlugin(manager), {'session': {'csrf': False}})):
+        app = bottle.Bottle()
+        app.install(plugin)
+        app.route('/login', callback=lambda session: session.login('alice'))
 
-    def plain():
-        return 'x'
-    app = bottle.Bottle()
-    route = bottle.Route(app, '/', 'GET', plain)
-    assert bs.SessionPlugin(manager, csrf=False).apply(plain, route) is plain
-    assert bs.SessionPlugin(manager).apply(plain, route) is not plain
-    route = bottle.Route(app, '/', 'GET', plain, session={'csrf': False})
-    assert bs.SessionPlugin(manager).apply(plain, route) is plain
+        @app.route('/out', **config)
+        def out():
+            manager.get_session().logout()
+            return bottle.HTTPResponse('bye')
+        test = webtest.TestApp(app)
+        test.get('/login')
+        assert [h.split(';')[0] for h in set_cookie_headers(test.get('/out'))] == [
+            'session_data=']
 
 
 def test_plugin_per_route_autosave_off():
