@@ -710,8 +710,9 @@ def _rotate(session):
 def _login(session, user_id, keep_data=False):
     if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
         raise TypeError('user_id must be a str or an int, not %r' % (user_id,))
-    if not keep_data and session.user_id not in (None, user_id):  # another's data goes
+    if not keep_data and session.user_id not in (None, user_id):  # another's data goes,
         session._refill({})
+        session.meta.pop('e', None)                                 # and their remember-me
     _rotate(session)
     now = session.manager.now()
     session.meta.update(c=now, l=now, u=user_id, x=_new_id())
@@ -1058,7 +1059,7 @@ def _gate(session, handler, login_url, verify, require, fresh, api):
     login = session.login_time
     if fresh is not None and (login is None or session.manager.now() - login > fresh):
         return functools.partial(to_login, 'Sign in again to see this page.')
-    name = session.get('name', session.user_id)
+    name = session.get('name') if session.user_id is None else session.user_id
     if isinstance(name, int) and not isinstance(name, bool):
         name = str(name)
     if isinstance(name, str) and name.isprintable():    # no CR/LF into headers

@@ -1487,6 +1487,33 @@ def test_a_login_the_original_way_keeps_the_data_after_a_login_undone_by_valid(k
     assert (me['valid'], me['user_id'], me['data']) == (True, None, {'cart': 'book'})
 
 
+@pytest.mark.parametrize('kind', STORES)
+def test_another_users_login_does_not_keep_the_last_users_remember_me(kind, request,
+                                                                      tmp_path):
+    """Bob signs in with "remember me" (set_expiry), then Alice signs in on the
+    same browser without it: her cookie ends with the browser, and her session
+    at cookie_expires. The same user signing in again keeps the choice."""
+    manager = make_manager(kind, request, tmp_path, cookie_expires=None)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+
+    @app.route('/login/<name>/<remember:int>')
+    def login(name, remember, session):
+        session.login(name)
+        if remember:
+            session.set_expiry(30 * 86400)
+
+    def max_age(response):
+        [header] = [h for h in set_cookie_headers(response)
+                    if h.startswith(manager.cookie_name + '=')]
+        found = re.search(r'Max-Age=(\d+)', header)
+        return found and int(found.group(1))
+    test = webtest.TestApp(app)
+    assert max_age(test.get('/login/bob/1')) == 30 * 86400
+    assert max_age(test.get('/login/bob/0')) == 30 * 86400      # bob's choice stays
+    assert max_age(test.get('/login/alice/0')) is None
+
+
 def test_valid_false_after_login_in_one_request_forgets_the_user(kind, request, tmp_path):
     """A sign-out by valid = False in the request that called login() is a
     sign-out all the same: a later login the original way is nobody's. Failed:
@@ -3148,10 +3175,11 @@ def test_a_return_target_may_be_2048_characters_and_no_more():
     assert not bs._safe_path('/' + 'a' * 2048)
 
 
-def test_remote_user_is_the_user_id_when_the_session_has_no_name():
-    """valid_user sets REMOTE_USER (for access logs) to the session's 'name', else
-    to the id given to login(), an int as its digits; to nothing for a session
-    signed in the original way without a name."""
+def test_remote_user_is_the_user_id_else_the_sessions_name():
+    """valid_user sets REMOTE_USER (for access logs, and what trusts them) to the
+    id given to login(), an int as its digits, whatever the app writes to
+    'name' (a display name); a session signed in the original way gets its
+    'name', or nothing without one."""
     manager = bs.CookieSession(secret=SECRET)
     app = ident_app(manager)
     remote_user = bs.authenticator(manager, login_url='/login-page')()(
@@ -3160,8 +3188,11 @@ def test_remote_user_is_the_user_id_when_the_session_has_no_name():
     test = webtest.TestApp(app)
     test.get('/login/7')
     assert test.get('/who').text == '7'
-    test.get('/set/name/Alice')
-    assert test.get('/who').text == 'Alice'
+    test.get('/set/name/root')
+    assert test.get('/who').text == '7'
+    legacy = webtest.TestApp(app)
+    legacy.get('/legacy/bob')                   # valid = True, name = 'bob'
+    assert legacy.get('/who').text == 'bob'
     legacy = webtest.TestApp(app)
     legacy.get('/legacy-valid')                 # valid = True, no name, no user id
     assert legacy.get('/who').text == '-'
