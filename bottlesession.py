@@ -362,8 +362,11 @@ class Session(dict):
     def flash(self, message, category='message'):
         """Queue a JSON-serialisable message for a later page. Past flash_limit unread
         messages or flash_bytes, the oldest go; a longer str message is cut short."""
-        if isinstance(message, str) and len(message) > self.flash_bytes // 4:
-            message = message[:self.flash_bytes // 4] + '…'
+        if isinstance(message, str):
+            cut = message[:self.flash_bytes // 4]
+            while len(_json_encode(cut)) > self.flash_bytes - 8:    # room for '"…"'
+                cut = cut[:len(cut) * 7 // 8]       # an emoji is 12 bytes of JSON
+            message = cut + '…' if len(cut) < len(message) else message
         queue = self.get(self.flash_key, []) + [[category, message]]
         while len(queue) > self.flash_limit or (
                 len(queue) > 1 and len(_json_encode(queue)) > self.flash_bytes):

@@ -244,18 +244,41 @@ def test_flash_messages_that_echo_long_input_never_make_a_500():
     assert 1 <= len(shown) <= 20 and shown[-1].startswith('No user called ')
 
 
-def test_one_flash_message_over_flash_bytes_is_kept_cut_short():
-    """A single message is never dropped for its size, only cut to
-    flash_bytes // 4 characters: 300 'é' (6 bytes each in JSON) stay as 256
-    and an ellipsis. Mutant: `len(queue) > 1` dropped from the byte limit's
-    loop, so the one message went and the user saw nothing."""
+@pytest.mark.parametrize('char', ['x', 'é', '\U0001f600'])
+def test_one_long_flash_message_is_cut_to_fit_flash_bytes(char):
+    """A str message is cut to flash_bytes // 4 characters, and shorter until its
+    JSON fits in flash_bytes, whatever its characters cost there ('é' 6 bytes,
+    an emoji 12); never dropped. A signed-in cookie session echoing 300 emoji
+    in a message gave a 500: the cookie went over 4 KB."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+    add_flash_routes(app)
+    app.route('/login', callback=lambda session: session.login('alice' * 100))
+    app.route('/flash-long', callback=lambda session: session.flash(char * 300))
+    test = webtest.TestApp(app)
+    test.get('/login')
+    test.get('/flash-long')
+    [shown] = json.loads(test.get('/show').text)
+    assert shown.endswith('…') and set(shown[:-1]) == {char}
+    size = len(bs._json_encode(shown))
+    if char == 'x':
+        assert len(shown) == 256 + 1
+    else:                                  # cut to fit, and not far below it
+        assert bs.Session.flash_bytes * 3 // 4 < size <= bs.Session.flash_bytes
+
+
+def test_one_flash_message_over_flash_bytes_is_kept():
+    """A single message is never dropped for its size: one that is not a str,
+    and so not cut, over flash_bytes, stays. Mutant: `len(queue) > 1` dropped
+    from the byte limit's loop, so the one message went and the user saw nothing."""
     app = bottle.Bottle()
     app.install(bs.SessionPlugin(bs.CookieSession(secret=SECRET)))
     add_flash_routes(app)
-    app.route('/flash-long', callback=lambda session: session.flash('é' * 300))
+    app.route('/flash-list', callback=lambda session: session.flash(['x' * 1100]))
     test = webtest.TestApp(app)
-    test.get('/flash-long')
-    assert json.loads(test.get('/show').text) == ['é' * 256 + '…']
+    test.get('/flash-list')
+    assert json.loads(test.get('/show').text) == [['x' * 1100]]
 
 
 ###############################################################################
