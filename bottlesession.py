@@ -1279,12 +1279,23 @@ def _load_secrets(secret, secret_file):
     elif secret_file is not None:
         try:
             with open(secret_file, 'rb') as source:
-                found = [source.readline().strip()]
+                found, st = [source.readline().strip()], os.fstat(source.fileno())
         except OSError as exc:
             raise ConfigError('cannot read secret_file %r: %s' % (secret_file, exc)) from exc
         if not found[0]:
             raise ConfigError('secret_file %r is empty: its first line is the secret'
                               % (secret_file,))
+        if len(found[0]) < 16:      # random bytes with an early newline, say
+            raise ConfigError('the first line of secret_file %r is %d bytes: a secret file '
+                              'holds one line of at least 16, such as secrets.token_urlsafe'
+                              '(32)' % (secret_file, len(found[0])))
+        if st.st_uid not in (0, getattr(os, 'geteuid', lambda: st.st_uid)()):
+            raise ConfigError('secret_file %r is owned by uid %d: whoever owns it can sign '
+                              'any session' % (secret_file, st.st_uid))
+        if st.st_mode & 0o022:
+            raise ConfigError('secret_file %r is writable by others (mode %o): they could '
+                              'sign any session. chmod 600 it' % (secret_file,
+                                                                  stat.S_IMODE(st.st_mode)))
     else:
         found = [machine_secret()]
     keys = []
@@ -1355,8 +1366,8 @@ class CookieSession(BaseSession):
     must be JSON, with str keys; the client can read and replay it (see above).
 
     :param secret: str or bytes, or a list of them, newest first, to rotate
-        keys. Without it or secret_file (its first line), one is derived from
-        the machine, with a warning.
+        keys. Without it or secret_file (its first line, 16 bytes or more, in a
+        file others cannot write), one is derived from the machine, with a warning.
     """
 
     salt = b'cookie-session'

@@ -3811,6 +3811,38 @@ def test_bad_secret_file_fails_at_construction(tmp_path, content):
         bs.CookieSession(secret_file=str(path))
 
 
+@pytest.mark.parametrize('content', [b'abc\n' + bytes(range(128, 160)), b'short-secret\n'])
+def test_a_secret_files_first_line_under_16_bytes_is_refused(tmp_path, content):
+    """A file of random bytes can have a newline among its first bytes, and a
+    short first line is a secret guessed offline from one cookie: refused at
+    start, not used with a warning."""
+    path = tmp_path / 'secret'
+    path.write_bytes(content)
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.CookieSession(secret_file=str(path))
+    assert str(refused.value) == (
+        'the first line of secret_file %r is %d bytes: a secret file holds one line '
+        'of at least 16, such as secrets.token_urlsafe(32)' % (str(path), len(content.split(b'\n')[0])))
+
+
+def test_a_secret_file_others_can_write_or_own_is_refused(tmp_path):
+    """Whoever can write the secret file can sign any session: one writable by
+    others, or owned by another user (root aside), is refused at start."""
+    path = tmp_path / 'secret'
+    path.write_text('file-secret-0123456789')
+    path.chmod(0o666)
+    with pytest.raises(bs.ConfigError, match=r'writable by others \(mode 666\)'):
+        bs.CookieSession(secret_file=str(path))
+    path.chmod(0o640)
+    bs.CookieSession(secret_file=str(path))
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+        with pytest.raises(bs.ConfigError, match='owned by uid 65534'):
+            bs.CookieSession(secret_file=str(path))
+        os.chown(path, 0, 0)
+        bs.CookieSession(secret_file=str(path))        # root's, for a service user: fine
+
+
 def test_unreadable_secret_file_fails_at_construction(tmp_path):
     with pytest.raises(bs.ConfigError, match='cannot read'):
         bs.CookieSession(secret_file=str(tmp_path))      # a directory: EISDIR
