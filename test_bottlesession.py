@@ -3830,9 +3830,10 @@ def test_a_secret_file_others_can_write_or_own_is_refused(tmp_path):
     others, or owned by another user (root aside), is refused at start."""
     path = tmp_path / 'secret'
     path.write_text('file-secret-0123456789')
-    path.chmod(0o666)
-    with pytest.raises(bs.ConfigError, match=r'writable by others \(mode 666\)'):
-        bs.CookieSession(secret_file=str(path))
+    for mode in (0o666, 0o602, 0o620):
+        path.chmod(mode)
+        with pytest.raises(bs.ConfigError, match=r'writable by others \(mode %o\)' % mode):
+            bs.CookieSession(secret_file=str(path))
     path.chmod(0o640)
     bs.CookieSession(secret_file=str(path))
     if os.geteuid() == 0:
