@@ -84,7 +84,7 @@ __all__ = [
 
 import binascii, collections, contextlib, datetime, functools, hashlib, hmac, inspect
 import json, logging, math, os, pickle, random, re, secrets, stat, sys, tempfile
-import threading, time, traceback, urllib.parse, uuid, warnings, weakref, zlib
+import threading, time, traceback, urllib.parse, warnings, weakref, zlib
 
 try:
     import fcntl        # POSIX: the file store's locks
@@ -1214,9 +1214,6 @@ def derive_key(secret, salt):
     return hmac.new(secret, b'bottlesession.' + salt, hashlib.sha256).digest()
 
 
-_PROC_STAT = '/proc/stat'
-
-
 def _warn(message):
     """An InsecureSecretWarning at the app's line: the first caller outside this module."""
     frame, level = sys._getframe(1), 2
@@ -1226,22 +1223,13 @@ def _warn(message):
 
 
 def machine_secret():
-    """A secret for when none is given, with a warning: from the node id, the boot time
-    and a private key file, so it differs per machine and changes at a reboot."""
-    node = uuid.getnode()
-    if node >> 40 & 1:      # multicast bit: uuid made the node id up at random
-        raise ConfigError('no secret was given and this machine has no stable node '
-                          'id to derive one from: pass secret= or secret_file=')
-    try:
-        with open(_PROC_STAT, 'rb') as stats:       # Linux: the boot time
-            boot = int([line for line in stats if line.startswith(b'btime ')][0].split()[1])
-    except (OSError, ValueError, IndexError):
-        raise ConfigError('no secret was given and this system has no boot time to '
-                          'derive one from: pass secret= or secret_file=') from None
-    _warn('no secret given: derived one from this machine. Sessions end at a reboot, '
-          'and several servers cannot share them. Pass secret= or secret_file=.')
-    seed = b'bottlesession:%d:%d:' % (node, boot)
-    return hashlib.sha256(seed + _machine_key()).hexdigest().encode('ascii')
+    """A secret for when none is given, with a warning: from a random key kept in the
+    private per-user temp directory, so it holds across restarts until that is cleared."""
+    key = _machine_key()
+    _warn('no secret given: derived one from a key in %s. Sessions end when that is cleared '
+          '(often at a reboot), and several servers cannot share them. Pass secret= or '
+          'secret_file=.' % _default_dir())
+    return hashlib.sha256(b'bottlesession:' + key).hexdigest().encode('ascii')
 
 
 def _machine_key():
@@ -1265,6 +1253,22 @@ def _machine_key():
     return key
 
 
+def _read_secret_file(path):
+    """The first line of a file only we (or root) can write, of 16 bytes or more."""
+    try:
+        with open(path, 'rb') as source:
+            line, st = source.readline().strip(), os.fstat(source.fileno())
+    except OSError as exc:
+        raise ConfigError('cannot read secret_file %r: %s' % (path, exc)) from exc
+    owner = getattr(os, 'geteuid', int)()       # int() is 0, as st_uid is on Windows
+    if len(line) < 16 or st.st_mode & 0o022 or st.st_uid not in (0, owner):
+        raise ConfigError('secret_file %r must be ours or root\'s, not writable by others, '
+                          'and hold a first line of 16 bytes or more, such as secrets.'
+                          'token_urlsafe(32); it is uid %d, mode %o, %d bytes'
+                          % (path, st.st_uid, stat.S_IMODE(st.st_mode), len(line)))
+    return line
+
+
 def _load_secrets(secret, secret_file):
     """The list of secrets as bytes, newest first, from the constructor's arguments."""
     if isinstance(secret, (list, tuple)):
@@ -1277,25 +1281,7 @@ def _load_secrets(secret, secret_file):
                               'derive one from the machine')
         found = [secret]
     elif secret_file is not None:
-        try:
-            with open(secret_file, 'rb') as source:
-                found, st = [source.readline().strip()], os.fstat(source.fileno())
-        except OSError as exc:
-            raise ConfigError('cannot read secret_file %r: %s' % (secret_file, exc)) from exc
-        if not found[0]:
-            raise ConfigError('secret_file %r is empty: its first line is the secret'
-                              % (secret_file,))
-        if len(found[0]) < 16:      # random bytes with an early newline, say
-            raise ConfigError('the first line of secret_file %r is %d bytes: a secret file '
-                              'holds one line of at least 16, such as secrets.token_urlsafe'
-                              '(32)' % (secret_file, len(found[0])))
-        if st.st_uid not in (0, getattr(os, 'geteuid', lambda: st.st_uid)()):
-            raise ConfigError('secret_file %r is owned by uid %d: whoever owns it can sign '
-                              'any session' % (secret_file, st.st_uid))
-        if st.st_mode & 0o022:
-            raise ConfigError('secret_file %r is writable by others (mode %o): they could '
-                              'sign any session. chmod 600 it' % (secret_file,
-                                                                  stat.S_IMODE(st.st_mode)))
+        found = [_read_secret_file(secret_file)]
     else:
         found = [machine_secret()]
     keys = []

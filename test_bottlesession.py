@@ -3811,18 +3811,24 @@ def test_bad_secret_file_fails_at_construction(tmp_path, content):
         bs.CookieSession(secret_file=str(path))
 
 
-@pytest.mark.parametrize('content', [b'abc\n' + bytes(range(128, 160)), b'short-secret\n'])
+SECRET_FILE_RULE = ("secret_file %r must be ours or root's, not writable by others, and hold "
+                    'a first line of 16 bytes or more, such as secrets.token_urlsafe(32); '
+                    'it is uid %d, mode %o, %d bytes')
+
+
+@pytest.mark.parametrize('content', [b'abc\n' + bytes(range(128, 160)), b'short-secret\n',
+                                     b'0123456789abcde\n'])
 def test_a_secret_files_first_line_under_16_bytes_is_refused(tmp_path, content):
     """A file of random bytes can have a newline among its first bytes, and a
     short first line is a secret guessed offline from one cookie: refused at
     start, not used with a warning."""
     path = tmp_path / 'secret'
     path.write_bytes(content)
+    path.chmod(0o644)
     with pytest.raises(bs.ConfigError) as refused:
         bs.CookieSession(secret_file=str(path))
-    assert str(refused.value) == (
-        'the first line of secret_file %r is %d bytes: a secret file holds one line '
-        'of at least 16, such as secrets.token_urlsafe(32)' % (str(path), len(content.split(b'\n')[0])))
+    assert str(refused.value) == SECRET_FILE_RULE % (str(path), os.geteuid(), 0o644,
+                                                     len(content.split(b'\n')[0]))
 
 
 def test_a_secret_file_others_can_write_or_own_is_refused(tmp_path):
@@ -3832,14 +3838,19 @@ def test_a_secret_file_others_can_write_or_own_is_refused(tmp_path):
     path.write_text('file-secret-0123456789')
     for mode in (0o666, 0o602, 0o620):
         path.chmod(mode)
-        with pytest.raises(bs.ConfigError, match=r'writable by others \(mode %o\)' % mode):
+        with pytest.raises(bs.ConfigError) as refused:
             bs.CookieSession(secret_file=str(path))
+        assert str(refused.value) == SECRET_FILE_RULE % (str(path), os.geteuid(), mode, 22)
     path.chmod(0o640)
     bs.CookieSession(secret_file=str(path))
+    path.write_text('0123456789abcdef\n')              # 16 bytes: enough
+    bs.CookieSession(secret_file=str(path))
+    path.write_text('file-secret-0123456789')
     if os.geteuid() == 0:
         os.chown(path, 65534, 65534)
-        with pytest.raises(bs.ConfigError, match='owned by uid 65534'):
+        with pytest.raises(bs.ConfigError) as refused:
             bs.CookieSession(secret_file=str(path))
+        assert str(refused.value) == SECRET_FILE_RULE % (str(path), 65534, 0o640, 22)
         os.chown(path, 0, 0)
         bs.CookieSession(secret_file=str(path))        # root's, for a service user: fine
 
@@ -3866,6 +3877,7 @@ def test_refused_secrets_say_what_is_wrong(tmp_path):
     its formatting."""
     empty = tmp_path / 'empty'
     empty.write_text('\n')
+    empty.chmod(0o644)
     for options, error, message in [
             ({'secret': []}, bs.ConfigError,
              'secret is an empty list: give at least one secret'),
@@ -3875,7 +3887,7 @@ def test_refused_secrets_say_what_is_wrong(tmp_path):
              'cannot read secret_file %r: [Errno %d] Is a directory: %r'
              % (str(tmp_path), errno.EISDIR, str(tmp_path))),
             ({'secret_file': str(empty)}, bs.ConfigError,
-             'secret_file %r is empty: its first line is the secret' % str(empty)),
+             SECRET_FILE_RULE % (str(empty), os.geteuid(), 0o644, 0)),
             ({'secret': [SECRET, 1234]}, TypeError,
              'each secret must be a non-empty str or bytes, not 1234'),
             ({'secret': [b'']}, TypeError,
@@ -3935,9 +3947,7 @@ def test_secret_warnings_name_the_line_that_built_the_store(tmp_path, private_tm
 
 @slow
 def test_derived_secret_is_stable_and_warns(private_tmp):
-    if not os.path.exists('/proc/stat'):
-        pytest.skip('the derived secret needs Linux')
-    with pytest.warns(bs.InsecureSecretWarning, match='reboot|cannot share'):
+    with pytest.warns(bs.InsecureSecretWarning, match='cannot share'):
         first = bs.machine_secret()
     keyfile = private_tmp / ('bottlesession-%d' % os.geteuid()) / 'machine-secret'
     assert stat.S_IMODE(keyfile.stat().st_mode) == 0o600 and len(keyfile.read_bytes()) == 32
@@ -3994,22 +4004,24 @@ def test_empty_secret_is_refused_not_derived(empty):
         bs.CookieSession(secret=empty)
 
 
-def test_derived_secret_without_a_boot_time_asks_for_a_secret(monkeypatch, tmp_path,
-                                                              private_tmp):
-    monkeypatch.setattr(bs, '_PROC_STAT', str(tmp_path / 'no-stat'))
-    with pytest.raises(bs.ConfigError, match='pass secret='):
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            bs.CookieSession()
-    monkeypatch.setattr(uuid, 'getnode', lambda: 1 << 40)     # a random node id
-    with pytest.raises(bs.ConfigError, match='no stable node id'):
-        bs.machine_secret()
+def test_derived_secret_is_its_key_files_alone(private_tmp, monkeypatch):
+    """The derived secret comes from the private key file alone: not from the
+    node id or the boot time, which an attacker can learn (and a clock step
+    moves the boot time Linux reports). Another key file, another secret."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+        first = bs.machine_secret()
+        monkeypatch.setattr(uuid, 'getnode', lambda: 1 << 40 | 12345)  # a random node id
+        monkeypatch.setattr(time, 'time', lambda: 4e9)
+        assert bs.machine_secret() == first
+        keyfile = private_tmp / ('bottlesession-%d' % os.geteuid()) / 'machine-secret'
+        keyfile.write_bytes(bytes(32))
+        assert bs.machine_secret() != first
+        assert bs.machine_secret() == bs.machine_secret()
 
 
 def derive_with(private_tmp, make_key_file):
     """machine_secret() with the key file make_key_file(path) left: its ConfigError."""
-    if not os.path.exists('/proc/stat'):
-        pytest.skip('the derived secret needs Linux')
     home = private_tmp / ('bottlesession-%d' % os.geteuid())
     home.mkdir(0o700)
     make_key_file(home / 'machine-secret')
@@ -4066,8 +4078,6 @@ def test_a_machine_key_file_that_is_a_symlink_is_not_followed(private_tmp):
 @pytest.mark.parametrize('mode', [0o640, 0o604, 0o644, 0o660])
 def test_a_machine_key_file_others_can_read_is_refused(private_tmp, mode):
     """Mutant: a machine-secret key file readable by group or others, accepted."""
-    if not os.path.exists('/proc/stat'):
-        pytest.skip('the derived secret needs Linux')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', bs.InsecureSecretWarning)
         bs.machine_secret()
