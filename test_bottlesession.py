@@ -28,6 +28,7 @@ import gc
 import glob
 import hashlib
 import hmac
+import html
 import inspect
 import io
 import json
@@ -728,6 +729,62 @@ def test_a_route_without_session_that_reads_the_user_and_answers_itself_is_priva
     assert response.headers.getall('Cache-Control') == ['private']
 
 
+def test_a_route_without_session_that_logs_out_then_crashes_still_expires_the_cookie(
+        monkeypatch):
+    """get_session().logout() in a route that does not take `session`, then a
+    crash: Bottle's 500 carries the expired cookie, and (in debug mode) the
+    error and its traceback. A crash in a route that loaded no session is left
+    to Bottle as it was raised."""
+    monkeypatch.setattr(bottle, 'DEBUG', True)
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/out-crash')
+    def out_crash():
+        manager.get_session().logout()
+        raise RuntimeError('after logout')
+
+    @app.route('/crash')
+    def crash():
+        raise RuntimeError('no session here')
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    response = test.get('/out-crash', status=500, expect_errors=True)
+    assert [h.split(';')[0] for h in set_cookie_headers(response)] == ['session_data=']
+    assert response.status == '500 Internal Server Error'
+    page = html.unescape(response.text)
+    assert "<pre>RuntimeError('after logout')</pre>" in page and 'Traceback:' in page
+    assert test.get('/get').json['data']['valid'] is False
+    app.catchall = False
+    with pytest.raises(RuntimeError, match='no session here'):
+        test.get('/crash')
+
+
+def test_flash_keeps_twenty_messages_and_a_queue_of_exactly_flash_bytes():
+    """flash_limit (20) unread messages are kept, the 21st drops the oldest; a
+    queue of exactly flash_bytes of JSON is kept whole, one byte more drops
+    its oldest, even with only two messages."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(bs.CookieSession(secret=SECRET)))
+    add_flash_routes(app)
+    test = webtest.TestApp(app)
+    for n in range(20):
+        test.get('/flash/m%d' % n)
+    assert json.loads(test.get('/show').text) == ['m%d' % n for n in range(20)]
+    for n in range(21):
+        test.get('/flash/m%d' % n)
+    assert json.loads(test.get('/show').text) == ['m%d' % n for n in range(1, 21)]
+    app.route('/flash-e/<e:int>/<a:int>',         # 'é' is 6 bytes of JSON: two fill it
+              callback=lambda e, a, session: session.flash('é' * e + 'a' * a))
+    first = 'é' * 100
+    room = bs.Session.flash_bytes - len(bs._json_encode([['message', first], ['message', '']]))
+    for extra, kept in ((0, 2), (1, 1)):
+        test.get('/flash-e/100/0')
+        test.get('/flash-e/%d/%d' % (room // 6, room % 6 + extra))
+        assert json.loads(test.get('/show').text) == [first, 'é' * (room // 6) + 'a' * (
+            room % 6 + extra)][2 - kept:]
+
+
 def test_cache_headers_an_app_may_set():
     manager = bs.CookieSession(secret=SECRET)
     app = plugin_app(manager)
@@ -1294,7 +1351,8 @@ def test_login_refuses_a_user_id_that_is_not_a_str_or_an_int(value):
     def login_value(session):
         try:
             session.login(value)
-        except TypeError:
+        except TypeError as exc:
+            assert str(exc) == 'user_id must be a str or an int, not %r' % (value,)
             return 'refused'
         return 'in'
     test = webtest.TestApp(app)
@@ -3852,7 +3910,33 @@ def test_a_secret_file_others_can_write_or_own_is_refused(tmp_path):
             bs.CookieSession(secret_file=str(path))
         assert str(refused.value) == SECRET_FILE_RULE % (str(path), 65534, 0o640, 22)
         os.chown(path, 0, 0)
-        bs.CookieSession(secret_file=str(path))        # root's, for a service user: fine
+        bs.CookieSession(secret_file=str(path))
+
+
+def test_a_service_user_reads_its_own_secret_file_or_roots(tmp_path):
+    """Run as another user (uid 65534), a secret file of its own and one of
+    root's are both accepted: root could sign sessions anyway."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root, to run as another user')
+    shared = tempfile.mkdtemp()
+    try:
+        os.chmod(shared, 0o711)
+        for name, uid in (('mine', 65534), ('roots', 0)):
+            path = os.path.join(shared, name)
+            with open(path, 'w') as file:
+                file.write('file-secret-0123456789\n')
+            os.chown(path, uid, uid)
+            os.chmod(path, 0o600 if uid else 0o644)
+
+        def as_nobody():
+            os.setgid(65534)
+            os.setuid(65534)
+            for name in ('mine', 'roots'):
+                bs.CookieSession(secret_file=os.path.join(shared, name))
+            return 'both accepted'
+        assert in_children(as_nobody, [()]) == (['both accepted'], [])
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_unreadable_secret_file_fails_at_construction(tmp_path):
@@ -4007,17 +4091,26 @@ def test_empty_secret_is_refused_not_derived(empty):
 def test_derived_secret_is_its_key_files_alone(private_tmp, monkeypatch):
     """The derived secret comes from the private key file alone: not from the
     node id or the boot time, which an attacker can learn (and a clock step
-    moves the boot time Linux reports). Another key file, another secret."""
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+    moves the boot time Linux reports). Another key file, another secret. The
+    derivation is pinned: a new version that derived another would sign
+    everyone out. The warning says where the key is, and what it costs."""
+    home = private_tmp / ('bottlesession-%d' % os.geteuid())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', bs.InsecureSecretWarning)
         first = bs.machine_secret()
+        keyfile = home / 'machine-secret'
+        assert first == hashlib.sha256(b'bottlesession:' + keyfile.read_bytes()).hexdigest(
+            ).encode('ascii')
         monkeypatch.setattr(uuid, 'getnode', lambda: 1 << 40 | 12345)  # a random node id
         monkeypatch.setattr(time, 'time', lambda: 4e9)
         assert bs.machine_secret() == first
-        keyfile = private_tmp / ('bottlesession-%d' % os.geteuid()) / 'machine-secret'
         keyfile.write_bytes(bytes(32))
         assert bs.machine_secret() != first
         assert bs.machine_secret() == bs.machine_secret()
+    assert str(caught[0].message) == (
+        'no secret given: derived one from a key in %s. Sessions end when that is cleared '
+        '(often at a reboot), and several servers cannot share them. Pass secret= or '
+        'secret_file=.' % home)
 
 
 def derive_with(private_tmp, make_key_file):
