@@ -754,6 +754,7 @@ def test_a_route_without_session_that_logs_out_then_crashes_still_expires_the_co
     assert response.status == '500 Internal Server Error'
     page = html.unescape(response.text)
     assert "<pre>RuntimeError('after logout')</pre>" in page and 'Traceback:' in page
+    assert re.search(r'caused an error:</p>\s*<pre>Internal Server Error</pre>', page)
     assert test.get('/get').json['data']['valid'] is False
     app.catchall = False
     with pytest.raises(RuntimeError, match='no session here'):
