@@ -804,6 +804,22 @@ def test_cache_headers_an_app_may_set():
     assert 'Surrogate-Control' not in response.headers
 
 
+def test_vary_cookie_in_an_earlier_vary_header_is_not_added_again():
+    """An app's Vary headers, Cookie in the first of two: the session's Vary:
+    Cookie is already there, so nothing is added."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/two-vary')
+    def two_vary(session):
+        session['a'] = 1
+        bottle.response.add_header('Vary', 'Cookie')
+        bottle.response.add_header('Vary', 'Accept-Encoding')
+        return 'ok'
+    response = webtest.TestApp(app).get('/two-vary')
+    assert response.headers.getall('Vary') == ['Cookie', 'Accept-Encoding']
+
+
 def test_a_page_that_sends_no_cookie_keeps_the_apps_cache_headers():
     """Only a response that sets a cookie is made private: a page that reads
     the session and sends none keeps the app's public Cache-Control and its
