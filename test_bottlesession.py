@@ -787,6 +787,8 @@ def test_flash_keeps_twenty_messages_and_a_queue_of_exactly_flash_bytes():
 
 
 def test_cache_headers_an_app_may_set():
+    """The app's Vary gains Cookie once (already in the first of two Vary
+    headers: nothing added); its CDN headers go from a response with a cookie."""
     manager = bs.CookieSession(secret=SECRET)
     app = plugin_app(manager)
 
@@ -797,25 +799,18 @@ def test_cache_headers_an_app_may_set():
         bottle.response.set_header('CDN-Cache-Control', 'public, max-age=600')
         bottle.response.set_header('Surrogate-Control', 'max-age=600')
         return 'ok'
+
+    @app.route('/two-vary')
+    def two_vary(session):
+        session['a'] = 2
+        bottle.response.add_header('Vary', 'Cookie')
+        bottle.response.add_header('Vary', 'Accept-Encoding')
+        return 'ok'
     response = webtest.TestApp(app).get('/consent')
     assert [v.strip() for v in ','.join(response.headers.getall('Vary')).split(',')] == [
         'X-Cookie-Consent', 'Cookie']
     assert 'CDN-Cache-Control' not in response.headers
     assert 'Surrogate-Control' not in response.headers
-
-
-def test_vary_cookie_in_an_earlier_vary_header_is_not_added_again():
-    """An app's Vary headers, Cookie in the first of two: the session's Vary:
-    Cookie is already there, so nothing is added."""
-    manager = bs.CookieSession(secret=SECRET)
-    app = plugin_app(manager)
-
-    @app.route('/two-vary')
-    def two_vary(session):
-        session['a'] = 1
-        bottle.response.add_header('Vary', 'Cookie')
-        bottle.response.add_header('Vary', 'Accept-Encoding')
-        return 'ok'
     response = webtest.TestApp(app).get('/two-vary')
     assert response.headers.getall('Vary') == ['Cookie', 'Accept-Encoding']
 
@@ -1118,7 +1113,7 @@ def test_a_login_the_original_way_through_save_rotates_the_id(kind, request, tmp
     id the attacker planted is not the one signed in. Mutant: save() did not
     notice the login, and the planted id was signed in."""
     manager = make_manager(kind, request, tmp_path)
-    app = bottle.Bottle()
+    app = original_api_app(manager)
 
     @app.route('/remember')
     def remember():
@@ -1126,13 +1121,6 @@ def test_a_login_the_original_way_through_save_rotates_the_id(kind, request, tmp
         session['a'] = '1'
         manager.save(session)
         return 'ok'
-
-    @app.route('/login')
-    def login():
-        session = manager.get_session()
-        session['valid'], session['name'] = True, 'alice'
-        manager.save(session)
-        return 'in'
 
     @app.route('/whoami')
     def whoami():
@@ -1162,11 +1150,8 @@ def test_a_change_after_a_login_saved_mid_request_is_saved_too(kind, request, tm
     app = ident_app(manager)
 
     @app.route('/login-save-set')
-    def login_save_set(session):
-        session.login(7)
-        session.save()
-        session['a'] = '1'
-        return 'ok'
+    def login_save_set(session):        # saved mid-request, then at its end
+        session.login(7), session.save(), session.update(a='1')
     test = webtest.TestApp(app)
     test.get('/set/b/2')
     test.get('/login-save-set')
@@ -4893,14 +4878,17 @@ def test_a_request_that_saves_twice_keeps_what_another_request_saved_between(kin
     assert (data['a'], data['mine'], data['theirs'], data['more']) == ('1', '1', '2', '3')
 
 
+@pytest.mark.parametrize('saves', [1, 2])
 @pytest.mark.parametrize('kind', SERVER_STORES)
-def test_a_session_ended_during_a_request_is_not_brought_back_by_its_save(kind, request,
-                                                                         tmp_path):
+def test_a_session_ended_during_a_request_is_not_brought_back_by_its_save(kind, saves,
+                                                                         request, tmp_path):
     """end_sessions() (a password change on another device) runs while a
     request of a signed-in session is under way: that request's save does
-    not write the session back, signed in. Only a login made by the request
-    itself starts afresh. Mutants: any signed-in session gone meanwhile
-    was re-created, signed in as its user."""
+    not write the session back, signed in, nor does a second (save(), then
+    the end of the request). Only a login made by the request itself starts
+    afresh. Mutants: any signed-in session gone meanwhile was re-created,
+    signed in as its user; the first save, finding it gone, marked it as
+    never stored, so the second created it afresh, still signed in."""
     manager = make_manager(kind, request, tmp_path)
     app = ident_app(manager)
 
@@ -4908,34 +4896,13 @@ def test_a_session_ended_during_a_request_is_not_brought_back_by_its_save(kind, 
     def ended_meanwhile(session):
         assert manager.end_sessions(7) == 1
         session['a'] = '1'
+        if saves == 2:
+            session.save()
+            session['b'] = '2'
         return 'ok'
     test = webtest.TestApp(app)
     test.get('/login/7')
     test.get('/ended-meanwhile')
-    me = test.get('/whoami').json
-    assert (me['user_id'], me['valid'], me['data']) == (None, False, {})
-    assert manager.user_sessions(7) == []
-
-
-@pytest.mark.parametrize('kind', SERVER_STORES)
-def test_a_session_ended_meanwhile_stays_ended_through_two_saves(kind, request, tmp_path):
-    """A request whose session another ended meanwhile saves twice (save(),
-    then the end of the request): neither brings it back. Mutant: the first
-    save, finding it gone, marked it as never stored, so the second created
-    it afresh, still signed in."""
-    manager = make_manager(kind, request, tmp_path)
-    app = ident_app(manager)
-
-    @app.route('/ended-meanwhile-saved-twice')
-    def ended_meanwhile_saved_twice(session):
-        assert manager.end_sessions(7) == 1
-        session['a'] = '1'
-        session.save()
-        session['b'] = '2'
-        return 'ok'
-    test = webtest.TestApp(app)
-    test.get('/login/7')
-    test.get('/ended-meanwhile-saved-twice')
     me = test.get('/whoami').json
     assert (me['user_id'], me['valid'], me['data']) == (None, False, {})
     assert manager.user_sessions(7) == []
