@@ -18,16 +18,16 @@ bottle), or ``pip install bottlesession``::
 
 A login handler calls ``session.login(user_id)``; a logout, ``session.logout()``.
 
-The sections, top to bottom, each standing alone:
+The sections, top to bottom:
 
-1. Errors: one hierarchy, rooted in SessionError.
+1. Errors: one hierarchy, rooted in SessionError; the base64 and JSON helpers.
 2. The session object: a dict that tracks its changes; flash messages.
 3. The request cycle: BaseSession loads a session once per request and
    commits it once: saves it if due, then writes its cookies and headers.
 4. Logins and CSRF: login(), logout(), the current user, the CSRF checks.
 5. The plugin and the authenticator.
-6. The stores: CookieSession and its signer; ServerSession, with the one
-   store interface and the merge; PickleSession, SQLSession, RedisSession.
+6. The stores: private directories, secrets, CookieSession and its signer;
+   ServerSession (the store interface, the merge); PickleSession, SQLSession, RedisSession.
 7. Passwords: scrypt.
 
 The CookieSession wire format, after Django's signing.py::
@@ -697,7 +697,7 @@ class BaseSession:
 ###############################################################################
 # _login() and _notice_login() alone write the login state in session.meta (u,
 # l, h); each starts a new CSRF secret (x) and, if stored, a new id (fixation).
-# An unsafe request passes, before its handler runs, the browser's
+# An unsafe request passes, before its handler runs, a trusted Origin, else
 # Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with
 # fresh random bytes, as Django does, so it differs in every response
 # (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
@@ -1648,7 +1648,7 @@ class ServerSession(BaseSession):
 
     @staticmethod
     def _backoff(attempt):
-        """After a lost compare-and-set: a random pause, longer as attempts grow."""
+        """After a lost compare-and-set: a random pause, none at first, longer as losses grow."""
         time.sleep(random.random() * 0.001 * min(attempt, 5))
 
     def delete(self, sid):
@@ -1849,7 +1849,7 @@ class PickleSession(ServerSession):
         for name, _ in self._scan():
             if name.startswith('session-') and _KEY_RE.match(name[8:]):   # not a stray file
                 blob = self.read(name[8:])
-                record = blob and self._parse(blob)     # 'k': this app's (none in 3.0.0's)
+                record = blob and self._parse(blob)     # 'k': this app's (none in older records)
                 if record and record.get('k', self._user_key(record)) == user:
                     found.append((name[8:], blob))
         return found
