@@ -1112,6 +1112,17 @@ def _default_dir():
     return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % uid)
 
 
+def _on_defaults(options):
+    """Every app of this user shares the defaults (the derived secret, this directory):
+    a store on them is bound to the file that made it, unless given a namespace."""
+    frame = sys._getframe()
+    while frame.f_back and frame.f_globals is globals():
+        frame = frame.f_back
+    if options.get('namespace') is None:
+        options['namespace'] = 'app:' + os.path.abspath(frame.f_globals.get('__file__', '.'))
+    return options
+
+
 def _open_private_dir(path, what='session directory', planted=_PLANTED_PICKLE, create=True):
     """Open directory `path` as a descriptor, walking from / without following another
     user's symlink: each directory on the way root's or ours, writable by others only if
@@ -1254,17 +1265,20 @@ def _machine_key():
 
 
 def _read_secret_file(path):
-    """The first line of a file only we (or root) can write, of 16 bytes or more."""
+    """The first line of a file only we (or root) can write, and others cannot read
+    (unless root's: the app reads those as a group or other, as in containers)."""
     try:
         with open(path, 'rb') as source:
             line, st = source.readline().strip(), os.fstat(source.fileno())
     except OSError as exc:
         raise ConfigError('cannot read secret_file %r: %s' % (path, exc)) from exc
     owner = getattr(os, 'geteuid', int)()       # int() is 0, as st_uid is on Windows
-    if len(line) < 16 or st.st_mode & 0o022 or st.st_uid not in (0, owner):
-        raise ConfigError('secret_file %r must be ours or root\'s, not writable by others, '
-                          'and hold a first line of 16 bytes or more, such as secrets.'
-                          'token_urlsafe(32); it is uid %d, mode %o, %d bytes'
+    if (len(line) < 16 or line.startswith(b'#') or st.st_uid not in (0, owner)
+            or st.st_mode & (0o027 if st.st_uid == owner else 0o022)):
+        raise ConfigError('secret_file %r must be ours and unreadable by others, or root\'s '
+                          'and unwritable by others, and hold a first line of 16 bytes or '
+                          'more, not a comment, such as secrets.token_urlsafe(32); it is uid '
+                          '%d, mode %o, %d bytes'
                           % (path, st.st_uid, stat.S_IMODE(st.st_mode), len(line)))
     return line
 
@@ -1363,6 +1377,8 @@ class CookieSession(BaseSession):
     def __init__(self, secret=None, secret_file=None, cookie_name='session_data',
                  secure=False, httponly=True, cookie_expires=DEFAULT_MAX_AGE, *,
                  compress=False, **options):
+        if secret is None and secret_file is None:
+            _on_defaults(options)
         super().__init__(cookie_expires, cookie_name=cookie_name, secure=secure,
                          httponly=httponly, **options)
         keys = _load_secrets(secret, secret_file)
@@ -1523,7 +1539,7 @@ class ServerSession(BaseSession):
                             # (MariaDB's 16 MB packets hold a compare-and-set of two)
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, secret=None,
-                 **options):
+                 secret_file=None, **options):
         super().__init__(cookie_expires, **options)
         if not 0 <= cleanup_chance <= 1:
             raise ConfigError('cleanup_chance must be between 0 and 1')
@@ -1532,8 +1548,8 @@ class ServerSession(BaseSession):
         self.storage_key = functools.lru_cache(maxsize=1024)(self.storage_key)
         identity = _json_encode([self.cookie_name, self.path, self.domain, self.namespace])
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
-        if secret is not None:
-            _sign_with(self, _load_secrets(secret, None))
+        if secret is not None or secret_file is not None:
+            _sign_with(self, _load_secrets(secret, secret_file))
         else:                   # a key of this process's own
             _sign_with(self, [secrets.token_bytes(32)])
             self._user_version_keys = [self._identity.copy().digest()]
@@ -1726,7 +1742,7 @@ class PickleSession(ServerSession):
     stale_temp_age = 300     # seconds after which cleanup() removes a temp file
 
     def __init__(self, session_dir=None, cookie_expires=DEFAULT_MAX_AGE, **options):
-        super().__init__(cookie_expires, **options)
+        super().__init__(cookie_expires, **(options if session_dir else _on_defaults(options)))
         if fcntl is None or not {os.open, os.stat, os.rename, os.unlink} <= os.supports_dir_fd:
             raise ConfigError('PickleSession needs dir_fd support (a POSIX system)')
         self.session_dir = os.path.abspath(session_dir or _default_dir())
@@ -2014,7 +2030,8 @@ class SQLSession(ServerSession):
     def __init__(self, database=None, *, table='bottlesession',
                  cookie_expires=DEFAULT_MAX_AGE, paramstyle=None,
                  create_table=True, **options):
-        super().__init__(cookie_expires, **options)
+        shared = database is None or database == ''     # the per-user default
+        super().__init__(cookie_expires, **(_on_defaults(options) if shared else options))
         if not re.match(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z', table):
             raise ConfigError('table must be a plain SQL name, not %r' % (table,))
         if paramstyle not in (None, 'qmark', 'format', 'pyformat', 'numeric', 'named'):

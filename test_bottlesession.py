@@ -3843,6 +3843,7 @@ def test_key_rotation_signs_with_the_newest_key():
 def test_secret_file_reads_first_line(tmp_path):
     path = tmp_path / 'secret'
     path.write_text('  file-secret-0123456789  \nsecond line\n')
+    path.chmod(0o600)
     by_file = bs.CookieSession(secret_file=str(path))
     by_value = bs.CookieSession(secret='file-secret-0123456789')
     session = bs.Session(by_value, 'C' * 43, meta={'c': time.time(), 'a': time.time()})
@@ -3856,6 +3857,7 @@ def test_a_secret_file_of_random_bytes_is_its_bytes(tmp_path):
     raw = bytes(range(128, 160))                # no newline, not UTF-8
     path = tmp_path / 'secret'
     path.write_bytes(raw + b'\nsecond line\n')
+    path.chmod(0o600)
     by_file = bs.CookieSession(secret_file=str(path))
     by_value = bs.CookieSession(secret=raw)
     session = bs.Session(by_value, 'C' * 43, meta={'c': time.time(), 'a': time.time()})
@@ -3871,9 +3873,9 @@ def test_bad_secret_file_fails_at_construction(tmp_path, content):
         bs.CookieSession(secret_file=str(path))
 
 
-SECRET_FILE_RULE = ("secret_file %r must be ours or root's, not writable by others, and hold "
-                    'a first line of 16 bytes or more, such as secrets.token_urlsafe(32); '
-                    'it is uid %d, mode %o, %d bytes')
+SECRET_FILE_RULE = ("secret_file %r must be ours and unreadable by others, or root's and "
+                    'unwritable by others, and hold a first line of 16 bytes or more, not a '
+                    'comment, such as secrets.token_urlsafe(32); it is uid %d, mode %o, %d bytes')
 
 
 @pytest.mark.parametrize('content', [b'abc\n' + bytes(range(128, 160)), b'short-secret\n',
@@ -3913,6 +3915,25 @@ def test_a_secret_file_others_can_write_or_own_is_refused(tmp_path):
         assert str(refused.value) == SECRET_FILE_RULE % (str(path), 65534, 0o640, 22)
         os.chown(path, 0, 0)
         bs.CookieSession(secret_file=str(path))
+
+
+def test_a_secret_file_of_ours_others_can_read_or_a_comment_is_refused(tmp_path):
+    """Whoever can read the secret can sign any session: a file of ours that
+    others may read (echo > secret under umask 022 makes one) is refused; the
+    group may read it. A first line that is a comment is no secret either."""
+    path = tmp_path / 'secret'
+    path.write_text('file-secret-0123456789\n')
+    for mode in (0o644, 0o604, 0o601):
+        path.chmod(mode)
+        with pytest.raises(bs.ConfigError) as refused:
+            bs.CookieSession(secret_file=str(path))
+        assert str(refused.value) == SECRET_FILE_RULE % (str(path), os.geteuid(), mode, 22)
+    path.chmod(0o640)
+    bs.CookieSession(secret_file=str(path))
+    path.write_text('# the session secret of myapp\nfile-secret-0123456789\n')
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.CookieSession(secret_file=str(path))
+    assert str(refused.value) == SECRET_FILE_RULE % (str(path), os.geteuid(), 0o640, 29)
 
 
 def test_a_service_user_reads_its_own_secret_file_or_roots(tmp_path):
@@ -4045,7 +4066,9 @@ def test_derived_secret_is_stable_and_warns(private_tmp):
     assert out.stdout.strip() == first.decode()
     with pytest.warns(bs.InsecureSecretWarning):
         derived = webtest.TestApp(plugin_app(bs.CookieSession()))
-    explicit = webtest.TestApp(plugin_app(bs.CookieSession(secret=first)))
+    # A store on the derived secret is bound to the file that made it: this one.
+    explicit = webtest.TestApp(plugin_app(bs.CookieSession(
+        secret=first, namespace='app:' + os.path.abspath(__file__))))
     explicit.get('/set/a/1')
     cookie = 'session_data=' + explicit.cookies['session_data']
     assert derived.get('/get', headers={'Cookie': cookie}).json['data']['a'] == '1'
@@ -4350,6 +4373,46 @@ def test_two_apps_on_one_store_do_not_accept_each_others_ids(kind, shop, admin, 
     assert visit(shop_app, shop_manager, '/private', stolen).text == 'shop page'
 
 
+APP_SOURCE = """
+import bottle, bottlesession as bs
+manager = bs.%s()
+app = bottle.Bottle()
+app.install(bs.SessionPlugin(manager, load_user={'admin': {'name': 'admin'}}.get))
+
+@app.route('/signup/<name>')
+def signup(name, session):      # anyone may sign up, under any free name
+    session.login(name)
+
+@app.route('/admin')
+@bs.authenticator(manager, login_url='/login')()
+def admin(user):
+    return 'admin page for ' + user['name']
+"""
+
+
+@pytest.mark.parametrize('store', ['CookieSession', 'PickleSession', 'SQLSession'])
+def test_apps_on_the_per_user_defaults_do_not_accept_each_others_logins(store, private_tmp):
+    """With no secret, directory or database, every app of one OS user shares the
+    derived secret or the default directory: a demo app where anyone signs up as
+    'admin' must not sign them in to another app. The file that makes the store
+    is bound in, so a restart of one app (the same file) keeps its sessions."""
+    def app_in(filename):
+        namespace = {'__name__': 'app', '__file__': str(private_tmp / filename)}
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+            exec(compile(APP_SOURCE % store, namespace['__file__'], 'exec'), namespace)
+        return webtest.TestApp(namespace['app'])
+    demo, real = app_in('demo.py'), app_in('real.py')
+    demo.get('/signup/admin')
+    cookie = '; '.join('%s=%s' % item for item in demo.cookies.items())
+    assert redirected(real.get('/admin', headers={'Cookie': cookie}))
+    restarted = app_in('demo.py')
+    assert restarted.get('/admin', headers={'Cookie': cookie}).text == 'admin page for admin'
+    with warnings.catch_warnings():     # a namespace given is the app's own choice
+        warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+        assert getattr(bs, store)(namespace='shop').namespace == 'shop'
+
+
 def test_storage_key_takes_any_str_a_lone_surrogate_too(tmp_path):
     """storage_key() hashes any str: an id with a lone surrogate (a JSON body can
     carry one) is a key of its own like any other, never a UnicodeEncodeError.
@@ -4358,6 +4421,22 @@ def test_storage_key_takes_any_str_a_lone_surrogate_too(tmp_path):
     ids = ['\ud800' * 43, '\udfff' * 43, 'A' * 42 + '\ud800', 'A' * 43]
     keys = [manager.storage_key(sid) for sid in ids]
     assert len(set(keys)) == 4 and all(re.fullmatch('[0-9a-f]{64}', key) for key in keys)
+
+
+@pytest.mark.parametrize('store', ['PickleSession', 'SQLSession'])
+def test_a_server_store_takes_secret_file_as_the_cookie_store_does(store, tmp_path):
+    """The README has every process given one secret: a server store reads it
+    from a file under the same rules, and signs as with secret= of its line."""
+    path = tmp_path / 'secret'
+    path.write_text('file-secret-0123456789\n')
+    path.chmod(0o600)
+    where = str(tmp_path / ('s' if store == 'PickleSession' else 's.db'))
+    by_file = getattr(bs, store)(where, secret_file=str(path))
+    by_value = getattr(bs, store)(where, secret='file-secret-0123456789')
+    assert by_file._visitor_signer.sign(b'x') == by_value._visitor_signer.sign(b'x')
+    path.chmod(0o644)
+    with pytest.raises(bs.ConfigError):
+        getattr(bs, store)(where, secret_file=str(path))
 
 
 def test_namespace_must_be_a_str(tmp_path):
