@@ -710,9 +710,16 @@ def _rotate(session):
         dict.__setitem__(session, 'sessionid', session.id)
 
 
-def _login(session, user_id, keep_data=False):
-    if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, (str, int))):
+def _user_id(user_id):
+    """A user id as stores index it: login(42) and end_sessions('42') are one user."""
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
         raise TypeError('user_id must be a str or an int, not %r' % (user_id,))
+    return str(user_id)
+
+
+def _login(session, user_id, keep_data=False):
+    if user_id is not None:
+        _user_id(user_id)
     if not keep_data and session.user_id not in (None, user_id):  # another's data goes,
         session._refill({})
         session.meta.pop('e', None)                                 # and their remember-me
@@ -980,9 +987,10 @@ class SessionPlugin:
             args = inspect.signature(route.callback).parameters
         except (TypeError, ValueError):
             args = route.get_callback_args()
-        takes_session = keyword in args
-        takes_user = (self.load_user is not None and 'user' in args
-                      and not re.search(r'<user[:>]|:user\b', route.rule))   # not a wildcard
+        def wildcard(name):         # a URL's value: not ours to fill in
+            return re.search(r'<%s[:>]|:%s\b' % (name, name), route.rule)
+        takes_session = keyword in args and not wildcard(keyword)
+        takes_user = self.load_user is not None and 'user' in args and not wildcard('user')
         manager, trusted = self.session_manager, self.trusted_origins
 
         @functools.wraps(callback)
@@ -990,7 +998,7 @@ class SessionPlugin:
             if csrf and bottle.request.environ['REQUEST_METHOD'].upper() not in _SAFE_METHODS:
                 _check_csrf(manager, trusted)
             if not (takes_session or takes_user):   # get_session() or current_user(), maybe
-                return manager._handle(None, callback, args, kwargs, False)
+                return manager._handle(None, callback, args, kwargs, autosave)
             session = manager._current(True)
             if takes_session:
                 kwargs[keyword] = session
@@ -1570,8 +1578,8 @@ class ServerSession(BaseSession):
         return digest.hexdigest()
 
     def _user_key(self, record):
-        user = record.get('u')
-        return self._key(b'user', user) if user is not None and record['d'].get('valid') else None
+        signed_in = record.get('u') is not None and record['d'].get('valid')
+        return self._key(b'user', str(record['u'])) if signed_in else None
 
     # The store's part, on the interface above ################################
 
@@ -1676,10 +1684,10 @@ class ServerSession(BaseSession):
     # Users and rate limits ###################################################
 
     def _user_records(self, user_id):
-        now = self.now()
+        now, user_id = self.now(), _user_id(user_id)
         for key, blob in self.user_records(self._key(b'user', user_id)):
             record = self._parse(blob)
-            if (record is not None and record.get('u') == user_id and record['d'].get('valid')
+            if (record is not None and str(record.get('u')) == user_id and record['d'].get('valid')
                     and now <= self.expires_at(record)):
                 yield key, record
 

@@ -1981,6 +1981,25 @@ def test_end_sessions_right_after_a_login_keeps_the_session_it_moves(kind, reque
 
 
 @pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_user_id_as_str_or_int_finds_the_same_sessions(kind, request, tmp_path):
+    """After login(42), end_sessions('42') (an id taken from a URL) ended
+    nothing and said 0: "log out everywhere" silently did not."""
+    manager = make_manager(kind, request, tmp_path)
+    app = sessions_app(manager)
+    laptop, phone = webtest.TestApp(app), webtest.TestApp(app)
+    laptop.get('/login/42')
+    phone.get('/login/alice')
+    assert laptop.get('/whoami').json['user_id'] == 42
+    assert len(manager.user_sessions('42')) == len(manager.user_sessions(42)) == 1
+    assert manager.end_sessions('42') == 1
+    assert laptop.get('/whoami').json['user_id'] is None
+    assert phone.get('/whoami').json['user_id'] == 'alice'
+    for wrong in (None, 7.0, True, b'42'):
+        with pytest.raises(TypeError):
+            manager.end_sessions(wrong)
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
 def test_end_sessions_does_not_stop_at_one_listing_that_finds_nothing(
         kind, request, tmp_path, monkeypatch):
     """A session that moves to a new id while it is listed can be in neither
@@ -3115,6 +3134,34 @@ def test_plugin_wraps_every_route_even_without_csrf():
             'session_data=']
 
 
+@pytest.mark.parametrize('kind', ['cookie', 'pickle'])
+def test_plugin_saves_what_a_route_changes_through_get_session(kind, request, tmp_path):
+    """A route that does not take `session` but changes the one get_session()
+    gives (the original API) is saved like any other, unless autosave is off
+    for it: a flash is shown once, a cart item kept."""
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+    app.route('/flash', callback=lambda session: session.flash('hello'))
+
+    @app.route('/show')
+    def show():
+        return {'shown': manager.get_session().get_flashed_messages()}
+
+    @app.route('/cart/<item>')
+    def cart(item):
+        manager.get_session()['cart'] = item
+
+    @app.route('/unsaved', session={'autosave': False})
+    def unsaved():
+        manager.get_session()['cart'] = 'unsaved'
+    test = webtest.TestApp(app)
+    test.get('/flash')
+    assert [test.get('/show').json['shown'] for _ in range(2)] == [['hello'], []]
+    test.get('/cart/book')
+    test.get('/unsaved')
+    assert test.get('/get').json['data']['cart'] == 'book'
+
+
 def test_plugin_per_route_autosave_off():
     manager = bs.CookieSession(secret=SECRET)
     app = plugin_app(manager)
@@ -3593,6 +3640,15 @@ def test_a_url_wildcard_named_user_in_the_old_syntax_stays_the_url_value():
     def profile(user):
         return 'profile of %s' % user
     assert webtest.TestApp(app).get('/u/bob').text == 'profile of bob'
+
+
+@pytest.mark.parametrize('rule', ['/s/<session>', '/s/<session:path>', '/s/:session'])
+def test_a_url_wildcard_named_session_stays_the_url_value(rule):
+    """As for `user`: the plugin does not overwrite a wildcard with the session."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(bs.CookieSession(secret=SECRET)))
+    app.route(rule, callback=lambda session: 'page %s' % session)
+    assert webtest.TestApp(app).get('/s/abc').text == 'page abc'
 
 
 ###############################################################################
