@@ -2362,10 +2362,14 @@ def _password_bytes(password):
     raise TypeError('a password is a str or bytes, not %s' % type(password).__name__)
 
 
+_SCRYPT_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 1)   # each run takes its memory
+
+
 def _scrypt(secret, salt, log_n, r, p):
     memory, _ = _scrypt_cost(log_n, r, p)
-    return hashlib.scrypt(secret, salt=salt, n=1 << log_n, r=r, p=p,
-                          maxmem=memory + 65536, dklen=32)
+    with _SCRYPT_SLOTS:     # more at once would not be faster, only larger (CPU-bound)
+        return hashlib.scrypt(secret, salt=salt, n=1 << log_n, r=r, p=p,
+                              maxmem=memory + 65536, dklen=32)
 
 
 def _parse_hash(hashed, current):

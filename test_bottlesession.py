@@ -7025,6 +7025,30 @@ def test_a_check_that_cannot_get_its_memory_is_false(hashed):
     assert in_children(capped, [()]) == ([[False, False, 'scrypt refused']], [])
 
 
+def test_no_more_checks_run_at_once_than_there_are_cpus(hashed, monkeypatch):
+    """Each check takes 128 MiB: 60 login posts at once, each with a new name
+    (no rate limit applies), took a server to 5 GB. Checks beyond one per CPU
+    wait their turn, which costs no throughput: scrypt is CPU-bound."""
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def counting(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.03)
+        with lock:
+            running[0] -= 1
+        return remembered_scrypt(*args, **kwargs)
+    monkeypatch.setattr(hashlib, 'scrypt', counting)
+    threads = [threading.Thread(target=bs.check_password, args=('pw', hashed))
+               for _ in range(2 * os.cpu_count() + 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == os.cpu_count()
+
+
 @slow
 def test_a_missing_user_takes_as_long_as_a_wrong_password(hashed, default_hashing, real_scrypt):
     """Medians of interleaved runs, so that a busy neighbour slows all alike."""
