@@ -362,9 +362,10 @@ class Session(dict):
     def flash(self, message, category='message'):
         """Queue a JSON-serialisable message for a later page. Past flash_limit unread
         messages or flash_bytes, the oldest go; a longer str message is cut short."""
+        category = category[:32] if isinstance(category, str) else category     # a name
         if isinstance(message, str):
             cut = message[:self.flash_bytes // 4]
-            while len(_json_encode(cut)) > self.flash_bytes - 8:    # room for '"…"'
+            while cut and len(_json_encode([category, cut])) > self.flash_bytes - 8:  # and '…'
                 cut = cut[:len(cut) * 7 // 8]       # an emoji is 12 bytes of JSON
             message = cut + '…' if len(cut) < len(message) else message
         queue = self.get(self.flash_key, []) + [[category, message]]

@@ -269,6 +269,24 @@ def test_one_long_flash_message_is_cut_to_fit_flash_bytes(char):
         assert bs.Session.flash_bytes * 3 // 4 < size <= bs.Session.flash_bytes
 
 
+@pytest.mark.parametrize('char', ['x', '\U0001f600'])
+def test_a_flash_category_from_input_is_cut_too(char):
+    """A category is a name: cut to 32 characters, and the text cut until the
+    pair fits flash_bytes. A 5,000-character category gave a 500."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+    app.route('/login', callback=lambda session: session.login('alice' * 100))
+    app.route('/flash', callback=lambda session: session.flash(char * 300, char * 5000))
+    app.route('/show', callback=lambda session: {'shown': session.get_flashed_messages(True)})
+    test = webtest.TestApp(app)
+    test.get('/login')
+    test.get('/flash')
+    [[category, message]] = test.get('/show').json['shown']
+    assert category == char * 32 and message.endswith('…')
+    assert len(bs._json_encode([category, message])) <= bs.Session.flash_bytes
+
+
 def test_one_flash_message_over_flash_bytes_is_kept():
     """A single message is never dropped for its size: one that is not a str,
     and so not cut, over flash_bytes, stays. Mutant: `len(queue) > 1` dropped
