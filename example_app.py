@@ -133,9 +133,9 @@ def make_app(manager):
     @valid_user(api=True)               # not signed in: 401 and JSON, not a redirect
     def api_add_note(session):
         note = (bottle.request.json or {}).get('note')
-        if not isinstance(note, str) or not note:
-            bottle.response.status = 400
-            return {'error': 'give a note'}
+        if not isinstance(note, str) or not note.isprintable() or not 0 < len(note) <= 200:
+            bottle.response.status = 400            # isprintable: no lone surrogates
+            return {'error': 'give a note of up to 200 characters'}
         session['notes'] = session.get('notes', []) + [note]
         return {'notes': session['notes']}
 

@@ -8559,6 +8559,21 @@ def test_fetch_json_post_same_origin_accepted_cross_port_refused(browser, tmp_pa
            % len(posts))
 
 
+def test_the_demos_note_api_refuses_a_note_it_could_not_show():
+    """A JSON note with a lone surrogate was stored, and the private page then
+    failed with a 500 for that user on every visit."""
+    app = webtest.TestApp(example_app(bs.CookieSession(secret=SECRET)))
+    page = app.get('/login')
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    app.post('/login', {'username': 'alice', 'password': 'wonderland', 'csrf_token': token})
+    headers = {'Sec-Fetch-Site': 'same-origin'}
+    for bad in ('\ud800', '', 'x' * 201, 7):
+        app.post('/api/notes', json.dumps({'note': bad}), headers=headers, status=400,
+                 content_type='application/json')
+    app.post_json('/api/notes', {'note': 'milk'}, headers=headers)
+    assert '<li>milk</li>' in app.get('/private').text
+
+
 @slow
 def test_load_on_a_threaded_server(tmp_path, capsys):
     seconds, clients = 3.0, 2
@@ -8621,6 +8636,12 @@ def test_readme_examples_run(redis_server, postgres_server, private_tmp, monkeyp
             token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
             app.post('/logout', {'csrf_token': token}, status='3*')
             assert app.get('/').status_int in (302, 303)
+            # Form fields decoded: a name and password beyond ASCII sign in.
+            namespace['USERS']['jürgen'] = {'name': 'jürgen', 'hash': bs.hash_password('pä')}
+            token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
+            app.post('/login', {'name': 'jürgen', 'password': 'pä', 'csrf_token': token},
+                     status='3*')
+            assert app.get('/').text == 'Hello jürgen, visit 1'
         else:                                       # a store: it keeps a session
             test = webtest.TestApp(plugin_app(namespace['manager']))
             test.get('/set/a/1')
