@@ -465,7 +465,7 @@ class BaseSession:
         cookie, which the server still ends after 30 days.
     :param idle_timeout: end a session not used for this long.
     :param namespace: a name for this app, so apps that share a store and
-        cookie name do not share sessions.
+        cookie name do not share sessions; on the per-user defaults, its file.
     """
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
@@ -1376,7 +1376,7 @@ class CookieSession(BaseSession):
 
     :param secret: str or bytes, or a list of them, newest first, to rotate
         keys. Without it or secret_file (its first line, 16 bytes or more, in a
-        file others cannot write), one is derived from the machine, with a warning.
+        file others cannot read or write), one is derived, with a warning.
     """
 
     salt = b'cookie-session'
