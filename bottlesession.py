@@ -270,10 +270,6 @@ class Session(dict):
         """Sign `user_id` in: a new id and CSRF secret, saved with the session."""
         _login(self, user_id)
 
-    def logout(self):
-        """Sign out: delete the session and expire its cookie (see invalidate)."""
-        self.manager.invalidate(self)
-
     def save(self):
         """Save now. The plugin does this for you when the session was modified."""
         self.manager.save(self)
@@ -283,8 +279,10 @@ class Session(dict):
         self.manager.regenerate(self)
 
     def invalidate(self):
-        """Delete the session and expire its cookie; this becomes a fresh one."""
+        """Sign out: delete the session and expire its cookie; this becomes a fresh one."""
         self.manager.invalidate(self)
+
+    logout = invalidate
 
     def set_expiry(self, value):
         """End it `value` seconds (or a timedelta, at most 400 days) from now; 0: a browser-
