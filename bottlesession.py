@@ -517,13 +517,9 @@ class BaseSession:
         """The cookie's Max-Age: None for a browser-session cookie. An end
         set_expiry() chose is absolute: idle time is the server's business."""
         end = meta.get('e')
-        if end is None:
-            if self.cookie_expires is None:
-                return None
+        if end is None and self.cookie_expires is not None:
             end = meta['c'] + self.max_age
-        elif not end:
-            return None
-        return max(0, math.ceil(end - now))
+        return max(0, math.ceil(end - now)) if end else None
 
     def _set_cookie(self, session, name, value, max_age):
         """The one place a Set-Cookie header is built, and queued for the
