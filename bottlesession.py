@@ -103,6 +103,8 @@ TOKEN_LENGTH = 86                    # a CSRF token: a mask and the masked secre
 REDIRECT_COOKIE = 'validuserloginredirect'
 _MAX_CANDIDATES = 8                  # cookies of one name we try per request
 _SAFE_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
+_SCALARS = (str, int, float, bool, type(None), bytes)   # a Session compares these on set
+_MISSING = object()
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
 _KEY_RE = re.compile(r'[0-9a-f]{64}\Z')                  # a stored session's key: SHA-256
@@ -111,6 +113,7 @@ _LEGACY_ID_RE = re.compile(                             # the original's uuid4 i
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 6265 cookie name
 _ATTR_RE = re.compile(r'[\x21-\x3a\x3c-\x7e]+\Z')         # printable, no ';'
 _SAFE_PATH_RE = re.compile(r'/(?![/\\])[\x21-\x5b\x5d-\x7e]*\Z')  # no '\\'
+_COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')      # RFC 6265 quoting
 
 
 ###############################################################################
@@ -218,10 +221,6 @@ def _to_json(data):
 ###############################################################################
 # 2. The session object #######################################################
 ###############################################################################
-
-_SCALARS = (str, int, float, bool, type(None), bytes)
-_MISSING = object()
-
 
 class Session(dict):
     """The session: a dict that knows its id and whether it was modified.
@@ -389,9 +388,6 @@ class Session(dict):
 ###############################################################################
 # 3. The request cycle ########################################################
 ###############################################################################
-
-_COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')
-
 
 def _cookie_values(environ, name):
     """The values of cookie `name` in the request, in order, unquoted. Not SimpleCookie:
@@ -2314,6 +2310,7 @@ SCRYPT_PARAMETERS = (17, 8, 1)
 _SCRYPT_FLOOR = (14, 8, 1)
 _SCRYPT_DEFAULT = (17, 8, 1)    # bounds planted hashes while tests lower the parameters
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
+_SCRYPT_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 1)   # each run takes its memory
 # Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
 # short, and scrypt's shorter output is a prefix of the full one. Both always decode.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'
@@ -2355,9 +2352,6 @@ def _password_bytes(password):
     if isinstance(password, (bytes, bytearray)):
         return bytes(password)
     raise TypeError('a password is a str or bytes, not %s' % type(password).__name__)
-
-
-_SCRYPT_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 1)   # each run takes its memory
 
 
 def _scrypt(secret, salt, log_n, r, p):
