@@ -186,6 +186,8 @@ def _seconds(value, name):
     return value
 
 
+_json_encode = json.JSONEncoder(separators=(',', ':'), allow_nan=False).encode
+_json_decode = json.JSONDecoder().decode
 # base64url without padding, on binascii directly: base64's wrappers cost
 # more than the coding itself on a cookie-sized value.
 _TO_URLSAFE = bytes.maketrans(b'+/', b'-_')
@@ -198,10 +200,6 @@ def _b64encode(raw):
 
 def _b64decode(data):
     return binascii.a2b_base64(data.translate(_FROM_URLSAFE) + b'==')
-
-
-_json_encode = json.JSONEncoder(separators=(',', ':'), allow_nan=False).encode
-_json_decode = json.JSONDecoder().decode
 
 
 def _to_json(data):
