@@ -251,17 +251,14 @@ class Session(dict):
     new = property(lambda self: self.loaded[0] is None, doc='Whether it is not stored yet.')
     created = property(lambda self: self.meta['c'], doc='The start of its lifetime.')
     accessed = property(lambda self: self.meta['a'], doc='Its last use.')
+    login_time = property(lambda self: self.meta.get('l') if self.get('valid') else None,
+                          doc='When the user signed in (epoch seconds), or None.')
 
     @property
     def user_id(self):
         """The id given to login(), or None, as the session says: whether the user still
         exists and is signed in, ask current_user(), a `user` parameter or valid_user."""
         return self.meta.get('u') if self.get('valid') else None
-
-    @property
-    def login_time(self):
-        """When the user signed in (epoch seconds), or None."""
-        return self.meta.get('l') if self.get('valid') else None
 
     def login(self, user_id):
         """Sign `user_id` in: a new id and CSRF secret, saved with the session."""
