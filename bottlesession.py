@@ -429,10 +429,8 @@ def _apply_headers(response, cookies):
                 d.split('=')[0].strip().lower() not in ('public', 'private', 's-maxage')]
         control[:] = [', '.join(['private'] + kept)]
     sent = headers.setdefault('Set-Cookie', [])
-    for name, header in cookies.items():
-        prefix = name + '='
-        sent[:] = [c for c in sent if not c.startswith(prefix)]
-        sent.append(header)
+    for name, header in cookies.items():    # each replaces any of its name already there
+        sent[:] = [c for c in sent if not c.startswith(name + '=')] + [header]
 
 
 def _record(session):
