@@ -494,10 +494,8 @@ class BaseSession:
     def expires_at(self, meta):
         """The one expiry rule: the set_expiry() end, else max_age after creation or the
         last login; or idle_timeout after the last use, if sooner."""
-        end = meta['c'] + self.max_age
         chosen = meta.get('e')
-        if type(chosen) in (int, float) and chosen > 0:
-            end = chosen
+        end = chosen if type(chosen) in (int, float) and chosen > 0 else meta['c'] + self.max_age
         if self.idle_timeout is not None:
             end = min(end, meta['a'] + self.idle_timeout)
         return end
