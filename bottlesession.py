@@ -652,8 +652,6 @@ class BaseSession:
     def regenerate(self, session):
         """Give the session a new id and CSRF secret, keep its data; save it."""
         _rotate(session)
-        session.meta['x'] = _new_id()
-        session.modified = True
         self.save(session)
 
     def invalidate(self, session):
@@ -685,11 +683,14 @@ class BaseSession:
 # (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
 
 def _rotate(session):
-    """Give a stored session a new id; the old one is deleted when it is saved."""
+    """A new CSRF secret and, for a stored session, a new id: the old one is deleted
+    when it is saved. Marks the session modified."""
     if not session.new and session.old_id is None:
         session.old_id = session.id
         session.id = _new_id()
         dict.__setitem__(session, 'sessionid', session.id)
+    session.meta['x'] = _new_id()
+    session.modified = True
 
 
 def _user_id(user_id):
@@ -707,10 +708,9 @@ def _login(session, user_id, keep_data=False):
         session.meta.pop('e', None)                                 # and their remember-me
     _rotate(session)
     now = session.manager.now()
-    session.meta.update(c=now, l=now, u=user_id, x=_new_id())
+    session.meta.update(c=now, l=now, u=user_id)
     session.meta.pop('h', None)
     dict.__setitem__(session, 'valid', True)
-    session.modified = True
     environ = bottle.request.environ
     environ.pop(session.manager._environ_key + '.user', None)
     plugin = _plugin(session.manager)
@@ -733,8 +733,6 @@ def _notice_login(session):
         _rotate(session)
         for key in ('u', 'l', 'h'):
             session.meta.pop(key, None)
-        session.meta['x'] = _new_id()
-        session.modified = True
     elif not session.loaded[2][0] or session.meta.get('u') is None:
         # A login, or another user's: 'name' names no user id. A session that
         # login() signed in keeps its user whatever is written to 'name'.
@@ -1605,7 +1603,6 @@ class ServerSession(BaseSession):
         session = Session(self, value, data, record, blob)
         if len(value) != ID_LENGTH:     # the original's uuid4 names its file: a new id now
             _rotate(session)
-            session.modified = True
         return session
 
     def persist(self, session):
