@@ -178,8 +178,7 @@ def _seconds(value, name):
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError('%s must be a number of seconds or a timedelta, not %r'
-                        % (name, value))
+        raise TypeError('%s must be a number of seconds or a timedelta, not %r' % (name, value))
     if not 0 < value <= MAX_LIFETIME:     # also refuses nan, inf and 10**400
         raise ConfigError('%s must be more than 0 and at most 400 days (%d s), not %r'
                           % (name, MAX_LIFETIME, value))
@@ -234,8 +233,7 @@ class Session(dict):
     name)) as this request loaded them.
     """
 
-    __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies',
-                 'wrapped')
+    __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies', 'wrapped')
 
     def __init__(self, manager, sid, data=(), meta=None, version=None):
         dict.__init__(self, data)
@@ -1013,8 +1011,7 @@ def authenticator(session_manager, login_url='/auth/login', verify=None, require
     """
     _check_gate(require, None)
 
-    def valid_user(login_url=login_url, verify=verify, require=require, fresh=None,
-                   api=False):
+    def valid_user(login_url=login_url, verify=verify, require=require, fresh=None, api=False):
         if callable(login_url):             # @valid_user, without parentheses
             return valid_user()(login_url)
         _check_gate(require, fresh)
@@ -2322,8 +2319,7 @@ def _scrypt_parameters():
     value = SCRYPT_PARAMETERS
     if not (isinstance(value, (tuple, list)) and len(value) == 3
             and all(type(part) is int for part in value)):
-        raise ConfigError('SCRYPT_PARAMETERS is (log2 N, r, p), three ints, not %r'
-                          % (value,))
+        raise ConfigError('SCRYPT_PARAMETERS is (log2 N, r, p), three ints, not %r' % (value,))
     if _below_floor(*value):
         raise ConfigError('SCRYPT_PARAMETERS %r is below the floor %r, even in tests'
                           % (tuple(value), _SCRYPT_FLOOR))
