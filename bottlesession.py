@@ -564,10 +564,9 @@ class BaseSession:
                 session = self.load(value)
             except BadSession:
                 continue
-            if now > self.expires_at(session.meta):
-                self.delete(session.id)         # expired: gone on the server too
-                continue
-            return session
+            if now <= self.expires_at(session.meta):
+                return session
+            self.delete(session.id)         # expired: gone on the server too
         return Session(self, _new_id(), meta={'c': now, 'a': now})
 
     def _refresh_due(self, session):
