@@ -1803,10 +1803,9 @@ class PickleSession(ServerSession):
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         def swap():         # a login's old file goes once the new one is whole: a full disk
-            if self.read(replaces or key) != expected:              # loses nothing
-                return False
-            return _write_file(self._dir_fd, self._name(key), blob, expires, replace=True,
-                               before=replaces and (lambda temp: self._unlink(replaces)))
+            return self.read(replaces or key) == expected and _write_file(  # loses nothing
+                self._dir_fd, self._name(key), blob, expires, replace=True,
+                before=replaces and (lambda temp: self._unlink(replaces)))
         return self._locked(replaces or key, swap)
 
     def remove(self, key):
