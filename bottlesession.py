@@ -1046,9 +1046,7 @@ def _gate(session, handler, login_url, verify, require, fresh, api):
     login = session.login_time
     if fresh is not None and (login is None or session.manager.now() - login > fresh):
         return functools.partial(to_login, 'Sign in again to see this page.')
-    name = session.get('name') if session.user_id is None else session.user_id
-    if isinstance(name, int) and not isinstance(name, bool):
-        name = str(name)
+    name = session.get('name') if session.user_id is None else str(session.user_id)
     if isinstance(name, str) and name.isprintable():    # no CR/LF into headers
         bottle.request.environ['REMOTE_USER'] = name
     if require is not None and not require(session):
@@ -1096,14 +1094,14 @@ def _default_dir():
     return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % uid)
 
 
-def _on_defaults(options):
+def _on_defaults(options, shared):
     """Every app of this user shares the defaults (the derived secret, this directory):
     a store on them is bound to the file that made it, unless given a namespace."""
     frame = sys._getframe()
     while frame.f_back and frame.f_globals is globals():
         frame = frame.f_back
-    if options.get('namespace') is None:
-        options['namespace'] = 'app:' + os.path.abspath(frame.f_globals.get('__file__', '.'))
+    if shared and not options.get('namespace'):     # %a: a file name need not be UTF-8
+        options['namespace'] = 'app:%a' % os.path.abspath(frame.f_globals.get('__file__', '.'))
     return options
 
 
@@ -1251,18 +1249,21 @@ def _machine_key():
 def _read_secret_file(path):
     """The first line of a file only we (or root) can write, and others cannot read
     (unless root's: the app reads those as a group or other, as in containers)."""
+    owner = getattr(os, 'geteuid', int)()       # int() is 0, as st_uid is on Windows
     try:
+        link = os.lstat(path)       # a shared directory's symlink of another user: no
+        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, owner):
+            raise ConfigError('secret_file %r is a symlink of another user' % (path,))
         with open(path, 'rb') as source:
             line, st = source.readline().strip(), os.fstat(source.fileno())
     except OSError as exc:
         raise ConfigError('cannot read secret_file %r: %s' % (path, exc)) from exc
-    owner = getattr(os, 'geteuid', int)()       # int() is 0, as st_uid is on Windows
-    if (len(line) < 16 or line.startswith(b'#') or st.st_uid not in (0, owner)
+    if (len(line) < 16 or line.startswith((b'#', b'-----')) or st.st_uid not in (0, owner)
             or st.st_mode & (0o027 if st.st_uid == owner else 0o022)):
         raise ConfigError('secret_file %r must be ours and unreadable by others, or root\'s '
                           'and unwritable by others, and hold a first line of 16 bytes or '
-                          'more, not a comment, such as secrets.token_urlsafe(32); it is uid '
-                          '%d, mode %o, %d bytes'
+                          'more, not a comment or PEM header, such as secrets.token_urlsafe'
+                          '(32); it is uid %d, mode %o, %d bytes'
                           % (path, st.st_uid, stat.S_IMODE(st.st_mode), len(line)))
     return line
 
@@ -1361,8 +1362,7 @@ class CookieSession(BaseSession):
     def __init__(self, secret=None, secret_file=None, cookie_name='session_data',
                  secure=False, httponly=True, cookie_expires=DEFAULT_MAX_AGE, *,
                  compress=False, **options):
-        if secret is None and secret_file is None:
-            _on_defaults(options)
+        _on_defaults(options, secret is None and secret_file is None)
         super().__init__(cookie_expires, cookie_name=cookie_name, secure=secure,
                          httponly=httponly, **options)
         keys = _load_secrets(secret, secret_file)
@@ -1725,7 +1725,7 @@ class PickleSession(ServerSession):
     stale_temp_age = 300     # seconds after which cleanup() removes a temp file
 
     def __init__(self, session_dir=None, cookie_expires=DEFAULT_MAX_AGE, **options):
-        super().__init__(cookie_expires, **(options if session_dir else _on_defaults(options)))
+        super().__init__(cookie_expires, **_on_defaults(options, not session_dir))
         if fcntl is None or not {os.open, os.stat, os.rename, os.unlink} <= os.supports_dir_fd:
             raise ConfigError('PickleSession needs dir_fd support (a POSIX system)')
         self.session_dir = os.path.abspath(session_dir or _default_dir())
@@ -2012,8 +2012,7 @@ class SQLSession(ServerSession):
     def __init__(self, database=None, *, table='bottlesession',
                  cookie_expires=DEFAULT_MAX_AGE, paramstyle=None,
                  create_table=True, **options):
-        shared = database is None or database == ''     # the per-user default
-        super().__init__(cookie_expires, **(_on_defaults(options) if shared else options))
+        super().__init__(cookie_expires, **_on_defaults(options, database in (None, '')))
         if not re.match(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z', table):
             raise ConfigError('table must be a plain SQL name, not %r' % (table,))
         if paramstyle not in (None, 'qmark', 'format', 'pyformat', 'numeric', 'named'):
@@ -2293,7 +2292,8 @@ SCRYPT_PARAMETERS = (17, 8, 1)
 _SCRYPT_FLOOR = (14, 8, 1)
 _SCRYPT_DEFAULT = (17, 8, 1)    # bounds planted hashes while tests lower the parameters
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
-_SCRYPT_SLOTS = threading.BoundedSemaphore(os.cpu_count() or 1)   # each run takes its memory
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+_SCRYPT_SLOTS = threading.BoundedSemaphore(_CPUS)   # each run takes its memory: one per CPU
 # Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
 # short, and scrypt's shorter output is a prefix of the full one. Both always decode.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'

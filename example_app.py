@@ -132,7 +132,10 @@ def make_app(manager):
     @app.post('/api/notes')
     @valid_user(api=True)               # not signed in: 401 and JSON, not a redirect
     def api_add_note(session):
-        note = (bottle.request.json or {}).get('note')
+        try:
+            note = bottle.request.json.get('note')
+        except Exception:               # not JSON, or not an object
+            note = None
         if not isinstance(note, str) or not note.isprintable() or not 0 < len(note) <= 200:
             bottle.response.status = 400            # isprintable: no lone surrogates
             return {'error': 'give a note of up to 200 characters'}

@@ -3949,7 +3949,8 @@ def test_bad_secret_file_fails_at_construction(tmp_path, content):
 
 SECRET_FILE_RULE = ("secret_file %r must be ours and unreadable by others, or root's and "
                     'unwritable by others, and hold a first line of 16 bytes or more, not a '
-                    'comment, such as secrets.token_urlsafe(32); it is uid %d, mode %o, %d bytes')
+                    'comment or PEM header, such as secrets.token_urlsafe(32); it is uid %d, '
+                    'mode %o, %d bytes')
 
 
 @pytest.mark.parametrize('content', [b'abc\n' + bytes(range(128, 160)), b'short-secret\n',
@@ -3993,14 +3994,35 @@ def test_a_secret_file_others_can_read_write_or_own_is_refused(tmp_path):
         bs.CookieSession(secret_file=str(path))
 
 
-def test_a_secret_files_first_line_that_is_a_comment_is_refused(tmp_path):
-    """A comment is no secret: it would be guessed, not the line after it used."""
+@pytest.mark.parametrize('first', ['# the session secret of myapp', '-----BEGIN PRIVATE KEY-----'])
+def test_a_secret_files_first_line_that_is_a_comment_or_a_pem_header_is_refused(tmp_path, first):
+    """A comment or a PEM file's header is no secret: it would be guessed, not
+    the line after it used (a PEM key given as secret_file= by mistake)."""
     path = tmp_path / 'secret'
-    path.write_text('# the session secret of myapp\nfile-secret-0123456789\n')
+    path.write_text(first + '\nfile-secret-0123456789\n')
     path.chmod(0o640)
     with pytest.raises(bs.ConfigError) as refused:
         bs.CookieSession(secret_file=str(path))
-    assert str(refused.value) == SECRET_FILE_RULE % (str(path), os.geteuid(), 0o640, 29)
+    assert str(refused.value) == SECRET_FILE_RULE % (str(path), os.geteuid(), 0o640, len(first))
+
+
+def test_a_secret_file_through_another_users_symlink_is_refused(tmp_path):
+    """A missing secret file in a shared directory: another user plants a symlink
+    there to a file of root's that all may read (/etc/passwd), whose first line
+    would become the secret. (The kernel refuses such links in sticky
+    directories unless fs.protected_symlinks is 0.) Our own symlinks, as
+    Kubernetes mounts secrets, are followed."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root, to own a symlink as another user')
+    target = tmp_path / 'target'
+    target.write_text('file-secret-0123456789\n')
+    target.chmod(0o600)
+    link = tmp_path / 'secret'
+    link.symlink_to(target)
+    bs.CookieSession(secret_file=str(link))
+    os.lchown(link, 65534, 65534)
+    with pytest.raises(bs.ConfigError, match='symlink of another user'):
+        bs.CookieSession(secret_file=str(link))
 
 
 def test_a_service_user_reads_its_own_secret_file_or_roots(tmp_path):
@@ -4135,7 +4157,7 @@ def test_derived_secret_is_stable_and_warns(private_tmp):
         derived = webtest.TestApp(plugin_app(bs.CookieSession()))
     # A store on the derived secret is bound to the file that made it: this one.
     explicit = webtest.TestApp(plugin_app(bs.CookieSession(
-        secret=first, namespace='app:' + os.path.abspath(__file__))))
+        secret=first, namespace='app:%a' % os.path.abspath(__file__))))
     explicit.get('/set/a/1')
     cookie = 'session_data=' + explicit.cookies['session_data']
     assert derived.get('/get', headers={'Cookie': cookie}).json['data']['a'] == '1'
@@ -4475,9 +4497,12 @@ def test_apps_on_the_per_user_defaults_do_not_accept_each_others_logins(store, p
     assert redirected(real.get('/admin', headers={'Cookie': cookie}))
     restarted = app_in('demo.py')
     assert restarted.get('/admin', headers={'Cookie': cookie}).text == 'admin page for admin'
-    with warnings.catch_warnings():     # a namespace given is the app's own choice
-        warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+    # A file name that is not UTF-8 (as Python gives it, with surrogates) binds too.
+    assert redirected(app_in('d\udcffemo.py').get('/admin', headers={'Cookie': cookie}))
+    with warnings.catch_warnings():     # a namespace given is the app's own choice;
+        warnings.simplefilter('ignore', bs.InsecureSecretWarning)  # '' is none given
         assert getattr(bs, store)(namespace='shop').namespace == 'shop'
+        assert getattr(bs, store)(namespace='').namespace.startswith('app:')
 
 
 def test_storage_key_takes_any_str_a_lone_surrogate_too(tmp_path):
@@ -7057,7 +7082,17 @@ def test_no_more_checks_run_at_once_than_there_are_cpus(hashed, monkeypatch):
         thread.start()
     for thread in threads:
         thread.join()
-    assert peak[0] == os.cpu_count()
+    assert peak[0] == len(os.sched_getaffinity(0))
+
+
+def test_the_checks_at_once_are_the_cpus_the_process_may_use():
+    """Not the host's: a worker pinned to one CPU of many (a container) runs one
+    check at a time, not one per CPU of the host, each with its 128 MiB."""
+    code = 'import bottlesession as bs; print(bs._SCRYPT_SLOTS._value)'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+                         cwd=os.path.dirname(os.path.abspath(bs.__file__)))
+    assert out.stdout.strip() == '1'
 
 
 @slow
@@ -8562,6 +8597,9 @@ def test_the_demos_note_api_refuses_a_note_it_could_not_show():
     headers = {'Sec-Fetch-Site': 'same-origin'}
     for bad in ('\ud800', '', 'x' * 201, 7):
         app.post('/api/notes', json.dumps({'note': bad}), headers=headers, status=400,
+                 content_type='application/json')
+    for body in ('[1]', '"x"', '{not json'):
+        app.post('/api/notes', body, headers=headers, status=400,
                  content_type='application/json')
     app.post_json('/api/notes', {'note': 'milk'}, headers=headers)
     assert '<li>milk</li>' in app.get('/private').text
