@@ -697,12 +697,12 @@ def _user_id(user_id):
     return str(user_id)
 
 
-def _login(session, user_id, keep_data=False):
+def _login(session, user_id):
     if user_id is not None:
         _user_id(user_id)
-    if not keep_data and session.user_id not in (None, user_id):  # another's data goes,
+    if session.user_id not in (None, user_id):     # another user's data goes,
         session._refill({})
-        session.meta.pop('e', None)                                 # and their remember-me
+        session.meta.pop('e', None)                 # and their remember-me
     _rotate(session)
     now = session.manager.now()
     session.meta.update(c=now, l=now, u=user_id)
@@ -733,7 +733,7 @@ def _notice_login(session):
     elif not session.loaded[2][0] or session.meta.get('u') is None:
         # A login, or another user's: 'name' names no user id. A session that
         # login() signed in keeps its user whatever is written to 'name'.
-        _login(session, None, keep_data=True)
+        _login(session, None)
 
 
 def _version_hash(session, user_id, version, key=None):

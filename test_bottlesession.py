@@ -288,6 +288,26 @@ def test_a_flash_category_from_input_is_cut_too(char):
     assert len(bs._json_encode([category, message])) <= bs.Session.flash_bytes
 
 
+def test_a_flash_message_is_cut_only_when_it_does_not_fit():
+    """Cut at the bound exactly: a message whose [category, text] JSON is
+    flash_bytes - 8 (room for a '…') is kept whole; one a few bytes over
+    flash_bytes is cut, and the queue stays within flash_bytes. Any category
+    is taken, not only text ones."""
+    session = bs.Session(bs.CookieSession(secret=SECRET), 'A' * 43, meta={'c': 0, 'a': 0})
+    fits = 'é' * 168                    # 6 bytes of JSON each: the pair is 1016 bytes
+    session.flash(fits, 'c')
+    assert len(bs._json_encode(['c', fits])) == bs.Session.flash_bytes - 8
+    assert session.get_flashed_messages() == [fits]
+    session.flash('é' * 169, 'c' * 8)    # 1029 bytes: over, and cut
+    [[category, cut]] = session[bs.Session.flash_key]
+    assert cut.endswith('…') and len(cut) < 169 and category == 'c' * 8
+    assert len(bs._json_encode(session[bs.Session.flash_key])) <= bs.Session.flash_bytes
+    session.get_flashed_messages()
+    session.flash('shown', 3)
+    session.flash('too', ['a', 'list'])
+    assert session.get_flashed_messages(True) == [(3, 'shown'), (['a', 'list'], 'too')]
+
+
 def test_one_flash_message_over_flash_bytes_is_kept():
     """A single message is never dropped for its size: one that is not a str,
     and so not cut, over flash_bytes, stays. Mutant: `len(queue) > 1` dropped
@@ -4022,13 +4042,16 @@ def test_a_secret_file_through_another_users_symlink_is_refused(tmp_path):
     link.symlink_to(target)
     bs.CookieSession(secret_file=str(link))
     os.lchown(link, 65534, 65534)
-    with pytest.raises(bs.ConfigError, match='symlink of another user'):
+    with pytest.raises(bs.ConfigError) as refused:
         bs.CookieSession(secret_file=str(link))
+    assert str(refused.value) == 'secret_file %r is a symlink of another user' % str(link)
 
 
 def test_a_service_user_reads_its_own_secret_file_or_roots(tmp_path):
     """Run as another user (uid 65534), a secret file of its own and one of
-    root's are both accepted: root could sign sessions anyway."""
+    root's (any mode but writable by others) are accepted, as is a symlink of
+    root's to either (Kubernetes mounts secrets so): root could sign
+    sessions anyway."""
     if os.geteuid() != 0:
         pytest.skip('needs root, to run as another user')
     shared = tempfile.mkdtemp()
@@ -4039,15 +4062,16 @@ def test_a_service_user_reads_its_own_secret_file_or_roots(tmp_path):
             with open(path, 'w') as file:
                 file.write('file-secret-0123456789\n')
             os.chown(path, uid, uid)
-            os.chmod(path, 0o600 if uid else 0o644)
+            os.chmod(path, 0o600 if uid else 0o645)
+            os.symlink(path, path + '-link')            # root's
 
         def as_nobody():
             os.setgid(65534)
             os.setuid(65534)
-            for name in ('mine', 'roots'):
+            for name in ('mine', 'roots', 'mine-link', 'roots-link'):
                 bs.CookieSession(secret_file=os.path.join(shared, name))
-            return 'both accepted'
-        assert in_children(as_nobody, [()]) == (['both accepted'], [])
+            return 'all accepted'
+        assert in_children(as_nobody, [()]) == (['all accepted'], [])
     finally:
         shutil.rmtree(shared)
 
