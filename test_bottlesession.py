@@ -7102,7 +7102,7 @@ def test_no_more_checks_run_at_once_than_there_are_cpus(hashed, monkeypatch):
             running[0] -= 1
         return remembered_scrypt(*args, **kwargs)
     monkeypatch.setattr(hashlib, 'scrypt', counting)
-    threads = [threading.Thread(target=bs.check_password, args=('pw', hashed))
+    threads = [threading.Thread(target=bs.check_password, args=('correct horse ✓', hashed))
                for _ in range(2 * os.cpu_count() + 2)]
     for thread in threads:
         thread.start()
