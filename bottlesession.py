@@ -553,8 +553,7 @@ class BaseSession:
         session = environ.get(self._environ_key)
         if session is None:
             session = environ[self._environ_key] = self._load(environ)
-        if wrapped:
-            session.wrapped = True
+        session.wrapped |= wrapped
         return session
 
     def _load(self, environ):
@@ -653,9 +652,8 @@ class BaseSession:
 
     def invalidate(self, session):
         """Delete the session and expire its cookies; it becomes a fresh one."""
-        for sid in (session.old_id, None if session.new else session.id):
-            if sid:
-                self.delete(sid)
+        for sid in filter(None, (session.old_id, None if session.new else session.id)):
+            self.delete(sid)
         now, cookies, wrapped = self.now(), session.cookies, session.wrapped
         dict.clear(session)
         Session.__init__(session, self, _new_id(), meta={'c': now, 'a': now})
@@ -700,8 +698,8 @@ def _user_id(user_id):
 def _login(session, user_id):
     if user_id is not None:
         _user_id(user_id)
-    if session.user_id not in (None, user_id):     # another user's data goes,
-        session._refill({})
+    if session.user_id is not None and str(session.user_id) != str(user_id):
+        session._refill({})                         # another user's data goes,
         session.meta.pop('e', None)                 # and their remember-me
     _rotate(session)
     now = session.manager.now()
@@ -1085,6 +1083,7 @@ def redirect_back(default='/'):
 
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 _O_DIRECTORY = getattr(os, 'O_DIRECTORY', 0)
+_O_NONBLOCK = getattr(os, 'O_NONBLOCK', 0)      # a FIFO opened to read waits for a writer
 _PLANTED_PICKLE = 'can plant session files, and unpickling them runs their code'
 _PLANTED_SQLITE = 'can plant a session database, and with it a signed-in session'
 
@@ -1247,15 +1246,16 @@ def _machine_key():
 
 
 def _read_secret_file(path):
-    """The first line of a file only we (or root) can write, and others cannot read
-    (unless root's: the app reads those as a group or other, as in containers)."""
+    """The first line of a file no other user can write or swap, nor read if it is ours."""
     owner = getattr(os, 'geteuid', int)()       # int() is 0, as st_uid is on Windows
-    try:
-        link = os.lstat(path)       # a shared directory's symlink of another user: no
+    try:    # whoever can swap it for a link to a file of root's (/etc/passwd) knows it
+        link, parent = os.lstat(path), os.stat(os.path.dirname(os.path.abspath(path)))
         if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, owner):
             raise ConfigError('secret_file %r is a symlink of another user' % (path,))
-        with open(path, 'rb') as source:
-            line, st = source.readline().strip(), os.fstat(source.fileno())
+        if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
+            raise ConfigError('secret_file %r is in a directory others may write' % (path,))
+        with open(path, 'rb', opener=lambda p, flags: os.open(p, flags | _O_NONBLOCK)) as source:
+            line, st = source.readline().strip(), os.fstat(source.fileno())     # a FIFO: b''
     except OSError as exc:
         raise ConfigError('cannot read secret_file %r: %s' % (path, exc)) from exc
     if (len(line) < 16 or line.startswith((b'#', b'-----')) or st.st_uid not in (0, owner)

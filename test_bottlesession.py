@@ -2019,6 +2019,33 @@ def test_end_sessions_right_after_a_login_keeps_the_session_it_moves(kind, reque
     assert laptop.get('/password-changed').text == '0'
 
 
+@pytest.mark.parametrize('kind', STORES)
+def test_signing_in_again_with_the_id_as_str_keeps_the_same_users_data(kind, request,
+                                                                       tmp_path):
+    """login(42), then login('42') (an id taken from a form, as at a password
+    change): the stores count both as one user, so the data, a flash and
+    "remember me" stay, as for the same user signing in again."""
+    manager = make_manager(kind, request, tmp_path)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+
+    @app.route('/in/<as_text:int>')
+    def sign_in(as_text, session):
+        session.flash('signed in')
+        session.login('42' if as_text else 42)
+        if not as_text:
+            session['cart'] = 'book'
+            session.set_expiry(30 * 86400)
+    app.route('/show', callback=lambda session: {'data': dict(session, sessionid=None),
+                                                 'e': session.meta.get('e')})
+    test = webtest.TestApp(app)
+    test.get('/in/0')
+    test.get('/in/1')
+    shown = test.get('/show').json
+    assert shown['data']['cart'] == 'book' and shown['e'] is not None
+    assert [m[1] for m in shown['data']['_flashes']] == ['signed in', 'signed in']
+
+
 @pytest.mark.parametrize('kind', SERVER_STORES)
 def test_a_user_id_as_str_or_int_finds_the_same_sessions(kind, request, tmp_path):
     """After login(42), end_sessions('42') (an id taken from a URL) ended
@@ -4025,6 +4052,47 @@ def test_a_secret_files_first_line_that_is_a_comment_or_a_pem_header_is_refused(
     with pytest.raises(bs.ConfigError) as refused:
         bs.CookieSession(secret_file=str(path))
     assert str(refused.value) == SECRET_FILE_RULE % (str(path), os.geteuid(), 0o640, len(first))
+
+
+def test_a_secret_file_in_a_directory_others_may_write_is_refused(tmp_path):
+    """There, another user can swap the file for a symlink to a file of root's
+    that all may read (/etc/passwd) between its checks: an outside attack won
+    that race 147,062 times in 20 s. A sticky directory (/tmp) keeps others
+    from renaming our entries, so one is fine."""
+    for mode, refused in ((0o777, True), (0o1777, False), (0o775, True), (0o755, False)):
+        directory = tmp_path / ('d%o' % mode)
+        directory.mkdir()
+        directory.chmod(mode)
+        path = directory / 'secret'
+        path.write_text('file-secret-0123456789\n')
+        path.chmod(0o600)
+        if refused:
+            with pytest.raises(bs.ConfigError) as error:
+                bs.CookieSession(secret_file=str(path))
+            assert str(error.value) == ('secret_file %r is in a directory others may write'
+                                        % str(path))
+        else:
+            bs.CookieSession(secret_file=str(path))
+
+
+def test_a_secret_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    """Opening a FIFO for reading waits for a writer: the store's constructor
+    hung for ever. It is no regular file: refused at once."""
+    path = tmp_path / 'secret'
+    os.mkfifo(path, 0o600)
+    outcome = []
+
+    def build():
+        try:
+            bs.CookieSession(secret_file=str(path))
+        except bs.ConfigError as exc:
+            outcome.append(str(exc))
+    thread = threading.Thread(target=build, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():                   # let it go: a writer opens, then closes
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    assert outcome == [SECRET_FILE_RULE % (str(path), os.geteuid(), 0o600, 0)]
 
 
 def test_a_secret_file_through_another_users_symlink_is_refused(tmp_path):
