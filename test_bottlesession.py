@@ -7129,13 +7129,24 @@ def test_a_password_of_the_wrong_type_is_false_after_a_checks_work(monkeypatch, 
     assert calls == [DEFAULT_CHECK] * 5
 
 
-def test_a_check_that_cannot_get_its_memory_is_false(hashed):
-    """When OpenSSL cannot get scrypt's memory (here in a child process whose
-    address space is capped 8 MiB above what it uses; a check at the default
-    needs 128 MiB), check_password() is False for the right password and a
-    wrong one alike: never True, never an error. Mutant: True then, for any
-    password. A new interpreter, not a fork: a long run's heap may hold a free
-    128 MiB that malloc reuses under any cap on address space."""
+def test_a_check_that_cannot_get_its_memory_is_false(hashed, monkeypatch):
+    """When OpenSSL cannot get scrypt's memory, hashlib.scrypt raises ValueError
+    (as below, under a real cap), and check_password() is False for the right
+    password and a wrong one alike: never True, never an error. Mutant: True
+    then, for any password."""
+    def refused(*args, **kwargs):
+        raise ValueError('[digital envelope routines] malloc failure')
+    monkeypatch.setattr(hashlib, 'scrypt', refused)
+    assert [bs.check_password(p, hashed) for p in ('correct horse ✓', 'wrong')] == [
+        False, False]
+
+
+@slow
+def test_a_check_under_a_real_memory_cap_is_false(hashed):
+    """The same under a real cap: a new interpreter whose address space is
+    capped 8 MiB above what it uses (a check at the default needs 128 MiB).
+    Slow, so not in the mutation run: a heap may already hold a free 128 MiB
+    (after mutmut's imports, say), which malloc reuses under any cap."""
     code = textwrap.dedent("""
         import hashlib, json, resource, sys, bottlesession as bs
         with open('/proc/self/status') as proc:
