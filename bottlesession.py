@@ -1096,10 +1096,10 @@ def _default_dir():
 def _on_defaults(options, shared):
     """Every app of this user shares the defaults (the derived secret, this directory):
     a store on them is bound to the file that made it, unless given a namespace."""
-    frame = sys._getframe()
-    while frame.f_back and frame.f_globals is globals():
-        frame = frame.f_back
-    if shared and not options.get('namespace'):     # %a: a file name need not be UTF-8
+    if shared and not options.get('namespace'):
+        frame = sys._getframe()
+        while frame.f_back and frame.f_globals is globals():
+            frame = frame.f_back        # %a: a file name need not be UTF-8
         options['namespace'] = 'app:%a' % os.path.abspath(frame.f_globals.get('__file__', '.'))
     return options
 
