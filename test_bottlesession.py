@@ -744,6 +744,25 @@ def test_a_route_without_session_that_logs_out_and_answers_itself_sends_the_cook
     assert response.headers.getall('Vary') == ['Cookie']
 
 
+def test_a_response_that_ends_a_session_is_no_store_whichever_cookie_comes_first():
+    """A visitor's page sets the visitor CSRF cookie, then logs out in the same
+    request: the ended session cookie comes second, and the response is still
+    no-store, not merely private."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/token-then-out')
+    def token_then_out(session):
+        session.csrf_token()
+        session.invalidate()
+        return 'ok'
+    response = webtest.TestApp(app).get('/token-then-out')
+    headers = set_cookie_headers(response)
+    assert headers[0].startswith(manager.visitor_cookie + '=') and '=;' not in headers[0]
+    assert any(h.startswith(manager.cookie_name + '=;') for h in headers[1:])
+    assert response.headers.getall('Cache-Control') == ['no-store']
+
+
 @pytest.mark.parametrize('answer', list(ANSWERS))
 def test_a_route_without_session_that_reads_the_user_and_answers_itself_is_private(
         answer, tmp_path):
@@ -839,6 +858,12 @@ def test_cache_headers_an_app_may_set():
         bottle.response.set_header('Surrogate-Control', 'max-age=600')
         return 'ok'
 
+    @app.route('/one/<name>')
+    def one(session, name):       # either alone goes too
+        session['a'] = 3
+        bottle.response.set_header(name, 'public, max-age=600')
+        return 'ok'
+
     @app.route('/two-vary')
     def two_vary(session):
         session['a'] = 2
@@ -850,6 +875,9 @@ def test_cache_headers_an_app_may_set():
         'X-Cookie-Consent', 'Cookie']
     assert 'CDN-Cache-Control' not in response.headers
     assert 'Surrogate-Control' not in response.headers
+    for name in ('CDN-Cache-Control', 'Surrogate-Control'):
+        response = webtest.TestApp(app).get('/one/' + name)
+        assert name not in response.headers and set_cookie_headers(response)
     response = webtest.TestApp(app).get('/two-vary')
     assert response.headers.getall('Vary') == ['Cookie', 'Accept-Encoding']
 
@@ -4409,6 +4437,21 @@ def test_cookie_too_large_raises_at_save():
     assert test.get('/get').json['data']['blob'] == 'x' * 2000   # the old one is intact
 
 
+def test_a_signed_payload_with_more_after_its_json_is_malformed():
+    """Only the JSON a save writes loads: bytes after it, even under a valid
+    signature, make the payload malformed, as json.loads() would say."""
+    manager = bs.CookieSession(secret=SECRET)
+    raw = b'{"c":%d,"d":{"n":1},"i":"%s"}' % (time.time(), b'F' * 43)
+
+    def signed(payload):
+        body = base64.urlsafe_b64encode(payload).rstrip(b'=')
+        return manager.signer.sign(b'%s.%d' % (body, time.time())).decode()
+    assert manager.load(signed(raw))['n'] == 1
+    for extra in (b'{}', b'x', b',1'):
+        with pytest.raises(bs.BadSession, match='malformed'):
+            manager.load(signed(raw + extra))
+
+
 def test_compression_is_bounded():
     manager = bs.CookieSession(secret=SECRET, compress=True)
     session = bs.Session(manager, 'F' * 43, {'blob': 'y' * 20000}, meta={'c': time.time(), 'a': time.time()})
@@ -7437,20 +7480,23 @@ class TestEveryStore:
         manager, app = store()
         bottle_app = app.app
 
-        @bottle_app.route('/bad')
-        def bad(session):
-            session['when'] = object()
+        @bottle_app.route('/bad/<kind>')
+        def bad(session, kind):
+            loop = []
+            loop.append(loop)       # refers to itself: JSON would never end
+            session['when'] = {'object': object(), 'loop': loop, 'nan': float('nan')}[kind]
             try:
                 session.save()
             except TypeError as exc:
                 del session['when']
                 return str(exc)
             return 'saved'
-        text = app.get('/bad').text
-        if isinstance(manager, bs.PickleSession):
-            assert text == 'saved'      # any picklable value; JSON is not needed
-        else:
-            assert "session['when']" in text and 'JSON' in text
+        for kind in ('object', 'loop', 'nan'):
+            text = app.get('/bad/' + kind).text
+            if isinstance(manager, bs.PickleSession):
+                assert text == 'saved'      # any picklable value; JSON is not needed
+            else:
+                assert "session['when']" in text and 'JSON' in text
 
     def test_original_api_flow(self, store):
         """The original README's app runs unchanged on every store."""
