@@ -435,18 +435,26 @@ def _apply_headers(response, cookies):
     control = headers.setdefault('Cache-Control', ['private'])
     if not cookies:
         return
-    if 'Cdn-Cache-Control' in headers or 'Surrogate-Control' in headers:
-        headers.pop('Cdn-Cache-Control', None)      # CDNs obey these first
-        headers.pop('Surrogate-Control', None)
+    for name in [n for n in headers if n.endswith('-Cache-Control') or n == 'Surrogate-Control']:
+        del headers[name]       # CDNs obey these first: CDN-, a vendor's (RFC 9213), Surrogate-
     if '=; Max-Age=0;' in ''.join(cookies.values()):
         control[:] = ['no-store']       # it ends a session: not even the browser keeps it
-    elif control[-1] not in ('private', 'no-store'):
+    elif control != ['private'] and control != ['no-store']:   # a cache may obey any of them
         kept = [d.strip() for d in ','.join(control).split(',') if d.strip() and
                 d.split('=')[0].strip().lower() not in ('public', 'private', 's-maxage')]
         control[:] = [', '.join(['private'] + kept)]
-    # Each replaces any cookie of its name already there.
-    sent = [c for c in headers.get('Set-Cookie', ()) if c.partition('=')[0] not in cookies]
-    headers['Set-Cookie'] = sent + list(cookies.values())
+    sent = headers.get('Set-Cookie')
+    if sent:    # each replaces one of its name, Path and Domain: the browser keeps one
+        ours = {_cookie_key(header) for header in cookies.values()}
+        sent = [header for header in sent if _cookie_key(header) not in ours]
+    headers['Set-Cookie'] = (sent or []) + list(cookies.values())
+
+
+def _cookie_key(header):
+    """What a browser tells the cookie of a Set-Cookie header by: name, Path, Domain."""
+    name, _, rest = header.partition('=')
+    return name.strip(), tuple(sorted(a.strip() for a in rest.split(';')[1:]
+                                      if a.strip().lower().startswith(('path=', 'domain='))))
 
 
 def _record(session):
@@ -600,7 +608,11 @@ class BaseSession:
         except SessionStoreError:
             raise
         except bottle.HTTPResponse as response:
-            self._commit(environ, response, autosave)
+            if getattr(response, 'session_crash', False):   # a handler below crashed: no save
+                session = environ.get(self._environ_key)
+                _apply_headers(response, session.cookies if session else {})
+            else:
+                self._commit(environ, response, autosave)
             raise
         except Exception as exc:
             session = environ.get(self._environ_key)
@@ -611,6 +623,7 @@ class BaseSession:
             trace = traceback.format_exc()
             bottle.request.environ['wsgi.errors'].write(trace)
             error = bottle.HTTPError(500, 'Internal Server Error', exc, trace)
+            error.session_crash = True
             _apply_headers(error, session.cookies)
             raise error from exc
         if self._environ_key in environ:
@@ -619,13 +632,15 @@ class BaseSession:
         return result
 
     def _commit(self, environ, response, autosave):
-        """Save it if due, once (a login or logout even with autosave off); write its headers."""
+        """Save it if due, once (a login, logout or first CSRF secret even with autosave
+        off); write its headers."""
         session = environ.get(self._environ_key)
         if session is None:
             return
         _notice_login(session)
-        if session.modified and (autosave or session.meta.get('l') != session.loaded[1].get('l')
-                                 or session.old_id):
+        meta, loaded = session.meta, session.loaded[1]
+        if session.modified and (autosave or meta.get('l') != loaded.get('l') or session.old_id
+                                 or meta.get('x') != loaded.get('x') and not session.new):
             self._save(session)
         elif self._refresh_due(session):
             try:
@@ -1436,7 +1451,8 @@ class CookieSession(BaseSession):
                 raw = _b64decode(payload)
             record = _json_decode(raw.decode('utf-8'))
             created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
-        except (ValueError, TypeError, KeyError, AttributeError, zlib.error) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError,
+                zlib.error) as exc:     # RecursionError: nested deeper than we parse
             raise BadSession('malformed payload') from exc
         if not isinstance(data, dict) or not isinstance(sid, str) or not _ID_RE.match(sid):
             raise BadSession('malformed session')

@@ -763,6 +763,35 @@ def test_a_response_that_ends_a_session_is_no_store_whichever_cookie_comes_first
     assert response.headers.getall('Cache-Control') == ['no-store']
 
 
+def test_two_stores_of_one_cookie_name_on_two_paths_each_send_their_cookie():
+    """Path is part of a cookie's identity (the browser keeps one per name, path
+    and domain): the site's and the admin area's logins and logouts, in one
+    request, each send their own cookie; neither replaces the other."""
+    site = bs.CookieSession(secret=SECRET, path='/')
+    admin = bs.CookieSession(secret=SECRET, path='/admin')
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(site))
+    app.install(bs.SessionPlugin(admin, keyword='admin_session'))
+
+    @app.route('/admin/<action>')
+    def both(session, admin_session, action):
+        if action == 'in':
+            session.login('alice')
+            admin_session.login('root')
+        elif action == 'out':
+            session.logout()
+            admin_session.logout()
+        return '%s %s' % (session.user_id, admin_session.user_id)
+    test = webtest.TestApp(app)
+    paths = sorted(h.split('Path=')[1].split(';')[0]
+                   for h in set_cookie_headers(test.get('/admin/in')))
+    assert paths == ['/', '/admin']
+    assert test.get('/admin/who').text == 'alice root'
+    ended = [h for h in set_cookie_headers(test.get('/admin/out')) if '=;' in h]
+    assert sorted(h.split('Path=')[1].split(';')[0] for h in ended) == ['/', '/admin']
+    assert test.get('/admin/who').text == 'None None'
+
+
 @pytest.mark.parametrize('answer', list(ANSWERS))
 def test_a_route_without_session_that_reads_the_user_and_answers_itself_is_private(
         answer, tmp_path):
@@ -875,11 +904,32 @@ def test_cache_headers_an_app_may_set():
         'X-Cookie-Consent', 'Cookie']
     assert 'CDN-Cache-Control' not in response.headers
     assert 'Surrogate-Control' not in response.headers
-    for name in ('CDN-Cache-Control', 'Surrogate-Control'):
+    for name in ('CDN-Cache-Control', 'Surrogate-Control', 'Cloudflare-CDN-Cache-Control',
+                 'Akamai-Cache-Control'):       # RFC 9213's targeted fields, a vendor's too
         response = webtest.TestApp(app).get('/one/' + name)
         assert name not in response.headers and set_cookie_headers(response)
     response = webtest.TestApp(app).get('/two-vary')
     assert response.headers.getall('Vary') == ['Cookie', 'Accept-Encoding']
+
+
+def test_a_response_with_a_cookie_is_private_whatever_cache_control_values_it_had():
+    """A shared cache may obey any of several Cache-Control values: 'public' goes
+    from each of them on a response that sets a cookie, not from the last only."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/two/<last>')
+    def two(session, last):
+        session['a'] = 1
+        bottle.response.add_header('Cache-Control', 'public, s-maxage=600')
+        bottle.response.add_header('Cache-Control', last)
+        return 'ok'
+    for last in ('private', 'max-age=60', 'no-store'):
+        response = webtest.TestApp(app).get('/two/' + last)
+        assert set_cookie_headers(response)
+        values = ','.join(response.headers.getall('Cache-Control')).replace(' ', '').split(',')
+        assert 'public' not in values and 's-maxage=600' not in values
+        assert values[0] == 'private' and last in values
 
 
 def test_a_page_that_sends_no_cookie_keeps_the_apps_cache_headers():
@@ -2738,6 +2788,33 @@ def test_a_refused_post_leaves_the_stored_session_untouched(kind, request, tmp_p
 
 # CSRF: the secret, a visitor's and a session's, and when it changes ##########
 
+@pytest.mark.parametrize('kind', ['cookie', 'pickle'])
+def test_a_token_from_a_route_without_autosave_works(kind, request, tmp_path):
+    """A stored session with no CSRF secret yet gets its first token on a page
+    whose route has autosave off: the new secret is saved all the same (as a
+    login is), so the form's POST, with no Origin or Sec-Fetch-Site, passes."""
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+    app.route('/form', callback=lambda session: session.csrf_token(),
+              session={'autosave': False})
+    app.route('/buy', method='POST', callback=lambda session: 'bought')
+    test = webtest.TestApp(app)
+    test.get('/set/cart/book')
+    token = test.get('/form').text
+    assert test.post('/buy', {'csrf_token': token}).text == 'bought'
+    assert test.get('/get').json['data']['cart'] == 'book'
+
+    @app.route('/draft', session={'autosave': False})
+    def draft(session):
+        session['draft'] = 'unsaved'
+        return session.csrf_token()
+    test = webtest.TestApp(app)             # a visitor: nothing stored, and nothing saved
+    response = test.get('/draft')
+    assert [h.split('=')[0] for h in set_cookie_headers(response)] == [manager.visitor_cookie]
+    assert test.post('/buy', {'csrf_token': response.text}).text == 'bought'
+    assert 'draft' not in test.get('/get').json['data']
+
+
 def test_anonymous_form_views_store_nothing(store):
     """500 views by new visitors: each sets the visitor's cookie only, and none
     stores a session. (Each view is the same request without a cookie: the
@@ -3340,6 +3417,71 @@ def test_with_load_user_a_signed_in_session_without_a_user_is_signed_out(cookie_
 
 
 # The authenticator: valid_user and redirect_back #############################
+
+def test_a_crash_behind_another_stores_valid_user_still_sends_this_stores_logout():
+    """The plugin's store logs out, then a handler under another store's
+    valid_user crashes after a save: the 500 carries both stores' cookies,
+    the logout's expired one included."""
+    site, admin = bs.CookieSession(secret=SECRET), bs.CookieSession(
+        secret=SECRET, cookie_name='admin')
+    app = plugin_app(site)
+    valid_admin = bs.authenticator(admin, login_url='/admin-login')
+
+    @app.route('/admin-login')
+    def admin_login():
+        session = admin.get_session()
+        session.login('root')
+        session.save()      # no plugin of admin's saves it
+
+    @app.route('/both')
+    @valid_admin
+    def both():
+        site.get_session().logout()
+        session = admin.get_session()
+        session['seen'] = 1
+        session.save()
+        raise RuntimeError('boom')
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    test.get('/admin-login')
+    response = test.get('/both', status=500, expect_errors=True)
+    names = [h.split('=')[0] for h in set_cookie_headers(response)]
+    assert 'session_data' in names and 'admin' in names
+    assert test.get('/get').json['data']['valid'] is False
+
+
+@pytest.mark.parametrize('kind', ['cookie', 'pickle'])
+@pytest.mark.parametrize('then', ['data', 'login'])
+def test_a_crash_behind_valid_user_saves_nothing_after_the_last_save(kind, then, request,
+                                                                     tmp_path):
+    """A handler under valid_user and the plugin saves, changes more (data, or a
+    login as another user), then crashes: what it saved stays, the rest is not
+    saved, as without valid_user. The 500 still carries the saved cookie."""
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager, login_url='/login/alice')
+
+    def crash(session):
+        session['step'] = 1
+        session.save()
+        if then == 'data':
+            session['paid'] = True
+        else:
+            session.login('bob')
+        raise RuntimeError('card declined')
+    app.route('/guarded', callback=valid_user(crash))
+    app.route('/plain', callback=crash)
+    app.route('/who', callback=lambda session: repr(session.user_id))
+    for route in ('/plain', '/guarded'):
+        test = webtest.TestApp(app)
+        test.get('/login/alice')
+        response = test.get(route, status=500, expect_errors=True)
+        assert response.status_int == 500
+        data = test.get('/get').json['data']
+        assert data['step'] == 1 and 'paid' not in data, route
+        assert data.get('name') == 'alice' and data['valid'] is True, route
+        assert test.get('/who').text == 'None', route       # not bob
+
 
 def test_redirect_back_returns_to_the_page_and_query():
     app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
@@ -4450,6 +4592,19 @@ def test_a_signed_payload_with_more_after_its_json_is_malformed():
     for extra in (b'{}', b'x', b',1'):
         with pytest.raises(bs.BadSession, match='malformed'):
             manager.load(signed(raw + extra))
+
+
+def test_a_signed_cookie_too_deeply_nested_to_load_is_a_fresh_session():
+    """Data nested deeper than Python can parse (an app that stored a posted JSON
+    tree, say) would fail every request that loads it: it is a fresh session."""
+    manager = bs.CookieSession(secret=SECRET, compress=True)
+    app = webtest.TestApp(plugin_app(manager))
+    raw = b'{"c":%d,"d":{"tree":%s},"i":"%s"}' % (
+        time.time(), b'[' * 50000 + b']' * 50000, b'F' * 43)
+    body = b'.' + base64.urlsafe_b64encode(zlib.compress(raw, 9)).rstrip(b'=')
+    app.set_cookie('session_data', manager.signer.sign(b'%s.%d' % (body, time.time())).decode())
+    response = app.get('/get')
+    assert response.json['new'] is True and 'tree' not in response.json['data']
 
 
 def test_compression_is_bounded():
