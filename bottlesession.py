@@ -526,14 +526,11 @@ class BaseSession:
     def _set_cookie(self, session, name, value, max_age):
         """The one place a Set-Cookie header is built, and queued for the
         commit: max_age None for a browser-session cookie, 0 to expire it."""
-        if max_age is None:
-            header = '%s=%s%s' % (name, value, self._attrs)
-        elif max_age == 0:
-            header = '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
-                name, self._attrs)
-        else:
-            header = '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
-        session.cookies[name] = header
+        if max_age == 0:
+            value = '; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT'   # and no value
+        elif max_age is not None:
+            value += '; Max-Age=%d' % max_age
+        session.cookies[name] = '%s=%s%s' % (name, value, self._attrs)
 
     # The store's part ########################################################
 
