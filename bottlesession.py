@@ -757,8 +757,7 @@ def _version_hash(session, user_id, version, key=None):
 
 def _plugin(manager=None):
     """The SessionPlugin of the app serving this request (of `manager`), or None."""
-    app = bottle.request.environ.get('bottle.app')
-    for plugin in getattr(app, 'plugins', ()):
+    for plugin in getattr(bottle.request.environ.get('bottle.app'), 'plugins', ()):
         if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager):
             return plugin
     return None
@@ -839,11 +838,10 @@ def _csrf_token(session):
 
 def _token_fault(session):
     """Why this request's CSRF token does not match the session's secret, or None."""
-    request = bottle.request
-    token = request.environ.get('HTTP_X_CSRF_TOKEN')
+    token = bottle.request.environ.get('HTTP_X_CSRF_TOKEN')
     if not token:
         try:
-            token = request.forms.get('csrf_token')
+            token = bottle.request.forms.get('csrf_token')
         except Exception:       # a body bottle cannot parse has no token either
             token = None
     secret = _csrf_secret(session, False)
@@ -870,19 +868,15 @@ def _origin(value):
 def _origin_fault(environ, trusted):
     """Where the browser says an unsafe request comes from: '' for this origin or a
     trusted one, None if it says nothing (the token decides), else why it is refused."""
-    origin = environ.get('HTTP_ORIGIN')
-    if origin is not None and _origin(origin) in trusted:
+    origin, site = environ.get('HTTP_ORIGIN'), environ.get('HTTP_SEC_FETCH_SITE')
+    if origin is not None and _origin(origin) in trusted or site in ('same-origin', 'none'):
         return ''
-    site = environ.get('HTTP_SEC_FETCH_SITE')
     if site is not None:
-        if site in ('same-origin', 'none'):
-            return ''
         return 'the browser says this request comes from another site (Sec-Fetch-Site: %s)' % (
             site[:20],)
     if origin is None:
         return None
-    scheme, host = bottle.request.urlparts[:2]
-    if _origin(origin) == _origin(scheme + '://' + host):
+    if _origin(origin) == _origin('%s://%s' % bottle.request.urlparts[:2]):
         return ''
     return 'the browser says this request comes from another origin'
 
@@ -892,8 +886,7 @@ def _check_csrf(source, trusted):
     session, or the manager to load it from if the token must decide."""
     fault = _origin_fault(bottle.request.environ, trusted)
     if fault is None:
-        session = source if isinstance(source, Session) else source._current()
-        fault = _token_fault(session)
+        fault = _token_fault(source if isinstance(source, Session) else source._current())
     if fault:
         _refuse(403, 'Refused: %s.' % fault)
 
