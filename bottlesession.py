@@ -1095,8 +1095,7 @@ _PLANTED_SQLITE = 'can plant a session database, and with it a signed-in session
 
 
 def _default_dir():
-    uid = os.geteuid() if hasattr(os, 'geteuid') else 0
-    return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % uid)
+    return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % getattr(os, 'geteuid', int)())
 
 
 def _on_defaults(options, shared):
@@ -1223,15 +1222,6 @@ def _warn(message):
 def machine_secret():
     """A secret for when none is given, with a warning: from a random key kept in the
     private per-user temp directory, so it holds across restarts until that is cleared."""
-    key = _machine_key()
-    _warn('no secret given: derived one from a key in %s. Sessions end when that is cleared '
-          '(often at a reboot), and several servers cannot share them. Pass secret= or '
-          'secret_file=.' % _default_dir())
-    return hashlib.sha256(b'bottlesession:' + key).hexdigest().encode('ascii')
-
-
-def _machine_key():
-    """The 32 random bytes machine_secret() mixes in, made once, kept private."""
     path, name = os.path.join(_default_dir(), 'machine-secret'), 'machine-secret'
     try:
         directory = _open_private_dir(_default_dir())
@@ -1248,7 +1238,10 @@ def _machine_key():
             or (hasattr(os, 'geteuid') and st.st_uid != os.geteuid())):
         raise ConfigError('no secret was given, and %r is not a private 32-byte key '
                           'file of this user: pass secret= or secret_file=' % path)
-    return key
+    _warn('no secret given: derived one from a key in %s. Sessions end when that is cleared '
+          '(often at a reboot), and several servers cannot share them. Pass secret= or '
+          'secret_file=.' % _default_dir())
+    return hashlib.sha256(b'bottlesession:' + key).hexdigest().encode('ascii')
 
 
 def _read_secret_file(path):
