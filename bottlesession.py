@@ -1471,16 +1471,13 @@ def _merge_flashes(base, ours, theirs, merged):
         return
     counts = [collections.Counter(map(repr, queue)) for queue in queues[:2]]
     shown, added = counts[0] - counts[1], counts[1] - counts[0]
-    queue = []
-    for message in queues[2]:
-        if shown[repr(message)]:
-            shown[repr(message)] -= 1
-        else:
-            queue.append(message)
-    for message in queues[1]:
-        if added[repr(message)]:
-            added[repr(message)] -= 1
-            queue.append(message)
+    queue = []      # of theirs, those not counted off as shown; of ours, those as added
+    for messages, tally, wanted in (queues[2], shown, False), (queues[1], added, True):
+        for message in messages:
+            counted = tally[repr(message)] > 0
+            tally[repr(message)] -= counted
+            if counted == wanted:
+                queue.append(message)
     if queue:
         merged[key] = queue[-Session.flash_limit:]
     else:
@@ -1491,8 +1488,7 @@ def _merge_record(base, ours, theirs, dumps):
     """Merge two stored records, their meta and their data, key by key."""
     meta = [{k: v for k, v in record.items() if k != 'd'} for record in (base, ours, theirs)]
     data = [record.get('d') or {} for record in (base, ours, theirs)]
-    merged = _merge(*meta, dumps)
-    merged['d'] = _merge(*data, dumps)
+    merged = dict(_merge(*meta, dumps), d=_merge(*data, dumps))
     _merge_flashes(*data, merged['d'])
     return merged
 
@@ -1702,8 +1698,7 @@ class ServerSession(BaseSession):
             except Exception:
                 hits = []
             hits = _count(hits, now, limit, period)
-            # A nonce: two counts of one moment must not look like one write.
-            record = {'n': _new_id(), 'h': hits}
+            record = {'n': _new_id(), 'h': hits}    # a nonce: two counts of one moment differ
             if self.write(name, self.dumps(record), math.ceil(now + period), blob):
                 return len(hits) <= limit
             self._backoff(attempt)
