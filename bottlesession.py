@@ -2284,9 +2284,8 @@ def _text(blob):
 # 7. Passwords ################################################################
 ###############################################################################
 
-# scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
-# of a second per hash. Raise it, and needs_rehash() says which hashes to redo;
-# lower it in tests only, no further than the floor.
+# scrypt's cost as (log2 N, r, p): OWASP's minimum. Raise it, and needs_rehash()
+# says which hashes to redo; lower it in tests only, no further than the floor.
 SCRYPT_PARAMETERS = (17, 8, 1)
 # The least hash_password() makes and check_password() accepts: the scrypt
 # paper's for interactive logins (16 MiB; the memory is what slows a GPU).
@@ -2338,10 +2337,9 @@ def _password_bytes(password):
 
 
 def _scrypt(secret, salt, log_n, r, p):
-    memory, _ = _scrypt_cost(log_n, r, p)
     with _SCRYPT_SLOTS:     # more at once would not be faster, only larger (CPU-bound)
         return hashlib.scrypt(secret, salt=salt, n=1 << log_n, r=r, p=p,
-                              maxmem=memory + 65536, dklen=32)
+                              maxmem=_scrypt_cost(log_n, r, p)[0] + 65536, dklen=32)
 
 
 def _parse_hash(hashed, current):
@@ -2351,11 +2349,9 @@ def _parse_hash(hashed, current):
     if match is None:
         return None
     log_n, r, p = (int(group) for group in match.groups()[:3])
-    if _below_floor(log_n, r, p):
-        return None
     memory, work = _scrypt_cost(log_n, r, p)
     most_memory, most_work = map(max, _scrypt_cost(*current), _scrypt_cost(*_SCRYPT_DEFAULT))
-    if memory > 2 * most_memory or work > 8 * most_work:
+    if _below_floor(log_n, r, p) or memory > 2 * most_memory or work > 8 * most_work:
         return None
     salt, key = (_b64decode(part.encode()) for part in match.groups()[3:])
     return log_n, r, p, salt, key
