@@ -22,8 +22,7 @@ The sections, top to bottom:
 
 1. Errors: one hierarchy, rooted in SessionError; the base64 and JSON helpers.
 2. The session object: a dict that tracks its changes; flash messages.
-3. The request cycle: BaseSession loads a session once per request and
-   commits it once: saves it if due, then writes its cookies and headers.
+3. The request cycle: BaseSession loads a session once per request, and commits it once.
 4. Logins and CSRF: login(), logout(), the current user, the CSRF checks.
 5. The plugin and the authenticator.
 6. The stores: private directories, secrets, CookieSession and its signer;
@@ -1679,10 +1678,9 @@ class ServerSession(BaseSession):
         # keep's old_id too: a login in this request moves its record only at the save
         kept = [self.storage_key(sid) for sid in (keep.id, keep.old_id) if sid] if keep else []
         ended = empty = 0
-        for _ in range(10):     # until two listings find none: one can miss a session that
+        for _ in range(10):     # until two listings find none: one may miss a session changing id
             found = [key for key, _ in self._user_records(user_id) if key not in kept]
-            for key in found:   # moves to a new id meanwhile
-                ended += bool(self.remove(key))
+            ended += sum(bool(self.remove(key)) for key in found)
             empty = 0 if found else empty + 1
             if empty == 2:
                 break
@@ -1965,13 +1963,11 @@ def _sqlite_factory(path):
     fd = _open_private_dir(directory, 'directory of the session database', _PLANTED_SQLITE,
                            create=directory == _default_dir())
 
-    def check():
-        try:
+    def check():            # the file's stat, checked; None while there is no file
+        with contextlib.suppress(FileNotFoundError):
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        _check_private(name, st, 'session database', _PLANTED_SQLITE)
-        return st
+            _check_private(name, st, 'session database', _PLANTED_SQLITE)
+            return st
 
     def wal(temp):          # WAL only on a database we made: it changes the file for all
         with contextlib.closing(sqlite3.connect(os.path.join(directory, temp))) as made:
@@ -2236,7 +2232,6 @@ class RedisSession(ServerSession):
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         ttl = max(1, math.ceil(expires - self.now()))
         name = self.prefix + key
-
         def store():
             args = [expected or '', blob, ttl, key, replaces or '']
             if not self._cluster:
