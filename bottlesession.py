@@ -142,9 +142,8 @@ class SessionTooLarge(SessionError, ValueError):
 
 
 class SessionStoreError(SessionError, bottle.HTTPError):
-    """The store failed or cannot be reached: a bottle.HTTPError, so it
-    answers 503 with a page that names no internals. The driver's message is
-    in str(error) and is logged to the 'bottlesession' logger."""
+    """The store failed or cannot be reached: a bottle.HTTPError, a 503 whose page names
+    no internals. str(error) is the driver's message, logged to the 'bottlesession' logger."""
 
     public_message = 'The session store is unavailable. Please try again in a moment.'
 
@@ -690,8 +689,7 @@ class BaseSession:
 # (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
 
 def _rotate(session):
-    """A new CSRF secret and, for a stored session, a new id: the old one is deleted
-    when it is saved. Marks the session modified."""
+    """A new CSRF secret and, if stored, a new id (the old goes at the save); marks it modified."""
     if not session.new and session.old_id is None:
         session.old_id = session.id
         session.id = _new_id()
@@ -1470,7 +1468,7 @@ def _merge_flashes(base, ours, theirs, merged):
         return
     counts = [collections.Counter(map(repr, queue)) for queue in queues[:2]]
     shown, added = counts[0] - counts[1], counts[1] - counts[0]
-    queue = []      # of theirs, those not counted off as shown; of ours, those as added
+    queue = []      # a message counted off is dropped from theirs, taken from ours
     for messages, tally, wanted in (queues[2], shown, False), (queues[1], added, True):
         for message in messages:
             counted = tally[repr(message)] > 0
@@ -1502,11 +1500,10 @@ class ServerSession(BaseSession):
 
         read(key)       -> the blob under key, or None if none is, or it expired
         write(key, blob, expires, expected=None, replaces=None, user=None)
-                        -> whether it stored blob under key until `expires`,
-                           only if `replaces or key` holds `expected` (None:
-                           no live record), in one atomic step; `replaces`, a
-                           login's old key, goes in the same step;
-                           user_records(user) finds it.
+                        -> whether it stored blob under key until `expires`, and
+                           removed `replaces` (a login's old key), in one atomic step,
+                           only if `replaces or key` holds `expected` (None: no live
+                           record); user_records(user) finds it.
         remove(key)     -> whether a record was there
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
@@ -2030,8 +2027,7 @@ class SQLSession(ServerSession):
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local = threading.local()
         self._inherited = []        # a forked parent's connections: never used, never closed
-        self._lock = threading.Lock()
-        self._sql = None
+        self._lock, self._sql = threading.Lock(), None     # _setup() fills _sql, once
 
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs once."""
