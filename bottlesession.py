@@ -525,7 +525,7 @@ class BaseSession:
         """The one place a Set-Cookie header is built, and queued for the
         commit: max_age None for a browser-session cookie, 0 to expire it."""
         if max_age == 0:
-            value = '; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT'   # and no value
+            value = '; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT'   # no value, and expired
         elif max_age is not None:
             value += '; Max-Age=%d' % max_age
         session.cookies[name] = '%s=%s%s' % (name, value, self._attrs)
