@@ -22,8 +22,7 @@ The sections, top to bottom:
 
 1. Errors: one hierarchy, rooted in SessionError; the base64 and JSON helpers.
 2. The session object: a dict that tracks its changes; flash messages.
-3. The request cycle: BaseSession loads a session once per request and
-   commits it once: saves it if due, then writes its cookies and headers.
+3. The request cycle: BaseSession loads a session once per request, and commits it once.
 4. Logins and CSRF: login(), logout(), the current user, the CSRF checks.
 5. The plugin and the authenticator.
 6. The stores: private directories, secrets, CookieSession and its signer;
@@ -143,9 +142,8 @@ class SessionTooLarge(SessionError, ValueError):
 
 
 class SessionStoreError(SessionError, bottle.HTTPError):
-    """The store failed or cannot be reached: a bottle.HTTPError, so it
-    answers 503 with a page that names no internals. The driver's message is
-    in str(error) and is logged to the 'bottlesession' logger."""
+    """The store failed or cannot be reached: a bottle.HTTPError, a 503 whose page names
+    no internals. str(error) is the driver's message, logged to the 'bottlesession' logger."""
 
     public_message = 'The session store is unavailable. Please try again in a moment.'
 
@@ -534,14 +532,11 @@ class BaseSession:
     def _set_cookie(self, session, name, value, max_age):
         """The one place a Set-Cookie header is built, and queued for the
         commit: max_age None for a browser-session cookie, 0 to expire it."""
-        if max_age is None:
-            header = '%s=%s%s' % (name, value, self._attrs)
-        elif max_age == 0:
-            header = '%s=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT%s' % (
-                name, self._attrs)
-        else:
-            header = '%s=%s; Max-Age=%d%s' % (name, value, max_age, self._attrs)
-        session.cookies[name] = header
+        if max_age == 0:
+            value = '; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT'   # no value, and expired
+        elif max_age is not None:
+            value += '; Max-Age=%d' % max_age
+        session.cookies[name] = '%s=%s%s' % (name, value, self._attrs)
 
     # The store's part ########################################################
 
@@ -709,8 +704,7 @@ class BaseSession:
 # (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
 
 def _rotate(session):
-    """A new CSRF secret and, for a stored session, a new id: the old one is deleted
-    when it is saved. Marks the session modified."""
+    """A new CSRF secret and, if stored, a new id (the old goes at the save); marks it modified."""
     if not session.new and session.old_id is None:
         session.old_id = session.id
         session.id = _new_id()
@@ -775,8 +769,7 @@ def _version_hash(session, user_id, version, key=None):
 
 def _plugin(manager=None):
     """The SessionPlugin of the app serving this request (of `manager`), or None."""
-    app = bottle.request.environ.get('bottle.app')
-    for plugin in getattr(app, 'plugins', ()):
+    for plugin in getattr(bottle.request.environ.get('bottle.app'), 'plugins', ()):
         if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager):
             return plugin
     return None
@@ -857,11 +850,10 @@ def _csrf_token(session):
 
 def _token_fault(session):
     """Why this request's CSRF token does not match the session's secret, or None."""
-    request = bottle.request
-    token = request.environ.get('HTTP_X_CSRF_TOKEN')
+    token = bottle.request.environ.get('HTTP_X_CSRF_TOKEN')
     if not token:
         try:
-            token = request.forms.get('csrf_token')
+            token = bottle.request.forms.get('csrf_token')
         except Exception:       # a body bottle cannot parse has no token either
             token = None
     secret = _csrf_secret(session, False)
@@ -888,19 +880,15 @@ def _origin(value):
 def _origin_fault(environ, trusted):
     """Where the browser says an unsafe request comes from: '' for this origin or a
     trusted one, None if it says nothing (the token decides), else why it is refused."""
-    origin = environ.get('HTTP_ORIGIN')
-    if origin is not None and _origin(origin) in trusted:
+    origin, site = environ.get('HTTP_ORIGIN'), environ.get('HTTP_SEC_FETCH_SITE')
+    if origin is not None and _origin(origin) in trusted or site in ('same-origin', 'none'):
         return ''
-    site = environ.get('HTTP_SEC_FETCH_SITE')
     if site is not None:
-        if site in ('same-origin', 'none'):
-            return ''
         return 'the browser says this request comes from another site (Sec-Fetch-Site: %s)' % (
             site[:20],)
     if origin is None:
         return None
-    scheme, host = bottle.request.urlparts[:2]
-    if _origin(origin) == _origin(scheme + '://' + host):
+    if _origin(origin) == _origin('%s://%s' % bottle.request.urlparts[:2]):
         return ''
     return 'the browser says this request comes from another origin'
 
@@ -910,8 +898,7 @@ def _check_csrf(source, trusted):
     session, or the manager to load it from if the token must decide."""
     fault = _origin_fault(bottle.request.environ, trusted)
     if fault is None:
-        session = source if isinstance(source, Session) else source._current()
-        fault = _token_fault(session)
+        fault = _token_fault(source if isinstance(source, Session) else source._current())
     if fault:
         _refuse(403, 'Refused: %s.' % fault)
 
@@ -1120,8 +1107,7 @@ _PLANTED_SQLITE = 'can plant a session database, and with it a signed-in session
 
 
 def _default_dir():
-    uid = os.geteuid() if hasattr(os, 'geteuid') else 0
-    return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % uid)
+    return os.path.join(tempfile.gettempdir(), 'bottlesession-%d' % getattr(os, 'geteuid', int)())
 
 
 def _on_defaults(options, shared):
@@ -1248,15 +1234,6 @@ def _warn(message):
 def machine_secret():
     """A secret for when none is given, with a warning: from a random key kept in the
     private per-user temp directory, so it holds across restarts until that is cleared."""
-    key = _machine_key()
-    _warn('no secret given: derived one from a key in %s. Sessions end when that is cleared '
-          '(often at a reboot), and several servers cannot share them. Pass secret= or '
-          'secret_file=.' % _default_dir())
-    return hashlib.sha256(b'bottlesession:' + key).hexdigest().encode('ascii')
-
-
-def _machine_key():
-    """The 32 random bytes machine_secret() mixes in, made once, kept private."""
     path, name = os.path.join(_default_dir(), 'machine-secret'), 'machine-secret'
     try:
         directory = _open_private_dir(_default_dir())
@@ -1273,7 +1250,10 @@ def _machine_key():
             or (hasattr(os, 'geteuid') and st.st_uid != os.geteuid())):
         raise ConfigError('no secret was given, and %r is not a private 32-byte key '
                           'file of this user: pass secret= or secret_file=' % path)
-    return key
+    _warn('no secret given: derived one from a key in %s. Sessions end when that is cleared '
+          '(often at a reboot), and several servers cannot share them. Pass secret= or '
+          'secret_file=.' % _default_dir())
+    return hashlib.sha256(b'bottlesession:' + key).hexdigest().encode('ascii')
 
 
 def _read_secret_file(path):
@@ -1504,16 +1484,13 @@ def _merge_flashes(base, ours, theirs, merged):
         return
     counts = [collections.Counter(map(repr, queue)) for queue in queues[:2]]
     shown, added = counts[0] - counts[1], counts[1] - counts[0]
-    queue = []
-    for message in queues[2]:
-        if shown[repr(message)]:
-            shown[repr(message)] -= 1
-        else:
-            queue.append(message)
-    for message in queues[1]:
-        if added[repr(message)]:
-            added[repr(message)] -= 1
-            queue.append(message)
+    queue = []      # a message counted off is dropped from theirs, taken from ours
+    for messages, tally, wanted in (queues[2], shown, False), (queues[1], added, True):
+        for message in messages:
+            counted = tally[repr(message)] > 0
+            tally[repr(message)] -= counted
+            if counted == wanted:
+                queue.append(message)
     if queue:
         merged[key] = queue[-Session.flash_limit:]
     else:
@@ -1524,8 +1501,7 @@ def _merge_record(base, ours, theirs, dumps):
     """Merge two stored records, their meta and their data, key by key."""
     meta = [{k: v for k, v in record.items() if k != 'd'} for record in (base, ours, theirs)]
     data = [record.get('d') or {} for record in (base, ours, theirs)]
-    merged = _merge(*meta, dumps)
-    merged['d'] = _merge(*data, dumps)
+    merged = dict(_merge(*meta, dumps), d=_merge(*data, dumps))
     _merge_flashes(*data, merged['d'])
     return merged
 
@@ -1540,11 +1516,10 @@ class ServerSession(BaseSession):
 
         read(key)       -> the blob under key, or None if none is, or it expired
         write(key, blob, expires, expected=None, replaces=None, user=None)
-                        -> whether it stored blob under key until `expires`,
-                           only if `replaces or key` holds `expected` (None:
-                           no live record), in one atomic step; `replaces`, a
-                           login's old key, goes in the same step;
-                           user_records(user) finds it.
+                        -> whether it stored blob under key until `expires`, and
+                           removed `replaces` (a login's old key), in one atomic step,
+                           only if `replaces or key` holds `expected` (None: no live
+                           record); user_records(user) finds it.
         remove(key)     -> whether a record was there
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
@@ -1716,10 +1691,9 @@ class ServerSession(BaseSession):
         # keep's old_id too: a login in this request moves its record only at the save
         kept = [self.storage_key(sid) for sid in (keep.id, keep.old_id) if sid] if keep else []
         ended = empty = 0
-        for _ in range(10):     # until two listings find none: one can miss a session that
+        for _ in range(10):     # until two listings find none: one may miss a session changing id
             found = [key for key, _ in self._user_records(user_id) if key not in kept]
-            for key in found:   # moves to a new id meanwhile
-                ended += bool(self.remove(key))
+            ended += sum(bool(self.remove(key)) for key in found)
             empty = 0 if found else empty + 1
             if empty == 2:
                 break
@@ -1735,8 +1709,7 @@ class ServerSession(BaseSession):
             except Exception:
                 hits = []
             hits = _count(hits, now, limit, period)
-            # A nonce: two counts of one moment must not look like one write.
-            record = {'n': _new_id(), 'h': hits}
+            record = {'n': _new_id(), 'h': hits}    # a nonce: two counts of one moment differ
             if self.write(name, self.dumps(record), math.ceil(now + period), blob):
                 return len(hits) <= limit
             self._backoff(attempt)
@@ -2003,13 +1976,11 @@ def _sqlite_factory(path):
     fd = _open_private_dir(directory, 'directory of the session database', _PLANTED_SQLITE,
                            create=directory == _default_dir())
 
-    def check():
-        try:
+    def check():            # the file's stat, checked; None while there is no file
+        with contextlib.suppress(FileNotFoundError):
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        _check_private(name, st, 'session database', _PLANTED_SQLITE)
-        return st
+            _check_private(name, st, 'session database', _PLANTED_SQLITE)
+            return st
 
     def wal(temp):          # WAL only on a database we made: it changes the file for all
         with contextlib.closing(sqlite3.connect(os.path.join(directory, temp))) as made:
@@ -2072,8 +2043,7 @@ class SQLSession(ServerSession):
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local = threading.local()
         self._inherited = []        # a forked parent's connections: never used, never closed
-        self._lock = threading.Lock()
-        self._sql = None
+        self._lock, self._sql = threading.Lock(), None     # _setup() fills _sql, once
 
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs once."""
@@ -2274,7 +2244,6 @@ class RedisSession(ServerSession):
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         ttl = max(1, math.ceil(expires - self.now()))
         name = self.prefix + key
-
         def store():
             args = [expected or '', blob, ttl, key, replaces or '']
             if not self._cluster:
@@ -2322,9 +2291,8 @@ def _text(blob):
 # 7. Passwords ################################################################
 ###############################################################################
 
-# scrypt's cost as (log2 N, r, p): OWASP's minimum, 128 MiB and a few tenths
-# of a second per hash. Raise it, and needs_rehash() says which hashes to redo;
-# lower it in tests only, no further than the floor.
+# scrypt's cost as (log2 N, r, p): OWASP's minimum. Raise it, and needs_rehash()
+# says which hashes to redo; lower it in tests only, no further than the floor.
 SCRYPT_PARAMETERS = (17, 8, 1)
 # The least hash_password() makes and check_password() accepts: the scrypt
 # paper's for interactive logins (16 MiB; the memory is what slows a GPU).
@@ -2376,10 +2344,9 @@ def _password_bytes(password):
 
 
 def _scrypt(secret, salt, log_n, r, p):
-    memory, _ = _scrypt_cost(log_n, r, p)
     with _SCRYPT_SLOTS:     # more at once would not be faster, only larger (CPU-bound)
         return hashlib.scrypt(secret, salt=salt, n=1 << log_n, r=r, p=p,
-                              maxmem=memory + 65536, dklen=32)
+                              maxmem=_scrypt_cost(log_n, r, p)[0] + 65536, dklen=32)
 
 
 def _parse_hash(hashed, current):
@@ -2389,11 +2356,9 @@ def _parse_hash(hashed, current):
     if match is None:
         return None
     log_n, r, p = (int(group) for group in match.groups()[:3])
-    if _below_floor(log_n, r, p):
-        return None
     memory, work = _scrypt_cost(log_n, r, p)
     most_memory, most_work = map(max, _scrypt_cost(*current), _scrypt_cost(*_SCRYPT_DEFAULT))
-    if memory > 2 * most_memory or work > 8 * most_work:
+    if _below_floor(log_n, r, p) or memory > 2 * most_memory or work > 8 * most_work:
         return None
     salt, key = (_b64decode(part.encode()) for part in match.groups()[3:])
     return log_n, r, p, salt, key
