@@ -419,12 +419,11 @@ def _cookie_values(environ, name):
 
 
 def _apply_headers(response, cookies):
-    """Write a session's headers onto the response that will be sent: Vary:
-    Cookie, Cache-Control: private unless the app set its own, and `cookies`
-    ({name: Set-Cookie header}), which make it never publicly cacheable (no-store
-    if one ends a session)."""
-    # bottle's header dict (name -> list of values in 0.12 and 0.13), directly:
-    # the accessors cost more than a session read; our values have no CR or LF.
+    """Write a session's headers onto the response that will be sent: Vary: Cookie,
+    Cache-Control: private unless the app set its own, and `cookies` ({name: Set-Cookie
+    header}), which make it never publicly cacheable (no-store if one ends a session)."""
+    # bottle's header dict (name -> list of values), directly: its accessors cost
+    # more than a session read; our values have no CR or LF.
     headers = response._headers
     vary = headers.setdefault('Vary', ['Cookie'])
     if vary[-1] != 'Cookie' and 'cookie' not in [
@@ -595,19 +594,17 @@ class BaseSession:
     # Committing ##############################################################
 
     def _handle(self, environ, handler, args, kwargs, autosave):
-        """Run a handler, then commit the request's session, if it has one, onto the
-        response Bottle sends: a returned or raised HTTPResponse, else bottle.response.
-        Other errors save nothing."""
+        """Run a handler; commit the request's session, if any, onto the response Bottle sends
+        (a returned or raised HTTPResponse, else bottle.response). A crash saves nothing."""
         try:
             result = handler(*args, **kwargs)
         except SessionStoreError:
             raise
         except bottle.HTTPResponse as response:
-            if getattr(response, 'session_crash', False):   # a handler below crashed: no save
-                session = environ.get(self._environ_key)
-                _apply_headers(response, session.cookies if session else {})
-            else:
+            if not getattr(response, 'session_crash', False):
                 self._commit(environ, response, autosave)
+            elif self._environ_key in environ:      # a handler below crashed: no save
+                _apply_headers(response, environ[self._environ_key].cookies)
             raise
         except Exception as exc:
             session = environ.get(self._environ_key)
@@ -616,7 +613,7 @@ class BaseSession:
             # A logout or login that then crashed: Bottle's own 500 would
             # drop the cookie, and a logged-out user would stay logged in.
             trace = traceback.format_exc()
-            bottle.request.environ['wsgi.errors'].write(trace)
+            environ['wsgi.errors'].write(trace)
             error = bottle.HTTPError(500, 'Internal Server Error', exc, trace)
             error.session_crash = True
             _apply_headers(error, session.cookies)
@@ -627,8 +624,7 @@ class BaseSession:
         return result
 
     def _commit(self, environ, response, autosave):
-        """Save it if due, once (a login, logout or first CSRF secret even with autosave
-        off); write its headers."""
+        """Save it if due (even without autosave: a login, logout, new CSRF secret); send headers."""
         session = environ.get(self._environ_key)
         if session is None:
             return
