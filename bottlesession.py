@@ -102,10 +102,12 @@ TOKEN_LENGTH = 86                    # a CSRF token: a mask and the masked secre
 REDIRECT_COOKIE = 'validuserloginredirect'
 _MAX_CANDIDATES = 8                  # cookies of one name we try per request
 _SAFE_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
+_CDN_HEADERS = ('Surrogate-Control', 'Edge-Control', 'X-Accel-Expires')     # and *-Cache-Control
 _SCALARS = (str, int, float, bool, type(None), bytes)   # a Session compares these on set
 _MISSING = object()
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
+_SIGNED_RE = re.compile(r'[A-Za-z0-9_.-]+\Z')          # what a signed cookie is made of
 _KEY_RE = re.compile(r'[0-9a-f]{64}\Z')                  # a stored session's key: SHA-256
 _LEGACY_ID_RE = re.compile(                             # the original's uuid4 ids
     r'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z')
@@ -432,8 +434,8 @@ def _apply_headers(response, cookies):
     control = headers.setdefault('Cache-Control', ['private'])
     if not cookies:
         return
-    for name in [n for n in headers if n.endswith('-Cache-Control') or n == 'Surrogate-Control']:
-        del headers[name]       # CDNs obey these first: CDN-, a vendor's (RFC 9213), Surrogate-
+    for name in [n for n in headers if n.endswith('-Cache-Control') or n in _CDN_HEADERS]:
+        del headers[name]       # CDNs obey these first: CDN-, a vendor's (RFC 9213), others
     if '=; Max-Age=0;' in ''.join(cookies.values()):
         control[:] = ['no-store']       # it ends a session: not even the browser keeps it
     elif control != ['private'] and control != ['no-store']:   # a cache may obey any of them
@@ -598,7 +600,12 @@ class BaseSession:
         (a returned or raised HTTPResponse, else bottle.response). A crash saves nothing."""
         try:
             result = handler(*args, **kwargs)
-        except SessionStoreError:
+            if self._environ_key in environ:    # its failure is this request's, as a crash
+                self._commit(environ, result if isinstance(result, bottle.HTTPResponse)
+                             else bottle.response, autosave)
+        except SessionStoreError as error:      # a 503, with a logout's cookie if one was queued
+            if self._environ_key in environ:
+                _apply_headers(error, environ[self._environ_key].cookies)
             raise
         except bottle.HTTPResponse as response:
             if not getattr(response, 'session_crash', False):
@@ -618,9 +625,6 @@ class BaseSession:
             error.session_crash = True
             _apply_headers(error, session.cookies)
             raise error from exc
-        if self._environ_key in environ:
-            self._commit(environ, result if isinstance(result, bottle.HTTPResponse)
-                         else bottle.response, autosave)
         return result
 
     def _commit(self, environ, response, autosave):
@@ -633,7 +637,7 @@ class BaseSession:
         if session.modified and (autosave or meta.get('l') != loaded.get('l') or session.old_id
                                  or meta.get('x') != loaded.get('x') and not session.new):
             self._save(session)
-        elif self._refresh_due(session):
+        elif not session.modified and self._refresh_due(session):     # not autosave's to save
             try:
                 self._save(session)
             except SessionStoreError as exc:     # the page only read the session: serve it
@@ -1078,6 +1082,7 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
     if _safe_path(target):
         bottle.response.set_cookie(REDIRECT_COOKIE, target, path='/', max_age=3600,
                                    httponly=True, secure=manager.secure, samesite='Lax')
+        bottle.response.set_header('Cache-Control', 'no-store')     # it sets a cookie
     bottle.redirect(login_url)
 
 
@@ -1411,8 +1416,8 @@ class CookieSession(BaseSession):
             self._limits.pop(key, None)
 
     def load(self, value):
-        if len(value) > self.max_cookie_size or not value.isascii():
-            raise BadSession('cookie is oversized or not ASCII')
+        if len(value) > self.max_cookie_size or not _SIGNED_RE.match(value):
+            raise BadSession('cookie is oversized or not base64url')    # the context ends there
         body, _ = self.signer.unsign(value.encode('ascii'))
         payload, dot, stamp = body.rpartition(b'.')
         if not dot or not stamp.isdigit():

@@ -565,13 +565,14 @@ def test_each_bad_cookie_is_a_bad_session_that_says_what_is_wrong():
         json.dumps({'c': 1, 'd': {}, 'i': 'A' * 43}).encode()).rstrip(b'=')
     cut = base64.urlsafe_b64encode(zlib.compress(b'{"c": 1, "d": {}}' * 50)[:-6]).rstrip(b'=')
     cases = [
-        ('x' * 8193, 'cookie is oversized or not ASCII'),
-        ('café.1.sig', 'cookie is oversized or not ASCII'),
+        ('x' * 8193, 'cookie is oversized or not base64url'),
+        ('café.1.sig', 'cookie is oversized or not base64url'),
+        ('~\0' + signed(payload + b'.1700000000'), 'cookie is oversized or not base64url'),
         ('nodot', 'no signature'),
         (signed(payload + b'.1700000000')[:-1] + 'A', 'signature does not match'),
         (signed(payload), 'no timestamp'),
         (signed(payload + b'.17x'), 'no timestamp'),
-        (signed(b'!!!.1700000000'), 'malformed payload'),
+        (signed(b'AAAA.1700000000'), 'malformed payload'),
         (signed(b'.' + cut + b'.1700000000'), 'compressed payload too large or truncated'),
         (signed(base64.urlsafe_b64encode(json.dumps(
             {'c': 1, 'd': {}, 'i': 'short'}).encode()).rstrip(b'=') + b'.1700000000'),
@@ -615,6 +616,26 @@ def test_remember_me_is_not_cut_to_the_idle_timeout(store):
     for _ in range(3):                          # used every 50 minutes: stays
         manager.now.advance(3000)
         assert app.get('/get').json['data']['name'] == 'alice'
+
+
+def test_an_idle_refresh_on_a_route_without_autosave_saves_none_of_its_changes(store):
+    """With idle_timeout, a read past a tenth of it saves the session's last use.
+    On a route with autosave off that changed the session, that save would store
+    the change too: the refresh waits for a request that changed nothing."""
+    manager, app = store(idle_timeout=3600)
+    bottle_app = app.app
+
+    @bottle_app.route('/preview', session={'autosave': False})
+    def preview(session):
+        session['cart'] = 'preview only'
+        return 'ok'
+    app.get('/set/cart/1')
+    manager.now.advance(400)            # past a tenth of idle_timeout: a refresh is due
+    app.get('/preview')
+    assert app.get('/get').json['data']['cart'] == '1'
+    for _ in range(3):                  # and reads still keep it alive
+        manager.now.advance(3000)
+        assert app.get('/get').json['data']['cart'] == '1'
 
 
 def test_a_login_on_an_old_visit_gets_a_whole_lifetime(store):
@@ -905,7 +926,7 @@ def test_cache_headers_an_app_may_set():
     assert 'CDN-Cache-Control' not in response.headers
     assert 'Surrogate-Control' not in response.headers
     for name in ('CDN-Cache-Control', 'Surrogate-Control', 'Cloudflare-CDN-Cache-Control',
-                 'Akamai-Cache-Control'):       # RFC 9213's targeted fields, a vendor's too
+                 'Akamai-Cache-Control', 'Edge-Control', 'X-Accel-Expires'):   # and vendors'
         response = webtest.TestApp(app).get('/one/' + name)
         assert name not in response.headers and set_cookie_headers(response)
     response = webtest.TestApp(app).get('/two-vary')
@@ -3418,6 +3439,38 @@ def test_with_load_user_a_signed_in_session_without_a_user_is_signed_out(cookie_
 
 # The authenticator: valid_user and redirect_back #############################
 
+@pytest.mark.parametrize('failure', ['too large', 'other store down'])
+def test_a_logout_whose_save_then_fails_still_sends_its_expired_cookie(failure, tmp_path):
+    """A cookie-store logout, then the request's commit fails: the session the app
+    then filled is too large, or another store on the route is down. The error
+    page still carries the expired cookie: the old one must not stay valid."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    def down():
+        raise OSError('the database is down')
+    cart = bs.SQLSession(down, secret=SECRET)
+    app.install(bs.SessionPlugin(cart, keyword='cart'))
+
+    @app.route('/out/too large')
+    def out_large(session):
+        session.logout()
+        session['next'] = 'x' * 5000
+        return 'bye'
+
+    @app.route('/out/other store down')
+    def out_down(session, cart):
+        session.logout()
+        cart['items'] = []
+        return 'bye'
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    response = test.get('/out/' + failure, expect_errors=True)
+    assert response.status_int == (500 if failure == 'too large' else 503)
+    assert any(h.startswith('session_data=;') for h in set_cookie_headers(response))
+    assert test.get('/get').json['data']['valid'] is False
+
+
 def test_a_crash_behind_another_stores_valid_user_still_sends_this_stores_logout():
     """The plugin's store logs out, then a handler under another store's
     valid_user crashes after a save: the 500 carries both stores' cookies,
@@ -3481,6 +3534,17 @@ def test_a_crash_behind_valid_user_saves_nothing_after_the_last_save(kind, then,
         assert data['step'] == 1 and 'paid' not in data, route
         assert data.get('name') == 'alice' and data['valid'] is True, route
         assert test.get('/who').text == 'None', route       # not bob
+
+
+def test_the_redirect_to_sign_in_is_never_publicly_cacheable():
+    """valid_user's redirect sets the cookie that keeps the page: an app's
+    before_request Cache-Control: public must not reach that 302."""
+    app = auth_app(bs.CookieSession(secret=SECRET))
+    app.add_hook('before_request', lambda: bottle.response.set_header(
+        'Cache-Control', 'public, max-age=600'))
+    response = webtest.TestApp(app).get('/private/page')
+    assert any(h.startswith('validuserloginredirect=') for h in set_cookie_headers(response))
+    assert 'public' not in ','.join(response.headers.getall('Cache-Control'))
 
 
 def test_redirect_back_returns_to_the_page_and_query():
@@ -4605,6 +4669,24 @@ def test_a_signed_cookie_too_deeply_nested_to_load_is_a_fresh_session():
     app.set_cookie('session_data', manager.signer.sign(b'%s.%d' % (body, time.time())).decode())
     response = app.get('/get')
     assert response.json['new'] is True and 'tree' not in response.json['data']
+
+
+def test_a_namespaced_apps_cookie_is_no_cookie_of_an_app_without_one():
+    """Two apps on one secret, told apart by namespace=: the namespaced app's
+    signed context is the other's and "namespace NUL". Its cookie behind that
+    prefix, sent raw or as a quoted octal escape, must not sign in to the other."""
+    def app_of(namespace):
+        manager = bs.CookieSession(secret=SECRET, namespace=namespace)
+        return manager, webtest.TestApp(plugin_app(manager))
+    (_, namespaced), (plain_manager, plain) = app_of('~'), app_of(None)
+    response = namespaced.get('/login/admin')
+    value = [h for h in set_cookie_headers(response) if h.startswith('session_data=')][0]
+    value = value.split(';')[0].split('=', 1)[1]
+    with pytest.raises(bs.BadSession):
+        plain_manager.load('~\0' + value)
+    for forged in ('~\0' + value, '"~\\000%s"' % value):
+        response = plain.get('/get', extra_environ={'HTTP_COOKIE': 'session_data=' + forged})
+        assert response.json['data']['valid'] is False
 
 
 def test_compression_is_bounded():
