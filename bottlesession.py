@@ -603,15 +603,11 @@ class BaseSession:
             if self._environ_key in environ:    # its failure is this request's, as a crash
                 self._commit(environ, result if isinstance(result, bottle.HTTPResponse)
                              else bottle.response, autosave)
-        except SessionStoreError as error:      # a 503, with a logout's cookie if one was queued
-            if self._environ_key in environ:
-                _apply_headers(error, environ[self._environ_key].cookies)
-            raise
         except bottle.HTTPResponse as response:
-            if not getattr(response, 'session_crash', False):
+            if not (isinstance(response, SessionStoreError) or hasattr(response, 'session_crash')):
                 self._commit(environ, response, autosave)
-            elif self._environ_key in environ:      # a handler below crashed: no save
-                _apply_headers(response, environ[self._environ_key].cookies)
+            elif self._environ_key in environ:  # a 503, or a crash below: cookies (a logout's)
+                _apply_headers(response, environ[self._environ_key].cookies)   # and no save
             raise
         except Exception as exc:
             session = environ.get(self._environ_key)
@@ -628,7 +624,7 @@ class BaseSession:
         return result
 
     def _commit(self, environ, response, autosave):
-        """Save it if due (even without autosave: a login, logout, new CSRF secret); send headers."""
+        """Save it if due (a login, logout, new CSRF secret even without autosave); send headers."""
         session = environ.get(self._environ_key)
         if session is None:
             return
@@ -1742,8 +1738,7 @@ class PickleSession(ServerSession):
         if fcntl is None or not {os.open, os.stat, os.rename, os.unlink} <= os.supports_dir_fd:
             raise ConfigError('PickleSession needs dir_fd support (a POSIX system)')
         self.session_dir = os.path.abspath(session_dir or _default_dir())
-        # Every file operation is relative to this descriptor, so the path
-        # cannot be swapped for another directory once it has been checked.
+        # Every file operation is relative to this descriptor: the checked path cannot be swapped.
         self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
         weakref.finalize(self, os.close, self._dir_fd)          # closed with the store
 
@@ -2071,7 +2066,6 @@ class SQLSession(ServerSession):
             try:
                 cur.execute(statement)
                 conn.commit()
-                return None
             except Exception as exc:
                 if _connection_lost(conn, exc):
                     raise
