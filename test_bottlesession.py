@@ -3439,6 +3439,22 @@ def test_with_load_user_a_signed_in_session_without_a_user_is_signed_out(cookie_
 
 # The authenticator: valid_user and redirect_back #############################
 
+def test_a_503_from_a_store_saves_none_of_the_handlers_changes():
+    """A store that fails mid-handler is a 503 that saves nothing, as a crash."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/half')
+    def half(session):
+        session['paid'] = True
+        raise bs.SessionStoreError('the payments database is down')
+    test = webtest.TestApp(app)
+    test.get('/set/cart/1')
+    assert test.get('/half', status=503).status_int == 503
+    data = test.get('/get').json['data']
+    assert data['cart'] == '1' and 'paid' not in data
+
+
 @pytest.mark.parametrize('failure', ['too large', 'other store down'])
 def test_a_logout_whose_save_then_fails_still_sends_its_expired_cookie(failure, tmp_path):
     """A cookie-store logout, then the request's commit fails: the session the app
