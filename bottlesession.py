@@ -452,8 +452,9 @@ def _apply_headers(response, cookies):
 def _cookie_key(header):
     """What a browser tells the cookie of a Set-Cookie header by: name, Path, Domain."""
     name, _, rest = header.partition('=')
-    return name.strip(), tuple(sorted(a.strip() for a in rest.split(';')[1:]
-                                      if a.strip().lower().startswith(('path=', 'domain='))))
+    attributes = (a.partition('=') for a in rest.split(';')[1:])      # names in any case
+    return name.strip(), frozenset((k.strip().lower(), v.strip()) for k, _, v in attributes
+                                   if k.strip().lower() in ('path', 'domain'))
 
 
 def _record(session):

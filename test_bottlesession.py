@@ -160,6 +160,29 @@ def test_store_error_is_a_503_response():
     assert webtest.TestApp(app).get('/', status=503).status_int == 503
 
 
+@pytest.mark.parametrize('accelerated', [True, False])
+def test_json_is_what_json_dumps_and_loads_say(accelerated, monkeypatch):
+    """The module's JSON, on json's C encoder or (without it, as off CPython) on
+    json.dumps: the same text as json.dumps(separators=(',', ':'), allow_nan=False),
+    the same errors; and it reads back only what it wrote, whole."""
+    if not accelerated:
+        monkeypatch.setattr(json.encoder, 'c_make_encoder', None)
+    loop = []
+    loop.append(loop)
+    for value in ({'c': 1.5, 'd': {'é': ['x', None, True, -0.0, 10 ** 30]}, 'i': '\ud800'},
+                  'text', [1, 2], {}, {1: 'int key'}):
+        text = bs._json_encode(value)
+        assert text == json.dumps(value, separators=(',', ':'), allow_nan=False)
+        assert bs._json_decode(text) == json.loads(text)
+    for value, error in ((float('nan'), ValueError), ({'x': object()}, TypeError),
+                         (loop, ValueError)):
+        with pytest.raises(error):
+            bs._json_encode(value)
+    for text in ('{} {}', '[1]x', ' {}', ''):
+        with pytest.raises(ValueError):
+            bs._json_decode(text)
+
+
 ###############################################################################
 # 2. The session object #######################################################
 ###############################################################################
@@ -566,6 +589,7 @@ def test_each_bad_cookie_is_a_bad_session_that_says_what_is_wrong():
     cut = base64.urlsafe_b64encode(zlib.compress(b'{"c": 1, "d": {}}' * 50)[:-6]).rstrip(b'=')
     cases = [
         ('x' * 8193, 'cookie is oversized or not base64url'),
+        ('x' * 8192, 'no signature'),                   # the bound itself is read
         ('café.1.sig', 'cookie is oversized or not base64url'),
         ('~\0' + signed(payload + b'.1700000000'), 'cookie is oversized or not base64url'),
         ('nodot', 'no signature'),
@@ -784,12 +808,14 @@ def test_a_response_that_ends_a_session_is_no_store_whichever_cookie_comes_first
     assert response.headers.getall('Cache-Control') == ['no-store']
 
 
-def test_two_stores_of_one_cookie_name_on_two_paths_each_send_their_cookie():
+@pytest.mark.parametrize('expires', [30 * 86400, None])
+def test_two_stores_of_one_cookie_name_on_two_paths_each_send_their_cookie(expires):
     """Path is part of a cookie's identity (the browser keeps one per name, path
     and domain): the site's and the admin area's logins and logouts, in one
-    request, each send their own cookie; neither replaces the other."""
-    site = bs.CookieSession(secret=SECRET, path='/')
-    admin = bs.CookieSession(secret=SECRET, path='/admin')
+    request, each send their own cookie; neither replaces the other. None:
+    browser-session cookies, whose Path is their first attribute."""
+    site = bs.CookieSession(secret=SECRET, path='/', cookie_expires=expires)
+    admin = bs.CookieSession(secret=SECRET, path='/admin', cookie_expires=expires)
     app = bottle.Bottle()
     app.install(bs.SessionPlugin(site))
     app.install(bs.SessionPlugin(admin, keyword='admin_session'))
@@ -811,6 +837,34 @@ def test_two_stores_of_one_cookie_name_on_two_paths_each_send_their_cookie():
     ended = [h for h in set_cookie_headers(test.get('/admin/out')) if '=;' in h]
     assert sorted(h.split('Path=')[1].split(';')[0] for h in ended) == ['/', '/admin']
     assert test.get('/admin/who').text == 'None None'
+
+
+def test_a_set_cookie_is_replaced_only_by_one_of_its_name_path_and_domain():
+    """Another domain's cookie of the same name and path is another cookie: both
+    are sent. One the app wrote by hand, of the same name, path and domain, in
+    any spacing, is replaced by the session's."""
+    plain = bs.CookieSession(secret=SECRET)
+    wide = bs.CookieSession(secret=SECRET, domain='example.com')
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(plain))
+    app.install(bs.SessionPlugin(wide, keyword='wide_session'))
+
+    @app.route('/both')
+    def both(session, wide_session):
+        session['a'] = wide_session['a'] = 1
+        return 'ok'
+
+    @app.route('/by-hand')
+    def by_hand(session):
+        bottle.response.add_header('Set-Cookie', bottle.request.query.header)
+        session['a'] = 1
+        return 'ok'
+    headers = set_cookie_headers(webtest.TestApp(app).get('/both'))
+    assert len(headers) == 2 and sum('Domain=example.com' in h for h in headers) == 1
+    for header in ('session_data=app;Path=/', 'session_data=app; path=/; HttpOnly'):
+        headers = set_cookie_headers(webtest.TestApp(app).get('/by-hand', {'header': header}))
+        assert [h for h in headers if h.startswith('session_data=')] == [
+            h for h in headers if h.startswith('session_data=') and 'app' not in h.split(';')[0]]
 
 
 @pytest.mark.parametrize('answer', list(ANSWERS))
@@ -951,6 +1005,15 @@ def test_a_response_with_a_cookie_is_private_whatever_cache_control_values_it_ha
         values = ','.join(response.headers.getall('Cache-Control')).replace(' ', '').split(',')
         assert 'public' not in values and 's-maxage=600' not in values
         assert values[0] == 'private' and last in values
+
+    @app.route('/own/<value>')
+    def own(session, value):
+        session['a'] = 2
+        bottle.response.set_header('Cache-Control', value)
+        return 'ok'
+    for value in ('private', 'no-store'):   # already safe: kept as the app wrote it
+        response = webtest.TestApp(app).get('/own/' + value)
+        assert set_cookie_headers(response) and response.headers.getall('Cache-Control') == [value]
 
 
 def test_a_page_that_sends_no_cookie_keeps_the_apps_cache_headers():
@@ -3552,6 +3615,21 @@ def test_a_crash_behind_valid_user_saves_nothing_after_the_last_save(kind, then,
         assert test.get('/who').text == 'None', route       # not bob
 
 
+def test_a_function_under_valid_user_keeps_its_positional_arguments():
+    """valid_user wraps any function, not only routes Bottle calls by keyword."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager, login_url='/login/alice')
+
+    @valid_user
+    def greet(greeting, name='nobody'):
+        return '%s, %s' % (greeting, name)
+    app.route('/greet', callback=lambda: greet('hello', name='you'))
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    assert test.get('/greet').text == 'hello, you'
+
+
 def test_the_redirect_to_sign_in_is_never_publicly_cacheable():
     """valid_user's redirect sets the cookie that keeps the page: an app's
     before_request Cache-Control: public must not reach that 302."""
@@ -4408,6 +4486,12 @@ def test_short_secret_warns():
 def test_bad_secret_values_are_refused(secret):
     with pytest.raises((TypeError, bs.ConfigError)):
         bs.CookieSession(secret=secret)
+
+
+def test_a_signer_without_secrets_says_so():
+    with pytest.raises(bs.ConfigError) as refused:
+        bs.Signer([], b'salt')
+    assert str(refused.value) == 'Signer needs at least one secret'
 
 
 def test_refused_secrets_say_what_is_wrong(tmp_path):
