@@ -4490,10 +4490,13 @@ def test_bad_secret_values_are_refused(secret):
         bs.CookieSession(secret=secret)
 
 
-def test_a_signer_without_secrets_says_so():
+def test_a_signer_without_secrets_says_so_and_one_without_context_binds_none():
     with pytest.raises(bs.ConfigError) as refused:
         bs.Signer([], b'salt')
     assert str(refused.value) == 'Signer needs at least one secret'
+    key = bs.derive_key(SECRET.encode(), b'salt')
+    mac = hmac.new(key, b'\0' + b'message', hashlib.sha256).digest()
+    assert bs.Signer([SECRET.encode()], b'salt').signature(b'message') == bs._b64encode(mac)
 
 
 def test_refused_secrets_say_what_is_wrong(tmp_path):
