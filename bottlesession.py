@@ -599,36 +599,39 @@ class BaseSession:
     def _handle(self, environ, handler, args, kwargs, autosave):
         """Run a handler; commit the request's session, if any, onto the response Bottle sends
         (a returned or raised HTTPResponse, else bottle.response). A crash saves nothing."""
+        raised, response = None, bottle.response
         try:
-            result = handler(*args, **kwargs)
-            if self._environ_key in environ:    # its failure is this request's, as a crash
-                self._commit(environ, result if isinstance(result, bottle.HTTPResponse)
-                             else bottle.response, autosave)
-        except bottle.HTTPResponse as response:
-            if not (isinstance(response, SessionStoreError) or hasattr(response, 'session_crash')):
-                self._commit(environ, response, autosave)
-            elif self._environ_key in environ:  # a 503, or a crash below: cookies (a logout's)
-                _apply_headers(response, environ[self._environ_key].cookies)   # and no save
-            raise
-        except Exception as exc:
+            try:
+                result = handler(*args, **kwargs)
+            except bottle.HTTPResponse as exc:      # committed as if returned, raised after
+                result = raised = exc
+            response = result if isinstance(result, bottle.HTTPResponse) else response
             session = environ.get(self._environ_key)
-            if session is None or not session.cookies:
+            if session is not None and not (isinstance(response, SessionStoreError)
+                                            or hasattr(response, 'session_crash')):
+                self._commit(session, response, autosave)
+            elif session is not None:   # a 503, or a crash below: its cookies, and no save
+                _apply_headers(response, session.cookies)
+        except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
+            session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,
+            sent = response._headers.get('Set-Cookie', [])      # or a login a store below saved
+            if not (session is not None and session.cookies or sent):
                 raise
-            # A logout or login that then crashed: Bottle's own 500 would
-            # drop the cookie, and a logged-out user would stay logged in.
-            trace = traceback.format_exc()
-            environ['wsgi.errors'].write(trace)
-            error = bottle.HTTPError(500, 'Internal Server Error', exc, trace)
-            error.session_crash = True
-            _apply_headers(error, session.cookies)
-            raise error from exc
+            error = exc
+            if not isinstance(exc, SessionStoreError):      # a 503 stays one
+                trace = traceback.format_exc()
+                environ['wsgi.errors'].write(trace)
+                error = bottle.HTTPError(500, 'Internal Server Error', exc, trace)
+                error.session_crash = True
+            error._headers['Set-Cookie'] = list(sent)
+            _apply_headers(error, session.cookies if session is not None else {})
+            raise error from (exc if error is not exc else None)
+        if raised is not None:
+            raise raised
         return result
 
-    def _commit(self, environ, response, autosave):
+    def _commit(self, session, response, autosave):
         """Save it if due (a login, logout, new CSRF secret even without autosave); send headers."""
-        session = environ.get(self._environ_key)
-        if session is None:
-            return
         _notice_login(session)
         meta, loaded = session.meta, session.loaded[1]
         if session.modified and (autosave or meta.get('l') != loaded.get('l') or session.old_id
@@ -988,12 +991,10 @@ class SessionPlugin:
             environ = bottle.request.environ
             if csrf and environ['REQUEST_METHOD'].upper() not in _SAFE_METHODS:
                 _check_csrf(manager, trusted)
-            if takes_session or takes_user:     # else get_session() or current_user(), maybe
-                session = manager._current(True)
-                if takes_session:
-                    kwargs[keyword] = session
-                if takes_user:
-                    kwargs['user'] = _user(self, session)
+            if takes_session:
+                kwargs[keyword] = manager._current(True)
+            if takes_user:
+                kwargs['user'] = _user(self, manager._current(True))
             return manager._handle(environ, callback, args, kwargs, autosave)
         return wrapper
 
@@ -1186,8 +1187,7 @@ def _write_file(directory, name, blob, mtime=None, replace=False, before=None):
     then renamed (replace=True) or linked: False, keeping theirs, if `name` was there.
     before(temp), if given, runs once the temp file is whole, before it takes the name."""
     temp = '.tmp-' + os.urandom(8).hex()
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600,
-                 dir_fd=directory)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600, dir_fd=directory)
     try:
         try:                        # os.write, not a file object: this is on every save
             view = memoryview(blob)
@@ -1429,9 +1429,8 @@ class CookieSession(BaseSession):
                 raw = _b64decode(payload)
             record = _json_decode(raw.decode('utf-8'))
             created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError,
-                zlib.error) as exc:     # RecursionError: nested deeper than we parse
-            raise BadSession('malformed payload') from exc
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError, zlib.error) as exc:
+            raise BadSession('malformed payload') from exc      # or nested past Python's limit
         if not isinstance(data, dict) or not isinstance(sid, str) or not _ID_RE.match(sid):
             raise BadSession('malformed session')
         record.update(c=created, a=int(stamp))

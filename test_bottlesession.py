@@ -3552,6 +3552,67 @@ def test_a_logout_whose_save_then_fails_still_sends_its_expired_cookie(failure, 
     assert test.get('/get').json['data']['valid'] is False
 
 
+@pytest.mark.parametrize('answer', ['return', 'redirect', 'abort'])
+@pytest.mark.parametrize('failure', ['not JSON', 'store down'])
+def test_a_logout_whose_save_fails_sends_its_cookie_however_the_handler_answers(
+        answer, failure, tmp_path):
+    """A logout, then data the store cannot save (or a store that fails): the
+    error page carries the expired cookie whether the handler returned, or
+    raised redirect() or abort(); the old session is gone either way."""
+    manager = (bs.CookieSession(secret=SECRET) if failure == 'not JSON'
+               else bs.PickleSession(str(tmp_path / 's'), secret=SECRET))
+    app = plugin_app(manager)
+
+    def down(*args, **kwargs):
+        raise bs.SessionStoreError('the store is down')
+
+    @app.route('/out')
+    def out(session):
+        session.logout()
+        if failure == 'not JSON':
+            session['when'] = datetime.datetime.now()
+        else:
+            session['x'] = 1
+            manager.write = down
+        if answer == 'redirect':
+            bottle.redirect('/get')
+        elif answer == 'abort':
+            bottle.abort(403, 'no')
+        return 'bye'
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    response = test.get('/out', expect_errors=True)
+    assert response.status_int == (500 if failure == 'not JSON' else 503)
+    assert any(h.startswith(manager.cookie_name + '=;') for h in set_cookie_headers(response))
+    vars(manager).pop('write', None)
+    assert test.get('/get').json['data']['valid'] is False
+
+
+def test_a_login_one_store_saved_survives_another_stores_failed_save(tmp_path):
+    """Two plugins on two stores: the inner one saves a login (a new id, the old
+    one deleted), then the outer one cannot save. The 500 carries the inner
+    store's new cookie, so that login is not lost."""
+    outer = bs.CookieSession(secret=SECRET)
+    inner = bs.PickleSession(str(tmp_path / 's'), secret=SECRET, cookie_name='admin')
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(outer))
+    app.install(bs.SessionPlugin(inner, keyword='admin'))
+    app.route('/login', callback=lambda session, admin: admin.login('alice'))
+    app.route('/me', callback=lambda admin: repr(admin.user_id))
+
+    @app.route('/again')
+    def again(session, admin):
+        admin.login('alice')                            # a new id, as after a password change
+        session['when'] = datetime.datetime.now()       # which the outer store cannot save
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/login')
+    response = test.get('/again', expect_errors=True)
+    assert response.status_int == 500
+    assert any(h.startswith('admin=') for h in set_cookie_headers(response))
+    assert test.get('/me').text == "'alice'"
+
+
 def test_a_crash_behind_another_stores_valid_user_still_sends_this_stores_logout():
     """The plugin's store logs out, then a handler under another store's
     valid_user crashes after a save: the 500 carries both stores' cookies,
