@@ -3613,6 +3613,33 @@ def test_a_login_one_store_saved_survives_another_stores_failed_save(tmp_path):
     assert test.get('/me').text == "'alice'"
 
 
+def test_a_crash_after_a_logout_of_a_store_without_the_plugin_still_sends_its_cookie():
+    """The app's plugin is another store's, unused on this route; the route logs
+    out of a store it reaches by get_session() alone, then crashes: the 500
+    keeps that expired cookie, which Bottle's own 500 would drop."""
+    plugged, other = bs.CookieSession(secret=SECRET), bs.CookieSession(
+        secret=SECRET, cookie_name='other')
+    app = plugin_app(plugged)
+
+    @app.route('/other-in')
+    def other_in():
+        session = other.get_session()
+        session.login('alice')
+        session.save()
+
+    @app.route('/other-out')
+    def other_out():
+        other.get_session().logout()
+        raise RuntimeError('boom')
+    app.route('/other-who', callback=lambda: repr(other.get_session().user_id))
+    test = webtest.TestApp(app)
+    test.get('/other-in')
+    assert test.get('/other-who').text == "'alice'"
+    response = test.get('/other-out', status=500, expect_errors=True)
+    assert any(h.startswith('other=;') for h in set_cookie_headers(response))
+    assert test.get('/other-who').text == 'None'
+
+
 def test_a_crash_behind_another_stores_valid_user_still_sends_this_stores_logout():
     """The plugin's store logs out, then a handler under another store's
     valid_user crashes after a save: the 500 carries both stores' cookies,
@@ -3630,11 +3657,11 @@ def test_a_crash_behind_another_stores_valid_user_still_sends_this_stores_logout
 
     @app.route('/both')
     @valid_admin
-    def both():
-        site.get_session().logout()
-        session = admin.get_session()
-        session['seen'] = 1
-        session.save()
+    def both(session):                  # the plugin's: its logout is queued, not yet sent
+        session.logout()
+        other = admin.get_session()
+        other['seen'] = 1
+        other.save()
         raise RuntimeError('boom')
     test = webtest.TestApp(app)
     test.get('/login/alice')
