@@ -881,7 +881,7 @@ def _origin_fault(environ, trusted):
     """Where the browser says an unsafe request comes from: '' for this origin or a
     trusted one, None if it says nothing (the token decides), else why it is refused."""
     origin, site = environ.get('HTTP_ORIGIN'), environ.get('HTTP_SEC_FETCH_SITE')
-    if origin is not None and _origin(origin) in trusted or site in ('same-origin', 'none'):
+    if (origin is not None and _origin(origin) in trusted) or site in ('same-origin', 'none'):
         return ''
     if site is not None:
         return 'the browser says this request comes from another site (Sec-Fetch-Site: %s)' % (
