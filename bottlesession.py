@@ -275,9 +275,10 @@ class Session(dict):
         exists and is signed in, ask current_user(), a `user` parameter or valid_user."""
         return self.meta.get('u') if self.get('valid') else None
 
-    def login(self, user_id):
-        """Sign `user_id` in: a new id and CSRF secret, saved with the session."""
-        _login(self, user_id)
+    def login(self, user_id, user=None):
+        """Sign `user_id` in: a new id and CSRF secret, saved with the session. Give the
+        `user` whose password was checked: a user_version changed since then ends it."""
+        _login(self, user_id, user)
 
     def save(self):
         """Save now. The plugin does this for you when the session was modified."""
@@ -314,6 +315,8 @@ class Session(dict):
         _check_csrf(self, ())
 
     def __setitem__(self, key, value):
+        if key == 'valid' and not value and self.loaded[2][0] and dict.get(self, 'valid'):
+            self._refill({k: v for k, v in self.items() if k == self.flash_key})  # signed out
         old = dict.get(self, key, _MISSING)
         if type(old) is not type(value) or type(value) not in _SCALARS or old != value:
             self.modified = True
@@ -720,7 +723,7 @@ def _user_id(user_id):
     return str(user_id)
 
 
-def _login(session, user_id):
+def _login(session, user_id, user=None):
     if user_id is not None:
         _user_id(user_id)
     if session.user_id is not None and str(session.user_id) != str(user_id):
@@ -735,9 +738,16 @@ def _login(session, user_id):
     environ.pop(session.manager._environ_key + '.user', None)
     plugin = _plugin(session.manager)
     if plugin is not None and plugin.user_version is not None and user_id is not None:
-        user = environ[session.manager._environ_key + '.user'] = plugin.load_user(user_id)
+        if user is None:        # whatever it is now: give the user that was checked
+            user = plugin.load_user(user_id)
+        environ[session.manager._environ_key + '.user'] = user
         if user is not None:
             session.meta['h'] = _version_hash(session, user_id, plugin.user_version(user))
+
+
+def _who(meta, valid, name):
+    """Whom a session is signed in as: its user id and the original's name; or False."""
+    return bool(valid) and (str(meta.get('u')), name)
 
 
 def _notice_login(session):
@@ -768,8 +778,12 @@ def _version_hash(session, user_id, version, key=None):
 
 
 def _plugin(manager=None):
-    """The SessionPlugin of the app serving this request (of `manager`), or None."""
-    for plugin in getattr(bottle.request.environ.get('bottle.app'), 'plugins', ()):
+    """The SessionPlugin of the route serving this request (of `manager`), or None: its
+    own app's, which a merge() or 0.13's mount() keeps; environ's app is the parent."""
+    environ = bottle.request.environ
+    route = environ.get('bottle.route')         # none: an error page (404)
+    plugins = route.all_plugins() if route else getattr(environ.get('bottle.app'), 'plugins', ())
+    for plugin in plugins:
         if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager):
             return plugin
     return None
@@ -1398,7 +1412,7 @@ class CookieSession(BaseSession):
     def rate_limit(self, key, limit, period):
         """Count one attempt for `key`, such as 'login:' + name: True while at most `limit`
         fall within the last `period` seconds. Counted in this process only."""
-        now = self.now()
+        now, key = self.now(), self._limit_key(key)
         with self._limits_lock:
             if len(self._limits) > self._limits_sweep:  # forget keys whose periods passed
                 self._limits = {k: v for k, v in self._limits.items() if v[0] > now}
@@ -1410,7 +1424,11 @@ class CookieSession(BaseSession):
     def reset_rate_limit(self, key):
         """Forget the attempts counted for `key`: call it after a good login."""
         with self._limits_lock:
-            self._limits.pop(key, None)
+            self._limits.pop(self._limit_key(key), None)
+
+    @staticmethod
+    def _limit_key(key):        # 32 bytes kept, however long a name a visitor sends
+        return hashlib.sha256(_json_encode(key).encode('utf-8')).digest()
 
     def load(self, value):
         if len(value) > self.max_cookie_size or not _SIGNED_RE.match(value):
@@ -1633,6 +1651,9 @@ class ServerSession(BaseSession):
         """Write `ours` by compare-and-set, merged onto what others saved since: (blob,
         record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
         version, record, base = session.loaded[0], ours, None
+        # A sign-out, or another user's login, starts over: nothing of theirs is merged in.
+        was = _who(session.loaded[1], *session.loaded[2])
+        reset = was and was != _who(ours, ours['d'].get('valid'), ours['d'].get('name'))
         for attempt in range(self.swap_attempts):
             user = record['k'] = self._user_key(record)     # this app's, unlike 'u'
             blob = self.dumps(record)
@@ -1652,7 +1673,7 @@ class ServerSession(BaseSession):
                     return None, None
                 # A login on a session gone meanwhile: afresh, signed in.
                 theirs, old, newer = None, None, dict(ours, d={'valid': True})
-            record, version = _merge_record(base, ours, newer, self.dumps), theirs
+            record, version = ours if reset else _merge_record(base, ours, newer, self.dumps), theirs
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
 
@@ -1732,6 +1753,7 @@ class PickleSession(ServerSession):
 
     legacy_ids = True
     stale_temp_age = 300     # seconds after which cleanup() removes a temp file
+    lock_timeout = 5         # seconds a save waits for another's lock before a 503
 
     def __init__(self, session_dir=None, cookie_expires=DEFAULT_MAX_AGE, **options):
         super().__init__(cookie_expires, **_on_defaults(options, not session_dir))
@@ -1821,11 +1843,18 @@ class PickleSession(ServerSession):
 
     def _locked(self, key, work):
         """work() under flock on one of 16 lock files, opened anew: a new open file
-        excludes other threads and forked workers alike, and closing it unlocks."""
+        excludes other threads and forked workers alike, and closing it unlocks.
+        A lock held past lock_timeout (by a stopped process, say) is a 503."""
         try:
             fd = self._open('.lock-%d' % (int(key[-2:], 16) % 16), os.O_RDWR | os.O_CREAT)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                end = None
+                while not _try_lock(fd):
+                    end = end or time.monotonic() + self.lock_timeout
+                    if time.monotonic() > end:
+                        raise SessionStoreError('a session file stayed locked for %s s'
+                                                % self.lock_timeout)
+                    time.sleep(0.0005)
                 return work()
             finally:
                 os.close(fd)
@@ -1876,6 +1905,15 @@ class PickleSession(ServerSession):
                     os.unlink(name, dir_fd=self._dir_fd)
                     removed += 1
         return removed
+
+
+def _try_lock(fd):
+    """Take flock on `fd` now, or say it is held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 # SQLSession ##################################################################
@@ -2278,8 +2316,12 @@ class RedisSession(ServerSession):
 
 
 def _text(blob):
-    """A stored blob as text: redis-py gives bytes unless decode_responses=True."""
-    return blob.decode('utf-8') if isinstance(blob, bytes) else blob
+    """A stored blob as text: redis-py gives bytes unless decode_responses=True. Bytes
+    not UTF-8 stay bytes: damaged, so no record, and compared as stored."""
+    try:
+        return blob.decode('utf-8') if isinstance(blob, bytes) else blob
+    except UnicodeDecodeError:
+        return blob
 
 
 ###############################################################################

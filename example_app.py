@@ -178,7 +178,10 @@ def make_app(manager):
     @app.post('/devices/end-others')
     @valid_user
     def end_others(session):
-        ended = manager.end_sessions(session.user_id, keep=session)
+        try:
+            ended = manager.end_sessions(session.user_id, keep=session)
+        except bottlesession.ConfigError:   # the cookie store lists no sessions to end
+            ended = 0
         session.flash('Logged out of %d other session%s.' % (ended, '' if ended == 1 else 's'))
         bottle.redirect('/devices')
 
@@ -212,7 +215,7 @@ def make_app(manager):
             manager.end_sessions(session.user_id, keep=session)
         except bottlesession.ConfigError:   # the cookie store: user_version does it
             pass
-        session.login(session.user_id)
+        session.login(session.user_id, user=user)  # under the new hash
         session.flash('Your password is changed; your other sessions have ended.')
         bottle.redirect('/devices')
 
@@ -239,7 +242,7 @@ def make_app(manager):
             session.flash('Wrong name or password.', 'error')
             bottle.redirect('/login')
         manager.reset_rate_limit('login:' + name)
-        session.login(name)             # a new session id and CSRF secret
+        session.login(name, user=user)  # a new id and CSRF secret; user: the one checked
         session['name'] = name
         # Remembered: a cookie for 30 days. Otherwise it ends with the browser.
         remember = bottle.request.forms.get('remember')

@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import datetime
 import errno
+import fcntl
 import functools
 import gc
 import glob
@@ -48,6 +49,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import tracemalloc
 import traceback
 import urllib.parse
 import urllib.request
@@ -1418,6 +1420,88 @@ def test_login_rotation_keeps_what_another_request_saved_meanwhile(kind, request
     assert replay['user_id'] is None                    # the old id is dead
 
 
+def identity_race(kind, request, tmp_path, start, change):
+    """Sign in by `start`; then a request that holds, runs change(session) and
+    saves, while another of the same browser stores 'a' and a 300-day expiry.
+    Returns what the held request's cookie then opens: (whoami, expiry)."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+    gate = Gate()
+
+    @app.route('/held')
+    def held(session):
+        gate.hold(session)
+        change(session)
+        return 'done'
+
+    @app.route('/remember')
+    def remember(session):
+        session['a'] = 'theirs'
+        session.set_expiry(300 * 86400)
+        return 'ok'
+
+    @app.route('/expiry')
+    def expiry(session):
+        return {'e': session.meta.get('e')}
+    cookie = started(app, manager, start)
+    (status, headers, _), _ = gate.meanwhile(
+        functools.partial(wsgi_get, app, '/held', cookie),
+        lambda: wsgi_get(app, '/remember', cookie))
+    assert status == '200 OK'
+    jar = apply_set_cookies({manager.cookie_name: cookie.split('=', 1)[1]}, headers)
+    browser = webtest.TestApp(app)
+    return (browser.get('/whoami', headers={'Cookie': jar_header(jar)}).json,
+            browser.get('/expiry', headers={'Cookie': jar_header(jar)}).json['e'])
+
+
+def test_a_login_as_another_user_takes_nothing_the_last_one_saved_meanwhile(
+        kind, request, tmp_path):
+    """login('bob') on alice's session while another of her requests saves a key
+    and a remember-me: bob gets neither. Failed: the compare-and-set merged her
+    newer save into his fresh session, in every server store."""
+    me, expiry = identity_race(kind, request, tmp_path, '/login/alice',
+                               lambda session: session.login('bob'))
+    assert (me['user_id'], me['data'], expiry) == ('bob', {}, None)
+
+
+def test_a_sign_out_the_original_way_keeps_nothing_saved_meanwhile(kind, request, tmp_path):
+    """session['valid'] = False on a session signed in the original way, while
+    another request saves a key: the signed-out session keeps neither that key
+    nor the data before it. Failed: the data stayed, and the merge added theirs."""
+    me, _ = identity_race(kind, request, tmp_path, '/legacy/alice',
+                          lambda session: session.__setitem__('valid', False))
+    assert (me['valid'], me['data']) == (False, {})
+
+
+def test_the_next_user_of_a_browser_gets_nothing_of_an_original_way_sign_out(kind, store):
+    """Alice signs out the original way (valid = False) and bob signs in on the
+    same browser, either way: none of her data is in his session. Failed: a
+    sign-out the original way kept the data. Flash messages queued stay."""
+    manager, _ = store()
+    app = ident_app(manager)
+
+    @app.route('/flash-out')
+    def flash_out(session):
+        session['valid'] = False
+        session.flash('Signed out.')
+        return 'out'
+
+    @app.route('/flashes')
+    def flashes(session):
+        return {'shown': session.get_flashed_messages()}
+    for sign_out, sign_in in (('/valid-false', '/legacy/bob'), ('/flash-out', '/login/bob')):
+        browser = webtest.TestApp(app)
+        browser.get('/legacy/alice')
+        browser.get('/set/a/alices-notes')
+        browser.get(sign_out)
+        assert browser.get('/whoami').json['data'] == {}
+        if sign_out == '/flash-out':
+            assert browser.get('/flashes').json['shown'] == ['Signed out.']
+        browser.get(sign_in)
+        me = browser.get('/whoami').json
+        assert me['valid'] and me['data'] == {}, (sign_out, me)
+
+
 @slow
 @pytest.mark.parametrize('how', ['login', 'regenerate', pytest.param(
     'login()', marks=pytest.mark.skipif(not hasattr(bs.Session, 'login'),
@@ -1984,6 +2068,63 @@ def test_user_version_logs_out_every_other_session(kind, request, tmp_path):
     assert laptop.get('/me').text == 'nobody'
 
 
+def test_a_login_keeps_the_version_of_the_user_whose_password_was_checked(kind, request,
+                                                                        tmp_path):
+    """login(user_id, user=checked) keeps checked's user_version: a password
+    changed between the check and the login ends that login on its next request
+    (the old password's holder is out). Failed: login() loaded the user again
+    and kept the new version, so the login survived the change."""
+    users = {7: {'name': 'alice', 'pw': VERSION_1}}
+    manager, _ = tagged_manager(kind, request, tmp_path)
+    app = version_app(manager, users)
+
+    @app.route('/login-checked/<current>')
+    def login_checked(current, session):
+        checked = dict(users[7])                    # the password checked: this one
+        users[7]['pw'] = VERSION_2                  # a change lands meanwhile
+        session.login(7, user=users[7] if current == 'now' else checked)
+        return 'in'
+    late, fresh = webtest.TestApp(app), webtest.TestApp(app)
+    late.get('/login-checked/before')
+    assert late.get('/me').text == 'nobody'
+    users[7]['pw'] = VERSION_1
+    fresh.get('/login-checked/now')
+    assert fresh.get('/me').text == 'alice'
+
+
+@pytest.mark.parametrize('attach', ['merge', 'mount'])
+def test_an_app_merged_or_mounted_into_another_keeps_its_plugins_user_checks(attach):
+    """A child app with the plugin (load_user, user_version), brought into a plain
+    one by merge() or, on 0.13, mount() (which copies its routes): a changed or
+    deleted user is signed out, and a login is checked by the child's plugin.
+    Failed: the plugin was looked up on the parent, environ['bottle.app']."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    manager = bs.CookieSession(secret=SECRET)
+    child = ident_app(manager, users, user_version=lambda user: user['pw'])
+
+    @child.route('/me')
+    def me(user):
+        return user['name'] if user else 'nobody'
+
+    @child.route('/by-current')
+    def by_current():
+        user = bs.current_user()
+        return user['name'] if user else 'nobody'
+    root = bottle.Bottle()
+    prefix = '/app' if attach == 'mount' else ''
+    root.mount('/app/', child) if attach == 'mount' else root.merge(child)
+    browser = webtest.TestApp(root)
+    browser.get(prefix + '/login/alice')
+    assert browser.get(prefix + '/me').text == 'alice'
+    assert browser.get(prefix + '/by-current').text == 'alice'
+    assert browser.get(prefix + '/private').text == 'private'
+    users['alice']['pw'] = VERSION_2
+    assert redirected(browser.get(prefix + '/private'))
+    browser.get(prefix + '/login/alice')
+    del users['alice']
+    assert redirected(browser.get(prefix + '/private'))
+
+
 def test_user_version_is_checked_only_where_the_user_is_loaded(tmp_path):
     """A route that never asks for the user neither loads it nor logs out."""
     users = {7: {'name': 'alice', 'pw': VERSION_1}}
@@ -2499,6 +2640,28 @@ def test_a_cookie_stores_rate_limit_stays_cheap_past_ten_thousand_keys():
         crowded.rate_limit('old%d' % n, 5, 3600)
     busy = min(attempts(crowded, 'new%d-' % round_) for round_ in range(3))
     assert busy < 20 * empty, (busy, empty)
+
+
+def test_a_cookie_stores_rate_limit_keeps_a_digest_not_the_name():
+    """A rate-limit key is kept as a 32-byte digest, however long the name an
+    anonymous visitor sends: 200 attempts with 100 KB names grow the process
+    by far less than their 20 MB; each key is still counted apart. Failed: the
+    names were kept as given, 100 KB each until a sweep past 10,000 keys."""
+    manager = bs.CookieSession(secret=SECRET)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(200):
+            manager.rate_limit('login:%d' % n + 'x' * 100000, 5, 3600)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 1000000, grown
+    long_name = 'login:' + 'y' * 100000
+    assert [manager.rate_limit(long_name, 2, 60) for _ in range(3)] == [True, True, False]
+    assert manager.rate_limit(long_name + 'z', 2, 60) is True
+    manager.reset_rate_limit(long_name)
+    assert manager.rate_limit(long_name, 2, 60) is True
 
 
 def rate_app(manager):
@@ -6500,6 +6663,30 @@ def test_a_lock_that_cannot_be_taken_is_a_503_whose_log_names_the_error(tmp_path
         in caplog.text
 
 
+def test_a_lock_another_process_holds_on_is_a_503_after_lock_timeout(tmp_path, caplog):
+    """A save whose lock file another holds (a stopped worker, say) waits
+    lock_timeout seconds, then is a 503 that names the wait; once it is free,
+    saves go on. Failed: flock() waited for ever."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    manager.lock_timeout = 0.3
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    held = [os.open(os.path.join(manager.session_dir, '.lock-%d' % n), os.O_RDWR | os.O_CREAT)
+            for n in range(16)]
+    try:
+        for fd in held:
+            fcntl.flock(fd, fcntl.LOCK_EX)      # another open file: as another process
+        started = time.monotonic()
+        assert 'unavailable' in test.get('/set/a/2', status=503).text
+        assert 0.3 <= time.monotonic() - started < 3
+        assert 'stayed locked for 0.3 s' in caplog.text
+    finally:
+        for fd in held:
+            os.close(fd)
+    test.get('/set/a/3')
+    assert test.get('/get').json['data']['a'] == '3'
+
+
 def test_a_refresh_that_cannot_be_written_is_logged_and_the_page_served(
         tmp_path, monkeypatch, caplog):
     """A page that only reads the session is served when the idle clock's
@@ -7222,6 +7409,25 @@ def test_redis_keys_have_prefix_and_ttl(redis_server):
     key = 'app1:' + manager.storage_key(app.cookies['sessionid'])
     assert 0 < client.ttl(key) <= 600
     assert json.loads(client.get(key))['d']['a'] == '1'
+
+
+@slow
+def test_a_redis_record_that_is_not_utf8_is_an_unknown_session_and_no_count(redis_server):
+    """A session or rate-limit value in Redis whose bytes are not UTF-8 (damaged,
+    or planted): a fresh session, and a count afresh that replaces it. Failed:
+    the value was decoded outside the store's error handling, a 500 each time."""
+    client = redis_server.client()
+    manager = bs.RedisSession(client, prefix='u8%s:' % uuid.uuid4().hex[:8])
+    test = webtest.TestApp(plugin_app(manager))
+    sid, now = 'B' * 43, int(time.time())
+    client.set(manager.prefix + manager.storage_key(sid),
+               b'{"c":%d,"a":%d,"d":{"valid":true,"note":"caf\xe9"}}' % (now, now), ex=3600)
+    got = test.get('/get', headers={'Cookie': 'sessionid=' + sid}).json
+    assert got['new'] is True and 'note' not in got['data']
+    name = manager.prefix + manager._key(b'rate', 'login:alice')
+    client.set(name, b'\xff', ex=3600)
+    assert manager.rate_limit('login:alice', 1, 60) is True
+    assert json.loads(client.get(name))['h']
 
 
 @slow
@@ -9185,6 +9391,19 @@ def test_the_demos_note_api_refuses_a_note_it_could_not_show():
                  content_type='application/json')
     app.post_json('/api/notes', {'note': 'milk'}, headers=headers)
     assert '<li>milk</li>' in app.get('/private').text
+
+
+def test_the_demos_log_out_everywhere_else_on_the_cookie_store_is_no_500():
+    """The demo on the cookie store: "log out everywhere else" says it ended
+    none (user_version does that store's work). Failed: end_sessions() raised
+    ConfigError there, a 500."""
+    app = webtest.TestApp(example_app(bs.CookieSession(secret=SECRET)))
+    page = app.get('/login')
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    app.post('/login', {'username': 'alice', 'password': 'wonderland', 'csrf_token': token})
+    response = app.post('/devices/end-others', headers={'Sec-Fetch-Site': 'same-origin'})
+    assert response.status_int == 302
+    assert 'Logged out of 0 other sessions.' in response.follow().text
 
 
 @slow
