@@ -168,6 +168,11 @@ def _new_id():
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
+def _digest(name):
+    """SHA-256 of a JSON value: a name of any length, kept as 32 bytes."""
+    return hashlib.sha256(_json_encode(name).encode('utf-8')).digest()
+
+
 def _xor(a, b):
     """Two byte strings of one length, XORed: masks for CSRF secrets."""
     return (int.from_bytes(a, 'big') ^ int.from_bytes(b, 'big')).to_bytes(len(a), 'big')
@@ -743,11 +748,6 @@ def _login(session, user_id, user=None):
         environ[session.manager._environ_key + '.user'] = user
         if user is not None:
             session.meta['h'] = _version_hash(session, user_id, plugin.user_version(user))
-
-
-def _who(meta, valid, name):
-    """Whom a session is signed in as: its user id and the original's name; or False."""
-    return bool(valid) and (str(meta.get('u')), name)
 
 
 def _notice_login(session):
@@ -1412,7 +1412,7 @@ class CookieSession(BaseSession):
     def rate_limit(self, key, limit, period):
         """Count one attempt for `key`, such as 'login:' + name: True while at most `limit`
         fall within the last `period` seconds. Counted in this process only."""
-        now, key = self.now(), self._limit_key(key)
+        now, key = self.now(), _digest(key)
         with self._limits_lock:
             if len(self._limits) > self._limits_sweep:  # forget keys whose periods passed
                 self._limits = {k: v for k, v in self._limits.items() if v[0] > now}
@@ -1424,11 +1424,7 @@ class CookieSession(BaseSession):
     def reset_rate_limit(self, key):
         """Forget the attempts counted for `key`: call it after a good login."""
         with self._limits_lock:
-            self._limits.pop(self._limit_key(key), None)
-
-    @staticmethod
-    def _limit_key(key):        # 32 bytes kept, however long a name a visitor sends
-        return hashlib.sha256(_json_encode(key).encode('utf-8')).digest()
+            self._limits.pop(_digest(key), None)
 
     def load(self, value):
         if len(value) > self.max_cookie_size or not _SIGNED_RE.match(value):
@@ -1652,8 +1648,9 @@ class ServerSession(BaseSession):
         record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
         version, record, base = session.loaded[0], ours, None
         # A sign-out, or another user's login, starts over: nothing of theirs is merged in.
-        was = _who(session.loaded[1], *session.loaded[2])
-        reset = was and was != _who(ours, ours['d'].get('valid'), ours['d'].get('name'))
+        (valid, name), data = session.loaded[2], ours['d']
+        was = valid and (str(session.loaded[1].get('u')), name)
+        reset = was and was != (data.get('valid') and (str(ours.get('u')), data.get('name')))
         for attempt in range(self.swap_attempts):
             user = record['k'] = self._user_key(record)     # this app's, unlike 'u'
             blob = self.dumps(record)
@@ -1848,13 +1845,14 @@ class PickleSession(ServerSession):
         try:
             fd = self._open('.lock-%d' % (int(key[-2:], 16) % 16), os.O_RDWR | os.O_CREAT)
             try:
-                end = None
-                while not _try_lock(fd):
-                    end = end or time.monotonic() + self.lock_timeout
-                    if time.monotonic() > end:
-                        raise SessionStoreError('a session file stayed locked for %s s'
-                                                % self.lock_timeout)
+                for _ in range(int(self.lock_timeout * 2000) + 1):     # 0.5 ms apart
+                    with contextlib.suppress(BlockingIOError):
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
                     time.sleep(0.0005)
+                else:
+                    raise SessionStoreError('a session file stayed locked for %s s'
+                                            % self.lock_timeout)
                 return work()
             finally:
                 os.close(fd)
@@ -1905,15 +1903,6 @@ class PickleSession(ServerSession):
                     os.unlink(name, dir_fd=self._dir_fd)
                     removed += 1
         return removed
-
-
-def _try_lock(fd):
-    """Take flock on `fd` now, or say it is held."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
 
 
 # SQLSession ##################################################################
@@ -2317,11 +2306,10 @@ class RedisSession(ServerSession):
 
 def _text(blob):
     """A stored blob as text: redis-py gives bytes unless decode_responses=True. Bytes
-    not UTF-8 stay bytes: damaged, so no record, and compared as stored."""
-    try:
+    not UTF-8 (damaged) stay bytes, which parse as no record."""
+    with contextlib.suppress(UnicodeDecodeError):
         return blob.decode('utf-8') if isinstance(blob, bytes) else blob
-    except UnicodeDecodeError:
-        return blob
+    return blob
 
 
 ###############################################################################
