@@ -1473,6 +1473,29 @@ def test_a_sign_out_the_original_way_keeps_nothing_saved_meanwhile(kind, request
     assert (me['valid'], me['data']) == (False, {})
 
 
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_the_same_user_signing_in_again_keeps_what_was_saved_meanwhile(kind, request,
+                                                                      tmp_path):
+    """login('alice') again on alice's session while another request of hers
+    saves a key and a remember-me: both are kept (the save merges, as any).
+    Failed with every signed-in session's rotation taken as a reset."""
+    me, expiry = identity_race(kind, request, tmp_path, '/login/alice',
+                               lambda session: session.login('alice'))
+    assert (me['user_id'], me['data']) == ('alice', {'a': 'theirs'})
+    assert expiry is not None
+
+
+def test_another_name_signed_in_the_original_way_takes_nothing_saved_meanwhile(
+        kind, request, tmp_path):
+    """session['name'] = 'bob' on a session signed in the original way as alice
+    (a login as another user, that way) while another request saves a key: the
+    key is not merged into bob's session. Failed with the user id alone
+    compared: 'a' was merged in."""
+    me, _ = identity_race(kind, request, tmp_path, '/legacy/alice',
+                          lambda session: session.__setitem__('name', 'bob'))
+    assert (me['valid'], me['data']) == (True, {})
+
+
 def test_the_next_user_of_a_browser_gets_nothing_of_an_original_way_sign_out(kind, store):
     """Alice signs out the original way (valid = False) and bob signs in on the
     same browser, either way: none of her data is in his session. Failed: a
@@ -1482,8 +1505,8 @@ def test_the_next_user_of_a_browser_gets_nothing_of_an_original_way_sign_out(kin
 
     @app.route('/flash-out')
     def flash_out(session):
-        session['valid'] = False
         session.flash('Signed out.')
+        session['valid'] = False
         return 'out'
 
     @app.route('/flashes')
