@@ -6699,8 +6699,12 @@ def test_a_lock_another_process_holds_on_is_a_503_after_lock_timeout(tmp_path, c
     try:
         for fd in held:
             fcntl.flock(fd, fcntl.LOCK_EX)      # another open file: as another process
-        started = time.monotonic()
-        assert 'unavailable' in test.get('/set/a/2', status=503).text
+        started, got = time.monotonic(), []
+        saving = threading.Thread(target=lambda: got.append(test.get('/set/a/2', status='*')))
+        saving.start()
+        saving.join(5)
+        assert not saving.is_alive(), 'the save still waits on the lock'
+        assert got[0].status_int == 503 and 'unavailable' in got[0].text
         assert 0.3 <= time.monotonic() - started < 3
         assert 'stayed locked for 0.3 s' in caplog.text
     finally:
