@@ -320,16 +320,23 @@ class Session(dict):
         _check_csrf(self, ())
 
     def __setitem__(self, key, value):
-        if key == 'valid' and not value and self.loaded[2][0] and dict.get(self, 'valid'):
-            self._refill({k: v for k, v in self.items() if k == self.flash_key})  # signed out
+        if key == 'valid' and not value:
+            self._sign_out()
         old = dict.get(self, key, _MISSING)
         if type(old) is not type(value) or type(value) not in _SCALARS or old != value:
             self.modified = True
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key):
+        if key == 'valid':
+            self._sign_out()
         dict.__delitem__(self, key)
         self.modified = True
+
+    def _sign_out(self):
+        """A session signed in when loaded, signed out here: its data goes, but flashes."""
+        if self.loaded[2][0] and dict.get(self, 'valid'):
+            self._refill({k: v for k, v in self.items() if k in ('valid', self.flash_key)})
 
     def __ior__(self, other):
         self.update(other)
@@ -348,6 +355,8 @@ class Session(dict):
     def pop(self, key, *default):
         if key in self:
             self.modified = True
+            if key == 'valid':
+                self._sign_out()
         return dict.pop(self, key, *default)
 
     def popitem(self):
@@ -731,7 +740,10 @@ def _user_id(user_id):
 def _login(session, user_id, user=None):
     if user_id is not None:
         _user_id(user_id)
-    if session.user_id is not None and str(session.user_id) != str(user_id):
+    previous = session.user_id
+    if previous is None and user_id is not None and session.get('valid'):
+        previous = session.get('name')          # signed in the original way: a name
+    if previous is not None and str(previous) != str(user_id):
         session._refill({})                         # another user's data goes,
         session.meta.pop('e', None)                 # and their remember-me
     _rotate(session)
@@ -778,11 +790,12 @@ def _version_hash(session, user_id, version, key=None):
 
 
 def _plugin(manager=None):
-    """The SessionPlugin of the route serving this request (of `manager`), or None: its
-    own app's, which a merge() or 0.13's mount() keeps; environ's app is the parent."""
+    """The SessionPlugin serving this request (of `manager`), or None: the route's own
+    app's (merge() and 0.13's mount() keep it), else the app's, else the manager's."""
     environ = bottle.request.environ
-    route = environ.get('bottle.route')         # none: an error page (404)
-    plugins = route.all_plugins() if route else getattr(environ.get('bottle.app'), 'plugins', ())
+    route = environ.get('bottle.route')
+    plugins = (list(route.all_plugins()) if route else []) + list(
+        getattr(environ.get('bottle.app'), 'plugins', ())) + [getattr(manager, '_plugin', None)]
     for plugin in plugins:
         if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager):
             return plugin
@@ -981,6 +994,7 @@ class SessionPlugin:
             self.name = 'session_' + keyword    # so two can be installed, and uninstalled
 
     def setup(self, app):
+        self.session_manager._plugin = self     # valid_user's where no app shows one (mount)
         for other in app.plugins:
             if other is not self and getattr(other, 'keyword', None) == self.keyword:
                 raise bottle.PluginError('another plugin already uses the keyword %r'

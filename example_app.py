@@ -236,7 +236,9 @@ def make_app(manager):
             session.flash('Too many attempts for this name. Try again in a few minutes.',
                           'error')
             bottle.redirect('/login')
-        user = users.get(name)
+        # The record as checked: a copy, as a row read from a database is, for
+        # a password change rewrites the one in `users` (login() keeps its version).
+        user = users.get(name) and dict(users[name])
         # Hashes even for a name nobody has, so the time taken does not tell.
         if not bottlesession.check_password(password, user and user['hash']):
             session.flash('Wrong name or password.', 'error')

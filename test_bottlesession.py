@@ -1485,6 +1485,49 @@ def test_the_same_user_signing_in_again_keeps_what_was_saved_meanwhile(kind, req
     assert expiry is not None
 
 
+@pytest.mark.parametrize('how', ['pop', 'del'])
+def test_a_sign_out_by_removing_valid_keeps_no_data_either(kind, store, how):
+    """session.pop('valid') or del session['valid'] on a signed-in session
+    signs out as valid = False does: the next user gets none of the data.
+    Failed: only setting valid dropped the data."""
+    manager, _ = store()
+    app = ident_app(manager)
+
+    @app.route('/remove-valid')
+    def remove_valid(session):
+        was = session.pop('valid') if how == 'pop' else session['valid']
+        if how == 'del':
+            del session['valid']
+        return {'was': was}
+    browser = webtest.TestApp(app)
+    browser.get('/login/bob')
+    browser.get('/set/cart/bobs')
+    assert browser.get('/remove-valid').json['was'] is True
+    browser.get('/login/alice')
+    me = browser.get('/whoami').json
+    assert (me['user_id'], me['data']) == ('alice', {})
+
+
+def test_login_over_a_session_signed_in_the_original_way_as_another_keeps_no_data(kind, store):
+    """login('alice') on a session signed in the original way as bob (a name,
+    no user id) keeps none of bob's data, nor his name; login('bob') there
+    keeps it (the same user). Failed: only a session with a user id was
+    cleared, so alice saw bob's data, under his name."""
+    manager, _ = store()
+    app = ident_app(manager)
+
+    @app.route('/name')
+    def name(session):
+        return {'name': session.get('name')}
+    for user, kept in (('alice', {}), ('bob', {'cart': 'bobs'})):
+        browser = webtest.TestApp(app)
+        browser.get('/legacy/bob')
+        browser.get('/set/cart/bobs')
+        browser.get('/login/' + user)
+        assert browser.get('/whoami').json['data'] == kept
+        assert browser.get('/name').json['name'] == (None if user == 'alice' else 'bob')
+
+
 def test_another_name_signed_in_the_original_way_takes_nothing_saved_meanwhile(
         kind, request, tmp_path):
     """session['name'] = 'bob' on a session signed in the original way as alice
@@ -2146,6 +2189,66 @@ def test_an_app_merged_or_mounted_into_another_keeps_its_plugins_user_checks(att
     browser.get(prefix + '/login/alice')
     del users['alice']
     assert redirected(browser.get(prefix + '/private'))
+
+
+@pytest.mark.parametrize('route', ['/skip-all', '/skip-plugin', '/child/secret'])
+def test_valid_user_checks_the_user_on_routes_the_plugin_skips_and_in_a_bare_child(route):
+    """valid_user on a route with skip=True or skip=[plugin], or on a mounted
+    child app without a plugin of its own: a changed user_version still signs
+    the user out, by the app's plugin. Failed when the plugin was looked up
+    on the route alone: the route kept the old session (200)."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    manager = bs.CookieSession(secret=SECRET)
+    plugin = bs.SessionPlugin(manager, load_user=users.get, user_version=lambda u: u['pw'])
+    app = bottle.Bottle()
+    app.install(plugin)
+    valid_user = bs.authenticator(manager, login_url='/login-page')
+
+    @app.route('/login')
+    def login(session):
+        session.login('alice')
+        return 'in'
+
+    @app.route('/skip-all', skip=True)
+    @valid_user
+    def skip_all():
+        return 'secret'
+
+    @app.route('/skip-plugin', skip=[plugin])
+    @valid_user
+    def skip_plugin():
+        return 'secret'
+    child = bottle.Bottle()
+
+    @child.route('/secret')
+    @valid_user
+    def child_secret():
+        return 'secret'
+    app.mount('/child/', child)
+    browser = webtest.TestApp(app)
+    browser.get('/login')
+    assert browser.get(route).text == 'secret'
+    users['alice']['pw'] = VERSION_2
+    assert redirected(browser.get(route))
+
+
+def test_current_user_in_a_mounted_apps_error_page_is_its_plugins():
+    """A child app with its own plugin, mounted: its 404 page calls
+    current_user() and gets the signed-in user. Failed: the parent's mount
+    route (skip=True) hid the child's plugin, a ConfigError and a 500."""
+    users = {'alice': {'name': 'alice'}}
+    manager = bs.CookieSession(secret=SECRET)
+    child = ident_app(manager, users)
+
+    @child.error(404)
+    def missing(error):
+        user = bs.current_user()
+        return 'no such page, %s' % (user['name'] if user else 'visitor')
+    root = bottle.Bottle()
+    root.mount('/child', child)
+    browser = webtest.TestApp(root)
+    browser.get('/child/login/alice')
+    assert browser.get('/child/nope', status=404).text == 'no such page, alice'
 
 
 def test_user_version_is_checked_only_where_the_user_is_loaded(tmp_path):
@@ -9431,6 +9534,30 @@ def test_the_demos_log_out_everywhere_else_on_the_cookie_store_is_no_500():
     response = app.post('/devices/end-others', headers={'Sec-Fetch-Site': 'same-origin'})
     assert response.status_int == 302
     assert 'Logged out of 0 other sessions.' in response.follow().text
+
+
+def test_the_demos_login_as_a_password_changes_meanwhile_is_signed_out(monkeypatch):
+    """The demo: a login whose password check passed just before the password
+    changed (the change lands between the check and login()) is signed out on
+    its next request. Failed: the demo passed login() the users table's own
+    record, which the change had rewritten in place, so the login kept the
+    new version."""
+    import example_app as demo
+    manager = bs.CookieSession(secret=SECRET)
+    app = example_app(manager)
+    users = next(p for p in app.plugins if isinstance(p, bs.SessionPlugin)).load_user.__self__
+    checked = bs.check_password
+
+    def check_then_change(password, hashed):
+        result = checked(password, hashed)
+        users['alice']['hash'] = bs.hash_password('a-new-password')    # meanwhile
+        return result
+    monkeypatch.setattr(demo.bottlesession, 'check_password', check_then_change)
+    browser = webtest.TestApp(app)
+    page = browser.get('/login')
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    browser.post('/login', {'username': 'alice', 'password': 'wonderland', 'csrf_token': token})
+    assert redirected(browser.get('/private'))
 
 
 @slow
