@@ -1528,6 +1528,20 @@ def test_login_over_a_session_signed_in_the_original_way_as_another_keeps_no_dat
         assert browser.get('/name').json['name'] == (None if user == 'alice' else 'bob')
 
 
+@pytest.mark.parametrize('start', ['/login/alice', '/legacy/alice'])
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_signed_in_users_save_merges_what_was_saved_meanwhile(kind, start, request,
+                                                                 tmp_path):
+    """A signed-in session (by login(), or the original way by a name) that
+    only changes a key, while another request of the same user saves another:
+    both are kept. The identity check that keeps a new user from another's
+    data must not take an ordinary save for one (a lost update)."""
+    me, expiry = identity_race(kind, request, tmp_path, start,
+                               lambda session: session.__setitem__('mine', 'kept'))
+    assert me['valid'] and me['data'] == {'a': 'theirs', 'mine': 'kept'}
+    assert expiry is not None
+
+
 def test_another_name_signed_in_the_original_way_takes_nothing_saved_meanwhile(
         kind, request, tmp_path):
     """session['name'] = 'bob' on a session signed in the original way as alice
