@@ -794,9 +794,8 @@ def _plugin(manager=None):
     app's (merge() and 0.13's mount() keep it), else the app's, else the manager's."""
     environ = bottle.request.environ
     route = environ.get('bottle.route')
-    plugins = (list(route.all_plugins()) if route else []) + list(
-        getattr(environ.get('bottle.app'), 'plugins', ())) + [getattr(manager, '_plugin', None)]
-    for plugin in plugins:
+    plugins = (list(route.all_plugins())[::-1] if route else []) + environ['bottle.app'].plugins
+    for plugin in plugins + [getattr(manager, '_plugin', None)]:     # in the order installed
         if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager):
             return plugin
     return None

@@ -1542,6 +1542,36 @@ def test_a_signed_in_users_save_merges_what_was_saved_meanwhile(kind, start, req
     assert expiry is not None
 
 
+def test_a_signed_in_session_keeps_its_data_when_a_key_is_set_to_a_false_value(kind, store):
+    """Setting any key but 'valid' to 0, '' or None on a signed-in session is
+    no sign-out: the data stays. A new key set to None is saved, and a list
+    changed in place then set again is saved. Mutants: every false value
+    taken for a sign-out; None as the missing key's marker; every value
+    compared as a scalar."""
+    manager, _ = store()
+    app = ident_app(manager)
+
+    @app.route('/falsy')
+    def falsy(session):
+        session['b'], session['mine'] = 0, None
+        cart = session.setdefault('cart', [])
+        cart.append('book')
+        session['cart'] = cart
+        return 'ok'
+
+    @app.route('/raw')
+    def raw(session):
+        return {'b': session.get('b'), 'has_mine': 'mine' in session, 'cart': session.get('cart')}
+    browser = webtest.TestApp(app)
+    browser.get('/login/alice')
+    browser.get('/set/a/kept')
+    browser.get('/falsy')
+    assert browser.get('/whoami').json['data']['a'] == 'kept'
+    assert browser.get('/raw').json == {'b': 0, 'has_mine': True, 'cart': ['book']}
+    browser.get('/falsy')
+    assert browser.get('/raw').json['cart'] == ['book', 'book']
+
+
 def test_another_name_signed_in_the_original_way_takes_nothing_saved_meanwhile(
         kind, request, tmp_path):
     """session['name'] = 'bob' on a session signed in the original way as alice
@@ -2246,6 +2276,22 @@ def test_valid_user_checks_the_user_on_routes_the_plugin_skips_and_in_a_bare_chi
     assert redirected(browser.get(route))
 
 
+def test_current_user_in_an_apps_404_page_is_the_signed_in_user():
+    """A 404 page (no route matched) calls current_user(): the app's plugin
+    answers. Mutant: the route's plugins asked for with no route (a 500)."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = ident_app(manager, {'alice': {'name': 'alice'}})
+
+    @app.error(404)
+    def missing(error):
+        user = bs.current_user()
+        return 'no such page, %s' % (user['name'] if user else 'visitor')
+    browser = webtest.TestApp(app)
+    assert browser.get('/nope', status=404).text == 'no such page, visitor'
+    browser.get('/login/alice')
+    assert browser.get('/nope', status=404).text == 'no such page, alice'
+
+
 def test_current_user_in_a_mounted_apps_error_page_is_its_plugins():
     """A child app with its own plugin, mounted: its 404 page calls
     current_user() and gets the signed-in user. Failed: the parent's mount
@@ -2802,6 +2848,14 @@ def test_a_cookie_stores_rate_limit_keeps_a_digest_not_the_name():
     assert manager.rate_limit(long_name + 'z', 2, 60) is True
     manager.reset_rate_limit(long_name)
     assert manager.rate_limit(long_name, 2, 60) is True
+
+
+def test_resetting_a_rate_limit_never_counted_is_no_error():
+    """reset_rate_limit() of a key never counted (a first login) does nothing.
+    Mutant: the key popped with no default (a KeyError, a 500)."""
+    manager = bs.CookieSession(secret=SECRET)
+    manager.reset_rate_limit('login:nobody')
+    assert manager.rate_limit('login:nobody', 1, 60) is True
 
 
 def rate_app(manager):
@@ -6829,6 +6883,9 @@ def test_a_lock_another_process_holds_on_is_a_503_after_lock_timeout(tmp_path, c
             os.close(fd)
     test.get('/set/a/3')
     assert test.get('/get').json['data']['a'] == '3'
+    manager.lock_timeout = 0                    # no wait: a free lock is still taken
+    test.get('/set/a/4')
+    assert test.get('/get').json['data']['a'] == '4'
 
 
 def test_a_refresh_that_cannot_be_written_is_logged_and_the_page_served(
