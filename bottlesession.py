@@ -796,7 +796,8 @@ def _plugin(manager=None):
     route = environ.get('bottle.route')
     plugins = (list(route.all_plugins())[::-1] if route else []) + environ['bottle.app'].plugins
     for plugin in plugins + [getattr(manager, '_plugin', None)]:     # in the order installed
-        if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager):
+        if isinstance(plugin, SessionPlugin) and (plugin.session_manager is manager or (
+                manager is None and plugin.load_user is not None)):     # current_user()'s
             return plugin
     return None
 

@@ -1559,17 +1559,26 @@ def test_a_signed_in_session_keeps_its_data_when_a_key_is_set_to_a_false_value(k
         session['cart'] = cart
         return 'ok'
 
+    @app.route('/none')
+    def none(session):
+        session['fresh'] = None
+        return 'ok'
+
     @app.route('/raw')
     def raw(session):
-        return {'b': session.get('b'), 'has_mine': 'mine' in session, 'cart': session.get('cart')}
+        return {'b': session.get('b'), 'has_mine': 'mine' in session, 'cart': session.get('cart'),
+                'has_fresh': 'fresh' in session}
     browser = webtest.TestApp(app)
     browser.get('/login/alice')
     browser.get('/set/a/kept')
     browser.get('/falsy')
     assert browser.get('/whoami').json['data']['a'] == 'kept'
-    assert browser.get('/raw').json == {'b': 0, 'has_mine': True, 'cart': ['book']}
+    assert browser.get('/raw').json == {'b': 0, 'has_mine': True, 'cart': ['book'],
+                                        'has_fresh': False}
     browser.get('/falsy')
     assert browser.get('/raw').json['cart'] == ['book', 'book']
+    browser.get('/none')
+    assert browser.get('/raw').json['has_fresh'] is True
 
 
 def test_another_name_signed_in_the_original_way_takes_nothing_saved_meanwhile(
@@ -2274,6 +2283,33 @@ def test_valid_user_checks_the_user_on_routes_the_plugin_skips_and_in_a_bare_chi
     assert browser.get(route).text == 'secret'
     users['alice']['pw'] = VERSION_2
     assert redirected(browser.get(route))
+
+
+def test_current_user_with_two_plugins_is_the_first_with_load_user():
+    """current_user() on an app with two plugins answers by the first installed
+    that has load_user, whichever the route's plugins list first. Failed: the
+    first plugin was taken, and one without load_user raised ConfigError."""
+    users = {7: {'name': 'alice'}}
+    plain = bs.CookieSession(secret=SECRET)
+    admin = bs.CookieSession(secret=SECRET, cookie_name='admin_session')
+    other = bs.CookieSession(secret=SECRET, cookie_name='other_session')
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(plain))
+    app.install(bs.SessionPlugin(admin, keyword='admin', load_user=users.get))
+    app.install(bs.SessionPlugin(other, keyword='other', load_user={}.get))
+
+    @app.route('/admin-login')
+    def admin_login(admin):
+        admin.login(7)
+        return 'in'
+
+    @app.route('/who')
+    def who():
+        user = bs.current_user()
+        return user['name'] if user else 'nobody'
+    test = webtest.TestApp(app)
+    test.get('/admin-login')
+    assert test.get('/who').text == 'alice'
 
 
 def test_current_user_in_an_apps_404_page_is_the_signed_in_user():
