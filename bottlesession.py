@@ -1860,10 +1860,11 @@ class PickleSession(ServerSession):
             fd = self._open('.lock-%d' % (int(key[-2:], 16) % 16), os.O_RDWR | os.O_CREAT)
             try:
                 for _ in range(int(self.lock_timeout * 2000) + 1):     # 0.5 ms apart
-                    with contextlib.suppress(BlockingIOError):
+                    try:            # not contextlib.suppress: this runs on every save
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
-                    time.sleep(0.0005)
+                    except BlockingIOError:
+                        time.sleep(0.0005)
                 else:
                     raise SessionStoreError('a session file stayed locked for %s s'
                                             % self.lock_timeout)
