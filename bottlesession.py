@@ -667,6 +667,8 @@ class BaseSession:
             if not isinstance(session, dict):
                 raise TypeError('save() takes the session that get_session() returned')
             data, session = {'valid': False, **session}, self._current()
+            if not data['valid'] and session.loaded[2][0]:     # a sign-out: the data goes
+                data = {k: v for k, v in data.items() if k in ('valid', Session.flash_key)}
             session._refill(data)
             session.modified = True
         elif session.manager is not self:
@@ -742,7 +744,7 @@ def _login(session, user_id, user=None):
         _user_id(user_id)
     previous = session.user_id
     if previous is None and user_id is not None and session.get('valid'):
-        previous = session.get('name')          # signed in the original way: a name
+        previous = session.get('name', '')      # signed in the original way: a name
     if previous is not None and str(previous) != str(user_id):
         session._refill({})                         # another user's data goes,
         session.meta.pop('e', None)                 # and their remember-me

@@ -1581,6 +1581,42 @@ def test_a_signed_in_session_keeps_its_data_when_a_key_is_set_to_a_false_value(k
     assert browser.get('/raw').json['has_fresh'] is True
 
 
+def test_a_sign_out_by_saving_a_plain_dict_keeps_no_data(kind, store):
+    """The original API's sign-out, save() of a plain dict with valid False,
+    on a session signed in: the next user of the browser gets none of the
+    data. Failed: save(dict) refilled the session whole, data and all."""
+    manager, _ = store()
+    app = ident_app(manager)
+
+    @app.route('/dict-out')
+    def dict_out():
+        data = dict(manager.get_session())
+        data['valid'] = False
+        manager.save(data)
+        return 'out'
+    browser = webtest.TestApp(app)
+    browser.get('/legacy/alice')
+    browser.get('/set/cart/alices')
+    browser.get('/dict-out')
+    browser.get('/legacy/bob')
+    me = browser.get('/whoami').json
+    assert me['valid'] and me['data'] == {}
+
+
+def test_login_over_an_original_way_login_without_a_name_keeps_no_data(kind, store):
+    """login('bob') on a session signed in the original way with no 'name'
+    (valid True alone): none of its data stays. Failed: a session with
+    neither a user id nor a name was taken for the same user."""
+    manager, _ = store()
+    app = ident_app(manager)
+    browser = webtest.TestApp(app)
+    browser.get('/legacy-valid')
+    browser.get('/set/cart/theirs')
+    browser.get('/login/bob')
+    me = browser.get('/whoami').json
+    assert (me['user_id'], me['data']) == ('bob', {})
+
+
 def test_another_name_signed_in_the_original_way_takes_nothing_saved_meanwhile(
         kind, request, tmp_path):
     """session['name'] = 'bob' on a session signed in the original way as alice
