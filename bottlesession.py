@@ -328,10 +328,8 @@ class Session(dict):
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key):
-        if key == 'valid':
-            self._sign_out()
-        dict.__delitem__(self, key)
-        self.modified = True
+        dict.__getitem__(self, key)     # a KeyError, as a dict's
+        self.pop(key)
 
     def _sign_out(self):
         """A session signed in when loaded, signed out here: its data goes, but flashes."""
@@ -667,9 +665,8 @@ class BaseSession:
             if not isinstance(session, dict):
                 raise TypeError('save() takes the session that get_session() returned')
             data, session = {'valid': False, **session}, self._current()
-            if not data['valid'] and session.loaded[2][0]:     # a sign-out: the data goes
-                data = {k: v for k, v in data.items() if k in ('valid', Session.flash_key)}
-            session._refill(data)
+            session._refill(dict(data, valid=session.get('valid')))
+            session['valid'] = data['valid']        # a sign-out drops the data, as anywhere
             session.modified = True
         elif session.manager is not self:
             raise TypeError('save() takes a session of this manager')
