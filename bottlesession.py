@@ -328,8 +328,7 @@ class Session(dict):
         dict.__setitem__(self, key, value)
 
     def __delitem__(self, key):
-        dict.__getitem__(self, key)     # a KeyError, as a dict's
-        self.pop(key)
+        self.pop(key)                   # a KeyError if missing, as a dict's
 
     def _sign_out(self):
         """A session signed in when loaded, signed out here: its data goes, but flashes."""
@@ -816,17 +815,16 @@ def _user(plugin, session):
     key = session.manager._environ_key + '.user'
     if key in environ:
         return environ[key]
-    user, user_id = None, session.user_id
-    if session.get('valid'):        # signed in: as a user that still exists, unchanged
-        user = None if user_id is None else plugin.load_user(user_id)
-        if user is not None and plugin.user_version is not None:
-            version = plugin.user_version(user)
-            if not any(hmac.compare_digest(str(session.meta.get('h')),
-                                           _version_hash(session, user_id, version, secret))
-                       for secret in session.manager._user_version_keys):
-                user = None
-        if user is None:
-            session.logout()
+    user_id = session.user_id       # None unless signed in
+    user = None if user_id is None else plugin.load_user(user_id)
+    if user is not None and plugin.user_version is not None:
+        version = plugin.user_version(user)
+        if not any(hmac.compare_digest(str(session.meta.get('h')),
+                                       _version_hash(session, user_id, version, secret))
+                   for secret in session.manager._user_version_keys):
+            user = None
+    if user is None and session.get('valid'):  # signed in, but as a user gone or changed
+        session.logout()
     environ[key] = user
     return user
 
@@ -914,9 +912,8 @@ def _origin_fault(environ, trusted):
             site[:20],)
     if origin is None:
         return None
-    if _origin(origin) == _origin('%s://%s' % bottle.request.urlparts[:2]):
-        return ''
-    return 'the browser says this request comes from another origin'
+    same = _origin(origin) == _origin('%s://%s' % bottle.request.urlparts[:2])
+    return '' if same else 'the browser says this request comes from another origin'
 
 
 def _check_csrf(source, trusted):
@@ -1473,8 +1470,7 @@ class CookieSession(BaseSession):
             if len(raw) > self.max_decompressed:    # load() would refuse it: a silent logout
                 raise SessionTooLarge(len(raw), self.max_decompressed)
             packed = b'.' + _b64encode(zlib.compress(raw, 9))
-            if len(packed) < len(payload):
-                payload = packed
+            payload = min(payload, packed, key=len)     # the shorter; on a tie, uncompressed
         value = self.signer.sign(b'%s.%d' % (payload, session.meta['a'])).decode('ascii')
         size = len(self.cookie_name) + 1 + len(value)
         if size > COOKIE_LIMIT:

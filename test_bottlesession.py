@@ -2170,12 +2170,14 @@ def test_a_login_without_a_user_id_never_asks_load_user_with_user_version(kind, 
 def test_with_two_plugins_a_login_is_checked_by_its_own_plugins_user_version():
     """Two SessionPlugins on one app (two managers, two keywords): a login on
     the second one's session hashes the user's version with the second one's
-    user_version, so that user stays signed in there."""
+    user_version, so that user stays signed in there. Mutant: the first plugin
+    with load_user hashed it, by its own user_version."""
     users = {7: {'name': 'alice', 'pw': VERSION_1}}
     plain = bs.CookieSession(secret=SECRET)
     admin = bs.CookieSession(secret=SECRET, cookie_name='admin_session')
     app = bottle.Bottle()
-    app.install(bs.SessionPlugin(plain))
+    app.install(bs.SessionPlugin(plain, load_user=users.get,
+                                 user_version=lambda user: 'plain:' + user['pw']))
     app.install(bs.SessionPlugin(admin, keyword='admin', load_user=users.get,
                                  user_version=lambda user: user['pw']))
 
