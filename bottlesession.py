@@ -2043,13 +2043,8 @@ class SQLSession(ServerSession):
         psycopg_pool.ConnectionPool; make one per worker, after a fork), a
         function that returns a new connection, or a SQLite file's path (by
         default in the private per-user directory); not one bare connection.
-    :param table: created with its indexes if missing, unless
-        create_table=False (MySQL and MariaDB: data MEDIUMTEXT)::
-
-        CREATE TABLE bottlesession (id VARCHAR(64) PRIMARY KEY, data TEXT NOT NULL,
-            expires BIGINT NOT NULL, user_key VARCHAR(64));
-        CREATE INDEX bottlesession_expires ON bottlesession (expires);
-        CREATE INDEX bottlesession_user ON bottlesession (user_key);
+    :param table: created with its indexes if missing (_SQL's create and index_*
+        statements, which the README shows), unless create_table=False.
     """
 
     def __init__(self, database=None, *, table='bottlesession',
