@@ -7379,6 +7379,37 @@ def test_sql_the_readmes_create_statements_make_a_table_the_store_uses(kind, req
     assert app.get('/get').json['data']['big'] == 'x' * 70000 and app.get('/count').text == '3'
 
 
+@pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
+def test_sql_a_table_of_bottlesession_2_0_is_upgraded_in_place(kind, request, tmp_path):
+    """A table bottlesession 2.0 made (no user_key; on MariaDB a TEXT data, 64 KB)
+    gains the user_key column and its index, so a user's sessions are found, and
+    on MariaDB a MEDIUMTEXT data, which holds a session over 64 KB."""
+    table = 'old_' + uuid.uuid4().hex[:8]
+    manager = make_manager(kind, request, tmp_path, table=table)
+    with contextlib.closing(manager._factory()) as conn:
+        conn.cursor().execute('CREATE TABLE %s (id VARCHAR(64) PRIMARY KEY, data TEXT NOT '
+                              'NULL, expires BIGINT NOT NULL)' % table)
+        conn.cursor().execute('CREATE INDEX %s_expires ON %s (expires)' % (table, table))
+        conn.commit()
+    app = plugin_app(manager)
+
+    @app.route('/login-id')
+    def login_id(session):
+        session.login(7)
+        session['big'] = 'x' * 70000
+        return 'in'
+    test = webtest.TestApp(app)
+    test.get('/login-id')
+    assert len(manager.user_sessions(7)) == 1
+    assert test.get('/get').json['data']['big'] == 'x' * 70000
+    with contextlib.closing(manager._factory()) as conn:
+        cur = conn.cursor()
+        cur.execute('SELECT COUNT(*) FROM %s WHERE user_key IS NOT NULL' % table)
+        assert cur.fetchone()[0] == 1
+        with pytest.raises(Exception, match='already exists|Duplicate key name'):
+            cur.execute('CREATE INDEX %s_user ON %s (user_key)' % (table, table))  # it is there
+
+
 @pytest.mark.parametrize('name', ['user', 'order', 'select'])
 @pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
 def test_sql_table_names_that_are_reserved_words_work(kind, name, request, tmp_path):
