@@ -666,7 +666,6 @@ class BaseSession:
             data, session = {'valid': False, **session}, self._current()
             session._refill(dict(data, valid=session.get('valid')))
             session['valid'] = data['valid']        # a sign-out drops the data, as anywhere
-            session.modified = True
         elif session.manager is not self:
             raise TypeError('save() takes a session of this manager')
         _notice_login(session)      # a login or logout made by setting session['valid']

@@ -1060,7 +1060,7 @@ def test_save_refuses_a_session_of_another_manager():
             return 'refused: %s' % exc
         return 'saved'
     response = webtest.TestApp(app).get('/cross-save')
-    assert response.text.startswith('refused: ') and 'this manager' in response.text
+    assert response.text == 'refused: save() takes a session of this manager'
     assert not any(h.startswith('session_data=') for h in set_cookie_headers(response))
 
 
@@ -1601,6 +1601,34 @@ def test_a_sign_out_by_saving_a_plain_dict_keeps_no_data(kind, store):
     browser.get('/legacy/bob')
     me = browser.get('/whoami').json
     assert me['valid'] and me['data'] == {}
+
+
+def test_saving_a_plain_dict_without_valid_stores_it_signed_out(kind, store):
+    """save() of a plain dict that has no 'valid' key (the original API allowed
+    it): its data is stored, and nobody is signed in. Mutants: a missing 'valid'
+    read as True (a login), or not defaulted (a 500). save() of what is not a
+    dict is a TypeError that says what it takes."""
+    manager, _ = store()
+    app = ident_app(manager)
+
+    @app.route('/dict-save')
+    def dict_save():
+        manager.save({'cart': 'mine'})
+        return 'saved'
+
+    @app.route('/list-save')
+    def list_save():
+        try:
+            manager.save([('cart', 'mine')])
+        except TypeError as exc:
+            return str(exc)
+        return 'saved'
+    browser = webtest.TestApp(app)
+    browser.get('/dict-save')
+    me = browser.get('/whoami').json
+    assert not me['valid'] and me['data'] == {'cart': 'mine'}
+    assert browser.get('/list-save').text == (
+        'save() takes the session that get_session() returned')
 
 
 def test_login_over_an_original_way_login_without_a_name_keeps_no_data(kind, store):
@@ -5384,6 +5412,28 @@ def test_compressed_session_too_large_to_read_back_is_refused_at_save():
         manager.persist(bs.Session(manager, 'H' * 43, {'blob': 'z' * (manager.max_decompressed + 1)},
                                    meta={'c': time.time(), 'a': time.time()}))
     assert test.get('/get').json['data']['a'] == '1'        # still signed in, not lost
+
+
+def test_a_compressed_session_of_exactly_the_readable_size_is_saved():
+    """load() reads back up to max_decompressed bytes of JSON, so persist() keeps a
+    session of exactly that many. Mutant: >= refused the largest one load() reads."""
+    manager = bs.CookieSession(secret=SECRET, compress=True)
+    now = int(time.time())
+
+    def persisted(n):
+        try:
+            return manager.persist(bs.Session(manager, 'H' * 43, {'blob': 'z' * n},
+                                              meta={'c': now, 'a': now}))[1]
+        except bs.SessionTooLarge:
+            return None
+    low, high = manager.max_decompressed - 1000, manager.max_decompressed     # fits, does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if persisted(middle) else (low, middle)
+    value = persisted(low)
+    raw = zlib.decompress(base64.urlsafe_b64decode(value.split('.')[1] + '=='))
+    assert len(raw) == manager.max_decompressed
+    assert manager.load(value)['blob'] == 'z' * low
 
 
 def test_compression_is_used_only_where_it_is_shorter():
