@@ -2194,21 +2194,16 @@ class SQLSession(ServerSession):
             return self._one(cur, key) == blob     # rowcount: MySQL's FOUND_ROWS lies
         return self._run(store)
 
-    def _do(self, name, *values):
-        """Run one statement: its rows if it is a SELECT, else how many it changed."""
-        def work(cur):
-            self._execute(cur, name, *values)
-            return [tuple(row) for row in cur.fetchall()] if name == 'user' else cur.rowcount
-        return self._run(work)
-
     def remove(self, key):
-        return self._do('delete', key) > 0
+        return self._run(lambda cur: self._execute(cur, 'delete', key).rowcount) > 0
 
     def user_records(self, user):
-        return self._do('user', user, int(self.now()))
+        now = int(self.now())
+        return self._run(lambda cur: [tuple(row) for row in
+                                      self._execute(cur, 'user', user, now).fetchall()])
 
     def purge(self, now):
-        return self._do('purge', int(now))
+        return self._run(lambda cur: self._execute(cur, 'purge', int(now)).rowcount)
 
 
 # RedisSession ################################################################
