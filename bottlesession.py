@@ -686,12 +686,10 @@ class BaseSession:
         session.old_id, session.modified = None, False
 
     def regenerate(self, session):
-        """Give the session a new id and CSRF secret, keep its data; save it."""
         _rotate(session)
         self.save(session)
 
     def invalidate(self, session):
-        """Delete the session and expire its cookies; it becomes a fresh one."""
         for sid in filter(None, (session.old_id, None if session.new else session.id)):
             self.delete(sid)
         now, cookies, wrapped = self.now(), session.cookies, session.wrapped
@@ -1740,7 +1738,6 @@ class ServerSession(BaseSession):
                                 % (key, self.swap_attempts))
 
     def reset_rate_limit(self, key):
-        """Forget the attempts counted for `key`: call it after a good login."""
         self.remove(self._key(b'rate', key))
 
 
