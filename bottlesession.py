@@ -621,10 +621,10 @@ class BaseSession:
                 result = raised = exc
             response = result if isinstance(result, bottle.HTTPResponse) else response
             session = environ.get(self._environ_key)
-            if session is not None and not (isinstance(response, SessionStoreError)
-                                            or hasattr(response, 'session_crash')):
-                self._commit(session, response, autosave)
-            elif session is not None:   # a 503, or a crash below: its cookies, and no save
+            if session is not None:
+                if not (isinstance(response, SessionStoreError)     # a 503, or a crash
+                        or hasattr(response, 'session_crash')):      # below: no save
+                    self._commit(session, autosave)
                 _apply_headers(response, session.cookies)
         except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
             session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,
@@ -644,8 +644,8 @@ class BaseSession:
             raise raised
         return result
 
-    def _commit(self, session, response, autosave):
-        """Save it if due (a login, logout, new CSRF secret even without autosave); send headers."""
+    def _commit(self, session, autosave):
+        """Save it if due (a login, logout, new CSRF secret even without autosave)."""
         _notice_login(session)
         meta, loaded = session.meta, session.loaded[1]
         if session.modified and (autosave or meta.get('l') != loaded.get('l') or session.old_id
@@ -656,7 +656,6 @@ class BaseSession:
                 self._save(session)
             except SessionStoreError as exc:     # the page only read the session: serve it
                 _log.warning('could not refresh the idle clock of a session: %s', exc)
-        _apply_headers(response, session.cookies)
 
     def save(self, session):
         """Store the session and send its cookie; a plain dict (the original API) is the data."""
