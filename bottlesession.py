@@ -273,12 +273,10 @@ class Session(dict):
     accessed = property(lambda self: self.meta['a'], doc='Its last use.')
     login_time = property(lambda self: self.meta.get('l') if self.get('valid') else None,
                           doc='When the user signed in (epoch seconds), or None.')
-
-    @property
-    def user_id(self):
-        """The id given to login(), or None, as the session says: whether the user still
-        exists and is signed in, ask current_user(), a `user` parameter or valid_user."""
-        return self.meta.get('u') if self.get('valid') else None
+    user_id = property(lambda self: self.meta.get('u') if self.get('valid') else None,
+                       doc='The id given to login(), or None, as the session says: whether the '
+                           'user still exists and is signed in, ask current_user(), a `user` '
+                           'parameter or valid_user.')
 
     def login(self, user_id, user=None):
         """Sign `user_id` in: a new id and CSRF secret, saved with the session. Give the
