@@ -1406,7 +1406,6 @@ class CookieSession(BaseSession):
         self._limits, self._limits_lock, self._limits_sweep = {}, threading.Lock(), 10000
 
     def user_sessions(self, user_id, keep=None):
-        """Server-side stores list and end a user's sessions; this one cannot."""
         raise ConfigError('%s cannot list or end a user\'s sessions: the browser holds '
                           'them. Give SessionPlugin(..., user_version=fn) to end them '
                           'when the user\'s version changes.' % type(self).__name__)
