@@ -2236,10 +2236,8 @@ class RedisSession(ServerSession):
     # KEYS[1]) holds ARGV[1] (or nothing, if empty), write ARGV[2] to KEYS[1]
     # (or delete it, if empty); with a third key, the index, in the same step.
     _SWAP = """
-        local stored = redis.call('GET', KEYS[2])
-        if ARGV[1] == '' then
-            if stored then return 0 end
-        elseif stored ~= ARGV[1] then return 0 end
+        local expected = ARGV[1] ~= '' and ARGV[1]     -- false, as GET gives for no key
+        if redis.call('GET', KEYS[2]) ~= expected then return 0 end
         if KEYS[2] ~= KEYS[1] then redis.call('DEL', KEYS[2]) end
         if ARGV[2] == '' then redis.call('DEL', KEYS[1])
         else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
