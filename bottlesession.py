@@ -1922,9 +1922,7 @@ _SQL = dict(
     add_user='ALTER TABLE {t} ADD user_key VARCHAR(64)',     # a table of bottlesession 2.0
     index_expires='CREATE INDEX {index_expires} ON {indexed} (expires)',
     index_user='CREATE INDEX {index_user} ON {indexed} (user_key)',
-    widen=None,                                             # MySQL: 2.0's TEXT held 64 KB
     select='SELECT data FROM {t} WHERE id = ? AND expires >= ?',
-    swap=None,
     swap_all="UPDATE {t} SET data = ?, expires = ?, user_key = NULLIF(?, '') "
              "WHERE id = ? AND {data} = ?",
     take='DELETE FROM {t} WHERE id = ? AND {data} = ?',
@@ -1944,7 +1942,7 @@ _SQL_DIALECT = {
                         "? = COALESCE(user_key, '') AND id = ? AND {data} = ?"),
     'mysql': dict(
         text='MEDIUMTEXT', data='BINARY data',
-        widen='ALTER TABLE {t} MODIFY data MEDIUMTEXT NOT NULL',
+        widen='ALTER TABLE {t} MODIFY data MEDIUMTEXT NOT NULL',     # 2.0's TEXT held 64 KB
         insert='INSERT INTO {t} (id, data, expires, user_key) VALUES (?, ?, ?, ?) ON '
                'DUPLICATE KEY UPDATE data = IF(expires < ?, VALUES(data), data), user_key '
                '= IF(expires < ?, VALUES(user_key), user_key), expires = IF(expires < ?, '
@@ -1969,10 +1967,9 @@ def _sql_statements(dialect, table, style):
     names['indexed'] = quote % bare if on_schema else names['t']
     mark = {'format': '%s', 'pyformat': '%s', 'numeric': ':{}', 'named': ':p{}'}.get(style, '?')
     for key, query in statements.items():
-        if query is not None:
-            parts = query.format(**names).split('?')
-            statements[key] = parts[0] + ''.join(
-                mark.format(n) + part for n, part in enumerate(parts[1:], 1))
+        parts = query.format(**names).split('?')
+        statements[key] = parts[0] + ''.join(
+            mark.format(n) + part for n, part in enumerate(parts[1:], 1))
     return statements
 
 
@@ -2076,7 +2073,7 @@ class SQLSession(ServerSession):
             if not self._try(conn, sql['add_user']):    # bottlesession 2.0's table
                 work = ['index_user', 'widen']
             for name in work:
-                error = sql[name] and self._try(conn, sql[name])
+                error = name in sql and self._try(conn, sql[name])
                 if error and self._try(conn, sql['probe']):    # not a race another process won
                     raise SessionStoreError(
                         'cannot create the session table %s: %s. Create it as the README '
@@ -2174,7 +2171,7 @@ class SQLSession(ServerSession):
                     return self._one(cur, key) == blob      # a retry that had landed
             elif expected is not None:
                 for name in ('swap', 'swap_all'):
-                    if self._sql[name] and self._execute(
+                    if name in self._sql and self._execute(
                             cur, name, blob, expires, user or '', key, expected).rowcount == 1:
                         return True
                 # MySQL counts an unchanged row as 0; a retry finds it written
