@@ -2166,22 +2166,21 @@ class SQLSession(ServerSession):
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         def store(cur):
-            if expected is not None and replaces:
-                if self._execute(cur, 'take', replaces, expected).rowcount != 1:
-                    return self._one(cur, key) == blob      # a retry that had landed
-            elif expected is not None:
+            if expected is not None and not replaces:
                 for name in ('swap', 'swap_all'):
                     if name in self._sql and self._execute(
                             cur, name, blob, expires, user or '', key, expected).rowcount == 1:
                         return True
-                # MySQL counts an unchanged row as 0; a retry finds it written
-                return self._one(cur, key) == blob
-            now = int(self.now())
-            if self._dialect is None:       # no upsert: an expired row goes first
-                self._execute(cur, 'drop_expired', key, now)
-            self._execute(cur, 'insert', key, blob, expires, user,
-                          *[now] * self._sql['insert'].count('expires <'))
-            return self._one(cur, key) == blob     # rowcount: MySQL's FOUND_ROWS lies
+            elif expected is None or self._execute(
+                    cur, 'take', replaces, expected).rowcount == 1:
+                now = int(self.now())
+                if self._dialect is None:       # no upsert: an expired row goes first
+                    self._execute(cur, 'drop_expired', key, now)
+                self._execute(cur, 'insert', key, blob, expires, user,
+                              *[now] * self._sql['insert'].count('expires <'))
+            # Written, or a retry that had landed? Not rowcount: MySQL counts an
+            # unchanged row as 0, and its FOUND_ROWS lies after an upsert.
+            return self._one(cur, key) == blob
         return self._run(store)
 
     def remove(self, key):
