@@ -164,7 +164,6 @@ class InsecureSecretWarning(UserWarning):
 
 
 def _new_id():
-    """A fresh session id or CSRF secret: 256 random bits, URL- and cookie-safe."""
     return secrets.token_urlsafe(SECRET_BYTES)
 
 
