@@ -1296,15 +1296,11 @@ def _read_secret_file(path):
 
 def _load_secrets(secret, secret_file):
     """The list of secrets as bytes, newest first, from the constructor's arguments."""
-    if isinstance(secret, (list, tuple)):
-        found = list(secret)
-        if not found:
-            raise ConfigError('secret is an empty list: give at least one secret')
-    elif secret is not None:
-        if not secret:      # os.environ.get('SECRET', '') must not mean "derive one"
-            raise ConfigError('secret is empty: give a secret, or leave it out to '
-                              'derive one from the machine')
-        found = [secret]
+    if secret is not None:
+        if not secret:      # '' or []: os.environ.get('SECRET', '') must not mean "derive one"
+            raise ConfigError('secret is empty: give a secret (or a list of them), or leave '
+                              'it out to derive one from the machine')
+        found = list(secret) if isinstance(secret, (list, tuple)) else [secret]
     elif secret_file is not None:
         found = [_read_secret_file(secret_file)]
     else:

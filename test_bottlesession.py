@@ -5046,6 +5046,10 @@ def test_a_signer_without_secrets_says_so_and_one_without_context_binds_none():
     assert bs.Signer([SECRET.encode()], b'salt').signature(b'message') == bs._b64encode(mac)
 
 
+EMPTY_SECRET = ('secret is empty: give a secret (or a list of them), or leave it out to '
+                'derive one from the machine')
+
+
 def test_refused_secrets_say_what_is_wrong(tmp_path):
     """Each refusal of a secret or secret file says what is wrong and what to
     do. Mutants: a message lost, reworded or in capitals; a TypeError from
@@ -5054,10 +5058,9 @@ def test_refused_secrets_say_what_is_wrong(tmp_path):
     empty.write_text('\n')
     empty.chmod(0o644)
     for options, error, message in [
-            ({'secret': []}, bs.ConfigError,
-             'secret is an empty list: give at least one secret'),
-            ({'secret': ''}, bs.ConfigError,
-             'secret is empty: give a secret, or leave it out to derive one from the machine'),
+            ({'secret': []}, bs.ConfigError, EMPTY_SECRET),
+            ({'secret': ''}, bs.ConfigError, EMPTY_SECRET),
+            ({'secret': ()}, bs.ConfigError, EMPTY_SECRET),
             ({'secret_file': str(tmp_path)}, bs.ConfigError,
              'cannot read secret_file %r: [Errno %d] Is a directory: %r'
              % (str(tmp_path), errno.EISDIR, str(tmp_path))),
