@@ -1181,8 +1181,6 @@ def _open_private_dir(path, what='session directory', planted=_PLANTED_PICKLE, c
 def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
     """Refuse a directory or file (`st` its stat) that another user owns or
     others can write: whoever can, can plant what we would trust."""
-    if what.endswith('directory') and not stat.S_ISDIR(st.st_mode):
-        raise ConfigError('%s %r is not a directory' % (what, path))
     if hasattr(os, 'geteuid') and st.st_uid != os.geteuid():
         raise ConfigError('%s %r is owned by uid %d, not by this user (uid %d): whoever '
                           'owns it %s' % (what, path, st.st_uid, os.geteuid(), planted))

@@ -4633,11 +4633,14 @@ def test_a_default_directory_of_another_user_is_an_error_at_build_or_harmless(
 
 def test_a_session_dir_that_is_a_file_is_a_config_error(tmp_path):
     """A regular file where the directory should be: a ConfigError that names
-    the path, at build."""
+    the path and the OS's reason, at build; also as the directory a SQLite
+    database would be in."""
     path = tmp_path / 'sessions'
     path.write_text('not a directory')
-    with pytest.raises(bs.ConfigError, match='sessions'):
+    with pytest.raises(bs.ConfigError, match="sessions'.*Not a directory"):
         bs.PickleSession(session_dir=str(path))
+    with pytest.raises(bs.ConfigError, match="sessions'.*Not a directory"):
+        bs.SQLSession(str(path / 'db.sqlite3'))
 
 
 @pytest.mark.parametrize('store', ['pickle', 'sqlite'])
