@@ -3816,6 +3816,44 @@ def test_signing_out_by_clearing_valid_renews_the_csrf_secret(kind, request, tmp
 
 # The plugin ##################################################################
 
+@pytest.mark.parametrize('options, error, message', [
+    ({'load_user': 'USERS'}, TypeError, "load_user must be a function, not 'USERS'"),
+    ({'user_version': len}, bs.ConfigError,
+     'user_version needs load_user: it is a function of the user'),
+    ({'trusted_origins': 'https://admin.example'}, TypeError,
+     'trusted_origins is a list of origins, not one string'),
+    ({'trusted_origins': ['https://admin.example/']}, bs.ConfigError,
+     "a trusted origin is scheme://host[:port], not 'https://admin.example/'"),
+    ({'trusted_origins': ['admin.example']}, bs.ConfigError,
+     "a trusted origin is scheme://host[:port], not 'admin.example'")])
+def test_a_misconfigured_plugin_is_refused_at_construction(options, error, message):
+    """Each wrong option of SessionPlugin is an error when it is made, saying what
+    is wrong: not a failure on some later request."""
+    with pytest.raises(error) as refused:
+        bs.SessionPlugin(bs.CookieSession(secret=SECRET), **options)
+    assert (type(refused.value), str(refused.value)) == (error, message)
+    with pytest.raises(TypeError, match='needs a session manager'):
+        bs.SessionPlugin(object())
+
+
+def test_current_user_without_a_plugin_that_loads_users_is_a_config_error():
+    """current_user() on an app whose plugin has no load_user: a ConfigError
+    that says what to install, not None (which would read as signed out)."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(bs.CookieSession(secret=SECRET)))
+
+    @app.route('/who')
+    def who():
+        try:
+            bs.current_user()
+        except bs.ConfigError as exc:
+            return str(exc)
+        return 'answered'
+    assert webtest.TestApp(app).get('/who').text == (
+        'current_user() needs SessionPlugin(manager, load_user=...) installed on the app '
+        'serving this request')
+
+
 def test_plugin_keyword_clash_is_a_plugin_error():
     manager = bs.CookieSession(secret=SECRET)
     app = bottle.Bottle()
@@ -7054,6 +7092,27 @@ def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
+def test_sqlite_a_database_directory_replaced_after_the_start_is_never_opened(tmp_path):
+    """The database's directory is moved aside after the start and another put in
+    its place, holding a database of someone else's making: SQLite opens by path,
+    so a new connection would open theirs. It is refused (a 503 that says why), and
+    nothing is written to it. Mutant: the check of what SQLite opened dropped."""
+    where = tmp_path / 'db'
+    where.mkdir(0o700)
+    manager = bs.SQLSession(str(where / 'sessions.sqlite3'))     # checked, not yet used
+    where.rename(tmp_path / 'moved')
+    where.mkdir(0o700)
+    with contextlib.closing(sqlite3.connect(str(where / 'sessions.sqlite3'))) as planted:
+        planted.execute('CREATE TABLE planted (a)')
+    (where / 'sessions.sqlite3').chmod(0o600)
+    text = webtest.TestApp(session_store_error_app(manager)).get('/try').text
+    assert text == ("failed: %r is no longer the session database checked at start: a "
+                    "directory on its path was replaced" % str(where / 'sessions.sqlite3'))
+    with contextlib.closing(sqlite3.connect(str(where / 'sessions.sqlite3'))) as planted:
+        assert [row[0] for row in planted.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")] == ['planted']
+
+
 def test_sqlite_path_under_a_directory_another_user_can_change_is_refused(tmp_path):
     """A private directory under one that another user owns can be renamed away
     and replaced, database and all."""
@@ -7395,6 +7454,14 @@ def test_sql_upsert_and_pyformat(kind, upsert, request):
         rows = cur.fetchall()
     assert len(rows) == 1 and json.loads(rows[0][0])['d'] == {     # no id: no usable cookie
         'valid': False, 'a': '1', 'b': '2'}
+
+
+def test_sql_a_wrong_paramstyle_or_database_is_refused_at_construction(tmp_path):
+    with pytest.raises(bs.ConfigError, match="unknown DB-API paramstyle 'dollar'"):
+        bs.SQLSession(str(tmp_path / 'db'), paramstyle='dollar')
+    with pytest.raises(TypeError, match='database must be a pool, a connection factory or a '
+                                        'SQLite path'):
+        bs.SQLSession(42)
 
 
 def test_sql_table_name_is_checked():
