@@ -354,9 +354,10 @@ class Session(dict):
         return dict.pop(self, key, *default)
 
     def popitem(self):
-        item = dict.popitem(self)
-        self.modified = True
-        return item
+        for key in reversed(self):      # the data's last item: the id, held last, is not data
+            if key != 'sessionid':
+                return key, self.pop(key)
+        raise KeyError('popitem(): the session holds no data')
 
     def setdefault(self, key, default=None):
         if key not in self:
@@ -474,7 +475,7 @@ def _record(session):
     record = dict(meta, c=int(meta['c']), a=int(meta['a']), d=dict(session))
     if 'l' in record:
         record['l'] = int(record['l'])
-    del record['d']['sessionid']
+    record['d'].pop('sessionid', None)      # the app may have popped it
     return record
 
 

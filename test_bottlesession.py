@@ -218,6 +218,27 @@ def test_a_value_that_changes_only_its_type_is_saved(store):
         assert type(app.get('/get').json['data']['v']) is expected, kind
 
 
+def test_popitem_and_popping_the_id_never_break_the_save(store):
+    """popitem() takes the last item of the data, never the id, which a loaded
+    session holds last; pop('sessionid') or del takes the id out of the dict only:
+    the save still works, and the next request has the same session. Failed: both
+    were a 500 at the save (and popitem() returned the id)."""
+    manager, app = store()
+    app.app.route('/popitem', callback=lambda session: repr(session.popitem()))
+    app.app.route('/pop-id', callback=lambda session: session.pop('sessionid') and 'popped')
+    app.get('/set/a/1')
+    app.get('/set/b/2')
+    assert app.get('/popitem').text == "('b', '2')"
+    sid = app.get('/get').json['id']
+    assert app.get('/pop-id').text == 'popped'
+    assert app.get('/get').json == {'data': {'a': '1', 'valid': False, 'sessionid': sid},
+                                    'new': False, 'id': sid}
+    emptied = bs.Session(manager, 'D' * 43, meta={'c': 0, 'a': 0})
+    assert emptied.popitem() == ('valid', False)
+    with pytest.raises(KeyError):           # as an empty dict's: the id is not data
+        emptied.popitem()
+
+
 def test_repr_does_not_show_the_session_id():
     manager = bs.CookieSession(secret=SECRET)
     sid = 'J' * 43
