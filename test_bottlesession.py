@@ -2815,6 +2815,27 @@ def test_sqlite_finds_a_users_sessions_through_an_index(tmp_path):
             assert not [p for p in plan if p.startswith('SCAN')], (sql, plan)
 
 
+@pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
+def test_sql_a_session_of_nobody_signed_in_has_no_user_key(kind, request, tmp_path):
+    """Only a signed-in session's row has a user_key: an anonymous one's stays NULL
+    through every save. Mutant: a made-up key written for a session of nobody."""
+    table = 'keys_' + uuid.uuid4().hex[:8]
+    manager = make_manager(kind, request, tmp_path, table=table)
+    browser = webtest.TestApp(plugin_app(manager))
+
+    def keyed():
+        with contextlib.closing(manager._factory()) as conn:
+            cur = conn.cursor()
+            cur.execute('SELECT user_key FROM %s' % table)
+            return [row[0] is not None for row in cur.fetchall()]
+    for _ in range(3):
+        browser.get('/count')
+    assert keyed() == [False]
+    manager.now.advance(1)      # a save that changes the end too, where SQLite sets all
+    browser.get('/count')
+    assert keyed() == [False]
+
+
 @slow
 def test_redis_finds_a_users_sessions_without_keys_or_scan(redis_server):
     """user_sessions and end_sessions use an index: no KEYS or SCAN, not even in a script."""
