@@ -508,6 +508,11 @@ class BaseSession:
             raise ConfigError('samesite must be "Lax", "Strict", "None" or None')
         if samesite == 'None' and not secure:
             raise ConfigError('samesite="None" needs secure=True; browsers refuse it otherwise')
+        prefix = cookie_name.lower().partition('-')[0]      # RFC 6265bis: __Host-, __Secure-
+        if prefix in ('__secure', '__host') and not secure or prefix == '__host' and (
+                domain or path != '/'):
+            raise ConfigError('cookie_name %r needs secure=True%s: browsers drop it otherwise'
+                              % (cookie_name, ', path "/" and no domain' * (prefix == '__host')))
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError('namespace must be a str, not %r' % (namespace,))
         self.cookie_name, self.path, self.domain = cookie_name, path, domain

@@ -5473,6 +5473,22 @@ def test_cookie_options_are_validated():
     assert 'HttpOnly' not in header
 
 
+@pytest.mark.parametrize('options', [
+    {'cookie_name': '__Host-session'}, {'cookie_name': '__Secure-session'},
+    {'cookie_name': '__host-session'},
+    {'cookie_name': '__Host-session', 'secure': True, 'domain': 'example.org'},
+    {'cookie_name': '__Host-session', 'secure': True, 'path': '/app'}])
+def test_a_prefixed_cookie_name_browsers_would_drop_is_refused(options):
+    """A __Host- cookie needs Secure, Path=/ and no Domain, a __Secure- one Secure
+    (RFC 6265bis, any case): browsers drop one set otherwise, so no session
+    would ever stick. Failed: accepted, and no visitor could stay signed in."""
+    with pytest.raises(bs.ConfigError, match='browsers drop'):
+        bs.CookieSession(secret=SECRET, **options)
+    for good in ({'cookie_name': '__Host-session', 'secure': True},
+                 {'cookie_name': '__Secure-session', 'secure': True, 'path': '/app'}):
+        bs.CookieSession(secret=SECRET, **good)
+
+
 def test_browser_session_cookie_when_expires_is_none():
     manager = bs.CookieSession(secret=SECRET, cookie_expires=None)
     manager.now = Clock()
