@@ -1314,9 +1314,9 @@ def _load_secrets(secret, secret_file):
         if not isinstance(item, (str, bytes)) or not item:
             raise TypeError('each secret must be a non-empty str or bytes, not %r' % (item,))
         keys.append(item.encode('utf-8') if isinstance(item, str) else item)
-    if any(len(key) < 16 for key in keys):
-        _warn('a session secret is shorter than 16 bytes: it can be guessed. Use '
-              'secrets.token_urlsafe(32).')
+    if any(len(key.strip()) < 16 for key in keys):
+        _warn('a session secret is shorter than 16 bytes, blanks around it aside: it can be '
+              'guessed. Use secrets.token_urlsafe(32).')
     return keys
 
 

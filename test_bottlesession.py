@@ -5158,18 +5158,20 @@ def test_refused_secrets_say_what_is_wrong(tmp_path):
         assert (type(refused.value), str(refused.value)) == (error, message), options
 
 
-@pytest.mark.parametrize('secret', ['s' * 15, b's' * 15, ['s' * 32, 's' * 15]],
-                         ids=['str', 'bytes', 'an-older-one'])
+@pytest.mark.parametrize('secret', ['s' * 15, b's' * 15, ['s' * 32, 's' * 15], ' ' * 32,
+                                    b'\t' + b's' * 14 + b'\n' * 17],
+                         ids=['str', 'bytes', 'an-older-one', 'blanks', 'blanks-around'])
 def test_a_secret_under_16_bytes_warns_from_the_line_that_gave_it(secret, tmp_path):
-    """A secret (any of them) shorter than 16 bytes warns (its line: the next
-    test); 16 bytes do not. Mutants: 16 bytes warned (`<= 16`, `< 17`); its
-    message reworded."""
+    """A secret (any of them) shorter than 16 bytes, blanks around it aside,
+    warns (its line: the next test); 16 bytes do not. Mutants: 16 bytes warned
+    (`<= 16`, `< 17`); its message reworded. Failed: 32 spaces passed silently,
+    though a secret file's blank first line is refused."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         bs.SQLSession(str(tmp_path / 'sessions.db'), secret=secret)
     assert [(w.category, str(w.message)) for w in caught] == [
-        (bs.InsecureSecretWarning, 'a session secret is shorter than 16 bytes: it can be '
-         'guessed. Use secrets.token_urlsafe(32).')]
+        (bs.InsecureSecretWarning, 'a session secret is shorter than 16 bytes, blanks '
+         'around it aside: it can be guessed. Use secrets.token_urlsafe(32).')]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         bs.SQLSession(str(tmp_path / 'sessions.db'), secret='s' * 16)
