@@ -1184,7 +1184,7 @@ def _open_private_dir(path, what='session directory', planted=_PLANTED_PICKLE, c
         raise
 
 
-def _check_private(path, st, what='session directory', planted=_PLANTED_PICKLE):
+def _check_private(path, st, what, planted):
     """Refuse a directory or file (`st` its stat) that another user owns or
     others can write: whoever can, can plant what we would trust."""
     if hasattr(os, 'geteuid') and st.st_uid != os.geteuid():

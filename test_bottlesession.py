@@ -235,8 +235,9 @@ def test_popitem_and_popping_the_id_never_break_the_save(store):
                                     'new': False, 'id': sid}
     emptied = bs.Session(manager, 'D' * 43, meta={'c': 0, 'a': 0})
     assert emptied.popitem() == ('valid', False)
-    with pytest.raises(KeyError):           # as an empty dict's: the id is not data
+    with pytest.raises(KeyError) as empty:  # as an empty dict's: the id is not data
         emptied.popitem()
+    assert empty.value.args == ('popitem(): the session holds no data',)
 
 
 def test_repr_does_not_show_the_session_id():
@@ -4773,8 +4774,10 @@ def test_a_session_dir_others_may_list_is_refused(tmp_path, mode):
     path = tmp_path / 'sessions'
     path.mkdir()
     os.chmod(path, mode)
-    with pytest.raises(bs.ConfigError, match='readable by others.*0700'):
+    with pytest.raises(bs.ConfigError) as refused:
         bs.PickleSession(session_dir=str(path))
+    assert str(refused.value) == ('session directory %r is readable by others (mode %o): they '
+                                  'would list its sessions. Use mode 0700.' % (str(path), mode))
 
 
 def test_the_refusals_of_a_shared_session_directory_or_database_say_what_to_do(tmp_path):
@@ -6306,8 +6309,11 @@ def test_dir_owned_by_another_user_is_refused(tmp_path):
     path = tmp_path / 'theirs'
     path.mkdir(0o700)
     os.chown(path, 65534, 65534)
-    with pytest.raises(bs.ConfigError, match='owned by uid 65534'):
+    with pytest.raises(bs.ConfigError) as refused:
         bs.PickleSession(str(path))
+    assert str(refused.value) == (
+        'session directory %r is owned by uid 65534, not by this user (uid 0): whoever owns it '
+        'can plant session files, and unpickling them runs their code' % str(path))
 
 
 def test_unmodified_sessions_are_never_written(tmp_path):
