@@ -1034,7 +1034,7 @@ def _safe_path(target):
 
 def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
     """Make `valid_user`, a decorator factory that requires a signed-in session:
-    a visitor is redirected to login_url, and the page is kept for redirect_back().
+    a visitor is redirected to login_url, and a GET's page is kept for redirect_back().
 
     :param verify: ``fn(session)``, run on every request; false signs it out.
     :param require: ``fn(session)``, who may see the page: a signed-in user
@@ -1100,7 +1100,7 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
     if bottle.request.query_string:
         target += '?' + urllib.parse.quote(bottle.request.query_string,
                                            safe="/:@!$&'()*+,;=-._~?%")
-    if _safe_path(target):
+    if _safe_path(target) and bottle.request.method in ('GET', 'HEAD'):    # not a POST's
         bottle.response.set_cookie(REDIRECT_COOKIE, target, path='/', max_age=3600,
                                    httponly=True, secure=manager.secure, samesite='Lax')
         bottle.response.set_header('Cache-Control', 'no-store')     # it sets a cookie
