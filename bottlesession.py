@@ -147,10 +147,9 @@ class SessionStoreError(SessionError, bottle.HTTPError):
     """The store failed or cannot be reached: a bottle.HTTPError, a 503 whose page names
     no internals. str(error) is the driver's message, logged to the 'bottlesession' logger."""
 
-    public_message = 'The session store is unavailable. Please try again in a moment.'
-
     def __init__(self, message):
-        bottle.HTTPError.__init__(self, 503, self.public_message)
+        bottle.HTTPError.__init__(self, 503, 'The session store is unavailable. Please try '
+                                  'again in a moment.')
         self.args = (message,)
         _log.error('%s', message)
 
@@ -893,18 +892,14 @@ def _token_fault(session):
 
 def _origin(value):
     """scheme://host[:port], lower case, without the scheme's default port."""
-    value = value.strip().lower()
-    for default in ('http://', ':80'), ('https://', ':443'):
-        if value.startswith(default[0]) and value.endswith(default[1]):
-            return value[:-len(default[1])]
-    return value
+    return re.sub(r'(?s)\A(?:(http://.*):80|(https://.*):443)\Z', r'\1\2', value.strip().lower())
 
 
 def _origin_fault(environ, trusted):
     """Where the browser says an unsafe request comes from: '' for this origin or a
     trusted one, None if it says nothing (the token decides), else why it is refused."""
     origin, site = environ.get('HTTP_ORIGIN'), environ.get('HTTP_SEC_FETCH_SITE')
-    if (origin is not None and _origin(origin) in trusted) or site in ('same-origin', 'none'):
+    if site in ('same-origin', 'none') or origin is not None and _origin(origin) in trusted:
         return ''
     if site is not None:
         return 'the browser says this request comes from another site (Sec-Fetch-Site: %s)' % (
@@ -1536,7 +1531,7 @@ class ServerSession(BaseSession):
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
 
-    It may override dumps() and loads() (JSON text; pickles for files).
+    It may override dumps() and loads() (JSON text; bytes for Redis; pickles for files).
 
     :param cleanup_chance: the chance that saving a new session runs cleanup().
     :param secret: signs visitors' CSRF cookies and keys user_version hashes;
@@ -1805,15 +1800,12 @@ class PickleSession(ServerSession):
         try:
             fd = self._open(self._name(key), os.O_RDONLY)
             try:                        # os.read, not a file object: on every request
-                mtime = os.fstat(fd).st_mtime
-                if len(key) == 64 and mtime < self.now():   # its end has passed: gone for good
+                st = os.fstat(fd)
+                if len(key) == 64 and st.st_mtime < self.now():     # its end has passed: gone
                     with contextlib.suppress(OSError):
                         self._unlink(key)
                     return None
-                blob = chunk = os.read(fd, 65536)
-                while len(chunk) == 65536:
-                    chunk = os.read(fd, 65536)
-                    blob += chunk
+                blob = os.read(fd, st.st_size)      # whole: files are replaced, not changed
             finally:
                 os.close(fd)
         except FileNotFoundError:
@@ -1825,6 +1817,7 @@ class PickleSession(ServerSession):
                 data = pickle.loads(blob)
             except Exception:
                 return None
+            mtime = st.st_mtime
             return self.dumps({'c': mtime, 'a': mtime, 'd': data}) if isinstance(data, dict) else None
         return blob
 
@@ -1972,21 +1965,17 @@ def _sql_statements(dialect, table, style):
     return statements
 
 
-def _connection_lost(conn, error):
-    """Whether `error` broke the connection itself, not just one statement:
-    psycopg's closed and broken, PyMySQL's and MySQLdb's open, SQLSTATE 08."""
-    state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
-    return bool(getattr(conn, 'broken', False) or getattr(conn, 'closed', False)
-                or not getattr(conn, 'open', True)
-                or isinstance(state, str) and state.startswith('08'))
-
-
-def _deadlock(error):
-    """Whether the database chose this transaction as a deadlock's victim (SQLSTATE
-    40001 or 40P01, MySQL's 1213): it rolled back, and may simply run again."""
+def _sql_failure(conn, error):
+    """(whether `error` broke the connection itself, not just one statement: psycopg's
+    closed and broken, PyMySQL's and MySQLdb's open, SQLSTATE 08; whether the database
+    chose this transaction as a deadlock's victim, SQLSTATE 40001 or 40P01, MySQL's
+    1213: it rolled back, and may simply run again)."""
     state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
     code = getattr(error, 'errno', None) or (error.args[:1] or [None])[0]
-    return state in ('40001', '40P01') or code == 1213
+    lost = conn is not None and (getattr(conn, 'broken', False) or getattr(conn, 'closed', False)
+                                 or not getattr(conn, 'open', True)
+                                 or isinstance(state, str) and state.startswith('08'))
+    return bool(lost), state in ('40001', '40P01') or code == 1213
 
 
 def _sqlite_factory(path):
@@ -2087,7 +2076,7 @@ class SQLSession(ServerSession):
                 cur.execute(statement)
                 conn.commit()
             except Exception as exc:
-                if _connection_lost(conn, exc):
+                if _sql_failure(conn, exc)[0]:
                     raise
                 conn.rollback()
                 return exc
@@ -2131,11 +2120,11 @@ class SQLSession(ServerSession):
             except SessionStoreError:
                 raise
             except Exception as exc:
-                lost = conn is not None and _connection_lost(conn, exc)
+                lost, deadlock = _sql_failure(conn, exc)
                 if lost:
                     self._forget(conn)
-                again = _deadlock(exc) or lost and attempt == 0 and 'timeout' not in str(exc) \
-                    and 'timed out' not in str(exc)
+                timeout = re.search('time(out|d out)', str(exc))
+                again = deadlock or lost and not attempt and not timeout
                 if not again or attempt == 2:
                     raise SessionStoreError('session database failed: %s' % exc) from exc
 
@@ -2239,6 +2228,9 @@ class RedisSession(ServerSession):
         if #KEYS == 3 then""" + _INDEX + """ end
         return 1"""
 
+    def dumps(self, record):
+        return _to_json(record).encode('ascii')     # bytes, as redis-py reads them back
+
     def _call(self, work):
         try:
             return work()
@@ -2246,7 +2238,7 @@ class RedisSession(ServerSession):
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
     def read(self, key):
-        return _text(self._call(lambda: self.client.get(self.prefix + key)))
+        return self._call(lambda: self.client.get(self.prefix + key))
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         ttl = max(1, math.ceil(expires - self.now()))
@@ -2281,20 +2273,12 @@ class RedisSession(ServerSession):
                 if blob is None:
                     self.client.srem(index, key)    # expired since: forget it
                 else:
-                    found.append((key, _text(blob)))
+                    found.append((key, blob))
             return found
         return self._call(members)
 
     def purge(self, now):
         return 0
-
-
-def _text(blob):
-    """A stored blob as text: redis-py gives bytes unless decode_responses=True. Bytes
-    not UTF-8 (damaged) stay bytes, which parse as no record."""
-    with contextlib.suppress(UnicodeDecodeError):
-        return blob.decode('utf-8') if isinstance(blob, bytes) else blob
-    return blob
 
 
 ###############################################################################
