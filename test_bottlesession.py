@@ -3179,6 +3179,23 @@ def test_csrf_an_origin_is_the_same_with_or_without_its_schemes_default_port(sch
         post('app.example:' + port, origin, status=403)
 
 
+def test_csrf_origins_compare_in_any_case_and_without_blanks_around():
+    """Host names have no case: a trusted origin written 'https://Admin.Example', or
+    a Host header 'App.Example', is the origin a browser sends in lower case. Blanks
+    around a header's value, which a WSGI server may pass on, are not part of it."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = webtest.TestApp(csrf_site(manager, trusted_origins=['https://Admin.Example']))
+
+    def post(host, origin, status=200):
+        return app.post('/plain', status=status, extra_environ={
+            'HTTP_HOST': host, 'HTTP_ORIGIN': origin, 'wsgi.url_scheme': 'https'})
+    assert post('App.Example', 'https://app.example').text == 'plain'
+    assert post('app.example', 'https://admin.example').text == 'plain'
+    assert post('app.example', ' https://app.example\t').text == 'plain'
+    for origin in ('https://evil.example', 'https://app.example.evil', 'http://app.example'):
+        post('app.example', origin, status=403)
+
+
 def test_csrf_neither_header_the_token_decides(kind, request, tmp_path):
     """Old browsers and non-browser clients: the token (field or header) decides,
     on routes with and without `session`."""
@@ -7743,12 +7760,15 @@ def test_the_sql_store_ends_a_session_at_its_stored_end(kind, request, tmp_path)
 
 @slow
 @pytest.mark.parametrize('kind', SQL_STORES)
-def test_a_connection_lost_after_the_login_commit_keeps_the_login(kind, request, tmp_path):
-    """The rotation at login commits, then the connection is reported lost. The
-    user is signed in all the same. Failed: the retry ran the rotation again,
-    found the old id gone, stored nothing and set no cookie: the login was
-    dropped."""
-    state = {'armed': False, 'fired': 0}
+@pytest.mark.parametrize('signal', ['flags', 'sqlstate'])
+def test_a_connection_lost_after_the_login_commit_keeps_the_login(kind, request, tmp_path,
+                                                                  signal):
+    """The rotation at login commits, then the connection is reported lost: by
+    the connection's flags, or by the error's SQLSTATE 08 alone (as drivers
+    that keep no flags do). The user is signed in all the same. Failed: the
+    retry ran the rotation again, found the old id gone, stored nothing and
+    set no cookie: the login was dropped."""
+    state = {'armed': False, 'fired': 0, 'flags': signal == 'flags'}
     if kind == 'sqlite':
         path = str(tmp_path / 'sessions.db')
         bs.SQLSession(path)         # the file, made and checked as the store makes it
@@ -11578,7 +11598,7 @@ class CursorProxy:
         self._cursor, self._conn = cursor, conn
 
     def execute(self, sql, *args, **kwargs):
-        if self._conn.closed:
+        if self._conn.gone:
             raise ConnectionLost('the connection is closed')
         if sql.lstrip().split(None, 1)[0].upper() in ('INSERT', 'UPDATE', 'DELETE', 'REPLACE'):
             self._conn.wrote = True
@@ -11590,40 +11610,43 @@ class CursorProxy:
 
 class LostAfterCommit:
     """A real connection whose commit(), when armed, commits a transaction
-    that wrote, then reports the connection lost (closed, as psycopg shows
-    it; open False, as PyMySQL does; SQLSTATE 08006), as when the server's
-    reply to COMMIT never arrives."""
+    that wrote, then reports the connection lost, as when the server's reply
+    to COMMIT never arrives: by SQLSTATE 08006 and, unless state['flags'] is
+    false, by its flags (closed, as psycopg shows it; open False, as PyMySQL
+    does). Without flags it is a driver that tells by the error alone."""
 
     def __init__(self, conn, state):
         self._real, self._state = conn, state
-        self.closed = self.broken = self.wrote = False
-        self.open = True
+        self.gone = self.wrote = False
+
+    flagged = property(lambda self: self.gone and self._state.get('flags', True))
+    closed = broken = property(lambda self: self.flagged)
+    open = property(lambda self: not self.flagged)
 
     def cursor(self, *args, **kwargs):
         return CursorProxy(self._real.cursor(*args, **kwargs), self)
 
     def commit(self):
-        if self.closed:
+        if self.gone:
             raise ConnectionLost('the connection is closed')
         self._real.commit()
         wrote, self.wrote = self.wrote, False
         if wrote and self._state['armed']:
             self._state['armed'] = False
             self._state['fired'] += 1
-            self.closed = self.broken = True
-            self.open = False
+            self.gone = True
             self._real.close()
             raise ConnectionLost('server closed the connection unexpectedly')
 
     def rollback(self):
-        if self.closed:
+        if self.gone:
             raise ConnectionLost('the connection is closed')
         self.wrote = False
         return self._real.rollback()
 
     def close(self):
-        if not self.closed:
-            self.closed, self.open = True, False
+        if not self.gone:
+            self.gone = True
             self._real.close()
 
     def __getattr__(self, name):
