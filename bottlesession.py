@@ -1369,9 +1369,7 @@ def _sign_with(manager, keys):
 
 def _count(hits, now, limit, period):
     """The attempts a rate limit keeps: the last `limit` in `period`, and this."""
-    hits = [t for t in hits if t > now - period][-limit:]
-    hits.append(now)
-    return hits
+    return [t for t in hits if t > now - period][-limit:] + [now]
 
 
 class CookieSession(BaseSession):
@@ -1817,8 +1815,7 @@ class PickleSession(ServerSession):
                 data = pickle.loads(blob)
             except Exception:
                 return None
-            mtime = st.st_mtime
-            return self.dumps({'c': mtime, 'a': mtime, 'd': data}) if isinstance(data, dict) else None
+            return self.dumps({'c': st.st_mtime, 'a': st.st_mtime, 'd': data})   # _parse: a dict?
         return blob
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
@@ -1934,6 +1931,7 @@ _SQL_DIALECT = {
                         "? = COALESCE(user_key, '') AND id = ? AND {data} = ?"),
     'mysql': dict(
         text='MEDIUMTEXT', data='BINARY data',
+        isolate='SET TRANSACTION ISOLATION LEVEL READ COMMITTED',
         widen='ALTER TABLE {t} MODIFY data MEDIUMTEXT NOT NULL',     # 2.0's TEXT held 64 KB
         insert='INSERT INTO {t} (id, data, expires, user_key) VALUES (?, ?, ?, ?) ON '
                'DUPLICATE KEY UPDATE data = IF(expires < ?, VALUES(data), data), user_key '
@@ -1966,16 +1964,16 @@ def _sql_statements(dialect, table, style):
 
 
 def _sql_failure(conn, error):
-    """(whether `error` broke the connection itself, not just one statement: psycopg's
-    closed and broken, PyMySQL's and MySQLdb's open, SQLSTATE 08; whether the database
-    chose this transaction as a deadlock's victim, SQLSTATE 40001 or 40P01, MySQL's
-    1213: it rolled back, and may simply run again)."""
+    """(lost, deadlock, timeout): whether `error` broke the connection itself (psycopg's
+    closed, PyMySQL's and MySQLdb's open, SQLSTATE 08); made this transaction a deadlock's
+    victim, rolled back to run again (40001, 40P01, MySQL's 1213); or says a wait of ours
+    timed out (a socket's), which a retry would wait again: not a server's idle timeout."""
     state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
     code = getattr(error, 'errno', None) or (error.args[:1] or [None])[0]
-    lost = conn is not None and (getattr(conn, 'broken', False) or getattr(conn, 'closed', False)
-                                 or not getattr(conn, 'open', True)
+    lost = conn is not None and (getattr(conn, 'closed', False) or not getattr(conn, 'open', True)
                                  or isinstance(state, str) and state.startswith('08'))
-    return bool(lost), state in ('40001', '40P01') or code == 1213
+    timeout = 'timed out' in str(error)
+    return bool(lost), state in ('40001', '40P01') or code == 1213, timeout
 
 
 def _sqlite_factory(path):
@@ -2108,8 +2106,8 @@ class SQLSession(ServerSession):
     def _run(self, work):
         """Run work(cursor) in one transaction; driver errors become SessionStoreError.
         A broken connection is retried once on a new one, but a timeout is not; a
-        deadlock's victim twice."""
-        for attempt in range(3):
+        deadlock's victim up to 9 times, after a random pause."""
+        for attempt in range(10):
             conn = None
             try:
                 if self._pool is None:
@@ -2120,13 +2118,13 @@ class SQLSession(ServerSession):
             except SessionStoreError:
                 raise
             except Exception as exc:
-                lost, deadlock = _sql_failure(conn, exc)
+                lost, deadlock, timeout = _sql_failure(conn, exc)
                 if lost:
                     self._forget(conn)
-                timeout = re.search('time(out|d out)', str(exc))
                 again = deadlock or lost and not attempt and not timeout
-                if not again or attempt == 2:
+                if not again or attempt == 9:
                     raise SessionStoreError('session database failed: %s' % exc) from exc
+                self._backoff(attempt)
 
     def _transaction(self, conn, work):
         try:
@@ -2180,7 +2178,11 @@ class SQLSession(ServerSession):
                                       self._execute(cur, 'user', user, now).fetchall()])
 
     def purge(self, now):
-        return self._run(lambda cur: self._execute(cur, 'purge', int(now)).rowcount)
+        def sweep(cur):     # MySQL: without gap locks, a sweep and saves cannot deadlock
+            if 'isolate' in self._sql:
+                self._execute(cur, 'isolate')
+            return self._execute(cur, 'purge', int(now)).rowcount
+        return self._run(sweep)
 
 
 # RedisSession ################################################################
