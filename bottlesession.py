@@ -2106,7 +2106,7 @@ class SQLSession(ServerSession):
     def _run(self, work):
         """Run work(cursor) in one transaction; driver errors become SessionStoreError.
         A broken connection is retried once on a new one, but a timeout is not; a
-        deadlock's victim up to 9 times, after a random pause."""
+        deadlock's victim up to 9 times: its rollback let the other side on."""
         for attempt in range(10):
             conn = None
             try:
@@ -2124,7 +2124,6 @@ class SQLSession(ServerSession):
                 again = deadlock or lost and not attempt and not timeout
                 if not again or attempt == 9:
                     raise SessionStoreError('session database failed: %s' % exc) from exc
-                self._backoff(attempt)
 
     def _transaction(self, conn, work):
         try:
