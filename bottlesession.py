@@ -1815,7 +1815,7 @@ class PickleSession(ServerSession):
                 data = pickle.loads(blob)
             except Exception:
                 return None
-            return self.dumps({'c': st.st_mtime, 'a': st.st_mtime, 'd': data})   # _parse: a dict?
+            return self.dumps({'c': st.st_mtime, 'a': st.st_mtime, 'd': data})   # no dict: _parse refuses
         return blob
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
@@ -2106,7 +2106,7 @@ class SQLSession(ServerSession):
     def _run(self, work):
         """Run work(cursor) in one transaction; driver errors become SessionStoreError.
         A broken connection is retried once on a new one, but a timeout is not; a
-        deadlock's victim up to 9 times: its rollback let the other side on."""
+        deadlock's victim, rolled back whole, up to 9 times."""
         for attempt in range(10):
             conn = None
             try:
