@@ -1967,12 +1967,13 @@ def _sql_failure(conn, error):
     """(lost, deadlock, timeout): whether `error` broke the connection itself (psycopg's
     closed, PyMySQL's and MySQLdb's open, SQLSTATE 08); made this transaction a deadlock's
     victim, rolled back to run again (40001, 40P01, MySQL's 1213); or says a wait of ours
-    timed out (a socket's), which a retry would wait again: not a server's idle timeout."""
+    ran out, which a retry would wait again: a socket's, a statement or lock timeout
+    (57014, 55P03, MySQL's 1205); not a server's timeout for idle connections."""
     state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
     code = getattr(error, 'errno', None) or (error.args[:1] or [None])[0]
     lost = conn is not None and (getattr(conn, 'closed', False) or not getattr(conn, 'open', True)
                                  or isinstance(state, str) and state.startswith('08'))
-    timeout = 'timed out' in str(error)
+    timeout = 'timed out' in str(error) or state in ('57014', '55P03') or code == 1205
     return bool(lost), state in ('40001', '40P01') or code == 1213, timeout
 
 
@@ -2046,7 +2047,7 @@ class SQLSession(ServerSession):
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local = threading.local()
         self._inherited = []        # a forked parent's connections: never used, never closed
-        self._lock, self._sql = threading.Lock(), None     # _setup() fills _sql, once
+        self._sql = None        # _setup() fills it, once
 
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs once."""
@@ -2074,7 +2075,8 @@ class SQLSession(ServerSession):
                 cur.execute(statement)
                 conn.commit()
             except Exception as exc:
-                if _sql_failure(conn, exc)[0]:
+                lost, _, timeout = _sql_failure(conn, exc)
+                if lost or timeout:     # not a missing table: no DDL to wait on too
                     raise
                 conn.rollback()
                 return exc
@@ -2127,10 +2129,8 @@ class SQLSession(ServerSession):
 
     def _transaction(self, conn, work):
         try:
-            if self._sql is None:
-                with self._lock:
-                    if self._sql is None:
-                        self._setup(conn)
+            if self._sql is None:   # not under a lock: requests would queue behind a slow one
+                self._setup(conn)
             with contextlib.closing(conn.cursor()) as cur:
                 result = work(cur)
             conn.commit()
@@ -2177,7 +2177,7 @@ class SQLSession(ServerSession):
                                       self._execute(cur, 'user', user, now).fetchall()])
 
     def purge(self, now):
-        def sweep(cur):     # MySQL: without gap locks, a sweep and saves cannot deadlock
+        def sweep(cur):     # MySQL: without gap locks, a sweep seldom deadlocks saves
             if 'isolate' in self._sql:
                 self._execute(cur, 'isolate')
             return self._execute(cur, 'purge', int(now)).rowcount
