@@ -2108,8 +2108,8 @@ class SQLSession(ServerSession):
     def _run(self, work):
         """Run work(cursor) in one transaction; driver errors become SessionStoreError.
         A broken connection is retried once on a new one, but a timeout is not; a
-        deadlock's victim, rolled back whole, up to 9 times."""
-        for attempt in range(10):
+        deadlock's victim, rolled back whole, up to 99 times."""
+        for attempt in range(100):
             conn = None
             try:
                 if self._pool is None:
@@ -2124,7 +2124,7 @@ class SQLSession(ServerSession):
                 if lost:
                     self._forget(conn)
                 again = deadlock or lost and not attempt and not timeout
-                if not again or attempt == 9:
+                if not again or attempt == 99:
                     raise SessionStoreError('session database failed: %s' % exc) from exc
 
     def _transaction(self, conn, work):
