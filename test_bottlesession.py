@@ -7952,6 +7952,30 @@ def test_a_connection_ended_while_idle_is_replaced_not_a_503(kind, setting, idle
 
 
 @slow
+@pytest.mark.parametrize('kind', SQL_STORES)
+def test_a_new_stores_first_requests_at_once_all_make_or_find_the_table(kind, request,
+                                                                         tmp_path):
+    """Eight first requests at once on a new store: each runs the one-time setup
+    (no lock holds the others back), the losers of the race to create the table
+    and its indexes find them made, and every request is served."""
+    for trial in range(3):
+        (tmp_path / str(trial)).mkdir(mode=0o700)
+        manager = make_manager(kind, request, tmp_path / str(trial))
+        app, statuses = plugin_app(manager), []
+        barrier = threading.Barrier(8)
+
+        def first_request():
+            barrier.wait()
+            statuses.append(webtest.TestApp(app).get('/set/a/1', expect_errors=True).status_int)
+        threads = [threading.Thread(target=first_request) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [200] * 8, (trial, statuses)
+
+
+@slow
 @pytest.mark.parametrize('kind', ['postgres', 'mariadb'])
 def test_a_timeout_in_a_new_stores_setup_is_one_503_per_request(kind, request):
     """A new worker's first requests meet a locked table (a migration, VACUUM
