@@ -2050,7 +2050,7 @@ class SQLSession(ServerSession):
         self._sql = None        # _setup() fills it, once
 
     def _setup(self, conn):
-        """Learn the driver's dialect; create the table if it is missing. Runs once."""
+        """Learn the driver's dialect; create the table if it is missing. Runs till it is done."""
         driver = type(conn).__module__.split('.')[0]
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
