@@ -1815,7 +1815,7 @@ class PickleSession(ServerSession):
                 data = pickle.loads(blob)
             except Exception:
                 return None
-            return self.dumps({'c': st.st_mtime, 'a': st.st_mtime, 'd': data})   # no dict: _parse refuses
+            return self.dumps({'c': st.st_mtime, 'a': st.st_mtime, 'd': data})  # a non-dict: refused
         return blob
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
