@@ -1968,12 +1968,12 @@ def _sql_failure(conn, error):
     closed, PyMySQL's and MySQLdb's open, SQLSTATE 08); made this transaction a deadlock's
     victim, rolled back to run again (40001, 40P01, MySQL's 1213); or says a wait of ours
     ran out, which a retry would wait again: a socket's, a statement or lock timeout
-    (57014, 55P03, MySQL's 1205); not a server's timeout for idle connections."""
+    (57014, 55P03; 1205, MariaDB's 1969, MySQL's 3024); not a server's for idle ones."""
     state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
     code = getattr(error, 'errno', None) or (error.args[:1] or [None])[0]
     lost = conn is not None and (getattr(conn, 'closed', False) or not getattr(conn, 'open', True)
                                  or isinstance(state, str) and state.startswith('08'))
-    timeout = 'timed out' in str(error) or state in ('57014', '55P03') or code == 1205
+    timeout = 'timed out' in str(error) or state in ('57014', '55P03') or code in (1205, 1969, 3024)
     return bool(lost), state in ('40001', '40P01') or code == 1213, timeout
 
 
@@ -2055,16 +2055,16 @@ class SQLSession(ServerSession):
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
         sql = _sql_statements(dialect, self.table, style)
-        if self.create_table and self._try(conn, sql['probe']):
+        if self.create_table and (unread := self._try(conn, sql['probe'])):
             work = ['create', 'index_expires', 'index_user']
             if not self._try(conn, sql['add_user']):    # bottlesession 2.0's table
                 work = ['index_user', 'widen']
             for name in work:
                 error = name in sql and self._try(conn, sql[name])
                 if error and self._try(conn, sql['probe']):    # not a race another process won
-                    raise SessionStoreError(
-                        'cannot create the session table %s: %s. Create it as the README '
-                        'shows and pass create_table=False, or fix the name' % (self.table, error))
+                    raise SessionStoreError('cannot read the session table %s (%s), nor make it '
+                                            '(%s): fix that, or make it as the README shows and '
+                                            'pass create_table=False' % (self.table, unread, error))
         self._style, self._dialect, self._sql = style, dialect, sql
 
     @staticmethod
@@ -2108,7 +2108,8 @@ class SQLSession(ServerSession):
     def _run(self, work):
         """Run work(cursor) in one transaction; driver errors become SessionStoreError.
         A broken connection is retried once on a new one, but a timeout is not; a
-        deadlock's victim, rolled back whole, up to 99 times."""
+        deadlock's victim for 2 s in all (PostgreSQL waits deadlock_timeout, 1 s, to see one)."""
+        started = time.monotonic()
         for attempt in range(100):
             conn = None
             try:
@@ -2123,8 +2124,8 @@ class SQLSession(ServerSession):
                 lost, deadlock, timeout = _sql_failure(conn, exc)
                 if lost:
                     self._forget(conn)
-                again = deadlock or lost and not attempt and not timeout
-                if not again or attempt == 99:
+                if not (deadlock and time.monotonic() - started < 2 and attempt < 99
+                        or lost and not attempt and not timeout):
                     raise SessionStoreError('session database failed: %s' % exc) from exc
 
     def _transaction(self, conn, work):

@@ -7615,10 +7615,26 @@ def test_sql_a_table_that_cannot_be_created_is_a_clear_error(kind, request, tmp_
     app = webtest.TestApp(session_store_error_app(manager))
     for _ in range(2):      # and it is tried again, not remembered
         text = app.get('/try').text
-        assert text.startswith('failed: cannot create the session table nosuchschema.sessions')
+        assert text.startswith('failed: cannot read the session table nosuchschema.sessions (')
         assert re.search(r'''schema "nosuchschema" does not exist|unknown database '''
                          r'''["']nosuchschema["']''', text, re.I), text
         assert 'create_table=False' in text
+
+
+@slow
+def test_postgres_a_table_the_app_may_not_read_is_named_in_the_error(postgres_server):
+    """The table exists, but the app's role may not read it: the error says so.
+    Failed: it gave the CREATE that the setup then tried, "permission denied for
+    schema public", and sent the reader to make the table (an outside attack)."""
+    table, role = 'unreadable_%s' % uuid.uuid4().hex[:8], 'bs_%s' % uuid.uuid4().hex[:8]
+    bs.SQLSession(postgres_server.connect, table=table).cleanup()      # the table, made
+    with postgres_server.connect() as admin:
+        admin.execute('CREATE ROLE %s LOGIN' % role)
+    manager = bs.SQLSession(functools.partial(
+        postgres_connect, '%s user=%s' % (postgres_server.conninfo, role)), table=table)
+    text = webtest.TestApp(session_store_error_app(manager)).get('/try').text
+    assert text.startswith('failed: cannot read the session table %s (' % table), text
+    assert 'permission denied for table %s' % table in text, text
 
 
 @pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
@@ -7761,6 +7777,16 @@ def test_a_deadlock_victim_is_retried_not_a_503(kind, request, tmp_path):
     manager._execute = always
     test.get('/get', status=503)
     assert chosen == ['select'] * 100    # 99 more runs, then it gives up
+    chosen.clear()
+
+    def slowly(cur, name, *values):      # as PostgreSQL, after its deadlock_timeout
+        chosen.append(name)
+        time.sleep(0.25)
+        raise victim
+    manager._execute = slowly
+    started = time.monotonic()
+    test.get('/get', status=503)
+    assert time.monotonic() - started < 3 and len(chosen) <= 9, chosen   # 2 s in all
 
 
 @slow
@@ -7976,8 +8002,10 @@ def test_a_new_stores_first_requests_at_once_all_make_or_find_the_table(kind, re
 
 
 @slow
-@pytest.mark.parametrize('kind', ['postgres', 'mariadb'])
-def test_a_timeout_in_a_new_stores_setup_is_one_503_per_request(kind, request):
+@pytest.mark.parametrize('kind, setting', [
+    ('postgres', 'SET lock_timeout = 500'), ('mariadb', 'SET SESSION lock_wait_timeout = 1'),
+    ('mariadb', 'SET SESSION max_statement_time = 1')])
+def test_a_timeout_in_a_new_stores_setup_is_one_503_per_request(kind, setting, request):
     """A new worker's first requests meet a locked table (a migration, VACUUM
     FULL, LOCK TABLES): each is one 503 after one statement's lock timeout, side
     by side. Failed (found by an outside attack): the one-time setup ran under
@@ -7988,9 +8016,8 @@ def test_a_timeout_in_a_new_stores_setup_is_one_503_per_request(kind, request):
     connect = functools.partial(postgres_connect if kind == 'postgres' else mariadb_connect,
                                 server_address(kind, request))
     bs.SQLSession(connect, table=table).cleanup()      # the table, made
-    setting, lock, wait = {
-        'postgres': ('SET lock_timeout = 500', 'LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', 0.5),
-        'mariadb': ('SET SESSION lock_wait_timeout = 1', 'LOCK TABLES %s WRITE', 1)}[kind]
+    lock, wait = {'postgres': ('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', 0.5),
+                  'mariadb': ('LOCK TABLES %s WRITE', 1)}[kind]
 
     def connect_counted():
         conn = connect()
