@@ -54,6 +54,21 @@ def app_for(manager):
     return app
 
 
+def dispatch(plain, apps):
+    """Serve /s<n>/... by apps['/s<n>'], the rest by `plain`: each request runs one
+    Bottle app, as in production. Not bottle.mount(): on bottle 0.12 a mounted app
+    runs inside a second request cycle, about 15 us that the route without a
+    session, on the root app, would not pay."""
+    def wsgi(environ, start_response):
+        prefix = '/' + environ['PATH_INFO'].split('/')[1]
+        if prefix in apps:
+            environ['SCRIPT_NAME'] += prefix
+            environ['PATH_INFO'] = environ['PATH_INFO'][len(prefix):]
+            return apps[prefix](environ, start_response)
+        return plain(environ, start_response)
+    return wsgi
+
+
 def serve(app, port):
     import waitress
     logging.getLogger('waitress').setLevel(logging.ERROR)     # "Task queue depth"
@@ -102,13 +117,12 @@ def main():
     if shm:
         stores.append(('PickleSession (tmpfs)', bottlesession.PickleSession(shm + '/files')))
     stores.append(('SQLSession (SQLite)', bottlesession.SQLSession(work + '/sessions.db')))
-    root = bottle.Bottle()
-    root.route('/plain', callback=lambda: 'ok')
-    for index, (name, manager) in enumerate(stores):
-        root.mount('/s%d/' % index, app_for(manager))
+    plain = bottle.Bottle()
+    plain.route('/plain', callback=lambda: 'ok')
+    apps = {'/s%d' % index: app_for(manager) for index, (_, manager) in enumerate(stores)}
     port = 18000 + os.getpid() % 1000
     base = 'http://127.0.0.1:%d' % port
-    serve(root, port)
+    serve(dispatch(plain, apps), port)
     routes = [('no session', base + '/plain', ['x=1'])]
     routes += [(name + ' rms', base + '/s%d/rms' % i, cookies_for(base, '/s%d' % i))
                for i, (name, _) in enumerate(stores)]
