@@ -61,15 +61,7 @@ __license__ = 'MIT'
 
 # Copyright (c) 2026 The bottlesession authors. The API it keeps working was
 # designed by Sean Reifschneider for the original bottlesession (2011).
-# Permission is hereby granted, free of charge, to any person obtaining a copy
-# of this software and associated documentation files (the "Software"), to
-# deal in the Software without restriction, including without limitation the
-# rights to use, copy, modify, merge, publish, distribute, sublicense, and/or
-# sell copies of the Software, and to permit persons to whom the Software is
-# furnished to do so, subject to the following conditions: the above
-# copyright notice and this permission notice shall be included in all copies
-# or substantial portions of the Software. THE SOFTWARE IS PROVIDED "AS IS",
-# WITHOUT WARRANTY OF ANY KIND. See the LICENSE file for the full text.
+# License: MIT (see LICENSE for details)
 
 __all__ = [
     'SessionError', 'BadSession', 'BadSignature', 'SessionTooLarge',
@@ -1362,6 +1354,7 @@ def _context(manager):
 def _sign_with(manager, keys):
     """Key the visitor CSRF cookies' signer and the user_version hashes."""
     manager._visitor_signer = Signer(keys, b'csrf-visitor', _context(manager))
+    manager._flash_signer = Signer(keys, b'flash-visitor', _context(manager))
     manager._user_version_keys = [derive_key(key, b'user-version') for key in keys]
 
 
@@ -1553,9 +1546,10 @@ class ServerSession(BaseSession):
         self._identity = hashlib.sha256(b'bottlesession.key\0%s\0' % identity.encode('utf-8'))
         if secret is not None or secret_file is not None:
             _sign_with(self, _load_secrets(secret, secret_file))
-        else:                   # a key of this process's own
+        else:                   # a key of this process's own; a visitor's flashes are stored
             _sign_with(self, [secrets.token_bytes(32)])
-            self._user_version_keys = [self._identity.copy().digest()]
+            self._user_version_keys, self._flash_signer = [self._identity.copy().digest()], None
+        self.flash_cookie = self.cookie_name + '_flash'
 
     def storage_key(self, sid):
         """A hash of `sid` and the cookie's name, path, domain and namespace, so another
@@ -1620,7 +1614,37 @@ class ServerSession(BaseSession):
             _rotate(session)
         return session
 
+    def _load(self, environ):
+        session = super()._load(environ)
+        for value in _cookie_values(environ, self.flash_cookie) if session.new else ():
+            with contextlib.suppress(BadSignature, ValueError, AttributeError):  # no secret: None
+                queue = _json_decode(_b64decode(self._flash_signer.unsign(
+                    value.encode('ascii'))[0]).decode('ascii'))     # as _keep_flashes() signed
+                if isinstance(queue, list):
+                    dict.__setitem__(session, Session.flash_key, queue)
+                    break
+        return session
+
+    def _keep_flashes(self, session):
+        """Whether a new session holds only flashes, and a secret= was given: then they go
+        in a signed cookie of their own, not the store, so clients cannot fill it with them."""
+        queue, only = session.get(Session.flash_key), {'sessionid', 'valid', Session.flash_key}
+        try:
+            value = self._flash_signer and not (session.get('valid') or 'e' in session.meta or (
+                session.keys() - only)) and self._flash_signer.sign(_b64encode(_json_encode(
+                    queue or []).encode('ascii'))).decode('ascii')
+        except (TypeError, ValueError):     # not JSON: stored
+            value = None
+        keep = value and len(self.flash_cookie + value) < COOKIE_LIMIT
+        if keep and queue:
+            self._set_cookie(session, self.flash_cookie, value, 3600)
+        elif _cookie_values(bottle.request.environ, self.flash_cookie):    # stored, or shown
+            self._set_cookie(session, self.flash_cookie, '', 0)
+        return bool(keep)
+
     def persist(self, session):
+        if session.new and self._keep_flashes(session):
+            return None, None
         if session.new and self.cleanup_chance and random.random() < self.cleanup_chance:
             try:
                 self.cleanup()

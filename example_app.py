@@ -277,10 +277,12 @@ def make_app(manager):
 
 
 def make_manager(store):
-    secret = os.environ.get('SESSION_SECRET')   # None: each store makes do, see its docs
+    # No SESSION_SECRET: derived from this machine, with a warning. The server stores
+    # sign small cookies with it too: a visitor's flashes are kept there, not stored.
+    secret = os.environ.get('SESSION_SECRET') or bottlesession.machine_secret()
     if store == 'sqlite':
         return bottlesession.SQLSession(secret=secret)
-    if store == 'cookie':   # no secret: derived from this machine, with a warning
+    if store == 'cookie':
         return bottlesession.CookieSession(secret=secret)
     return bottlesession.PickleSession(secret=secret)
 

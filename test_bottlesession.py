@@ -6143,6 +6143,72 @@ def test_a_save_after_a_first_save_of_a_new_session_merges(kind, request, tmp_pa
     assert (data.get('x'), data.get('y'), data.get('other')) == (1, 1, '1'), data
 
 
+def visitor_flash_app(manager):
+    """A failed login's shape: a flash and a redirect, for anyone, with no session."""
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+
+    @app.route('/fail')
+    def fail(session):
+        session.flash('Wrong name or password.')
+        bottle.redirect('/login')
+
+    @app.route('/login')
+    def login(session):
+        return {'messages': session.get_flashed_messages(), 'new': session.new}
+
+    @app.route('/in')
+    def sign_in(session):
+        session.login('alice')
+        return session.id
+    return app
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_visitors_flashes_ride_in_a_signed_cookie_and_fill_no_store(kind, request, tmp_path):
+    """A client without a session, sent to a page that flashes (a failed login),
+    must not be able to fill the store: with secret=, a session that holds only
+    a visitor's flash messages is kept in a signed cookie of its own, shown once,
+    then expired. Found by an outside attack: 2,500 such requests a second, each
+    a record for 30 days, filled a noeviction Redis until every login was a 503."""
+    manager = make_manager(kind, request, tmp_path, secret=SECRET)
+    app = visitor_flash_app(manager)
+    for _ in range(20):
+        webtest.TestApp(app).get('/fail')
+    assert count_records(manager) == 0
+    client = webtest.TestApp(app)
+    sent = set_cookie_headers(client.get('/fail'))
+    assert [h.split('=')[0] for h in sent] == ['sessionid_flash']
+    assert 'HttpOnly' in sent[0] and 'Max-Age=3600' in sent[0]
+    shown = client.get('/login')
+    assert shown.json == {'messages': ['Wrong name or password.'], 'new': True}
+    assert [h.split('=')[0] for h in set_cookie_headers(shown)] == ['sessionid_flash']
+    assert 'Max-Age=0' in set_cookie_headers(shown)[0]         # shown once: expired
+    assert client.get('/login').json['messages'] == []
+    assert count_records(manager) == 0
+    # Signed and bound to this app: a forged, changed or foreign one shows nothing.
+    other = make_manager(kind, request, tmp_path, secret=SECRET, namespace='other')
+    value = webtest.TestApp(visitor_flash_app(other)).get('/fail').headers['Set-Cookie']
+    planted = [value.split(';')[0].split('=', 1)[1],
+               bs._b64encode(b'[["message","Call 555-0100"]]').decode() + '.forged']
+    client.get('/fail')
+    mine = client.cookies['sessionid_flash']
+    planted.append(mine[:-2] + ('AA' if mine[-2:] != 'AA' else 'BB'))
+    for value in planted:
+        fresh = webtest.TestApp(app)
+        fresh.set_cookie('sessionid_flash', value)
+        assert fresh.get('/login').json['messages'] == []
+    # Signing in stores the session, with the visitor's flashes, and ends the cookie.
+    signed_in = client.get('/in')
+    assert stored(manager, signed_in.text) is not None
+    assert any(h.startswith('sessionid_flash=;') for h in set_cookie_headers(signed_in))
+    assert client.get('/login').json == {'messages': ['Wrong name or password.'], 'new': False}
+    # Without a secret, a visitor's cookie would hold in one process only: stored, as before.
+    unsigned = make_manager(kind, request, tmp_path, tag='unsigned')
+    webtest.TestApp(visitor_flash_app(unsigned)).get('/fail')
+    assert count_records(unsigned) >= 1
+
+
 @pytest.mark.parametrize('added', ['second', 'first'])
 @pytest.mark.parametrize('kind', SERVER_STORES)
 def test_flashes_shown_do_not_come_back_through_a_merge(kind, added, request, tmp_path):
