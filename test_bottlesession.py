@@ -6161,6 +6161,20 @@ def visitor_flash_app(manager):
     def sign_in(session):
         session.login('alice')
         return session.id
+
+    @app.route('/remember')
+    def remember(session):        # a chosen end is the session's: stored
+        session.flash('Saved.')
+        session.set_expiry(3600)
+        return session.id
+
+    @app.route('/echo/<text>')
+    def echo(text, session):      # "No account named ...": a flash the client shapes
+        session.flash(text)
+
+    @app.post('/post')
+    def post(session):
+        return 'posted'
     return app
 
 
@@ -6203,10 +6217,45 @@ def test_a_visitors_flashes_ride_in_a_signed_cookie_and_fill_no_store(kind, requ
     assert stored(manager, signed_in.text) is not None
     assert any(h.startswith('sessionid_flash=;') for h in set_cookie_headers(signed_in))
     assert client.get('/login').json == {'messages': ['Wrong name or password.'], 'new': False}
+    # A stored session's flashes are its own: a visitor's cookie beside it is not read.
+    client.set_cookie('sessionid_flash', webtest.TestApp(app).get('/fail').headers[
+        'Set-Cookie'].split(';')[0].split('=', 1)[1])
+    assert client.get('/login').json == {'messages': [], 'new': False}
+    assert stored(manager, webtest.TestApp(app).get('/remember').text) is not None
+    # A flash the client shapes like a CSRF secret, signed, is no visitor's CSRF cookie.
+    value = webtest.TestApp(app).get('/echo/' + 'a' * 16).headers['Set-Cookie']
+    value = value.split(';')[0].split('=', 1)[1]
+    payload = value.split('.')[0]
+    assert re.match(r'[A-Za-z0-9_-]{43}\Z', payload)        # 32 bytes of JSON
+    forger = webtest.TestApp(app)
+    forger.set_cookie('sessionid_csrf', value)
+    token = b64(bytes(32) + base64.urlsafe_b64decode(payload + '='))     # mask 0: the secret
+    assert forger.post('/post', {'csrf_token': token}, status=403).status_int == 403
     # Without a secret, a visitor's cookie would hold in one process only: stored, as before.
     unsigned = make_manager(kind, request, tmp_path, tag='unsigned')
     webtest.TestApp(visitor_flash_app(unsigned)).get('/fail')
     assert count_records(unsigned) >= 1
+
+
+@pytest.mark.parametrize('kind', kinds('pickle', 'sqlite'))
+def test_a_visitors_flashes_that_a_cookie_cannot_hold_are_stored(kind, request, tmp_path,
+                                                                 monkeypatch):
+    """Flashes too large for a cookie (an app that raised flash_bytes), or not JSON
+    (a date, in the file store), are stored as any session: never lost, never a 500."""
+    manager = make_manager(kind, request, tmp_path, secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+    app.route('/big', callback=lambda session: session.flash('x' * 3500))
+    app.route('/date', callback=lambda session: session.flash(datetime.date(2026, 1, 1)))
+    app.route('/show', callback=lambda session: repr(session.get_flashed_messages()))
+    monkeypatch.setattr(bs.Session, 'flash_bytes', 16384)      # a message of 3,500 bytes
+    paths = ['/big', '/date'] if kind == 'pickle' else ['/big']
+    for path, shown in zip(paths, ["['%s']" % ('x' * 3500), '[datetime.date(2026, 1, 1)]']):
+        client = webtest.TestApp(app)
+        sent = set_cookie_headers(client.get(path))
+        assert [h.split('=')[0] for h in sent] == ['sessionid'], sent
+        assert client.get('/show').text == shown
+    assert count_records(manager) == len(paths)
 
 
 @pytest.mark.parametrize('added', ['second', 'first'])
