@@ -1617,10 +1617,10 @@ class ServerSession(BaseSession):
     def _load(self, environ):
         session = super()._load(environ)
         for value in _cookie_values(environ, self.flash_cookie) if session.new else ():
-            with contextlib.suppress(BadSignature, ValueError, AttributeError):  # no secret: None
-                queue = _json_decode(_b64decode(self._flash_signer.unsign(
-                    value.encode('ascii'))[0]).decode('ascii'))     # as _keep_flashes() signed
-                if isinstance(queue, list):
+            with contextlib.suppress(BadSignature, ValueError, TypeError, AttributeError):
+                made, queue = _json_decode(_b64decode(self._flash_signer.unsign(  # no secret:
+                    value.encode('ascii'))[0]).decode('ascii'))     # None. An hour, as sent
+                if isinstance(queue, list) and self.now() - 3600 <= made:
                     dict.__setitem__(session, Session.flash_key, queue)
                     break
         return session
@@ -1632,13 +1632,14 @@ class ServerSession(BaseSession):
         try:
             value = self._flash_signer and not (session.get('valid') or 'e' in session.meta or (
                 session.keys() - only)) and self._flash_signer.sign(_b64encode(_json_encode(
-                    queue or []).encode('ascii'))).decode('ascii')
+                    [int(self.now()), queue or []]).encode('ascii'))).decode('ascii')
         except (TypeError, ValueError):     # not JSON: stored
             value = None
         keep = value and len(self.flash_cookie + value) < COOKIE_LIMIT
         if keep and queue:
             self._set_cookie(session, self.flash_cookie, value, 3600)
-        elif _cookie_values(bottle.request.environ, self.flash_cookie):    # stored, or shown
+        elif self.flash_cookie in session.cookies or _cookie_values(    # stored, or shown
+                bottle.request.environ, self.flash_cookie):
             self._set_cookie(session, self.flash_cookie, '', 0)
         return bool(keep)
 

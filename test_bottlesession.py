@@ -6175,6 +6175,17 @@ def visitor_flash_app(manager):
     @app.post('/post')
     def post(session):
         return 'posted'
+
+    @app.route('/cart')
+    def cart(session):              # saved twice: first flashes only, then stored
+        session.flash('Added to your cart.')
+        session.save()
+        session['cart'] = ['book']
+        return 'ok'
+
+    @app.route('/out')
+    def out(session):
+        session.logout()
     return app
 
 
@@ -6200,6 +6211,22 @@ def test_a_visitors_flashes_ride_in_a_signed_cookie_and_fill_no_store(kind, requ
     assert 'Max-Age=0' in set_cookie_headers(shown)[0]         # shown once: expired
     assert client.get('/login').json['messages'] == []
     assert count_records(manager) == 0
+    # It holds an hour, on the server's clock too: a copy shows nothing after that.
+    copy = webtest.TestApp(app).get('/fail').headers['Set-Cookie'].split(';')[0].split('=', 1)[1]
+    manager.now.advance(3500)
+    late = webtest.TestApp(app)
+    late.set_cookie('sessionid_flash', copy)
+    assert late.get('/login').json['messages'] == ['Wrong name or password.']
+    manager.now.advance(200)
+    late.set_cookie('sessionid_flash', copy)
+    assert late.get('/login').json['messages'] == []
+    # Saved twice in one request, flashes only and then stored: the cookie is ended.
+    shopper = webtest.TestApp(app)
+    sent = set_cookie_headers(shopper.get('/cart'))
+    assert [h for h in sent if h.startswith('sessionid_flash=')][0].startswith('sessionid_flash=;')
+    assert shopper.get('/login').json['messages'] == ['Added to your cart.']
+    shopper.get('/out')
+    assert shopper.get('/login').json['messages'] == []
     # Signed and bound to this app: a forged, changed or foreign one shows nothing.
     other = make_manager(kind, request, tmp_path, secret=SECRET, namespace='other')
     value = webtest.TestApp(visitor_flash_app(other)).get('/fail').headers['Set-Cookie']
@@ -6223,7 +6250,8 @@ def test_a_visitors_flashes_ride_in_a_signed_cookie_and_fill_no_store(kind, requ
     assert client.get('/login').json == {'messages': [], 'new': False}
     assert stored(manager, webtest.TestApp(app).get('/remember').text) is not None
     # A flash the client shapes like a CSRF secret, signed, is no visitor's CSRF cookie.
-    value = webtest.TestApp(app).get('/echo/' + 'a' * 16).headers['Set-Cookie']
+    shell = json.dumps([int(manager.now()), [['message', '']]], separators=(',', ':'))
+    value = webtest.TestApp(app).get('/echo/' + 'a' * (32 - len(shell))).headers['Set-Cookie']
     value = value.split(';')[0].split('=', 1)[1]
     payload = value.split('.')[0]
     assert re.match(r'[A-Za-z0-9_-]{43}\Z', payload)        # 32 bytes of JSON
