@@ -462,10 +462,8 @@ def _cookie_key(header):
 
 def _record(session):
     """What a store keeps: the meta and, under 'd', the data without the id."""
-    meta = session.meta     # whole seconds are enough, and shorter
-    record = dict(meta, c=int(meta['c']), a=int(meta['a']), d=dict(session))
-    if 'l' in record:
-        record['l'] = int(record['l'])
+    record = dict(session.meta, d=dict(session))     # its times in whole seconds: enough, shorter
+    record.update((key, int(record[key])) for key in ('c', 'a', 'l') if key in record)
     record['d'].pop('sessionid', None)      # the app may have popped it
     return record
 
@@ -509,10 +507,8 @@ class BaseSession:
         self.cookie_name, self.path, self.domain = cookie_name, path, domain
         self.namespace = namespace or None      # '' is no namespace, in every store
         self.secure, self.httponly, self.samesite = bool(secure), bool(httponly), samesite
-        self._attrs = ''.join(['; Path=' + path,
-                               '; Domain=' + domain if domain else '',
-                               '; Secure' if secure else '',
-                               '; HttpOnly' if httponly else '',
+        self._attrs = ''.join(['; Path=' + path, '; Domain=' + domain if domain else '',
+                               '; Secure' if secure else '', '; HttpOnly' if httponly else '',
                                '; SameSite=' + samesite if samesite else ''])
         self._environ_key = 'bottlesession.%x' % id(self)  # per manager: two may share a name
         self.visitor_cookie = cookie_name + '_csrf'
@@ -668,8 +664,7 @@ class BaseSession:
     def _save(self, session):
         if session.new:
             _csrf_secret(session, False)    # a visitor's secret goes along: open forms work
-        now = self.now()
-        session.meta['a'] = now
+        now = session.meta['a'] = self.now()
         version, value = self.persist(session)
         if value is not None:
             self._set_cookie(session, self.cookie_name, value, self._max_age(session.meta, now))
@@ -801,8 +796,7 @@ def current_user():
 
 
 def _user(plugin, session):
-    environ = bottle.request.environ
-    key = session.manager._environ_key + '.user'
+    environ, key = bottle.request.environ, session.manager._environ_key + '.user'
     if key in environ:
         return environ[key]
     user_id = session.user_id       # None unless signed in
@@ -824,12 +818,10 @@ def _visitor_secret(session):
     ones mean one was planted (from another port, say): neither is trusted."""
     manager, found = session.manager, set()
     for value in _cookie_values(bottle.request.environ, manager.visitor_cookie):
-        try:
+        with contextlib.suppress(BadSignature, UnicodeError):
             secret = manager._visitor_signer.unsign(value.encode('ascii'))[0].decode('ascii')
-        except (BadSignature, UnicodeError):
-            continue
-        if _ID_RE.match(secret):
-            found.add(secret)
+            if _ID_RE.match(secret):
+                found.add(secret)
     if len(found) == 1:
         session.meta['x'] = session.loaded[1]['x'] = found.pop()
         return session.meta['x']
@@ -866,10 +858,8 @@ def _token_fault(session):
     """Why this request's CSRF token does not match the session's secret, or None."""
     token = bottle.request.environ.get('HTTP_X_CSRF_TOKEN')
     if not token:
-        try:
+        with contextlib.suppress(Exception):    # a body bottle cannot parse has no token either
             token = bottle.request.forms.get('csrf_token')
-        except Exception:       # a body bottle cannot parse has no token either
-            token = None
     secret = _csrf_secret(session, False)
     expected = _b64decode(secret.encode('ascii')) if secret else bytes(SECRET_BYTES)
     try:
@@ -1737,11 +1727,9 @@ class ServerSession(BaseSession):
         """As CookieSession.rate_limit, but counted in the store, for all processes."""
         name = self._key(b'rate', key)
         for attempt in range(self.swap_attempts):
-            now, blob = self.now(), self.read(name)
-            try:
+            now, blob, hits = self.now(), self.read(name), []
+            with contextlib.suppress(Exception):    # a damaged count: none
                 hits = [float(t) for t in self.loads(blob)['h']] if blob else []
-            except Exception:
-                hits = []
             hits = _count(hits, now, limit, period)
             record = {'n': _new_id(), 'h': hits}    # a nonce: two counts of one moment differ
             if self.write(name, self.dumps(record), math.ceil(now + period), blob):
@@ -2346,14 +2334,13 @@ def _scrypt_parameters():
     if not (isinstance(value, (tuple, list)) and len(value) == 3
             and all(type(part) is int for part in value)):
         raise ConfigError('SCRYPT_PARAMETERS is (log2 N, r, p), three ints, not %r' % (value,))
+    log_n, r, p = value = tuple(value)      # log_n first: 1 << 10**9 is itself costly
     if _below_floor(*value):
         raise ConfigError('SCRYPT_PARAMETERS %r is below the floor %r, even in tests'
-                          % (tuple(value), _SCRYPT_FLOOR))
-    log_n, r, p = value                 # log_n first: 1 << 10**9 is itself costly
+                          % (value, _SCRYPT_FLOOR))
     if log_n > 24 or r > 999 or p > 999 or _scrypt_cost(*value)[0] + 65536 > _SCRYPT_MAXMEM:
-        raise ConfigError('SCRYPT_PARAMETERS %r needs over 2 GiB, or r or p over 999'
-                          % (tuple(value),))
-    return tuple(value)
+        raise ConfigError('SCRYPT_PARAMETERS %r needs over 2 GiB, or r or p over 999' % (value,))
+    return value
 
 
 def _password_bytes(password):
