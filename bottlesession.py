@@ -48,11 +48,10 @@ example, with secret "0123456789abcdef", cookie_name "session_data", path
     QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBIn0.1700000000.
     yhBl_yymHjoziNl-jz3MjWAnNEBsMBNivuc495UgdyQ                 (one line)
 
-Caveats. A signed cookie is not encrypted: the client can read it. A copy of
-it can be replayed until it expires, unless the app gives user_version= to
-the plugin (then a password change ends it). Browsers drop cookies over about
-4 KB; CookieSession raises SessionTooLarge rather than let that log the user
-out in silence.
+Caveats. A signed cookie is not encrypted: the client can read it. A copy of it can be
+replayed until it expires, unless the app gives user_version= to the plugin (then a password
+change ends it). Browsers drop cookies over about 4 KB; CookieSession raises SessionTooLarge
+rather than let that log the user out in silence.
 """
 
 __author__ = 'The bottlesession authors'
@@ -235,14 +234,12 @@ class Session(dict):
     """The session: a dict that knows its id and whether it was modified.
 
     A change inside a value (``session['cart'].append(x)``) is not seen: set
-    ``session.modified = True``. Keys 'sessionid' (never stored) and 'valid'
-    are there from the start, as in the original. `meta`, stored beside the
-    data: c the start of its lifetime (creation or last login), a its last
-    use, e the end set_expiry() chose (0: a browser-session cookie), u the
-    user's id, l the login time, h the user_version hash, x the CSRF secret,
-    k (server stores) the key of this app's index of the user's sessions.
-    `loaded`: (the stored version, i.e. the blob, or None; meta; (valid,
-    name)) as this request loaded them.
+    ``session.modified = True``. Keys 'sessionid' (never stored) and 'valid' are there from
+    the start, as in the original. `meta`, stored beside the data: c the start of its lifetime
+    (creation or last login), a its last use, e the end set_expiry() chose (0: a browser-session
+    cookie), u the user's id, l the login time, h the user_version hash, x the CSRF secret, k
+    (server stores) the key of this app's index of the user's sessions. `loaded`: (the stored
+    version, i.e. the blob, or None; meta; (valid, name)) as this request loaded them.
     """
 
     __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies', 'wrapped')
@@ -265,8 +262,7 @@ class Session(dict):
                           doc='When the user signed in (epoch seconds), or None.')
     user_id = property(lambda self: self.meta.get('u') if self.get('valid') else None,
                        doc='The id given to login(), or None, as the session says: whether the '
-                           'user still exists and is signed in, ask current_user(), a `user` '
-                           'parameter or valid_user.')
+                           'user still exists and is signed in, ask current_user() or valid_user.')
 
     def login(self, user_id, user=None):
         """Sign `user_id` in: a new id and CSRF secret, saved with the session. Give the
@@ -523,9 +519,7 @@ class BaseSession:
         last login; or idle_timeout after the last use, if sooner."""
         chosen = meta.get('e')
         end = chosen if type(chosen) in (int, float) and chosen > 0 else meta['c'] + self.max_age
-        if self.idle_timeout is not None:
-            end = min(end, meta['a'] + self.idle_timeout)
-        return end
+        return end if self.idle_timeout is None else min(end, meta['a'] + self.idle_timeout)
 
     def _max_age(self, meta, now):
         """The cookie's Max-Age: None for a browser-session cookie. An end
@@ -696,12 +690,11 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# _login() and _notice_login() alone write the login state in session.meta (u,
-# l, h); each starts a new CSRF secret (x) and, if stored, a new id (fixation).
-# An unsafe request passes, before its handler runs, a trusted Origin, else
-# Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with
-# fresh random bytes, as Django does, so it differs in every response
-# (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
+# _login() and _notice_login() alone write the login state in session.meta (u, l, h); each
+# starts a new CSRF secret (x) and, if stored, a new id (fixation). An unsafe request passes,
+# before its handler runs, a trusted Origin, else Sec-Fetch-Site, else its Origin, else the
+# CSRF token: the secret masked with fresh random bytes, as Django does, so it differs in
+# every response (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
 
 def _rotate(session):
     """A new CSRF secret and, if stored, a new id (the old goes at the save); marks it modified."""
@@ -862,10 +855,9 @@ def _token_fault(session):
             token = bottle.request.forms.get('csrf_token')
     secret = _csrf_secret(session, False)
     expected = _b64decode(secret.encode('ascii')) if secret else bytes(SECRET_BYTES)
-    try:
+    raw = b''
+    with contextlib.suppress(ValueError, UnicodeError):     # not base64url: no token
         raw = _b64decode(token.encode('ascii')) if token and len(token) == TOKEN_LENGTH else b''
-    except (ValueError, UnicodeError):
-        raw = b''
     got = _xor(raw[:SECRET_BYTES], raw[SECRET_BYTES:])
     if hmac.compare_digest(got, expected) and secret and len(raw) == 2 * SECRET_BYTES:
         return None
@@ -1017,10 +1009,9 @@ def authenticator(session_manager, login_url='/auth/login', verify=None, require
     :param require: ``fn(session)``, who may see the page: a signed-in user
         for whom it is false gets a 403 and stays signed in (admin pages).
 
-    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or bare
-    ``@valid_user``: `fresh` is the seconds after login past which the user
-    must sign in again; `api=True` refuses with 401 (or 403) and JSON, not a
-    redirect, as for any request preferring JSON.
+    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or bare ``@valid_user``:
+    `fresh` is the seconds after login past which the user must sign in again; `api=True`
+    refuses with 401 (or 403) and JSON, not a redirect, as for any request preferring JSON.
     """
     _check_gate(require, None)
 
@@ -1298,9 +1289,8 @@ def _load_secrets(secret, secret_file):
 
 
 class Signer:
-    """Sign and verify bytes with HMAC-SHA256, under one or more secrets: the
-    first signs, every one verifies, so secrets can be rotated. Keys are
-    derived for `salt`, and `context` is bound into every signature."""
+    """Sign and verify bytes with HMAC-SHA256 under one or more secrets: the first signs, each
+    verifies (to rotate them). Keys are derived for `salt`; `context` is in every signature."""
 
     def __init__(self, secrets, salt, context=b''):
         if not secrets:
@@ -1504,10 +1494,9 @@ class ServerSession(BaseSession):
 
         read(key)       -> the blob under key, or None if none is, or it expired
         write(key, blob, expires, expected=None, replaces=None, user=None)
-                        -> whether it stored blob under key until `expires`, and
-                           removed `replaces` (a login's old key), in one atomic step,
-                           only if `replaces or key` holds `expected` (None: no live
-                           record); user_records(user) finds it.
+                        -> whether it stored blob under key until `expires`, and removed `replaces`
+                           (a login's old key), in one atomic step, only if `replaces or key` holds
+                           `expected` (None: no live record); user_records(user) finds it.
         remove(key)     -> whether a record was there
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
@@ -1570,15 +1559,13 @@ class ServerSession(BaseSession):
 
     def _parse(self, blob):
         """The record in a blob, or None if it is not one of ours."""
-        try:
+        with contextlib.suppress(Exception):    # damaged, foreign or truncated: unknown
             record = self.loads(blob)
             times = record['c'] + record['a'] + record.get('e', 0) + record.get('l', 0)
-            if (not isinstance(record['d'], dict) or not math.isfinite(times)   # NaN, inf
-                    or 'x' in record and not _ID_RE.match(record['x'])):
-                return None
-        except Exception:       # damaged, foreign or truncated: treated as unknown
-            return None
-        return record
+            if (isinstance(record['d'], dict) and math.isfinite(times)     # not NaN, inf
+                    and ('x' not in record or _ID_RE.match(record['x']))):
+                return record
+        return None
 
     @staticmethod
     def _hide(record, sid):
@@ -1619,12 +1606,11 @@ class ServerSession(BaseSession):
         """Whether a new session holds only flashes, and a secret= was given: then they go
         in a signed cookie of their own, not the store, so clients cannot fill it with them."""
         queue, only = session.get(Session.flash_key), {'sessionid', 'valid', Session.flash_key}
-        try:
+        value = None
+        with contextlib.suppress(TypeError, ValueError):    # not JSON: stored
             value = self._flash_signer and not (session.get('valid') or 'e' in session.meta or (
                 session.keys() - only)) and self._flash_signer.sign(_b64encode(_json_encode(
                     [int(self.now()), queue or []]).encode('ascii'))).decode('ascii')
-        except (TypeError, ValueError):     # not JSON: stored
-            value = None
         keep = value and len(self.flash_cookie + value) < COOKIE_LIMIT
         if keep and queue:
             self._set_cookie(session, self.flash_cookie, value, 3600)
@@ -2216,9 +2202,8 @@ class RedisSession(ServerSession):
         if not isinstance(prefix, str):
             raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
-        # Scripts run atomically, by EVALSHA. A cluster runs one over the keys of one
-        # node only: there a login deletes the old key, then writes the new one, and
-        # the user's index is updated after.
+        # Scripts run atomically, by EVALSHA; a cluster runs one over one node's keys only:
+        # there a login deletes the old key, writes the new one, then updates the user's index.
         self._swap_script = client.register_script(self._SWAP)
         self._index_script = client.register_script(self._INDEX + ' return 1')
         self._cluster = hasattr(client, 'get_nodes')
