@@ -139,8 +139,7 @@ class SessionStoreError(SessionError, bottle.HTTPError):
     no internals. str(error) is the driver's message, logged to the 'bottlesession' logger."""
 
     def __init__(self, message):
-        bottle.HTTPError.__init__(self, 503, 'The session store is unavailable. Please try '
-                                  'again in a moment.')
+        super().__init__(503, 'The session store is unavailable. Please try again in a moment.')
         self.args = (message,)
         _log.error('%s', message)
 
@@ -467,9 +466,8 @@ def _record(session):
 class BaseSession:
     """What every store shares: the options, expiry and the request cycle.
 
-    :param cookie_expires: the maximum age (seconds or a timedelta, at most 400
-        days) from creation or the last login; None makes a browser-session
-        cookie, which the server still ends after 30 days.
+    :param cookie_expires: the maximum age (seconds or a timedelta, at most 400 days) from creation
+        or the last login; None: a browser-session cookie, which the server ends after 30 days.
     :param idle_timeout: end a session not used for this long.
     :param namespace: a name for this app, so apps that share a store and
         cookie name do not share sessions; on the per-user defaults, its file.
@@ -679,10 +677,9 @@ class BaseSession:
         Session.__init__(session, self, _new_id(), meta={'c': now, 'a': now})
         session.meta['x'] = _new_id()       # a new secret: the visitor cookie dies too
         session.cookies, session.wrapped = cookies, wrapped
-        environ = bottle.request.environ
-        environ.pop(self._environ_key + '.user', None)
+        bottle.request.environ.pop(self._environ_key + '.user', None)
         self._set_cookie(session, self.cookie_name, '', 0)
-        if _cookie_values(environ, self.visitor_cookie):
+        if _cookie_values(bottle.request.environ, self.visitor_cookie):
             self._set_cookie(session, self.visitor_cookie, '', 0)
         _apply_headers(bottle.response, session.cookies)
 
@@ -699,8 +696,7 @@ class BaseSession:
 def _rotate(session):
     """A new CSRF secret and, if stored, a new id (the old goes at the save); marks it modified."""
     if not session.new and session.old_id is None:
-        session.old_id = session.id
-        session.id = _new_id()
+        session.old_id, session.id = session.id, _new_id()
         dict.__setitem__(session, 'sessionid', session.id)
     session.meta['x'] = _new_id()
     session.modified = True
@@ -921,10 +917,9 @@ def _refuse(status, message, json_too=False):
 ###############################################################################
 
 class SessionPlugin:
-    """Pass the session to handlers that take `session`, and the current user
-    to those that take `user`; save the session if modified; refuse cross-site POSTs.
-    A session that any route gets from get_session() or current_user() has its
-    cookies and headers put on the response the route returns or raises.
+    """Pass the session to handlers that take `session`, and the current user to those that take
+    `user`; save it if modified; refuse cross-site POSTs. Any route's session from get_session() or
+    current_user() gets its cookies and headers on the response it returns or raises.
 
     :param load_user: ``fn(user_id)``: the app's user, or None if gone (signed out).
     :param user_version: ``fn(user)``: a string that changes when the user's
@@ -1419,9 +1414,8 @@ class CookieSession(BaseSession):
         return Session(self, sid, data, record, value)
 
     def persist(self, session):
-        record = _record(session)
+        record = dict(_record(session), i=session.id)
         del record['a']                 # the timestamp says it
-        record['i'] = session.id
         raw = _to_json(record).encode('ascii')
         payload = _b64encode(raw)
         if self.compress:
@@ -2031,7 +2025,7 @@ class SQLSession(ServerSession):
         if paramstyle not in (None, 'qmark', 'format', 'pyformat', 'numeric', 'named'):
             raise ConfigError('unknown DB-API paramstyle %r' % (paramstyle,))
         self.table, self.paramstyle, self.create_table = table, paramstyle, create_table
-        self._pool = self._factory = None
+        self._pool = self._factory = self._sql = None      # _setup() fills _sql, once
         if database is None or isinstance(database, (str, os.PathLike)):
             self._factory = _sqlite_factory(database)
         elif hasattr(database, 'connection'):
@@ -2046,7 +2040,6 @@ class SQLSession(ServerSession):
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local = threading.local()
         self._inherited = []        # a forked parent's connections: never used, never closed
-        self._sql = None        # _setup() fills it, once
 
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs till it is done."""
@@ -2265,8 +2258,7 @@ class RedisSession(ServerSession):
 
     def user_records(self, user):
         def members():
-            index = self.prefix + user
-            found = []
+            index, found = self.prefix + user, []
             for key in self.client.smembers(index):
                 key = key.decode('ascii') if isinstance(key, bytes) else key
                 blob = self.client.get(self.prefix + key)
