@@ -1284,8 +1284,8 @@ def _load_secrets(secret, secret_file):
 
 
 class Signer:
-    """Sign and verify bytes with HMAC-SHA256 under one or more secrets: the first signs, each
-    verifies (to rotate them). Keys are derived for `salt`; `context` is in every signature."""
+    """Sign and verify bytes with HMAC-SHA256 under one or more secrets: the first signs, all
+    verify, so they can be rotated. Keys are derived for `salt`; `context` is bound into each."""
 
     def __init__(self, secrets, salt, context=b''):
         if not secrets:
