@@ -457,8 +457,10 @@ def _cookie_key(header):
 
 def _record(session):
     """What a store keeps: the meta and, under 'd', the data without the id."""
-    record = dict(session.meta, d=dict(session))     # its times in whole seconds: enough, shorter
-    record.update((key, int(record[key])) for key in ('c', 'a', 'l') if key in record)
+    meta = session.meta     # whole seconds are enough, and shorter
+    record = dict(meta, c=int(meta['c']), a=int(meta['a']), d=dict(session))
+    if 'l' in record:
+        record['l'] = int(record['l'])
     record['d'].pop('sessionid', None)      # the app may have popped it
     return record
 
@@ -1414,8 +1416,9 @@ class CookieSession(BaseSession):
         return Session(self, sid, data, record, value)
 
     def persist(self, session):
-        record = dict(_record(session), i=session.id)
+        record = _record(session)
         del record['a']                 # the timestamp says it
+        record['i'] = session.id
         raw = _to_json(record).encode('ascii')
         payload = _b64encode(raw)
         if self.compress:
@@ -1553,12 +1556,14 @@ class ServerSession(BaseSession):
 
     def _parse(self, blob):
         """The record in a blob, or None if it is not one of ours."""
-        with contextlib.suppress(Exception):    # damaged, foreign or truncated: unknown
+        try:        # not contextlib.suppress: this runs on every request
             record = self.loads(blob)
             times = record['c'] + record['a'] + record.get('e', 0) + record.get('l', 0)
             if (isinstance(record['d'], dict) and math.isfinite(times)     # not NaN, inf
                     and ('x' not in record or _ID_RE.match(record['x']))):
                 return record
+        except Exception:       # damaged, foreign or truncated: unknown
+            pass
         return None
 
     @staticmethod
