@@ -853,9 +853,10 @@ def _token_fault(session):
             token = bottle.request.forms.get('csrf_token')
     secret = _csrf_secret(session, False)
     expected = _b64decode(secret.encode('ascii')) if secret else bytes(SECRET_BYTES)
-    raw = b''
-    with contextlib.suppress(ValueError, UnicodeError):     # not base64url: no token
+    try:            # not contextlib.suppress: on every request a token decides
         raw = _b64decode(token.encode('ascii')) if token and len(token) == TOKEN_LENGTH else b''
+    except (ValueError, UnicodeError):      # not base64url: no token
+        raw = b''
     got = _xor(raw[:SECRET_BYTES], raw[SECRET_BYTES:])
     if hmac.compare_digest(got, expected) and secret and len(raw) == 2 * SECRET_BYTES:
         return None
