@@ -201,6 +201,10 @@ def make_app(manager):
     def change_password(session, user):
         current = bottle.request.forms.getunicode('current', '')
         new = bottle.request.forms.getunicode('new', '')
+        # A stolen session must not guess the password here either: the login's limit.
+        if not manager.rate_limit('password:' + user['name'], LOGIN_ATTEMPTS, LOGIN_PERIOD):
+            session.flash('Too many attempts. Try again in a few minutes.', 'error')
+            bottle.redirect('/password')
         if not bottlesession.check_password(current, user['hash']):
             session.flash('Your current password is wrong.', 'error')
             bottle.redirect('/password')

@@ -10318,6 +10318,28 @@ def test_the_demos_note_api_refuses_a_note_it_could_not_show():
     assert '<li>milk</li>' in app.get('/private').text
 
 
+def test_the_demos_password_change_limits_guesses_of_the_current_password(fast_hashing):
+    """Whoever holds a session signed in within fresh= must not guess the password
+    at /password without limit, then change it. Failed (outside attack): 30 wrong
+    guesses, then the right one, and the password was changed."""
+    app = webtest.TestApp(example_app(bs.CookieSession(secret=SECRET)))
+    page = app.get('/login')
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    app.post('/login', {'username': 'alice', 'password': 'wonderland', 'csrf_token': token})
+    headers = {'Sec-Fetch-Site': 'same-origin'}
+    for guess in range(5):
+        shown = app.post('/password', {'current': 'guess%d' % guess, 'new': 'a-new-password'},
+                         headers=headers).follow().text
+        assert 'Your current password is wrong.' in shown
+    shown = app.post('/password', {'current': 'wonderland', 'new': 'a-new-password'},
+                     headers=headers).follow().text
+    assert 'Too many attempts' in shown
+    fresh = webtest.TestApp(app.app)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', fresh.get('/login').text).group(1)
+    fresh.post('/login', {'username': 'alice', 'password': 'wonderland', 'csrf_token': token})
+    assert fresh.get('/private').status_int == 200      # the password is unchanged
+
+
 def test_the_demos_log_out_everywhere_else_on_the_cookie_store_is_no_500():
     """The demo on the cookie store: "log out everywhere else" says it ended
     none (user_version does that store's work). Failed: end_sessions() raised
