@@ -3647,7 +3647,8 @@ def test_a_malformed_visitor_csrf_cookie_is_replaced_not_adopted(store, bad):
 
 
 JUNK = ['', '"', 'A' * 43, 'A' * 43 + '.1700000000.' + 'B' * 43, '%00', 'x' * 5000,
-        'a.b.c', '\\"\\', '==', b64(b'\xff' * 32) + '.' + b64(b'\x00' * 32)]
+        'a.b.c', '\\"\\', '==', b64(b'\xff' * 32) + '.' + b64(b'\x00' * 32),
+        '\u00e9' * 43]                 # not ASCII: a header's Latin-1
 
 
 def test_csrf_a_malformed_visitor_cookie_is_a_403_not_a_500():
@@ -6212,14 +6213,26 @@ def test_a_visitors_flashes_ride_in_a_signed_cookie_and_fill_no_store(kind, requ
     assert client.get('/login').json['messages'] == []
     assert count_records(manager) == 0
     # It holds an hour, on the server's clock too: a copy shows nothing after that.
+    manager.now.t = int(manager.now.t)              # whole seconds, as the cookie says
     copy = webtest.TestApp(app).get('/fail').headers['Set-Cookie'].split(';')[0].split('=', 1)[1]
-    manager.now.advance(3500)
+    manager.now.advance(3600)
     late = webtest.TestApp(app)
     late.set_cookie('sessionid_flash', copy)
     assert late.get('/login').json['messages'] == ['Wrong name or password.']
-    manager.now.advance(200)
+    manager.now.advance(1)
     late.set_cookie('sessionid_flash', copy)
     assert late.get('/login').json['messages'] == []
+    # Not ASCII, signed but of another shape (an earlier format, say), or sent to a
+    # store without a secret: nothing shown, and no 500.
+    signer = manager._flash_signer
+    shapes = [b'[["message","a"],["message","b"]]', b'"text"', b'[1,2,3]', b'[null,[]]']
+    unsigned = make_manager(kind, request, tmp_path, tag='unsigned')
+    for target, value in ([(app, '\u00e9' * 40 + '.' + 'A' * 43)]
+                          + [(app, signer.sign(bs._b64encode(raw)).decode()) for raw in shapes]
+                          + [(visitor_flash_app(unsigned), copy)]):
+        fresh = webtest.TestApp(target)
+        fresh.set_cookie('sessionid_flash', value)
+        assert fresh.get('/login').json['messages'] == []
     # Saved twice in one request, flashes only and then stored: the cookie is ended.
     shopper = webtest.TestApp(app)
     sent = set_cookie_headers(shopper.get('/cart'))
@@ -6260,7 +6273,6 @@ def test_a_visitors_flashes_ride_in_a_signed_cookie_and_fill_no_store(kind, requ
     token = b64(bytes(32) + base64.urlsafe_b64decode(payload + '='))     # mask 0: the secret
     assert forger.post('/post', {'csrf_token': token}, status=403).status_int == 403
     # Without a secret, a visitor's cookie would hold in one process only: stored, as before.
-    unsigned = make_manager(kind, request, tmp_path, tag='unsigned')
     webtest.TestApp(visitor_flash_app(unsigned)).get('/fail')
     assert count_records(unsigned) >= 1
 
@@ -6275,15 +6287,27 @@ def test_a_visitors_flashes_that_a_cookie_cannot_hold_are_stored(kind, request, 
     app.install(bs.SessionPlugin(manager))
     app.route('/big', callback=lambda session: session.flash('x' * 3500))
     app.route('/date', callback=lambda session: session.flash(datetime.date(2026, 1, 1)))
+    app.route('/nan', callback=lambda session: session.flash(float('nan')))
     app.route('/show', callback=lambda session: repr(session.get_flashed_messages()))
+    app.route('/sized/<n:int>', callback=lambda n, session: session.flash('x' * n))
     monkeypatch.setattr(bs.Session, 'flash_bytes', 16384)      # a message of 3,500 bytes
-    paths = ['/big', '/date'] if kind == 'pickle' else ['/big']
-    for path, shown in zip(paths, ["['%s']" % ('x' * 3500), '[datetime.date(2026, 1, 1)]']):
+    # Around the limit, byte by byte: a cookie kept is one a browser keeps (<= 4093).
+    kept = []
+    for n in range(2980, 3040):
+        sent = set_cookie_headers(webtest.TestApp(app).get('/sized/%d' % n))
+        pairs = [h.split(';')[0] for h in sent if h.startswith('sessionid_flash=')]
+        assert all(len(pair) <= 4093 for pair in pairs), [len(pair) for pair in pairs]
+        kept.append(bool(pairs))
+    assert kept[0] and not kept[-1] and sorted(kept, reverse=True) == kept
+    before = count_records(manager)
+    paths = ['/big', '/date', '/nan'] if kind == 'pickle' else ['/big']
+    for path, shown in zip(paths, ["['%s']" % ('x' * 3500), '[datetime.date(2026, 1, 1)]',
+                                   '[nan]']):
         client = webtest.TestApp(app)
         sent = set_cookie_headers(client.get(path))
         assert [h.split('=')[0] for h in sent] == ['sessionid'], sent
         assert client.get('/show').text == shown
-    assert count_records(manager) == len(paths)
+    assert count_records(manager) == before + len(paths)
 
 
 @pytest.mark.parametrize('added', ['second', 'first'])
