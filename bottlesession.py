@@ -545,8 +545,8 @@ class BaseSession:
         raise NotImplementedError
 
     def persist(self, session):
-        """Store the session. Return (its new version, the cookie value to
-        send or None), or (None, None) if it was deleted meanwhile."""
+        """Store the session. Return (its new version, the cookie value to send
+        or None), or (None, None) if it was deleted meanwhile, or is not stored."""
         raise NotImplementedError
 
     def delete(self, sid):
@@ -1502,8 +1502,8 @@ class ServerSession(BaseSession):
     It may override dumps() and loads() (JSON text; bytes for Redis; pickles for files).
 
     :param cleanup_chance: the chance that saving a new session runs cleanup().
-    :param secret: signs visitors' CSRF cookies and keys user_version hashes;
-        without it, a visitor's CSRF cookie holds in this process only.
+    :param secret: signs visitors' CSRF and flash cookies, keys user_version hashes;
+        without it, a visitor's CSRF cookie holds in this process only, flashes are stored.
     """
 
     legacy_ids = False
