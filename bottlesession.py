@@ -1594,9 +1594,11 @@ class ServerSession(BaseSession):
     def _load(self, environ):
         session = super()._load(environ)
         for value in _cookie_values(environ, self.flash_cookie) if session.new else ():
+            # A visitor's flashes, as _keep_flashes() signed them, for an hour. Without a
+            # secret the signer is None: an AttributeError, nothing read.
             with contextlib.suppress(BadSignature, ValueError, TypeError, AttributeError):
-                made, queue = _json_decode(_b64decode(self._flash_signer.unsign(  # no secret:
-                    value.encode('ascii'))[0]).decode('ascii'))     # None. An hour, as sent
+                made, queue = _json_decode(_b64decode(self._flash_signer.unsign(
+                    value.encode('ascii'))[0]).decode('ascii'))
                 if isinstance(queue, list) and self.now() - 3600 <= made:
                     dict.__setitem__(session, Session.flash_key, queue)
                     break
@@ -1605,12 +1607,13 @@ class ServerSession(BaseSession):
     def _keep_flashes(self, session):
         """Whether a new session holds only flashes, and a secret= was given: then they go
         in a signed cookie of their own, not the store, so clients cannot fill it with them."""
-        queue, only = session.get(Session.flash_key), {'sessionid', 'valid', Session.flash_key}
+        queue, allowed = session.get(Session.flash_key), {'sessionid', 'valid', Session.flash_key}
+        only = self._flash_signer and not (session.get('valid') or 'e' in session.meta
+                                           or session.keys() - allowed)
         value = None
         with contextlib.suppress(TypeError, ValueError):    # not JSON: stored
-            value = self._flash_signer and not (session.get('valid') or 'e' in session.meta or (
-                session.keys() - only)) and self._flash_signer.sign(_b64encode(_json_encode(
-                    [int(self.now()), queue or []]).encode('ascii'))).decode('ascii')
+            value = only and self._flash_signer.sign(_b64encode(_json_encode(
+                [int(self.now()), queue or []]).encode('ascii'))).decode('ascii')
         keep = value and len(self.flash_cookie + value) < COOKIE_LIMIT
         if keep and queue:
             self._set_cookie(session, self.flash_cookie, value, 3600)
