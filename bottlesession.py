@@ -586,6 +586,9 @@ class BaseSession:
             if now <= self.expires_at(session.meta):
                 return session
             self.delete(session.id)         # expired: gone on the server too
+        return self._fresh(environ, now)
+
+    def _fresh(self, environ, now):
         return Session(self, _new_id(), meta={'c': now, 'a': now})
 
     def _refresh_due(self, session):
@@ -1591,15 +1594,14 @@ class ServerSession(BaseSession):
             _rotate(session)
         return session
 
-    def _load(self, environ):
-        session = super()._load(environ)
-        for value in _cookie_values(environ, self.flash_cookie) if session.new else ():
-            # A visitor's flashes, as _keep_flashes() signed them, for an hour. Without a
-            # secret the signer is None: an AttributeError, nothing read.
+    def _fresh(self, environ, now):
+        """A new session, with a visitor's flashes from the cookie _keep_flashes() signed."""
+        session = super()._fresh(environ, now)
+        for value in _cookie_values(environ, self.flash_cookie):
             with contextlib.suppress(BadSignature, ValueError, TypeError, AttributeError):
                 made, queue = _json_decode(_b64decode(self._flash_signer.unsign(
                     value.encode('ascii'))[0]).decode('ascii'))
-                if isinstance(queue, list) and self.now() - 3600 <= made:
+                if isinstance(queue, list) and now - 3600 <= made:
                     dict.__setitem__(session, Session.flash_key, queue)
                     break
         return session
