@@ -65,9 +65,8 @@ __license__ = 'MIT'
 __all__ = [
     'SessionError', 'BadSession', 'BadSignature', 'SessionTooLarge',
     'SessionStoreError', 'ConfigError', 'InsecureSecretWarning',
-    'Session', 'BaseSession', 'current_user',
-    'SessionPlugin', 'Plugin', 'authenticator', 'redirect_back',
-    'derive_key', 'machine_secret', 'Signer', 'CookieSession',
+    'Session', 'BaseSession', 'current_user', 'SessionPlugin', 'Plugin', 'authenticator',
+    'redirect_back', 'derive_key', 'machine_secret', 'Signer', 'CookieSession',
     'ServerSession', 'PickleSession', 'SQLSession', 'RedisSession',
     'hash_password', 'check_password', 'needs_rehash', 'SCRYPT_PARAMETERS',
 ]
@@ -105,6 +104,7 @@ _LEGACY_ID_RE = re.compile(                             # the original's uuid4 i
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 6265 cookie name
 _ATTR_RE = re.compile(r'[\x21-\x3a\x3c-\x7e]+\Z')         # printable, no ';'
 _SAFE_PATH_RE = re.compile(r'/(?![/\\])[\x21-\x5b\x5d-\x7e]*\Z')  # no '\\'
+_DOT_SEGMENT_RE = re.compile(r'/(?:\.|%2e){1,2}(?:[/?#]|\Z)', re.I)  # a browser drops them
 _COOKIE_ESCAPE_RE = re.compile(r'\\(?:([0-3][0-7][0-7])|(.))')      # RFC 6265 quoting
 
 
@@ -314,9 +314,11 @@ class Session(dict):
         self.pop(key)                   # a KeyError if missing, as a dict's
 
     def _sign_out(self):
-        """A session signed in when loaded, signed out here: its data goes, but flashes."""
-        if self.loaded[2][0] and dict.get(self, 'valid'):
-            self._refill({k: v for k, v in self.items() if k in ('valid', self.flash_key)})
+        """Signed out here: l 0 makes a sign-in next a login; data goes, if loaded signed in."""
+        if dict.get(self, 'valid'):
+            self.meta.update(l=0, u=None, h=None)
+            if self.loaded[2][0]:
+                self._refill({k: v for k, v in self.items() if k in ('valid', self.flash_key)})
 
     def __ior__(self, other):
         self.update(other)
@@ -409,9 +411,8 @@ def _cookie_values(environ, name):
         if eq and key.strip() == name:
             value = value.strip()
             if len(value) > 1 and value[0] == value[-1] == '"':     # RFC 6265 quoting
-                value = _COOKIE_ESCAPE_RE.sub(
-                    lambda m: chr(int(m.group(1), 8)) if m.group(1) else m.group(2),
-                    value[1:-1])
+                value = _COOKIE_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)) if m.group(1)
+                                              else m.group(2), value[1:-1])
             found.append(value)
             if len(found) == _MAX_CANDIDATES:
                 break
@@ -564,7 +565,7 @@ class BaseSession:
         session = self._current()
         if not session.wrapped:     # no plugin or valid_user will commit it
             if session.old_id or self._refresh_due(session):
-                self._save(session)
+                self.save(session)
             _apply_headers(bottle.response, session.cookies)
         return session
 
@@ -692,11 +693,12 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# _login() and _notice_login() alone write the login state in session.meta (u, l, h); each
-# starts a new CSRF secret (x) and, if stored, a new id (fixation). An unsafe request passes,
-# before its handler runs, a trusted Origin, else Sec-Fetch-Site, else its Origin, else the
-# CSRF token: the secret masked with fresh random bytes, as Django does, so it differs in
-# every response (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
+# _login() and _notice_login() alone write the login state in session.meta (u, l, h), but a
+# sign-out the original way marks it (l 0); each starts a new CSRF secret (x) and, if stored, a
+# new id (fixation). An unsafe request passes, before its handler runs, a trusted Origin, else
+# Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with fresh random
+# bytes, as Django does, so it differs in every response (BREACH). A visitor with nothing
+# stored keeps the secret in a signed cookie.
 
 def _rotate(session):
     """A new CSRF secret and, if stored, a new id (the old goes at the save); marks it modified."""
@@ -742,19 +744,17 @@ def _login(session, user_id, user=None):
 def _notice_login(session):
     """See a login or logout made the original way, by setting 'valid' (or a
     new 'name'), and make it a real one. Runs before a save and a token."""
+    (_, loaded, was), since = session.loaded, session.meta.get('l')
     state = bool(session.get('valid')), session.get('name')
-    if session.meta.get('l') != session.loaded[1].get('l'):
-        if state[0] or 'l' not in session.meta:
-            return                      # login() or logout() ran: it is done
-    elif state == session.loaded[2]:
-        return
+    if since and since != loaded.get('l') or state == was and since == loaded.get('l'):
+        return                          # login() ran and did it all, or nothing changed
     if not state[0]:                    # a logout (after login(), too): signed out
         _rotate(session)
         for key in ('u', 'l', 'h'):
             session.meta.pop(key, None)
-    elif not session.loaded[2][0] or session.meta.get('u') is None:
-        # A login, or another user's: 'name' names no user id. A session that
-        # login() signed in keeps its user whatever is written to 'name'.
+    elif not was[0] or since == 0 or session.meta.get('u') is None:
+        # A login, after a sign-out, or another user's: 'name' names no user id. A
+        # session that login() signed in keeps its user whatever is written to 'name'.
         _login(session, None)
 
 
@@ -942,9 +942,7 @@ class SessionPlugin:
                  load_user=None, user_version=None, trusted_origins=()):
         if not isinstance(session_manager, BaseSession):
             raise TypeError('SessionPlugin needs a session manager, such as CookieSession()')
-        for name, fn in (('load_user', load_user), ('user_version', user_version)):
-            if fn is not None and not callable(fn):
-                raise TypeError('%s must be a function, not %r' % (name, fn))
+        _check_functions(load_user=load_user, user_version=user_version)
         if user_version is not None and load_user is None:
             raise ConfigError('user_version needs load_user: it is a function of the user')
         if isinstance(trusted_origins, str):
@@ -996,15 +994,17 @@ Plugin = SessionPlugin
 
 
 def _safe_path(target):
-    """True for a same-site path like '/a?b=1'; false for URLs, '//host',
-    '/\\host', whitespace, control characters and over-long values."""
-    return (isinstance(target, str) and len(target) <= 2048
-            and _SAFE_PATH_RE.match(target) is not None)
+    """True for a same-site path like '/a?b=1'; false for URLs, '//host', '/\\host',
+    dot segments ('/.//host' is '//host'), blanks, control characters, over-long values."""
+    return (isinstance(target, str) and len(target) <= 2048 and _SAFE_PATH_RE.match(target)
+            is not None and not _DOT_SEGMENT_RE.search(target.partition('?')[0]))
 
 
-def authenticator(session_manager, login_url='/auth/login', verify=None, require=None):
+def authenticator(session_manager, login_url='/auth/login', cookie_expires=None, *,
+                  verify=None, require=None):
     """Make `valid_user`, a decorator factory that requires a signed-in session:
-    a visitor is redirected to login_url, and a GET's page is kept for redirect_back().
+    a visitor is redirected to login_url, and a GET's page is kept for redirect_back()
+    for an hour (`cookie_expires`, the original's third argument, is accepted for that).
 
     :param verify: ``fn(session)``, run on every request; false signs it out.
     :param require: ``fn(session)``, who may see the page: a signed-in user
@@ -1014,12 +1014,12 @@ def authenticator(session_manager, login_url='/auth/login', verify=None, require
     `fresh` is the seconds after login past which the user must sign in again; `api=True`
     refuses with 401 (or 403) and JSON, not a redirect, as for any request preferring JSON.
     """
-    _check_gate(require, None)
+    _check_functions(verify=verify, require=require)
 
     def valid_user(login_url=login_url, verify=verify, require=require, fresh=None, api=False):
         if callable(login_url):             # @valid_user, without parentheses
             return valid_user()(login_url)
-        _check_gate(require, fresh)
+        _check_functions(fresh, verify=verify, require=require)
 
         def decorator(handler):
             @functools.wraps(handler)
@@ -1032,9 +1032,10 @@ def authenticator(session_manager, login_url='/auth/login', verify=None, require
     return valid_user
 
 
-def _check_gate(require, fresh):
-    if require is not None and not callable(require):
-        raise TypeError('require must be a function of the session, not %r' % (require,))
+def _check_functions(fresh=None, **functions):
+    for name, fn in functions.items():
+        if fn is not None and not callable(fn):
+            raise TypeError('%s must be a function, not %r' % (name, fn))
     if fresh is not None:
         _seconds(fresh, 'fresh')
 
@@ -1607,16 +1608,16 @@ class ServerSession(BaseSession):
         return session
 
     def _keep_flashes(self, session):
-        """Whether a new session holds only flashes, and a secret= was given: then they go
-        in a signed cookie of their own, not the store, so clients cannot fill it with them."""
+        """Whether a new session holds nothing, or only flashes and a secret= was given: then
+        it is not stored, its flashes go in a signed cookie of their own, so that clients cannot
+        fill the store with failed logins."""
         queue, allowed = session.get(Session.flash_key), {'sessionid', 'valid', Session.flash_key}
-        only = self._flash_signer and not (session.get('valid') or 'e' in session.meta
-                                           or session.keys() - allowed)
-        value = None
+        only = not (session.get('valid') or 'e' in session.meta or session.keys() - allowed)
+        value, signer = None, only and queue and self._flash_signer
         with contextlib.suppress(TypeError, ValueError):    # not JSON: stored
-            value = only and self._flash_signer.sign(_b64encode(_json_encode(
-                [int(self.now()), queue or []]).encode('ascii'))).decode('ascii')
-        keep = value and len(self.flash_cookie + value) < COOKIE_LIMIT
+            value = signer and signer.sign(_b64encode(_json_encode(
+                [int(self.now()), queue]).encode('ascii'))).decode('ascii')
+        keep = only and not queue or value and len(self.flash_cookie + value) < COOKIE_LIMIT
         if keep and queue:
             self._set_cookie(session, self.flash_cookie, value, 3600)
         elif self.flash_cookie in session.cookies or _cookie_values(    # stored, or shown
@@ -2027,9 +2028,8 @@ class SQLSession(ServerSession):
         statements, which the README shows), unless create_table=False.
     """
 
-    def __init__(self, database=None, *, table='bottlesession',
-                 cookie_expires=DEFAULT_MAX_AGE, paramstyle=None,
-                 create_table=True, **options):
+    def __init__(self, database=None, *, table='bottlesession', cookie_expires=DEFAULT_MAX_AGE,
+                 paramstyle=None, create_table=True, **options):
         super().__init__(cookie_expires, **_on_defaults(options, database in (None, '')))
         if not re.match(r'[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z', table):
             raise ConfigError('table must be a plain SQL name, not %r' % (table,))

@@ -2063,6 +2063,66 @@ def test_a_login_the_original_way_keeps_the_data_after_a_login_undone_by_valid(k
     assert (me['valid'], me['user_id'], me['data']) == (True, None, {'cart': 'book'})
 
 
+def test_an_original_way_login_over_a_login_by_login_is_a_new_users_login(kind, store):
+    """Bob signs in with login(), then alice through the original post's form on the same
+    browser (valid False, then True and her name, in one request): the session is hers, a
+    new id with none of bob's data or user id; with load_user, signed out (her login names
+    no user). Failed: it kept bob's user id and session id under her name, and with
+    load_user it was signed in as bob."""
+    manager, _ = store()
+    for users in (None, {'bob': {'name': 'bob'}}):
+        browser = webtest.TestApp(ident_app(manager, users))
+        bob = browser.get('/login/bob').json['id']
+        browser.get('/set/cart/bobs')
+        browser.get('/original-login/alice')
+        me = browser.get('/whoami').json
+        assert (me['user_id'], me['name'], me['data']) == (None, 'alice', {})
+        assert me['id'] != bob
+        if users is not None:       # valid_user loads the user: none, so signed out
+            assert redirected(browser.get('/private'))
+            assert not browser.get('/whoami').json['valid']
+
+
+def test_signing_in_again_the_original_way_is_a_new_login(kind, store):
+    """Alice, signed in the original way, signs in again through the form (as a fresh=
+    page asks): a new id and login time, and the fresh= page opens. The form's valid =
+    False is a sign-out, so her data goes (login() keeps it); a wrong password signs her
+    out. Failed: the id and login time stayed, so fresh= sent her to sign in again and
+    again."""
+    manager, _ = store()
+    manager.now = Clock()
+    browser = webtest.TestApp(guarded_app(manager))
+    browser.get('/original-login/alice')
+    browser.get('/set/cart/alices')
+    before = browser.get('/whoami').json
+    manager.now.advance(400)
+    assert redirected(browser.get('/sensitive'))
+    browser.get('/original-login/alice')
+    me = browser.get('/whoami').json
+    assert (me['valid'], me['name'], me['data']) == (True, 'alice', {})
+    assert me['id'] != before['id'] and me['login_time'] >= before['login_time'] + 400
+    assert browser.get('/sensitive').text == 'sensitive'
+    browser.get('/set/cart/alices')
+    assert browser.get('/original-login/wrong-password').text == 'bad'
+    me = browser.get('/whoami').json
+    assert (me['valid'], me['user_id'], me['login_time'], me['data']) == (False, None, None, {})
+
+
+def test_an_original_file_session_signed_in_again_the_original_way_opens_fresh_pages(tmp_path):
+    """A session from the original's files has no login time, so a fresh= page sends it to
+    sign in; signing in again the original way gives it one. Failed: it never did."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    old_id = str(uuid.uuid4())
+    with open(os.path.join(manager.session_dir, 'session-' + old_id), 'wb') as legacy:
+        pickle.dump({'sessionid': old_id, 'valid': True, 'name': 'alice', 'cart': 1}, legacy)
+    app = webtest.TestApp(guarded_app(manager))
+    app.set_cookie('sessionid', old_id)
+    assert redirected(app.get('/sensitive'))
+    app.get('/original-login/alice')
+    assert app.get('/sensitive').text == 'sensitive'
+    assert app.get('/whoami').json['name'] == 'alice'
+
+
 @pytest.mark.parametrize('kind', STORES)
 def test_another_users_login_does_not_keep_the_last_users_remember_me(kind, request,
                                                                       tmp_path):
@@ -4352,7 +4412,11 @@ UNSAFE_TARGETS = [
     'http://evil.example/', 'https://evil.example', '//evil.example/x', '/\\evil.example',
     '\\\\evil.example', '/ok\\..\\', 'javascript:alert(1)', '/a\nLocation: x', '/a\rb',
     '/a\x00', '/a b', ' /a', '/' + 'a' * 3000, '', 'evil.example', '/\u00e9',
-    '/\t/evil.example', None, b'/bytes', '///evil.example']
+    '/\t/evil.example', None, b'/bytes', '///evil.example',
+    # dot segments a browser removes, leaving '//evil.example' (a path on this host,
+    # but a host wherever a proxy makes the Location relative)
+    '/.//evil.example', '/a/..//evil.example', '/%2e//evil.example', '/%2E%2e//evil.example',
+    '/./?/evil.example', '/..']
 
 
 @pytest.mark.parametrize('target', UNSAFE_TARGETS)
@@ -4360,7 +4424,8 @@ def test_unsafe_return_targets_are_refused(target):
     assert not bs._safe_path(target)
 
 
-@pytest.mark.parametrize('target', ['/', '/a/b?c=d&e=%2F', '/%E2%82%AC', "/a:b@c!$'()*+,;="])
+@pytest.mark.parametrize('target', ['/', '/a/b?c=d&e=%2F', '/%E2%82%AC', "/a:b@c!$'()*+,;=",
+                                    '/a.b/c..d/.e', '/a?next=/./x'])
 def test_safe_return_targets_are_allowed(target):
     assert bs._safe_path(target)
 
@@ -4368,6 +4433,26 @@ def test_safe_return_targets_are_allowed(target):
 def test_a_return_target_may_be_2048_characters_and_no_more():
     assert bs._safe_path('/' + 'a' * 2047)
     assert not bs._safe_path('/' + 'a' * 2048)
+
+
+def test_the_originals_third_argument_the_redirect_cookies_expiry_still_works():
+    """authenticator(manager, login_url, cookie_expires): the original's signature. The
+    third argument, once the kept page's expiry, is accepted (the page is kept an hour);
+    a verify= that is not a function is refused at once. Failed: 3600 became verify=,
+    and every signed-in request was a 500."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = ident_app(manager)
+    valid_user = bs.authenticator(manager, '/login-page', 3600)
+    app.route('/kept', callback=valid_user()(lambda: 'kept'))
+    test = webtest.TestApp(app)
+    assert test.get('/kept').headers['Location'].endswith('/login-page')
+    test.get('/login/7')
+    assert test.get('/kept').text == 'kept'
+    for verify in (3600, 'yes'):
+        with pytest.raises(TypeError):
+            bs.authenticator(manager, verify=verify)
+        with pytest.raises(TypeError):
+            bs.authenticator(manager)(verify=verify)
 
 
 def test_remote_user_is_the_user_id_else_the_sessions_name():
@@ -6188,6 +6273,26 @@ def visitor_flash_app(manager):
     def out(session):
         session.logout()
     return app
+
+
+@pytest.mark.parametrize('kind', SERVER_STORES)
+@pytest.mark.parametrize('secret', [None, SECRET])
+def test_an_original_way_failed_login_without_a_cookie_stores_nothing(kind, request, tmp_path,
+                                                                      secret):
+    """The original post's login form, a wrong password, from 20 clients without cookies:
+    save() of a new session that holds nothing (valid False) stores nothing and sends no
+    cookie, with or without secret=; a session with data is stored. Found by an outside
+    attack: without a secret, each such request left a session file for 30 days."""
+    manager = make_manager(kind, request, tmp_path, secret=secret)
+    app = ident_app(manager)
+    for _ in range(20):
+        response = webtest.TestApp(app).get('/original-login/wrong-password')
+        assert response.text == 'bad' and not set_cookie_headers(response)
+    assert count_records(manager) == 0
+    browser = webtest.TestApp(app)
+    browser.get('/set/cart/mine')
+    assert count_records(manager) == 1
+    assert browser.get('/whoami').json['data'] == {'cart': 'mine'}
 
 
 @pytest.mark.parametrize('kind', SERVER_STORES)
@@ -11033,6 +11138,10 @@ def add_form_routes(app, path='/post', name='posted'):
     return app
 
 
+def session_manager_of(app):
+    return next(p.session_manager for p in app.plugins if isinstance(p, bs.SessionPlugin))
+
+
 def add_sign_in_routes(app):
     """Routes both login apps share: a login the original way, regenerate, logout."""
     @app.route('/legacy/<name>')
@@ -11044,6 +11153,16 @@ def add_sign_in_routes(app):
     def valid_false(session):
         session['valid'] = False
         return 'out'
+
+    @app.route('/original-login/<name>')    # the original post's login handler, as written
+    def original_login(name):
+        session = session_manager_of(app).get_session()
+        session['valid'] = False
+        if name != 'wrong-password':
+            session['valid'] = True
+            session['name'] = name
+        session_manager_of(app).save(session)
+        return 'in' if session['valid'] else 'bad'
 
     @app.route('/regenerate')
     def regenerate(session):
@@ -11087,6 +11206,7 @@ def ident_app(manager, users=None, **plugin_options):
     @app.route('/whoami')
     def whoami(session):
         return {'user_id': session.user_id, 'valid': bool(session.get('valid')),
+                'name': session.get('name'),
                 'login_time': session.login_time, 'id': session.id,
                 'data': {k: session.get(k) for k in ('a', 'b', 'cart', 'mine') if k in session}}
 
