@@ -752,9 +752,9 @@ def _notice_login(session):
         _rotate(session)
         for key in ('u', 'l', 'h'):
             session.meta.pop(key, None)
-    elif not was[0] or since == 0 or session.meta.get('u') is None:
-        # A login, after a sign-out, or another user's: 'name' names no user id. A
-        # session that login() signed in keeps its user whatever is written to 'name'.
+    elif not was[0] or session.meta.get('u') is None:
+        # A login (a sign-out left no user id), or another user's: 'name' names no user id.
+        # A session that login() signed in keeps its user whatever is written to 'name'.
         _login(session, None)
 
 

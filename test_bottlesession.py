@@ -2083,6 +2083,39 @@ def test_an_original_way_login_over_a_login_by_login_is_a_new_users_login(kind, 
             assert not browser.get('/whoami').json['valid']
 
 
+def test_a_sign_out_the_original_way_that_an_idle_refresh_saves_is_whole(kind, request,
+                                                                       tmp_path):
+    """The original API: valid = False, then get_session() again once the idle refresh is
+    due, in one request: that save signs out whole, with a new id. Mutant: the refresh
+    saved the session without seeing the sign-out, and the id stayed."""
+    manager = make_manager(kind, request, tmp_path, idle_timeout=600)
+    manager.now = Clock()
+    app = bottle.Bottle()
+
+    @app.route('/in')
+    def sign_in():
+        session = manager.get_session()
+        session['valid'], session['name'] = True, 'alice'
+        manager.save(session)
+        return session.id
+
+    @app.route('/out-later')
+    def out_later():
+        manager.get_session()['valid'] = False
+        manager.now.advance(120)        # the idle refresh falls due within the request
+        return manager.get_session().id
+
+    @app.route('/who')
+    def who():
+        session = manager.get_session()
+        return {'valid': session['valid'], 'id': session.id}
+    browser = webtest.TestApp(app)
+    before = browser.get('/in').text
+    after = browser.get('/out-later').text
+    assert after != before
+    assert browser.get('/who').json == {'valid': False, 'id': after}
+
+
 def test_signing_in_again_the_original_way_is_a_new_login(kind, store):
     """Alice, signed in the original way, signs in again through the form (as a fresh=
     page asks): a new id and login time, and the fresh= page opens. The form's valid =
