@@ -62,14 +62,12 @@ __license__ = 'MIT'
 # designed by Sean Reifschneider for the original bottlesession (2011).
 # License: MIT (see LICENSE for details)
 
-__all__ = [
-    'SessionError', 'BadSession', 'BadSignature', 'SessionTooLarge',
-    'SessionStoreError', 'ConfigError', 'InsecureSecretWarning',
-    'Session', 'BaseSession', 'current_user', 'SessionPlugin', 'Plugin', 'authenticator',
-    'redirect_back', 'derive_key', 'machine_secret', 'Signer', 'CookieSession',
-    'ServerSession', 'PickleSession', 'SQLSession', 'RedisSession',
-    'hash_password', 'check_password', 'needs_rehash', 'SCRYPT_PARAMETERS',
-]
+__all__ = ['SessionError', 'BadSession', 'BadSignature', 'SessionTooLarge', 'SessionStoreError',
+           'ConfigError', 'InsecureSecretWarning', 'Session', 'BaseSession', 'current_user',
+           'SessionPlugin', 'Plugin', 'authenticator', 'redirect_back', 'derive_key',
+           'machine_secret', 'Signer', 'CookieSession', 'ServerSession', 'PickleSession',
+           'SQLSession', 'RedisSession', 'hash_password', 'check_password', 'needs_rehash',
+           'SCRYPT_PARAMETERS']
 
 import binascii, collections, contextlib, datetime, functools, hashlib, hmac, inspect
 import json, logging, math, os, pickle, random, re, secrets, stat, sys, tempfile
@@ -314,11 +312,12 @@ class Session(dict):
         self.pop(key)                   # a KeyError if missing, as a dict's
 
     def _sign_out(self):
-        """Signed out here: l 0 makes a sign-in next a login; data goes, if loaded signed in."""
+        """Sign out: no user (l 0 makes a sign-in next a login), no end, no data but flashes."""
         if dict.get(self, 'valid'):
             self.meta.update(l=0, u=None, h=None)
-            if self.loaded[2][0]:
-                self._refill({k: v for k, v in self.items() if k in ('valid', self.flash_key)})
+            self.meta.pop('e', None)
+            bottle.request.environ.pop(self.manager._environ_key + '.user', None)
+            self._refill({k: v for k, v in self.items() if k in ('valid', self.flash_key)})
 
     def __ior__(self, other):
         self.update(other)
@@ -326,6 +325,7 @@ class Session(dict):
 
     def clear(self):
         """Remove all data. The id stays, and the session is no longer signed in."""
+        self._sign_out()
         self._refill({'valid': False})
         self.modified = True
 

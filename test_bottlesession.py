@@ -2048,19 +2048,19 @@ def login_then_valid_false(app):
     return sign_out_by_valid(app)
 
 
-def test_a_login_the_original_way_keeps_the_data_after_a_login_undone_by_valid(kind, request,
-                                                                              tmp_path):
-    """login(7), then valid = False in the same request; later a login the
-    original way (valid = True) keeps the visitor's data, as that way
-    always does. Mutants: _notice_login's login with keep_data None, False
-    or left out: 7's stored id counted as another user's and the cart went."""
+def test_a_login_undone_by_valid_in_its_own_request_is_a_whole_sign_out(kind, request,
+                                                                         tmp_path):
+    """login(7), then valid = False in the same request (a login the app refuses): a sign-out,
+    so the data goes, the visitor's too, as with logout(); a later login the original way
+    names no user. Changed after an outside attack: data the refused login's request wrote
+    (an admin flag) stayed, since only a session loaded signed in lost its data."""
     manager = make_manager(kind, request, tmp_path)
     app = login_then_valid_false(ident_app(manager))
     app.get('/set/cart/book')
     app.get('/login-then-valid-false')
     app.get('/legacy-valid')
     me = app.get('/whoami').json
-    assert (me['valid'], me['user_id'], me['data']) == (True, None, {'cart': 'book'})
+    assert (me['valid'], me['user_id'], me['data']) == (True, None, {})
 
 
 def test_an_original_way_login_over_a_login_by_login_is_a_new_users_login(kind, store):
@@ -2081,6 +2081,60 @@ def test_an_original_way_login_over_a_login_by_login_is_a_new_users_login(kind, 
         if users is not None:       # valid_user loads the user: none, so signed out
             assert redirected(browser.get('/private'))
             assert not browser.get('/whoami').json['valid']
+
+
+def test_an_original_way_sign_out_ends_the_remember_me_and_all_data(kind, store):
+    """Alice signs in with "remember me" and data, then is signed out the original way (later,
+    or by the original form at once, or in her login's own request, a login the app then
+    refuses); bob signs in either way: his cookie lasts cookie_expires, and he gets none of
+    her data. Found by an outside attack: the sign-out kept her chosen end, and the data a
+    login in the same request wrote (an admin flag), which bob then had."""
+    manager, _ = store(cookie_expires=3600)
+    app = ident_app(manager)
+
+    @app.route('/alice-in')
+    def alice_in(session):
+        session.login('alice')
+        session['cart'], session['admin'] = 'alices', True
+        session.set_expiry(30 * 24 * 3600)
+        return 'in'
+
+    @app.route('/alice-refused')
+    def alice_refused(session):
+        alice_in(session)
+        session['valid'] = False
+        return 'refused'
+
+    @app.route('/keys')
+    def keys(session):
+        return {'keys': sorted(k for k in session if k != 'sessionid')}
+    for steps in (['/alice-in', '/valid-false'], ['/alice-in'], ['/alice-refused']):
+        for sign_in in ('/login/bob', '/original-login/bob'):
+            browser = webtest.TestApp(app)
+            for step in steps:
+                browser.get(step)
+            assert max_age(browser.get(sign_in), manager.cookie_name) <= 3600, (steps, sign_in)
+            keys = browser.get('/keys').json['keys']
+            assert keys == (['name', 'valid'] if 'original' in sign_in else ['valid']), steps
+
+
+def test_current_user_is_none_at_once_after_an_original_way_sign_out(kind, store):
+    """A handler that got the user, then signs out the original way (or signs another in
+    that way): current_user() is None in the rest of the request. Found by an outside
+    attack: it still gave the signed-out user, an admin."""
+    manager, _ = store()
+    app = current_user_app(manager, {'alice': {'name': 'alice'}}, [])
+
+    @app.route('/out-then-who')
+    def out_then_who(user):
+        session = manager.get_session()
+        session['valid'] = False
+        after_out = bs.current_user()
+        session['valid'], session['name'] = True, 'bob'
+        return {'before': user['name'], 'after': [after_out, bs.current_user()]}
+    browser = webtest.TestApp(app)
+    browser.get('/login/alice')
+    assert browser.get('/out-then-who').json == {'before': 'alice', 'after': [None, None]}
 
 
 def test_a_sign_out_the_original_way_that_an_idle_refresh_saves_is_whole(kind, request,
