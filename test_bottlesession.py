@@ -2108,7 +2108,13 @@ def test_an_original_way_sign_out_ends_the_remember_me_and_all_data(kind, store)
     @app.route('/keys')
     def keys(session):
         return {'keys': sorted(k for k in session if k != 'sessionid')}
-    for steps in (['/alice-in', '/valid-false'], ['/alice-in'], ['/alice-refused']):
+
+    @app.route('/clear')
+    def clear(session):
+        session.clear()
+        return 'cleared'
+    for steps in (['/alice-in', '/valid-false'], ['/alice-in', '/clear'], ['/alice-in'],
+                  ['/alice-refused']):
         for sign_in in ('/login/bob', '/original-login/bob'):
             browser = webtest.TestApp(app)
             for step in steps:
@@ -2125,16 +2131,21 @@ def test_current_user_is_none_at_once_after_an_original_way_sign_out(kind, store
     manager, _ = store()
     app = current_user_app(manager, {'alice': {'name': 'alice'}}, [])
 
-    @app.route('/out-then-who')
-    def out_then_who(user):
+    @app.route('/out-then-who/<how>')
+    def out_then_who(how, user):
         session = manager.get_session()
-        session['valid'] = False
+        if how == 'clear':
+            session.clear()
+        else:
+            session['valid'] = False
         after_out = bs.current_user()
         session['valid'], session['name'] = True, 'bob'
         return {'before': user['name'], 'after': [after_out, bs.current_user()]}
-    browser = webtest.TestApp(app)
-    browser.get('/login/alice')
-    assert browser.get('/out-then-who').json == {'before': 'alice', 'after': [None, None]}
+    for how in ('valid', 'clear'):
+        browser = webtest.TestApp(app)
+        browser.get('/login/alice')
+        assert browser.get('/out-then-who/' + how).json == {'before': 'alice',
+                                                            'after': [None, None]}
 
 
 def test_a_sign_out_the_original_way_that_an_idle_refresh_saves_is_whole(kind, request,
