@@ -69,7 +69,7 @@ __all__ = ['SessionError', 'BadSession', 'BadSignature', 'SessionTooLarge', 'Ses
            'SQLSession', 'RedisSession', 'hash_password', 'check_password', 'needs_rehash',
            'SCRYPT_PARAMETERS']
 
-import binascii, collections, contextlib, datetime, functools, hashlib, hmac, inspect
+import binascii, collections, contextlib, datetime, functools, hashlib, hmac, inspect, itertools
 import json, logging, math, os, pickle, random, re, secrets, stat, sys, tempfile
 import threading, time, traceback, urllib.parse, warnings, weakref, zlib
 
@@ -1840,15 +1840,16 @@ class PickleSession(ServerSession):
         try:
             fd = self._open('.lock-%d' % (int(key[-2:], 16) % 16), os.O_RDWR | os.O_CREAT)
             try:
-                for _ in range(int(self.lock_timeout * 2000) + 1):     # 0.5 ms apart
+                end = time.monotonic() + self.lock_timeout
+                for attempt in itertools.count():   # tries further apart, up to 16 ms
                     try:            # not contextlib.suppress: this runs on every save
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
-                        time.sleep(0.0005)
-                else:
-                    raise SessionStoreError('a session file stayed locked for %s s'
-                                            % self.lock_timeout)
+                        if time.monotonic() >= end:
+                            raise SessionStoreError('a session file stayed locked for %s s'
+                                                    % self.lock_timeout) from None
+                        time.sleep(0.0005 * 2 ** min(attempt, 5))
                 return work()
             finally:
                 os.close(fd)
@@ -1920,8 +1921,7 @@ _SQL = dict(
     swap_all="UPDATE {t} SET data = ?, expires = ?, user_key = NULLIF(?, '') "
              "WHERE id = ? AND {data} = ?",
     take='DELETE FROM {t} WHERE id = ? AND {data} = ?',
-    delete='DELETE FROM {t} WHERE id = ?',
-    purge='DELETE FROM {t} WHERE expires < ?',
+    delete='DELETE FROM {t} WHERE id = ?', purge='DELETE FROM {t} WHERE expires < ?',
     user='SELECT id, data FROM {t} WHERE user_key = ? AND expires >= ?',
     drop_expired='DELETE FROM {t} WHERE id = ? AND expires < ?',
     # Insert unless a live record is there; an expired one is replaced.

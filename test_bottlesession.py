@@ -7566,6 +7566,37 @@ def test_a_lock_another_process_holds_on_is_a_503_after_lock_timeout(tmp_path, c
     assert test.get('/get').json['data']['a'] == '4'
 
 
+def test_the_wait_for_a_lock_keeps_to_lock_timeout_and_polls_ever_less_often(tmp_path,
+                                                                            monkeypatch):
+    """On a loaded machine each sleep lasts longer than asked (here three times): the wait
+    still ends at lock_timeout, by the clock, and tries the lock ever less often. Found by
+    an outside attack: 5 s were 6.4, and 32 waiting saves kept a core busy polling."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    manager.lock_timeout = 1
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    held = [os.open(os.path.join(manager.session_dir, '.lock-%d' % n), os.O_RDWR | os.O_CREAT)
+            for n in range(16)]
+    clock, naps = [time.monotonic()], []
+
+    def sleep(seconds):                     # the test's thread alone sleeps here
+        naps.append(seconds)
+        clock[0] += 3 * seconds
+    monkeypatch.setattr(time, 'monotonic', lambda: clock[0])
+    monkeypatch.setattr(time, 'sleep', sleep)
+    started = clock[0]
+    try:
+        for fd in held:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        assert test.get('/set/a/2', status='*').status_int == 503
+    finally:
+        for fd in held:
+            os.close(fd)
+    monkeypatch.undo()
+    assert 1 <= clock[0] - started <= 1.05
+    assert len(naps) < 100 and max(naps) <= 0.02
+
+
 def test_a_refresh_that_cannot_be_written_is_logged_and_the_page_served(
         tmp_path, monkeypatch, caplog):
     """A page that only reads the session is served when the idle clock's
