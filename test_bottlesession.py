@@ -2155,14 +2155,7 @@ def test_a_sign_out_the_original_way_that_an_idle_refresh_saves_is_whole(kind, r
     saved the session without seeing the sign-out, and the id stayed."""
     manager = make_manager(kind, request, tmp_path, idle_timeout=600)
     manager.now = Clock()
-    app = bottle.Bottle()
-
-    @app.route('/in')
-    def sign_in():
-        session = manager.get_session()
-        session['valid'], session['name'] = True, 'alice'
-        manager.save(session)
-        return session.id
+    app = original_api_app(manager)
 
     @app.route('/out-later')
     def out_later():
@@ -2175,7 +2168,8 @@ def test_a_sign_out_the_original_way_that_an_idle_refresh_saves_is_whole(kind, r
         session = manager.get_session()
         return {'valid': session['valid'], 'id': session.id}
     browser = webtest.TestApp(app)
-    before = browser.get('/in').text
+    browser.get('/login')
+    before = browser.get('/who').json['id']
     after = browser.get('/out-later').text
     assert after != before
     assert browser.get('/who').json == {'valid': False, 'id': after}
@@ -7539,15 +7533,8 @@ def test_a_lock_another_process_holds_on_is_a_503_after_lock_timeout(tmp_path, c
     """A save whose lock file another holds (a stopped worker, say) waits
     lock_timeout seconds, then is a 503 that names the wait; once it is free,
     saves go on. Failed: flock() waited for ever."""
-    manager = bs.PickleSession(str(tmp_path / 'sessions'))
-    manager.lock_timeout = 0.3
-    test = webtest.TestApp(plugin_app(manager))
-    test.get('/set/a/1')
-    held = [os.open(os.path.join(manager.session_dir, '.lock-%d' % n), os.O_RDWR | os.O_CREAT)
-            for n in range(16)]
-    try:
-        for fd in held:
-            fcntl.flock(fd, fcntl.LOCK_EX)      # another open file: as another process
+    manager, test = locked_out_store(tmp_path, 0.3)
+    with all_locks_held(manager):
         started, got = time.monotonic(), []
         saving = threading.Thread(target=lambda: got.append(test.get('/set/a/2', status='*')))
         saving.start()
@@ -7556,9 +7543,6 @@ def test_a_lock_another_process_holds_on_is_a_503_after_lock_timeout(tmp_path, c
         assert got[0].status_int == 503 and 'unavailable' in got[0].text
         assert 0.3 <= time.monotonic() - started < 3
         assert 'stayed locked for 0.3 s' in caplog.text
-    finally:
-        for fd in held:
-            os.close(fd)
     test.get('/set/a/3')
     assert test.get('/get').json['data']['a'] == '3'
     manager.lock_timeout = 0                    # no wait: a free lock is still taken
@@ -7571,12 +7555,7 @@ def test_the_wait_for_a_lock_keeps_to_lock_timeout_and_polls_ever_less_often(tmp
     """On a loaded machine each sleep lasts longer than asked (here three times): the wait
     still ends at lock_timeout, by the clock, and tries the lock ever less often. Found by
     an outside attack: 5 s were 6.4, and 32 waiting saves kept a core busy polling."""
-    manager = bs.PickleSession(str(tmp_path / 'sessions'))
-    manager.lock_timeout = 1
-    test = webtest.TestApp(plugin_app(manager))
-    test.get('/set/a/1')
-    held = [os.open(os.path.join(manager.session_dir, '.lock-%d' % n), os.O_RDWR | os.O_CREAT)
-            for n in range(16)]
+    manager, test = locked_out_store(tmp_path, 1)
     clock, naps = [time.monotonic()], []
 
     def sleep(seconds):                     # the test's thread alone sleeps here
@@ -7585,13 +7564,8 @@ def test_the_wait_for_a_lock_keeps_to_lock_timeout_and_polls_ever_less_often(tmp
     monkeypatch.setattr(time, 'monotonic', lambda: clock[0])
     monkeypatch.setattr(time, 'sleep', sleep)
     started = clock[0]
-    try:
-        for fd in held:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with all_locks_held(manager):
         assert test.get('/set/a/2', status='*').status_int == 503
-    finally:
-        for fd in held:
-            os.close(fd)
     monkeypatch.undo()
     assert 1 <= clock[0] - started <= 1.05
     assert len(naps) < 100 and max(naps) <= 0.02
@@ -12302,6 +12276,29 @@ def lost_after_commit_factory(connect, driver, state):
     """A factory of LostAfterCommit connections that look like `driver`'s."""
     proxy = type('Connection', (LostAfterCommit,), {'__module__': driver})
     return lambda: proxy(connect(), state)
+
+
+def locked_out_store(tmp_path, lock_timeout):
+    """A file store with lock_timeout, and a TestApp over it that has saved a session."""
+    manager = bs.PickleSession(str(tmp_path / 'sessions'))
+    manager.lock_timeout = lock_timeout
+    test = webtest.TestApp(plugin_app(manager))
+    test.get('/set/a/1')
+    return manager, test
+
+
+@contextlib.contextmanager
+def all_locks_held(manager):
+    """The store's 16 lock files held through other open files: as by another process."""
+    held = [os.open(os.path.join(manager.session_dir, '.lock-%d' % n), os.O_RDWR | os.O_CREAT)
+            for n in range(16)]
+    try:
+        for fd in held:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 # Passwords: a hash made without the module, and a spy on scrypt ##############
