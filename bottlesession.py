@@ -314,7 +314,7 @@ class Session(dict):
     def _sign_out(self):
         """Sign out: no user (l 0 makes a sign-in next a login), no end, no data but flashes."""
         if dict.get(self, 'valid'):
-            self.meta.update(l=0, u=None, h=None)
+            self.meta.update(l=0, u=None)
             self.meta.pop('e', None)
             bottle.request.environ.pop(self.manager._environ_key + '.user', None)
             self._refill({k: v for k, v in self.items() if k in ('valid', self.flash_key)})

@@ -4547,6 +4547,15 @@ def test_the_originals_third_argument_the_redirect_cookies_expiry_still_works():
             bs.authenticator(manager)(verify=verify)
 
 
+def test_a_bad_fresh_is_refused_at_once_by_name():
+    """valid_user(fresh=...) that is no number of seconds, or none in range, is refused
+    when the route is made, with a message that names fresh. Mutants: the name garbled."""
+    valid_user = bs.authenticator(bs.CookieSession(secret=SECRET))
+    for fresh, error in (('600', TypeError), (0, bs.ConfigError), (10 ** 9, bs.ConfigError)):
+        with pytest.raises(error, match=r'^fresh must be '):
+            valid_user(fresh=fresh)
+
+
 def test_remote_user_is_the_user_id_else_the_sessions_name():
     """valid_user sets REMOTE_USER (for access logs, and what trusts them) to the
     id given to login(), an int as its digits, whatever the app writes to
