@@ -996,15 +996,15 @@ Plugin = SessionPlugin
 def _safe_path(target):
     """True for a same-site path like '/a?b=1'; false for URLs, '//host', '/\\host',
     dot segments ('/.//host' is '//host'), blanks, control characters, over-long values."""
-    return (isinstance(target, str) and len(target) <= 2048 and _SAFE_PATH_RE.match(target)
-            is not None and not _DOT_SEGMENT_RE.search(target.partition('?')[0]))
+    return (isinstance(target, str) and len(target) <= 2048 and bool(_SAFE_PATH_RE.match(target))
+            and not _DOT_SEGMENT_RE.search(target.partition('?')[0]))
 
 
 def authenticator(session_manager, login_url='/auth/login', cookie_expires=None, *,
                   verify=None, require=None):
     """Make `valid_user`, a decorator factory that requires a signed-in session:
     a visitor is redirected to login_url, and a GET's page is kept for redirect_back()
-    for an hour (`cookie_expires`, the original's third argument, is accepted for that).
+    for an hour (the original's third argument, `cookie_expires`, is accepted, and unused).
 
     :param verify: ``fn(session)``, run on every request; false signs it out.
     :param require: ``fn(session)``, who may see the page: a signed-in user
