@@ -1800,14 +1800,19 @@ class PickleSession(ServerSession):
         return True
 
     def read(self, key):
+        blob = self._read(key)
+        if blob is False:       # its end has passed: gone, removed under the lock as a
+            self._expire(key)   # save may be replacing it (a rate count, say)
+        return blob or None
+
+    def _read(self, key):
+        """The blob, None if there is no file, False if its end has passed."""
         try:
             fd = self._open(self._name(key), os.O_RDONLY)
             try:                        # os.read, not a file object: on every request
                 st = os.fstat(fd)
-                if len(key) == 64 and st.st_mtime < self.now():     # its end has passed: gone
-                    with contextlib.suppress(OSError):
-                        self._unlink(key)
-                    return None
+                if len(key) == 64 and st.st_mtime < self.now():
+                    return False
                 blob = os.read(fd, st.st_size)      # whole: files are replaced, not changed
             finally:
                 os.close(fd)
@@ -1824,8 +1829,8 @@ class PickleSession(ServerSession):
         return blob
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
-        def swap():         # a login's old file goes once the new one is whole: a full disk
-            return self.read(replaces or key) == expected and _write_file(  # loses nothing
+        def swap():     # a login's old file goes once the new is whole: a full disk loses nothing
+            return (self._read(replaces or key) or None) == expected and _write_file(
                 self._dir_fd, self._name(key), blob, expires, replace=True,
                 before=replaces and (lambda temp: self._unlink(replaces)))
         return self._locked(replaces or key, swap)
@@ -1855,6 +1860,10 @@ class PickleSession(ServerSession):
                 os.close(fd)
         except OSError as exc:
             raise SessionStoreError('cannot write session file: %s' % exc) from exc
+
+    def _expire(self, key):
+        with contextlib.suppress(SessionStoreError):    # housekeeping: never an error
+            return self._locked(key, lambda: self._read(key) is False and self._unlink(key))
 
     def _unlink(self, key):
         try:
@@ -1889,6 +1898,9 @@ class PickleSession(ServerSession):
         legacy = min(self.max_age, self.idle_timeout or self.max_age)
         removed = 0
         for name, st in self._scan():
+            if name.startswith('session-') and _KEY_RE.match(name[8:]):
+                removed += st.st_mtime < now and bool(self._expire(name[8:]))
+                continue
             if name.startswith('session-'):
                 end = st.st_mtime + (legacy if len(name) == 44 else 0)
             elif name.startswith('.tmp-'):      # its ctime is when it was made, or its

@@ -545,6 +545,32 @@ def test_a_session_whose_end_passes_during_its_request_sends_an_expired_cookie(k
     assert max_age(app.get('/expire-slowly'), manager.cookie_name) == 0
 
 
+def test_a_stored_session_that_ends_during_its_request_is_saved_without_waiting(
+        tmp_path, monkeypatch):
+    """A save under the file's lock that finds the file ended (the handler ran past
+    its end) does not wait for that lock again to remove it: the session is gone,
+    and the response comes at once. Mutant: the save's read under the lock took the
+    lock again to remove the ended file (it waited out lock_timeout)."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    manager.now, manager.lock_timeout = Clock(), 0.05
+    app = webtest.TestApp(plugin_app(manager))
+
+    @app.app.route('/slowly')
+    def slowly(session):
+        if session.new:
+            session.set_expiry(60)
+        else:
+            manager.now.advance(61)     # a slow handler, past the session's end
+        session['b'] = session.get('b', 0) + 1
+        return 'ok'
+    app.get('/slowly')
+    pauses = []
+    monkeypatch.setattr(time, 'sleep', pauses.append)
+    app.get('/slowly')
+    assert not any(pauses) and session_files(manager.session_dir) == []
+    assert app.get('/get').json['new'] is True
+
+
 def test_an_expired_cookie_before_a_live_one_of_the_same_name_is_skipped(kind, request,
                                                                        tmp_path):
     """Of two cookies of one name, the first an ended session's, the second
@@ -3198,6 +3224,42 @@ def test_a_rate_limit_that_always_loses_the_race_is_a_503_after_short_pauses(
     assert [r.getMessage() for r in caplog.records if r.name == 'bottlesession'] == [
         "the rate limit 'login:alice' changed under %d attempts in a row" % manager.swap_attempts]
     assert len(pauses) == manager.swap_attempts and sum(pauses) < 1.0, sum(pauses)
+
+
+@pytest.mark.parametrize('moment', ['lock', 'unlink'])
+@pytest.mark.parametrize('remover', ['read', 'cleanup'])
+def test_a_file_stores_count_removed_as_it_expires_keeps_a_count_made_meanwhile(
+        remover, moment, tmp_path, monkeypatch):
+    """An expired count is removed by a read or a cleanup while another worker's
+    attempt writes a new one: that attempt still counts. The other worker runs
+    just before the remover takes its lock, or unlinks, in a thread, as it would
+    in another process. Mutants: the expired file unlinked by name outside its
+    lock; unlinked under the lock without seeing again that it has expired."""
+    one = bs.PickleSession(str(tmp_path / 's'))
+    two = bs.PickleSession(str(tmp_path / 's'))
+    one.now = two.now = Clock()
+    assert one.rate_limit('login:alice', 2, 60) is True
+    one.now.advance(120)                        # the count has expired
+    module, name = (fcntl, 'flock') if moment == 'lock' else (os, 'unlink')
+    original, raced = getattr(module, name), []
+
+    def the_other_attempt_first(target, *args, **kwargs):
+        if (moment == 'lock' or str(target).startswith('session-')) and not raced:
+            raced.append(threading.Thread(target=lambda: raced.append(
+                two.rate_limit('login:alice', 2, 60))))
+            raced[0].start()
+            raced[0].join(0.5)                  # blocked by the remover's lock, if it holds one
+        return original(target, *args, **kwargs)
+    monkeypatch.setattr(module, name, the_other_attempt_first)
+    if remover == 'read':
+        assert one.rate_limit('login:alice', 2, 60) is True
+    else:
+        assert one.cleanup() == (moment == 'unlink')    # at the lock, the count is new
+    raced[0].join(10)
+    monkeypatch.undo()
+    assert raced[1:] == [True]
+    counted = 2 if remover == 'read' else 1     # the read's own attempt, and the other's
+    assert [one.rate_limit('login:alice', 2, 60) for _ in range(3 - counted)][-1] is False
 
 
 # CSRF: Sec-Fetch-Site and Origin first, the token as the fallback ############
