@@ -1799,20 +1799,16 @@ class PickleSession(ServerSession):
             os.close(fd)
         return True
 
-    def read(self, key):
-        blob = self._read(key)
-        if blob is False:       # its end has passed: gone, removed under the lock as a
-            self._expire(key)   # save may be replacing it (a rate count, say)
-        return blob or None
-
-    def _read(self, key):
-        """The blob, None if there is no file, False if its end has passed."""
+    def read(self, key, held=False):
+        """As the interface says; held: under the key's lock, so an ended file is left there."""
         try:
             fd = self._open(self._name(key), os.O_RDONLY)
             try:                        # os.read, not a file object: on every request
                 st = os.fstat(fd)
-                if len(key) == 64 and st.st_mtime < self.now():
-                    return False
+                if len(key) == 64 and st.st_mtime < self.now():     # its end has passed: gone,
+                    if not held:        # removed under its lock: a save may be replacing it
+                        self._expire(key)
+                    return None
                 blob = os.read(fd, st.st_size)      # whole: files are replaced, not changed
             finally:
                 os.close(fd)
@@ -1830,7 +1826,7 @@ class PickleSession(ServerSession):
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         def swap():     # a login's old file goes once the new is whole: a full disk loses nothing
-            return (self._read(replaces or key) or None) == expected and _write_file(
+            return self.read(replaces or key, True) == expected and _write_file(
                 self._dir_fd, self._name(key), blob, expires, replace=True,
                 before=replaces and (lambda temp: self._unlink(replaces)))
         return self._locked(replaces or key, swap)
@@ -1863,7 +1859,7 @@ class PickleSession(ServerSession):
 
     def _expire(self, key):
         with contextlib.suppress(SessionStoreError):    # housekeeping: never an error
-            return self._locked(key, lambda: self._read(key) is False and self._unlink(key))
+            return self._locked(key, lambda: self.read(key, True) is None and self._unlink(key))
 
     def _unlink(self, key):
         try:
