@@ -1649,9 +1649,11 @@ class ServerSession(BaseSession):
         record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
         version, record, base = session.loaded[0], ours, None
         # A sign-out, or another user's login, starts over: nothing of theirs is merged in.
-        (valid, name), data = session.loaded[2], ours['d']
-        was = valid and (str(session.loaded[1].get('u')), name)
-        reset = was and was != (data.get('valid') and (str(ours.get('u')), data.get('name')))
+        # A user is login()'s id, or the original's name ('name' is only data beside an id).
+        (valid, name), data, uid = session.loaded[2], ours['d'], session.loaded[1].get('u')
+        was = valid and (str(uid), uid is None and name)
+        reset = was and was != (data.get('valid') and (
+            str(ours.get('u')), ours.get('u') is None and data.get('name')))
         for attempt in range(self.swap_attempts):
             user = record['k'] = self._user_key(record)     # this app's, unlike 'u'
             blob = self.dumps(record)

@@ -75,7 +75,7 @@ def page(session, title, body):
     if session.get('valid'):
         account = ('signed in as <b id="user">%s</b> <form method="post" action="/logout">%s'
                    '<button id="logout">log out</button></form>'
-                   % (html.escape(session['name']), csrf_field(session)))
+                   % (html.escape(str(session.user_id)), csrf_field(session)))
     else:
         account = '<a id="login" href="/login">log in</a>'
     flashes = ''.join('<p class="flash %s">%s</p>' % (html.escape(category), html.escape(message))
@@ -249,7 +249,6 @@ def make_app(manager):
             bottle.redirect('/login')
         manager.reset_rate_limit('login:' + name)
         session.login(name, user=user)  # a new id and CSRF secret; user: the one checked
-        session['name'] = name
         # Remembered: a cookie for 30 days. Otherwise it ends with the browser.
         remember = bottle.request.forms.get('remember')
         session.set_expiry(datetime.timedelta(days=30) if remember else 0)

@@ -1591,6 +1591,17 @@ def test_a_signed_in_users_save_merges_what_was_saved_meanwhile(kind, start, req
     assert expiry is not None
 
 
+@pytest.mark.parametrize('kind', SERVER_STORES)
+def test_a_new_name_on_a_login_session_merges_what_was_saved_meanwhile(kind, request, tmp_path):
+    """On a session login() signed in, 'name' is only data (a display name): setting
+    it while another request saves a key keeps both, and the user. Failed: the save
+    took the new name for another user's login, and dropped the other request's key."""
+    me, expiry = identity_race(kind, request, tmp_path, '/login/alice',
+                               lambda session: session.__setitem__('name', 'Alice L.'))
+    assert (me['user_id'], me['name'], me['data']) == ('alice', 'Alice L.', {'a': 'theirs'})
+    assert expiry is not None
+
+
 def test_a_signed_in_session_keeps_its_data_when_a_key_is_set_to_a_false_value(kind, store):
     """Setting any key but 'valid' to 0, '' or None on a signed-in session is
     no sign-out: the data stays. A new key set to None is saved, and a list
@@ -10657,6 +10668,24 @@ def test_the_demos_log_out_everywhere_else_on_the_cookie_store_is_no_500():
     response = app.post('/devices/end-others', headers={'Sec-Fetch-Site': 'same-origin'})
     assert response.status_int == 302
     assert 'Logged out of 0 other sessions.' in response.follow().text
+
+
+def test_the_demos_password_change_submitted_twice_leaves_its_pages_working(fast_hashing,
+                                                                           tmp_path):
+    """The demo, on a file store: the password form posted twice at once (a double
+    click). The second login finds the session moved by the first, and starts
+    afresh, signed in, with what its request changed. Failed (outside attack): the
+    demo's pages read session['name'], which the fresh session did not hold: every
+    page, the one with the log-out button too, was a 500."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    app = webtest.TestApp(example_app(manager))
+    token = re.search(r'name="csrf_token" value="([^"]+)"', app.get('/login').text).group(1)
+    app.post('/login', {'username': 'alice', 'password': 'wonderland', 'csrf_token': token})
+    with removed_just_before_a_rotation(manager):   # the first click's login moved it
+        app.post('/password', {'current': 'wonderland', 'new': 'a-new-password'},
+                 headers={'Sec-Fetch-Site': 'same-origin'})
+    for path in ('/', '/private', '/devices'):
+        assert 'signed in as <b id="user">alice</b>' in app.get(path).text
 
 
 def test_the_demos_login_as_a_password_changes_meanwhile_is_signed_out(monkeypatch):
