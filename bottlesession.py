@@ -1342,6 +1342,9 @@ def _sign_with(manager, keys):
 
 # CookieSession ###############################################################
 
+_LIMITS_LOCK = threading.Lock()     # the cookie stores' rate limits, counted per process
+
+
 def _count(hits, now, limit, period):
     """The attempts a rate limit keeps: the last `limit` in `period`, and this."""
     return [t for t in hits if t > now - period][-limit:] + [now]
@@ -1370,7 +1373,7 @@ class CookieSession(BaseSession):
         self.signer = Signer(keys, self.salt, _context(self))
         _sign_with(self, keys)
         self.compress = compress
-        self._limits, self._limits_lock, self._limits_sweep = {}, threading.Lock(), 10000
+        self._limits, self._limits_sweep = {}, 10000
 
     def user_sessions(self, user_id, keep=None):
         raise ConfigError('%s cannot list or end a user\'s sessions: the browser holds '
@@ -1383,7 +1386,7 @@ class CookieSession(BaseSession):
         """Count one attempt for `key`, such as 'login:' + name: True while at most `limit`
         fall within the last `period` seconds. Counted in this process only."""
         now, key = self.now(), _digest(key)
-        with self._limits_lock:
+        with _LIMITS_LOCK:
             if len(self._limits) > self._limits_sweep:  # forget keys whose periods passed
                 self._limits = {k: v for k, v in self._limits.items() if v[0] > now}
                 self._limits_sweep = max(10000, 2 * len(self._limits))     # not every call
@@ -1393,7 +1396,7 @@ class CookieSession(BaseSession):
 
     def reset_rate_limit(self, key):
         """Forget the attempts counted for `key`: call it after a good login."""
-        with self._limits_lock:
+        with _LIMITS_LOCK:
             self._limits.pop(_digest(key), None)
 
     def load(self, value):
@@ -2308,6 +2311,9 @@ _SCRYPT_DEFAULT = (17, 8, 1)    # bounds planted hashes while tests lower the pa
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 _SCRYPT_SLOTS = threading.BoundedSemaphore(_CPUS)   # each run takes its memory: one per CPU
+if hasattr(os, 'register_at_fork'):     # a lock a thread held at a fork stays held in the
+    os.register_at_fork(after_in_child=lambda: globals().update(    # child: new ones there
+        _SCRYPT_SLOTS=threading.BoundedSemaphore(_CPUS), _LIMITS_LOCK=threading.Lock()))
 # Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
 # short, and scrypt's shorter output is a prefix of the full one. Both always decode.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'

@@ -7383,6 +7383,33 @@ def test_dir_removed_under_concurrent_requests(tmp_path):
     assert stat.S_IMODE(os.stat(manager.session_dir).st_mode) == 0o700
 
 
+@pytest.mark.parametrize('held', ['scrypt', 'rate limit'])
+def test_a_lock_held_at_a_fork_is_not_held_in_the_child(held):
+    """A process forks while one of its threads hashes a password, or counts a
+    cookie store's rate limit: the child, which has no such thread, still checks
+    passwords and counts. Failed: the child inherited the lock held, and hung."""
+    manager = bs.CookieSession(secret=SECRET)
+    hash_ = bs.hash_password('wonderland')
+    locks = ([bs._SCRYPT_SLOTS] * bs._CPUS if held == 'scrypt'
+             else [bs._LIMITS_LOCK])
+    for lock in locks:                  # as threads in the middle of a call hold them
+        lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                signal.alarm(5)
+                code = 0 if (bs.check_password('wonderland', hash_) and
+                             manager.rate_limit('login:alice', 1, 60)) else 3
+            finally:
+                os._exit(code)
+    finally:
+        for lock in locks:
+            lock.release()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def test_first_concurrent_requests_in_a_forked_worker(tmp_path):
     """A worker forked after the store was used (gunicorn --preload) took its
     first requests at once and raced to set up its own lock files: 500s (EBADF)
