@@ -1899,11 +1899,12 @@ class PickleSession(ServerSession):
         legacy = min(self.max_age, self.idle_timeout or self.max_age)
         removed = 0
         for name, st in self._scan():
-            if name.startswith('session-') and _KEY_RE.match(name[8:]):
-                removed += st.st_mtime < now and bool(self._expire(name[8:]))
+            key = name[8:] if name.startswith('session-') else ''
+            if _KEY_RE.match(key):      # under its lock, seen ended there: a save may replace it
+                removed += st.st_mtime < now and bool(self._expire(key))
                 continue
-            if name.startswith('session-'):
-                end = st.st_mtime + (legacy if len(name) == 44 else 0)
+            if _LEGACY_ID_RE.match(key):            # the original's: its mtime is its last use
+                end = st.st_mtime + legacy
             elif name.startswith('.tmp-'):      # its ctime is when it was made, or its
                 end = min(st.st_mtime, st.st_ctime) + self.stale_temp_age  # mtime if older
             else:

@@ -6968,11 +6968,13 @@ def test_cleanup_removes_expired_files_and_stale_temps(tmp_path):
     def age(name, seconds):
         path = os.path.join(manager.session_dir, name)
         os.utime(path, (time.time() - seconds,) * 2)
-    stale = '.tmp-killed-writer'
-    open(os.path.join(manager.session_dir, stale), 'w').close()
+    stale = ['.tmp-killed-writer', '.tmp-another']
+    for name in stale:
+        open(os.path.join(manager.session_dir, name), 'w').close()
     assert manager.cleanup() == 0               # a temp file may be a live write
-    age(stale, manager.stale_temp_age + 10)
-    assert manager.cleanup() == 1 and stale not in os.listdir(manager.session_dir)
+    for name in stale:
+        age(name, manager.stale_temp_age + 10)
+    assert manager.cleanup() == 2 and not set(stale) & set(os.listdir(manager.session_dir))
     for name in session_files(manager.session_dir):
         age(name, 1)                            # its end has just passed
     webtest.TestApp(app).get('/set/a/1')        # one fresh session
@@ -7569,39 +7571,48 @@ def test_cleanup_removes_a_session_file_after_its_last_second_not_in_it(tmp_path
 def test_cleanup_removes_an_original_session_file_once_its_life_has_passed(tmp_path):
     """A file of the original (named by its uuid4) holds no end: like read(),
     cleanup() ends it max_age after its last write (its mtime), or
-    idle_timeout after if sooner. Mutants: its end taken as its mtime, or
-    before it (a live session removed); a lifetime of None (a TypeError)."""
+    idle_timeout after if sooner; at its very end it is kept. Mutants: its end
+    taken as its mtime, or before it (a live session removed); a lifetime of
+    None (a TypeError); removed at its end (`end <= now`)."""
     manager = bs.PickleSession(str(tmp_path / 'sessions'), cookie_expires=3600,
                                idle_timeout=600)
     manager.now = Clock()
+    manager.now.t = float(int(manager.now.t))
     old_id = str(uuid.uuid4())
     path = os.path.join(manager.session_dir, 'session-' + old_id)
     with open(path, 'wb') as legacy:
         pickle.dump({'valid': True, 'name': 'alice'}, legacy)
     os.utime(path, (manager.now() - 590,) * 2)  # written 590 s ago: 10 s left
     assert manager.cleanup() == 0
+    manager.now.advance(10)                     # 600 s: its very end
+    assert manager.cleanup() == 0
     assert session_files(manager.session_dir) == ['session-' + old_id]
-    manager.now.advance(20)                     # 610 s: past the idle timeout
+    manager.now.advance(1)                      # past the idle timeout
     assert manager.cleanup() == 1
     assert session_files(manager.session_dir) == []
 
 
 def test_a_file_another_cleanup_removed_first_is_skipped_not_an_error(tmp_path, monkeypatch):
     """Two cleanups at once (cron's and a request's): a file the other removed
-    between this one's scan and its unlink is skipped, and not counted.
-    Mutant: contextlib.suppress(None), so cleanup() raised a TypeError."""
+    between this one's scan and its unlink is skipped, and not counted: a
+    session's, or a stale temp file's. Mutants: contextlib.suppress(None), so
+    cleanup() raised a TypeError."""
     manager, test, sid = expiring_pickle_store(tmp_path)
     manager.now.advance(3601)
+    stale = os.path.join(manager.session_dir, '.tmp-killed-writer')
+    open(stale, 'w').close()
+    os.utime(stale, (time.time() - manager.stale_temp_age - 10,) * 2)
     unlink = os.unlink
 
     def the_other_cleanup_first(path, *args, **kwargs):
-        if str(path).startswith('session-'):
+        if str(path).startswith(('session-', '.tmp-')):
             unlink(path, *args, **kwargs)       # the other cleanup's
         return unlink(path, *args, **kwargs)    # then ours: FileNotFoundError
     monkeypatch.setattr(os, 'unlink', the_other_cleanup_first)
     assert manager.cleanup() == 0
     monkeypatch.undo()
-    assert session_files(manager.session_dir) == []
+    assert os.listdir(manager.session_dir) == ['.lock-%d' % (int(
+        manager.storage_key(sid)[-2:], 16) % 16)]
 
 
 def test_an_expired_file_that_cannot_be_removed_still_reads_as_gone(tmp_path, monkeypatch):
