@@ -93,6 +93,7 @@ _SAFE_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
 _CDN_HEADERS = ('Surrogate-Control', 'Edge-Control', 'X-Accel-Expires')     # and *-Cache-Control
 _SCALARS = (str, int, float, bool, type(None), bytes)   # a Session compares these on set
 _MISSING = object()
+_LIMITS_LOCK = threading.Lock()      # the cookie stores' rate limits, counted per process
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
 _SIGNED_RE = re.compile(r'[A-Za-z0-9_.-]+\Z')          # what a signed cookie is made of
@@ -1088,8 +1089,7 @@ def redirect_back(default='/'):
 # 6. The stores ###############################################################
 ###############################################################################
 
-# Private directories: the file store's, the SQLite file's and the derived
-# secret's key file live in one that no other user can change, or swap.
+# Private directories, which no other user can change or swap: the stores' and the secret's.
 
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 _O_DIRECTORY = getattr(os, 'O_DIRECTORY', 0)
@@ -1164,8 +1164,7 @@ def _check_private(path, st, what, planted):
         private = 'a private directory (mode 0700)' if stat.S_ISDIR(st.st_mode) else 'mode 0600'
         raise ConfigError('%s %r is writable by others (mode %o): anyone who can write it '
                           '%s. Use %s.' % (what, path, stat.S_IMODE(st.st_mode), planted, private))
-    # A file of sessions; or the file store's directory, whose names tell too (the
-    # original's are cookies; a rate limit's is made of public facts).
+    # Session files, and the file store's directory: names tell too (the original's are cookies).
     if st.st_mode & 0o044 and (what == 'session directory' or not stat.S_ISDIR(st.st_mode)):
         risk = (('list its sessions', '0700') if stat.S_ISDIR(st.st_mode)
                 else ('read every session in it', '0600'))
@@ -1342,9 +1341,6 @@ def _sign_with(manager, keys):
 
 # CookieSession ###############################################################
 
-_LIMITS_LOCK = threading.Lock()     # the cookie stores' rate limits, counted per process
-
-
 def _count(hits, now, limit, period):
     """The attempts a rate limit keeps: the last `limit` in `period`, and this."""
     return [t for t in hits if t > now - period][-limit:] + [now]
@@ -1376,9 +1372,9 @@ class CookieSession(BaseSession):
         self._limits, self._limits_sweep = {}, 10000
 
     def user_sessions(self, user_id, keep=None):
-        raise ConfigError('%s cannot list or end a user\'s sessions: the browser holds '
-                          'them. Give SessionPlugin(..., user_version=fn) to end them '
-                          'when the user\'s version changes.' % type(self).__name__)
+        raise ConfigError('%s cannot list or end a user\'s sessions: browsers hold them. Give '
+                          'SessionPlugin(..., user_version=fn) to end them when the user\'s '
+                          'version changes.' % type(self).__name__)
 
     end_sessions = user_sessions
 
@@ -1474,10 +1470,9 @@ def _merge_flashes(base, ours, theirs, merged):
             tally[repr(message)] -= counted
             if counted == wanted:
                 queue.append(message)
+    merged.pop(key, None)
     if queue:
         merged[key] = queue[-Session.flash_limit:]
-    else:
-        merged.pop(key, None)
 
 
 def _merge_record(base, ours, theirs, dumps):
@@ -1515,8 +1510,7 @@ class ServerSession(BaseSession):
 
     legacy_ids = False
     swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
-    max_size = 4 << 20      # bytes of a stored session, the same in every store
-                            # (MariaDB's 16 MB packets hold a compare-and-set of two)
+    max_size = 4 << 20      # a session's bytes in any store (a save's two fit MariaDB's 16 MB)
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, secret=None,
                  secret_file=None, **options):
@@ -1651,8 +1645,7 @@ class ServerSession(BaseSession):
         """Write `ours` by compare-and-set, merged onto what others saved since: (blob,
         record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
         version, record, base = session.loaded[0], ours, None
-        # A sign-out, or another user's login, starts over: nothing of theirs is merged in.
-        # A user is login()'s id, or the original's name ('name' is only data beside an id).
+        # A sign-out, or a login as another (id; with none, the original's name), merges nothing.
         (valid, name), data, uid = session.loaded[2], ours['d'], session.loaded[1].get('u')
         was = valid and (str(uid), uid is None and name)
         reset = was and was != (data.get('valid') and (
@@ -1804,8 +1797,7 @@ class PickleSession(ServerSession):
             os.close(fd)
         return True
 
-    def read(self, key, held=False):
-        """As the interface says; held: under the key's lock, so an ended file is left there."""
+    def read(self, key, held=False):    # held: under the key's lock, which removal needs
         try:
             fd = self._open(self._name(key), os.O_RDONLY)
             try:                        # os.read, not a file object: on every request
@@ -1896,8 +1888,7 @@ class PickleSession(ServerSession):
 
     def purge(self, now):
         """Remove session files whose end has passed, and stale temp files."""
-        legacy = min(self.max_age, self.idle_timeout or self.max_age)
-        removed = 0
+        legacy, removed = min(self.max_age, self.idle_timeout or self.max_age), 0
         for name, st in self._scan():
             key = name[8:] if name.startswith('session-') else ''
             if _KEY_RE.match(key):      # under its lock, seen ended there: a save may replace it
@@ -2190,9 +2181,8 @@ class SQLSession(ServerSession):
         return self._run(lambda cur: self._execute(cur, 'delete', key).rowcount) > 0
 
     def user_records(self, user):
-        now = int(self.now())
-        return self._run(lambda cur: [tuple(row) for row in
-                                      self._execute(cur, 'user', user, now).fetchall()])
+        return self._run(lambda cur: [tuple(row) for row in self._execute(
+            cur, 'user', user, int(self.now())).fetchall()])
 
     def purge(self, now):
         def sweep(cur):     # MySQL: without gap locks, a sweep seldom deadlocks saves
@@ -2259,8 +2249,7 @@ class RedisSession(ServerSession):
         return self._call(lambda: self.client.get(self.prefix + key))
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
-        ttl = max(1, math.ceil(expires - self.now()))
-        name = self.prefix + key
+        ttl, name = max(1, math.ceil(expires - self.now())), self.prefix + key
         def store():
             args = [expected or '', blob, ttl, key, replaces or '']
             if not self._cluster:
@@ -2304,11 +2293,8 @@ class RedisSession(ServerSession):
 
 # scrypt's cost as (log2 N, r, p): OWASP's minimum. Raise it, and needs_rehash()
 # says which hashes to redo; lower it in tests only, no further than the floor.
-SCRYPT_PARAMETERS = (17, 8, 1)
-# The least hash_password() makes and check_password() accepts: the scrypt
-# paper's for interactive logins (16 MiB; the memory is what slows a GPU).
-_SCRYPT_FLOOR = (14, 8, 1)
-_SCRYPT_DEFAULT = (17, 8, 1)    # bounds planted hashes while tests lower the parameters
+SCRYPT_PARAMETERS = _SCRYPT_DEFAULT = (17, 8, 1)     # the default bounds planted hashes in tests
+_SCRYPT_FLOOR = (14, 8, 1)      # the least made or accepted: the scrypt paper's for logins, 16 MiB
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 _SCRYPT_SLOTS = threading.BoundedSemaphore(_CPUS)   # each run takes its memory: one per CPU
@@ -2329,10 +2315,6 @@ def _scrypt_cost(log_n, r, p):
     return 128 * r * (n + p + 2), n * r * p
 
 
-def _below_floor(log_n, r, p):
-    return any(part < least for part, least in zip((log_n, r, p), _SCRYPT_FLOOR))
-
-
 def _scrypt_parameters():
     """SCRYPT_PARAMETERS, checked: a ConfigError rather than a weak hash."""
     value = SCRYPT_PARAMETERS
@@ -2340,7 +2322,7 @@ def _scrypt_parameters():
             and all(type(part) is int for part in value)):
         raise ConfigError('SCRYPT_PARAMETERS is (log2 N, r, p), three ints, not %r' % (value,))
     log_n, r, p = value = tuple(value)      # log_n first: 1 << 10**9 is itself costly
-    if _below_floor(*value):
+    if any(part < least for part, least in zip(value, _SCRYPT_FLOOR)):
         raise ConfigError('SCRYPT_PARAMETERS %r is below the floor %r, even in tests'
                           % (value, _SCRYPT_FLOOR))
     if log_n > 24 or r > 999 or p > 999 or _scrypt_cost(*value)[0] + 65536 > _SCRYPT_MAXMEM:
@@ -2371,7 +2353,8 @@ def _parse_hash(hashed, current):
     log_n, r, p = (int(group) for group in match.groups()[:3])
     memory, work = _scrypt_cost(log_n, r, p)
     most_memory, most_work = map(max, _scrypt_cost(*current), _scrypt_cost(*_SCRYPT_DEFAULT))
-    if _below_floor(log_n, r, p) or memory > 2 * most_memory or work > 8 * most_work:
+    below = any(part < least for part, least in zip((log_n, r, p), _SCRYPT_FLOOR))
+    if below or memory > 2 * most_memory or work > 8 * most_work:
         return None
     salt, key = (_b64decode(part.encode()) for part in match.groups()[3:])
     return log_n, r, p, salt, key
