@@ -177,8 +177,7 @@ def _seconds(value, name):
     return value
 
 
-# Compact JSON, on the json module's own C encoder and scanner without the Python
-# layers its encode() and decode() add: those cost a tenth of a cookie request.
+# Compact JSON on the json module's C encoder and scanner, not dumps(): a tenth of a request.
 _json_default = json.JSONEncoder().default      # raises the TypeError json raises
 _json_decoder = json.JSONDecoder()
 
@@ -196,8 +195,7 @@ def _json_decode(text):
     if end != len(text):
         raise ValueError('extra data after JSON')
     return data
-# base64url without padding, on binascii directly: base64's wrappers cost
-# more than the coding itself on a cookie-sized value.
+# base64url, unpadded, on binascii: base64's wrappers cost more than coding a cookie does.
 _TO_URLSAFE = bytes.maketrans(b'+/', b'-_')
 _FROM_URLSAFE = bytes.maketrans(b'-_', b'+/')
 
@@ -424,8 +422,7 @@ def _apply_headers(response, cookies):
     """Write a session's headers onto the response that will be sent: Vary: Cookie,
     Cache-Control: private unless the app set its own, and `cookies` ({name: Set-Cookie
     header}), which make it never publicly cacheable (no-store if one ends a session)."""
-    # bottle's header dict (name -> list of values), directly: its accessors cost
-    # more than a session read; our values have no CR or LF.
+    # bottle's header dict (name: values), directly: its accessors cost more than a session read.
     headers = response._headers
     vary = headers.setdefault('Vary', ['Cookie'])
     if vary[-1] != 'Cookie' and 'cookie' not in [
@@ -694,12 +691,11 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# _login() and _notice_login() alone write the login state in session.meta (u, l, h), but a
-# sign-out the original way marks it (l 0); each starts a new CSRF secret (x) and, if stored, a
-# new id (fixation). An unsafe request passes, before its handler runs, a trusted Origin, else
-# Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with fresh random
-# bytes, as Django does, so it differs in every response (BREACH). A visitor with nothing
-# stored keeps the secret in a signed cookie.
+# _login() and _notice_login() alone write the login state in session.meta (u, l, h); a sign-out
+# the original way marks it (l 0). Both start a new CSRF secret (x) and, if stored, a new id
+# (fixation). An unsafe request passes, before its handler runs, a trusted Origin, else
+# Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with new random bytes in
+# every response (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
 
 def _rotate(session):
     """A new CSRF secret and, if stored, a new id (the old goes at the save); marks it modified."""
@@ -1831,10 +1827,10 @@ class PickleSession(ServerSession):
     def remove(self, key):
         return self._locked(key, lambda: self._unlink(key))
 
-    def _locked(self, key, work):
+    def _locked(self, key, work, wait=True):
         """work() under flock on one of 16 lock files, opened anew: a new open file
-        excludes other threads and forked workers alike, and closing it unlocks.
-        A lock held past lock_timeout (by a stopped process, say) is a 503."""
+        excludes other threads and forked workers alike. A lock held past lock_timeout
+        (by a stopped process, say) is a 503; one held at all, without wait, is None."""
         try:
             fd = self._open('.lock-%d' % (int(key[-2:], 16) % 16), os.O_RDWR | os.O_CREAT)
             try:
@@ -1844,19 +1840,23 @@ class PickleSession(ServerSession):
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
+                        if not wait:
+                            return None
                         if time.monotonic() >= end:
                             raise SessionStoreError('a session file stayed locked for %s s'
                                                     % self.lock_timeout) from None
                         time.sleep(0.0005 * 2 ** min(attempt, 5))
                 return work()
-            finally:
+            finally:        # unlocked, not just closed: a child forked meanwhile has a copy
+                fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
         except OSError as exc:
             raise SessionStoreError('cannot write session file: %s' % exc) from exc
 
     def _expire(self, key):
         with contextlib.suppress(SessionStoreError):    # housekeeping: never an error
-            return self._locked(key, lambda: self.read(key, True) is None and self._unlink(key))
+            return self._locked(key, lambda: self.read(key, True) is None and self._unlink(key),
+                                wait=False)     # another has it: left to a later cleanup
 
     def _unlink(self, key):
         try:

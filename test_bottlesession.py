@@ -19,6 +19,7 @@ see fast_hashing in the last section.
 """
 import ast
 import base64
+import collections
 import concurrent.futures
 import contextlib
 import datetime
@@ -7410,6 +7411,74 @@ def test_a_lock_held_at_a_fork_is_not_held_in_the_child(held):
         for lock in locks:
             lock.release()
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_a_file_lock_held_at_a_fork_is_not_held_by_the_child(tmp_path):
+    """A process forks (a multiprocessing worker, say) while another thread holds
+    one of the file store's lock files: once that thread is done, the lock is
+    free, though the child lives on; the child can take it too. Failed (outside
+    attack): the child's copy of the descriptor kept the flock held for the
+    child's life, and every save in that lock's sixteenth was a 503 after 5 s."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    manager.lock_timeout = 1
+    key = manager.storage_key(bs._new_id())
+    holding, done = threading.Event(), threading.Event()
+    thread = threading.Thread(target=manager._locked, args=(   # as a save's thread holds it
+        key, lambda: (holding.set(), done.wait(10))))
+    thread.start()
+    assert holding.wait(10)
+    child_ready, parent_done = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            os.write(child_ready[1], b'x')
+            os.read(parent_done[0], 1)      # the parent's save, first
+            code = 0 if manager._locked(key, lambda: True) else 3
+        finally:
+            os._exit(code)
+    try:
+        os.read(child_ready[0], 1)
+        done.set()
+        thread.join(10)
+        assert manager._locked(key, lambda: 'taken') == 'taken'    # SessionStoreError: held
+    finally:
+        os.write(parent_done[1], b'x')
+        status = os.waitpid(pid, 0)[1]
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_cleanup_beside_a_held_lock_does_not_wait_for_it(tmp_path, monkeypatch):
+    """Ended files whose lock another request holds (or a stopped worker): cleanup()
+    and reads skip them at once, for a later cleanup, and wait for no lock.
+    Failed (outside attack): each such file waited lock_timeout, one after another,
+    so a request that ran cleanup() (or user_sessions()) took minutes."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    manager.now, manager.lock_timeout = Clock(), 0.5
+    names = ['login:%d' % n for n in range(40)]
+    for name in names:
+        manager.rate_limit(name, 5, 60)
+    buckets = collections.Counter(int(manager._key(b'rate', n)[-2:], 16) % 16 for n in names)
+    bucket, count = buckets.most_common(1)[0]
+    held = next(manager._key(b'rate', n) for n in names
+                if int(manager._key(b'rate', n)[-2:], 16) % 16 == bucket)
+    manager.now.advance(120)                    # every count has ended
+    holding, done = threading.Event(), threading.Event()
+    thread = threading.Thread(target=manager._locked, args=(
+        held, lambda: (holding.set(), done.wait(10))))
+    thread.start()
+    try:
+        assert holding.wait(10)
+        pauses = []
+        monkeypatch.setattr(time, 'sleep', pauses.append)
+        assert manager.read(held) is None       # ended: gone, if not yet removed
+        assert manager.cleanup() == len(names) - count
+        assert pauses == [] and count > 1
+    finally:
+        done.set()
+        thread.join(10)
+    monkeypatch.undo()
+    assert manager.cleanup() == count and session_files(manager.session_dir) == []
 
 
 def test_first_concurrent_requests_in_a_forked_worker(tmp_path):
