@@ -94,6 +94,7 @@ _CDN_HEADERS = ('Surrogate-Control', 'Edge-Control', 'X-Accel-Expires')     # an
 _SCALARS = (str, int, float, bool, type(None), bytes)   # a Session compares these on set
 _MISSING = object()
 _LIMITS_LOCK = threading.Lock()      # the cookie stores' rate limits, counted per process
+_SQL_STORES = weakref.WeakSet()      # SQLSessions: the forking thread's connections close first
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
 _SIGNED_RE = re.compile(r'[A-Za-z0-9_.-]+\Z')          # what a signed cookie is made of
@@ -584,7 +585,8 @@ class BaseSession:
                 continue
             if now <= self.expires_at(session.meta):
                 return session
-            self.delete(session.id)         # expired: gone on the server too
+            with contextlib.suppress(SessionStoreError):    # expired: gone on the server
+                self.delete(session.id)     # too, or at a cleanup if the store is failing
         return self._fresh(environ, now)
 
     def _fresh(self, environ, now):
@@ -1896,8 +1898,8 @@ class PickleSession(ServerSession):
                 continue
             if _LEGACY_ID_RE.match(key):            # the original's: its mtime is its last use
                 end = st.st_mtime + legacy
-            elif name.startswith('.tmp-'):      # its ctime is when it was made, or its
-                end = min(st.st_mtime, st.st_ctime) + self.stale_temp_age  # mtime if older
+            elif name.startswith('.tmp-'):      # made (ctime; mtime if older) by the real clock
+                end = min(st.st_mtime, st.st_ctime) + self.stale_temp_age + now - time.time()
             else:
                 continue
             if end < now:
@@ -2022,6 +2024,14 @@ def _sqlite_factory(path):
     return connect
 
 
+def _before_fork():
+    """Close the forking thread's SQL connections: SQLite's open across a fork would make
+    the child's share its locks (its writes were lost), a server's its socket. Other
+    threads must hold none: build a store per worker, after the fork, if they may."""
+    for store in list(_SQL_STORES):
+        store._forget(getattr(store._local, 'held', (None, None))[1])
+
+
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
@@ -2056,6 +2066,7 @@ class SQLSession(ServerSession):
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local = threading.local()
         self._inherited = []        # a forked parent's connections: never used, never closed
+        _SQL_STORES.add(self)
 
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs till it is done."""
@@ -2298,8 +2309,8 @@ _SCRYPT_FLOOR = (14, 8, 1)      # the least made or accepted: the scrypt paper's
 _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 _SCRYPT_SLOTS = threading.BoundedSemaphore(_CPUS)   # each run takes its memory: one per CPU
-if hasattr(os, 'register_at_fork'):     # a lock a thread held at a fork stays held in the
-    os.register_at_fork(after_in_child=lambda: globals().update(    # child: new ones there
+if hasattr(os, 'register_at_fork'):     # a lock another thread held at a fork stays held
+    os.register_at_fork(before=_before_fork, after_in_child=lambda: globals().update(  # there
         _SCRYPT_SLOTS=threading.BoundedSemaphore(_CPUS), _LIMITS_LOCK=threading.Lock()))
 # Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
 # short, and scrypt's shorter output is a prefix of the full one. Both always decode.

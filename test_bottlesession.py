@@ -6983,18 +6983,19 @@ def test_cleanup_removes_expired_files_and_stale_temps(tmp_path):
     assert len(session_files(manager.session_dir)) == 1
 
 
-def test_cleanup_removes_a_stale_temp_file_that_carries_a_sessions_end(tmp_path):
+def test_cleanup_removes_a_stale_temp_file_that_carries_a_sessions_end(tmp_path,
+                                                                        monkeypatch):
     """A writer killed after it set the temp file's mtime to the session's end
     (days ahead) leaves a temp whose age is its ctime: cleanup() removes it
-    stale_temp_age after it was made. Mutant: the age read from the mtime
-    alone, so such a file stayed until the session's end."""
+    stale_temp_age after it was made, by the real clock. Mutant: the age read
+    from the mtime alone, so such a file stayed until the session's end."""
     manager = bs.PickleSession(str(tmp_path / 's'))
-    manager.now = Clock()
     stale = os.path.join(manager.session_dir, '.tmp-killed-writer')
     open(stale, 'w').close()
     os.utime(stale, (time.time() + 30 * 86400,) * 2)
     assert manager.cleanup() == 0               # it may be a live write
-    manager.now.advance(manager.stale_temp_age + 10)
+    later = time.time() + manager.stale_temp_age + 10
+    monkeypatch.setattr(time, 'time', lambda: later)
     assert manager.cleanup() == 1 and not os.path.exists(stale)
 
 
@@ -7448,6 +7449,46 @@ def test_a_file_lock_held_at_a_fork_is_not_held_by_the_child(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_cleanup_on_a_clock_set_ahead_keeps_a_temp_file_being_written(tmp_path):
+    """A temp file's age is the real clock's: a manager.now set ahead, as tests of
+    expiry do, does not make a save's temp file stale. Failed (outside attack): a
+    cleanup on a clock an hour ahead removed temp files mid-save: 503s."""
+    manager = bs.PickleSession(str(tmp_path / 's'))
+    manager.now = Clock()
+    temp = os.path.join(manager.session_dir, '.tmp-a-save-in-progress')
+    open(temp, 'w').close()
+    manager.now.advance(3600)
+    assert manager.cleanup() == 0 and os.path.exists(temp)
+    os.utime(temp, (time.time() - manager.stale_temp_age - 10,) * 2)
+    assert manager.cleanup() == 1 and not os.path.exists(temp)
+
+
+def test_a_session_ended_by_new_settings_beside_a_held_lock_is_a_fresh_one(tmp_path):
+    """A session ended by a shorter idle_timeout than its file's end, whose lock a stopped
+    worker holds: the request gets a fresh session after lock_timeout, not a 503; the
+    ended one is removed later. Failed (outside attack): the removal's wait was a 503."""
+    before = bs.PickleSession(str(tmp_path / 's'))
+    before.now = Clock()
+    test = webtest.TestApp(plugin_app(before))
+    test.get('/set/a/1')
+    sid = test.get('/get').json['id']
+    manager = bs.PickleSession(str(tmp_path / 's'), idle_timeout=600)     # after a restart
+    manager.now, manager.lock_timeout = before.now, 0.2
+    test.app = plugin_app(manager)
+    manager.now.advance(700)                    # idle past its end; its file lives 30 days
+    holding, done = threading.Event(), threading.Event()
+    thread = threading.Thread(target=manager._locked, args=(
+        manager.storage_key(sid), lambda: (holding.set(), done.wait(10))))
+    thread.start()
+    try:
+        assert holding.wait(10)
+        body = test.get('/get').json
+        assert body['new'] is True and body['data'].get('a') is None
+    finally:
+        done.set()
+        thread.join(10)
+
+
 def test_cleanup_beside_a_held_lock_does_not_wait_for_it(tmp_path, monkeypatch):
     """Ended files whose lock another request holds (or a stopped worker): cleanup()
     and reads skip them at once, for a later cleanup, and wait for no lock.
@@ -7479,6 +7520,49 @@ def test_cleanup_beside_a_held_lock_does_not_wait_for_it(tmp_path, monkeypatch):
         thread.join(10)
     monkeypatch.undo()
     assert manager.cleanup() == count and session_files(manager.session_dir) == []
+
+
+def test_a_sqlite_store_used_before_a_fork_keeps_the_workers_writes(tmp_path):
+    """gunicorn --preload, or a daemon that forks and exits: the master uses a SQLite
+    store, forks a worker, and goes; another process (cron's cleanup) opens and closes
+    the database. Every attempt the worker counts is seen. Failed (outside attack): the
+    worker's connection shared SQLite's lock state with the master's inherited one, so
+    it took no locks of its own; once the master was gone, the other process deleted
+    the WAL under it, and the worker's later writes were lost."""
+    path = str(tmp_path / 'sessions.sqlite3')
+    outsider = ('import sys; sys.path.insert(0, %r); import bottlesession as bs; '
+                'm = bs.SQLSession(%r, namespace="n"); m.cleanup(); '
+                'print(len(m.loads(m.read(m._key(b"rate", "login:alice")))["h"]))' % (HERE, path))
+    worker_ready, go = os.pipe(), os.pipe()
+    master = os.fork()
+    if master == 0:
+        try:
+            manager = bs.SQLSession(path, namespace='n')
+            manager.rate_limit('warm-up', 5, 60)        # used before the fork
+            if os.fork() == 0:
+                try:
+                    for _ in range(20):
+                        manager.rate_limit('login:alice', 1000, 3600)
+                    os.write(worker_ready[1], b'x')
+                    os.read(go[0], 1)
+                    for _ in range(20):
+                        manager.rate_limit('login:alice', 1000, 3600)
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)                                 # the master goes
+    os.waitpid(master, 0)
+    os.read(worker_ready[0], 1)
+    seen = subprocess.run([sys.executable, '-c', outsider], capture_output=True, text=True)
+    assert seen.stdout.strip() == '20', seen.stderr[-500:]
+    os.write(go[1], b'x')
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:                  # the worker is the master's child
+        seen = subprocess.run([sys.executable, '-c', outsider], capture_output=True, text=True)
+        if seen.stdout.strip() == '40':
+            break
+        time.sleep(0.2)
+    assert seen.stdout.strip() == '40', (seen.stdout, seen.stderr[-500:])
 
 
 def test_first_concurrent_requests_in_a_forked_worker(tmp_path):
