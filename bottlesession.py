@@ -94,13 +94,11 @@ _CDN_HEADERS = ('Surrogate-Control', 'Edge-Control', 'X-Accel-Expires')     # an
 _SCALARS = (str, int, float, bool, type(None), bytes)   # a Session compares these on set
 _MISSING = object()
 _LIMITS_LOCK = threading.Lock()      # the cookie stores' rate limits, counted per process
-_SQL_STORES = weakref.WeakSet()      # SQLSessions: the forking thread's connections close first
 
 _ID_RE = re.compile(r'[A-Za-z0-9_-]{%d}\Z' % ID_LENGTH)
 _SIGNED_RE = re.compile(r'[A-Za-z0-9_.-]+\Z')          # what a signed cookie is made of
 _KEY_RE = re.compile(r'[0-9a-f]{64}\Z')                  # a stored session's key: SHA-256
-_LEGACY_ID_RE = re.compile(                             # the original's uuid4 ids
-    r'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z')
+_UUID4_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z')
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 6265 cookie name
 _ATTR_RE = re.compile(r'[\x21-\x3a\x3c-\x7e]+\Z')         # printable, no ';'
 _SAFE_PATH_RE = re.compile(r'/(?![/\\])[\x21-\x5b\x5d-\x7e]*\Z')  # no '\\'
@@ -388,10 +386,9 @@ class Session(dict):
         shown = [m for m in queued if not category_filter or m[0] in category_filter]
         if shown:
             kept = [m for m in queued if category_filter and m[0] not in category_filter]
+            del self[self.flash_key]
             if kept:
                 self[self.flash_key] = kept
-            else:
-                del self[self.flash_key]
         return [tuple(m) for m in shown] if with_categories else [m[1] for m in shown]
 
 
@@ -456,9 +453,8 @@ def _cookie_key(header):
 
 
 def _record(session):
-    """What a store keeps: the meta and, under 'd', the data without the id."""
-    meta = session.meta     # whole seconds are enough, and shorter
-    record = dict(meta, c=int(meta['c']), a=int(meta['a']), d=dict(session))
+    """What a store keeps: the meta (times in whole seconds) and, under 'd', the data, no id."""
+    record = dict(meta := session.meta, c=int(meta['c']), a=int(meta['a']), d=dict(session))
     if 'l' in record:
         record['l'] = int(record['l'])
     record['d'].pop('sessionid', None)      # the app may have popped it
@@ -963,9 +959,8 @@ class SessionPlugin:
                                          % self.keyword)
 
     def apply(self, callback, route):
-        keyword = route.config.get('session.keyword', self.keyword)
-        autosave = route.config.get('session.autosave', self.autosave)
-        csrf = route.config.get('session.csrf', self.csrf)
+        keyword, autosave, csrf = (route.config.get('session.' + name, getattr(self, name))
+                                   for name in ('keyword', 'autosave', 'csrf'))
         try:        # follows functools.wraps, so decorated handlers are seen through
             args = inspect.signature(route.callback).parameters
         except (TypeError, ValueError):
@@ -1366,8 +1361,7 @@ class CookieSession(BaseSession):
         keys = _load_secrets(secret, secret_file)
         self.signer = Signer(keys, self.salt, _context(self))
         _sign_with(self, keys)
-        self.compress = compress
-        self._limits, self._limits_sweep = {}, 10000
+        self.compress, self._limits, self._limits_sweep = compress, {}, 10000
 
     def user_sessions(self, user_id, keep=None):
         raise ConfigError('%s cannot list or end a user\'s sessions: browsers hold them. Give '
@@ -1577,7 +1571,7 @@ class ServerSession(BaseSession):
         return record
 
     def load(self, value):
-        if not (_ID_RE.match(value) or self.legacy_ids and _LEGACY_ID_RE.match(value)):
+        if not (_ID_RE.match(value) or self.legacy_ids and _UUID4_RE.match(value)):
             raise BadSession('malformed session id')
         blob = self.read(self.storage_key(value))
         record = None if blob is None else self._parse(blob)
@@ -1763,7 +1757,7 @@ class PickleSession(ServerSession):
 
     @staticmethod
     def _name(key):
-        if not _KEY_RE.match(key) and not _LEGACY_ID_RE.match(key):
+        if not _KEY_RE.match(key) and not _UUID4_RE.match(key):
             raise ValueError('invalid session key %r' % (key,))     # never a path unchecked
         return 'session-' + key
 
@@ -1896,7 +1890,7 @@ class PickleSession(ServerSession):
             if _KEY_RE.match(key):      # under its lock, seen ended there: a save may replace it
                 removed += st.st_mtime < now and bool(self._expire(key))
                 continue
-            if _LEGACY_ID_RE.match(key):            # the original's: its mtime is its last use
+            if _UUID4_RE.match(key):            # the original's: its mtime is its last use
                 end = st.st_mtime + legacy
             elif name.startswith('.tmp-'):      # made (ctime; mtime if older) by the real clock
                 end = min(st.st_mtime, st.st_ctime) + self.stale_temp_age + now - time.time()
@@ -2024,14 +2018,6 @@ def _sqlite_factory(path):
     return connect
 
 
-def _before_fork():
-    """Close the forking thread's SQL connections: SQLite's open across a fork would make
-    the child's share its locks (its writes were lost), a server's its socket. Other
-    threads must hold none: build a store per worker, after the fork, if they may."""
-    for store in list(_SQL_STORES):
-        store._forget(getattr(store._local, 'held', (None, None))[1])
-
-
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
@@ -2064,9 +2050,12 @@ class SQLSession(ServerSession):
             self._factory = database
         else:
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
-        self._local = threading.local()
-        self._inherited = []        # a forked parent's connections: never used, never closed
-        _SQL_STORES.add(self)
+        self._local, self._inherited = threading.local(), []    # a parent's: never used or closed
+        # A fork closes the forking thread's connection first: a child's SQLite one would share
+        # its locks (its writes were lost), a server's its socket.
+        if hasattr(os, 'register_at_fork'):
+            os.register_at_fork(before=lambda ref=weakref.ref(self): ref() and ref()._forget(
+                getattr(ref()._local, 'held', (None, None))[1]))
 
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs till it is done."""
@@ -2310,7 +2299,7 @@ _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 _SCRYPT_SLOTS = threading.BoundedSemaphore(_CPUS)   # each run takes its memory: one per CPU
 if hasattr(os, 'register_at_fork'):     # a lock another thread held at a fork stays held
-    os.register_at_fork(before=_before_fork, after_in_child=lambda: globals().update(  # there
+    os.register_at_fork(after_in_child=lambda: globals().update(    # there: new ones
         _SCRYPT_SLOTS=threading.BoundedSemaphore(_CPUS), _LIMITS_LOCK=threading.Lock()))
 # Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
 # short, and scrypt's shorter output is a prefix of the full one. Both always decode.
