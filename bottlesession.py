@@ -1990,6 +1990,8 @@ def _sqlite_factory(path):
     directory, name = os.path.split(path)
     fd = _open_private_dir(directory, 'directory of the session database', _PLANTED_SQLITE,
                            create=directory == _default_dir())
+    where = tuple(os.fstat(fd)[1:3]) + (name,)      # weakly referable, a dialect _setup knows:
+    Connection = type('Connection', (sqlite3.Connection,), {'__module__': 'sqlite3'})
 
     def check():            # the file's stat, checked; None while there is no file
         with contextlib.suppress(FileNotFoundError):
@@ -2002,12 +2004,16 @@ def _sqlite_factory(path):
             made.execute('PRAGMA journal_mode=WAL')
 
     def connect():
+        if where in _SQLITE_SHARED:
+            raise SessionStoreError('%r was open in another thread when this process was forked'
+                                    ': SQLite cannot share it (see the README)' % path)
         if not check():     # made whole under a temp name, then linked: or theirs, if first
             _write_file(fd, name, b'', before=wal)
-        conn = sqlite3.connect(path, timeout=30)
+        conn = sqlite3.connect(path, timeout=30, factory=Connection)
+        _SQLITE_OPEN[conn] = where
         # SQLite opens by path: that must still name the file checked, in the held directory
-        opened = conn.execute('PRAGMA database_list').fetchone()[2]
-        if not os.path.samestat(os.stat(opened), check()):
+        if not os.path.samestat(os.stat(conn.execute('PRAGMA database_list').fetchone()[2]),
+                                check()):
             conn.close()
             raise SessionStoreError('%r is no longer the session database checked at start: '
                                     'a directory on its path was replaced' % path)
@@ -2015,7 +2021,19 @@ def _sqlite_factory(path):
             conn.execute('PRAGMA synchronous=NORMAL')   # durable enough with WAL
         return conn
     check()
+    weakref.finalize(connect, os.close, fd)     # the directory's, closed with the store
     return connect
+
+
+# Forks, and SQLite's rule: a connection open across a fork makes a child's share its locks, so
+# the child's writes can be lost. A fork closes the forking thread's connections first (a server's
+# would share its socket); one another thread has open makes SQLite unusable in the child.
+_SQL_STORES, _SQLITE_OPEN, _SQLITE_SHARED = weakref.WeakSet(), weakref.WeakKeyDictionary(), set()
+
+
+def _before_fork():
+    for store in list(_SQL_STORES):
+        store._forget(getattr(store._local, 'held', (None, None))[1])
 
 
 class SQLSession(ServerSession):
@@ -2051,11 +2069,7 @@ class SQLSession(ServerSession):
         else:
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
         self._local, self._inherited = threading.local(), []    # a parent's: never used or closed
-        # A fork closes the forking thread's connection first: a child's SQLite one would share
-        # its locks (its writes were lost), a server's its socket.
-        if hasattr(os, 'register_at_fork'):
-            os.register_at_fork(before=lambda ref=weakref.ref(self): ref() and ref()._forget(
-                getattr(ref()._local, 'held', (None, None))[1]))
+        _SQL_STORES.add(self)
 
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs till it is done."""
@@ -2112,6 +2126,7 @@ class SQLSession(ServerSession):
             self._local.held = None, None
             with contextlib.suppress(Exception):
                 conn.close()
+                del _SQLITE_OPEN[conn]      # closed, though a traceback may keep it a while
 
     def _run(self, work):
         """Run work(cursor) in one transaction; driver errors become SessionStoreError.
@@ -2299,8 +2314,9 @@ _SCRYPT_MAXMEM = 2 ** 31 - 2            # hashlib's limit on maxmem
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 _SCRYPT_SLOTS = threading.BoundedSemaphore(_CPUS)   # each run takes its memory: one per CPU
 if hasattr(os, 'register_at_fork'):     # a lock another thread held at a fork stays held
-    os.register_at_fork(after_in_child=lambda: globals().update(    # there: new ones
-        _SCRYPT_SLOTS=threading.BoundedSemaphore(_CPUS), _LIMITS_LOCK=threading.Lock()))
+    os.register_at_fork(before=_before_fork, after_in_child=lambda: globals().update(  # there
+        _SCRYPT_SLOTS=threading.BoundedSemaphore(_CPUS), _LIMITS_LOCK=threading.Lock(),
+        _SQLITE_SHARED=_SQLITE_SHARED | set(_SQLITE_OPEN.values())))
 # Salt (16 bytes) and key (32) in full: a column too narrow would cut a hash
 # short, and scrypt's shorter output is a prefix of the full one. Both always decode.
 _HASH_RE = re.compile(r'scrypt\$([1-9][0-9]?)\$([1-9][0-9]{0,2})\$([1-9][0-9]{0,2})'

@@ -7551,8 +7551,9 @@ def test_a_sqlite_store_used_before_a_fork_keeps_the_workers_writes(tmp_path):
                     os._exit(0)
         finally:
             os._exit(0)                                 # the master goes
+    os.close(worker_ready[1])                           # so a worker that died reads as b''
     os.waitpid(master, 0)
-    os.read(worker_ready[0], 1)
+    assert os.read(worker_ready[0], 1) == b'x', 'the worker did not start'
     seen = subprocess.run([sys.executable, '-c', outsider], capture_output=True, text=True)
     assert seen.stdout.strip() == '20', seen.stderr[-500:]
     os.write(go[1], b'x')
@@ -7563,6 +7564,75 @@ def test_a_sqlite_store_used_before_a_fork_keeps_the_workers_writes(tmp_path):
             break
         time.sleep(0.2)
     assert seen.stdout.strip() == '40', (seen.stdout, seen.stderr[-500:])
+
+
+def test_a_sqlite_store_in_a_child_of_a_threaded_app_loses_no_write(tmp_path):
+    """A threaded app (a thread has the SQLite store open) forks a worker, which builds
+    its own store; the app's thread then ends. Every attempt the worker was told it
+    counted is seen by another process: SQLite cannot be shared so (its rule), and the
+    worker is refused instead. Failed (outside attack): the worker's connection shared
+    the open one's locks, and its writes were lost once that one closed."""
+    path = str(tmp_path / 'sessions.sqlite3')
+    outsider = ('import sys; sys.path.insert(0, %r); import bottlesession as bs; '
+                'm = bs.SQLSession(%r, namespace="n"); m.cleanup(); blob = m.read(m._key('
+                'b"rate", "login:alice")); print(len(m.loads(blob)["h"]) if blob else 0)'
+                % (HERE, path))
+    report = os.pipe()
+    app = os.fork()
+    if app == 0:
+        try:
+            manager, opened, done = bs.SQLSession(path, namespace='n'), threading.Event(), \
+                threading.Event()
+
+            def serving():                              # a thread with the store open
+                manager.rate_limit('warm-up', 5, 60)
+                opened.set()
+                done.wait(30)
+            thread = threading.Thread(target=serving)
+            thread.start()
+            opened.wait(30)
+            half, go = os.pipe(), os.pipe()
+            worker = os.fork()
+            if worker == 0:
+                counted = 0
+                try:
+                    own = bs.SQLSession(path, namespace='n')
+                    for attempt in range(20):
+                        if attempt == 10:               # the app's thread ends meanwhile
+                            os.write(half[1], b'x')
+                            os.read(go[0], 1)
+                        with contextlib.suppress(bs.SessionStoreError):
+                            counted += own.rate_limit('login:alice', 1000, 3600)
+                finally:
+                    os.write(report[1], b'%d\n' % counted)
+                    os._exit(0)
+            os.read(half[0], 1)
+            done.set()
+            thread.join(30)                             # its connection closes with it
+            gc.collect()
+            os.write(go[1], b'x')
+            os.waitpid(worker, 0)
+        finally:
+            os._exit(0)
+    os.close(report[1])
+    os.waitpid(app, 0)
+    counted = int(os.read(report[0], 100) or b'-1')
+    seen = subprocess.run([sys.executable, '-c', outsider], capture_output=True, text=True)
+    assert seen.stdout.strip() == str(counted), (counted, seen.stdout, seen.stderr[-500:])
+
+
+def test_sqlite_stores_made_and_dropped_leave_no_descriptor_open(tmp_path):
+    """A store per test, or per request by mistake: each SQLite store's directory
+    descriptor closes with the store. Failed (outside attack): one leaked per store,
+    until the process ran out (503 on every request)."""
+    def open_descriptors():
+        gc.collect()
+        return len(os.listdir('/proc/self/fd'))
+    bs.SQLSession(str(tmp_path / 'sessions.sqlite3'), namespace='n').rate_limit('k', 5, 60)
+    before = open_descriptors()
+    for _ in range(50):
+        bs.SQLSession(str(tmp_path / 'sessions.sqlite3'), namespace='n').rate_limit('k', 5, 60)
+    assert open_descriptors() <= before + 2
 
 
 def test_first_concurrent_requests_in_a_forked_worker(tmp_path):
