@@ -359,7 +359,6 @@ class Session(dict):
         return '<Session %s… %r>' % (self.id[:6], data)
 
     # Flash messages, with Flask's names ######################################
-
     flash_key = '_flashes'      # their one key: a JSON list of [category, message]
     flash_limit = 20            # unread messages kept; the oldest go first
     flash_bytes = 1024          # and their JSON at most: a cookie holds 4 KB
@@ -535,7 +534,6 @@ class BaseSession:
         session.cookies[name] = '%s=%s%s' % (name, value, self._attrs)
 
     # The store's part ########################################################
-
     def load(self, value):
         """Return the Session for a cookie value, or raise BadSession."""
         raise NotImplementedError
@@ -554,7 +552,6 @@ class BaseSession:
         return 0
 
     # Loading #################################################################
-
     def get_session(self):
         """The request's session; a bad or expired cookie gives a fresh one."""
         session = self._current()
@@ -593,7 +590,6 @@ class BaseSession:
                 and self.now() - session.meta['a'] > self._touch_after)
 
     # Committing ##############################################################
-
     def _handle(self, environ, handler, args, kwargs, autosave):
         """Run a handler; commit the request's session, if any, onto the response Bottle sends
         (a returned or raised HTTPResponse, else bottle.response). A crash saves nothing."""
@@ -811,10 +807,9 @@ def _visitor_secret(session):
             secret = manager._visitor_signer.unsign(value.encode('ascii'))[0].decode('ascii')
             if _ID_RE.match(secret):
                 found.add(secret)
-    if len(found) == 1:
+    if len(found) == 1:         # else None
         session.meta['x'] = session.loaded[1]['x'] = found.pop()
         return session.meta['x']
-    return None
 
 
 def _csrf_secret(session, create):
@@ -1428,8 +1423,7 @@ class CookieSession(BaseSession):
             raise SessionTooLarge(size, COOKIE_LIMIT)
         return value, value
 
-    def delete(self, sid):
-        pass    # nothing is stored on the server; invalidate() expires the cookie
+    delete = staticmethod(lambda sid: None)     # nothing stored: invalidate() ends the cookie
 
 
 # ServerSession: the server-side stores' base, and the merge #################
@@ -1541,7 +1535,6 @@ class ServerSession(BaseSession):
         return self._key(b'user', str(record['u'])) if signed_in else None
 
     # The store's part, on the interface above ################################
-
     def dumps(self, record):
         return _to_json(record)
 
@@ -1556,9 +1549,8 @@ class ServerSession(BaseSession):
             if (isinstance(record['d'], dict) and math.isfinite(times)     # not NaN, inf
                     and ('x' not in record or _ID_RE.match(record['x']))):
                 return record
-        except Exception:       # damaged, foreign or truncated: unknown
+        except Exception:       # damaged, foreign or truncated: unknown (None)
             pass
-        return None
 
     @staticmethod
     def _hide(record, sid):
@@ -1677,7 +1669,6 @@ class ServerSession(BaseSession):
         return self.purge(self.now())
 
     # Users and rate limits ###################################################
-
     def _user_records(self, user_id):
         now, user_id = self.now(), _user_id(user_id)
         for key, blob in self.user_records(self._key(b'user', user_id)):
@@ -1749,11 +1740,8 @@ class PickleSession(ServerSession):
         self._dir_fd = _open_private_dir(self.session_dir)     # fail now, not on a request
         weakref.finalize(self, os.close, self._dir_fd)          # closed with the store
 
-    def dumps(self, record):
-        return pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
-
-    def loads(self, blob):
-        return pickle.loads(blob)
+    dumps = staticmethod(functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL))
+    loads = staticmethod(pickle.loads)
 
     @staticmethod
     def _name(key):
@@ -2025,9 +2013,8 @@ def _sqlite_factory(path):
     return connect
 
 
-# Forks, and SQLite's rule: a connection open across a fork makes a child's share its locks, so
-# the child's writes can be lost. A fork closes the forking thread's connections first (a server's
-# would share its socket); one another thread has open makes SQLite unusable in the child.
+# Forks. SQLite's rule: no connection open across one, or a child's shares its locks (its writes
+# were lost). This thread's close first; one another thread has open bars SQLite in the child.
 _SQL_STORES, _SQLITE_OPEN, _SQLITE_SHARED = weakref.WeakSet(), weakref.WeakKeyDictionary(), set()
 
 
@@ -2068,7 +2055,7 @@ class SQLSession(ServerSession):
             self._factory = database
         else:
             raise TypeError('database must be a pool, a connection factory or a SQLite path')
-        self._local, self._inherited = threading.local(), []    # a parent's: never used or closed
+        self._local = threading.local()
         _SQL_STORES.add(self)
 
     def _setup(self, conn):
@@ -2111,11 +2098,9 @@ class SQLSession(ServerSession):
         return cur
 
     def _connection(self):
-        """This thread's connection; one inherited through fork() is never used or closed."""
+        """This thread's connection, made in this process."""
         pid, conn = getattr(self._local, 'held', (None, None))
-        if pid != os.getpid():
-            if conn is not None:
-                self._inherited.append(conn)
+        if pid != os.getpid():          # a forked parent's is never used (see _before_fork)
             conn = self._factory()
             self._local.held = os.getpid(), conn
         return conn
@@ -2298,8 +2283,7 @@ class RedisSession(ServerSession):
             return found
         return self._call(members)
 
-    def purge(self, now):
-        return 0
+    purge = staticmethod(lambda now: 0)     # Redis drops each record at its TTL
 
 
 ###############################################################################
