@@ -10358,7 +10358,10 @@ def test_sigkill_during_save_leaves_old_or_new(tmp_path, capsys):
         assert data == version(data['v'])           # complete: old or new, never torn
         versions.add(data['v'])
     stale = [n for n in os.listdir(manager.session_dir) if n.startswith('.tmp-')]
-    manager.now = lambda: time.time() + manager.stale_temp_age + 1
+    for name in stale:                  # aged: their age is the real clock's
+        os.utime(os.path.join(manager.session_dir, name),
+                 (time.time() - manager.stale_temp_age - 1,) * 2)
+    manager.now = lambda: time.time()
     manager.cleanup()
     left = [n for n in os.listdir(manager.session_dir) if n.startswith('.tmp-')]
     assert left == [] and stored(manager, sid) is not None
@@ -10617,7 +10620,7 @@ def test_login_flow_in_a_real_browser(browser, capsys):
         assert session['httpOnly'] is True and session.get('sameSite') == 'Lax'
         assert 'session_data' not in browser.execute_script('return document.cookie')
         manager.now = lambda: time.time()
-        assert manager.load(session['value'])['name'] == 'alice'
+        assert manager.load(session['value']).user_id == 'alice'
         click('logout', 'username')                                # 5. log out
         assert browser.current_url == served.url + '/login'
         browser.get(served.url + '/private')                       # 6. locked again
