@@ -1978,7 +1978,7 @@ def _sqlite_factory(path):
     directory, name = os.path.split(path)
     fd = _open_private_dir(directory, 'directory of the session database', _PLANTED_SQLITE,
                            create=directory == _default_dir())
-    where = tuple(os.fstat(fd)[1:3]) + (name,)      # weakly referable, a dialect _setup knows:
+    where = tuple(os.fstat(fd)[1:3]) + (name,)  # this file; below, a weakly held sqlite3 one
     Connection = type('Connection', (sqlite3.Connection,), {'__module__': 'sqlite3'})
 
     def check():            # the file's stat, checked; None while there is no file
