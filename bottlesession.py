@@ -2211,7 +2211,7 @@ class RedisSession(ServerSession):
             raise TypeError('prefix must be a str, not %r' % (prefix,))
         self.client, self.prefix = client, prefix
         # Scripts run atomically, by EVALSHA; a cluster runs one over one node's keys only:
-        # there a login deletes the old key, writes the new one, then updates the user's index.
+        # there a login writes the new key, deletes the old one, then updates the user's index.
         self._swap_script = client.register_script(self._SWAP)
         self._index_script = client.register_script(self._INDEX + ' return 1')
         self._cluster = hasattr(client, 'get_nodes')
@@ -2256,10 +2256,10 @@ class RedisSession(ServerSession):
                 index = [self.prefix + user] if user else []
                 return bool(self._swap_script(
                     keys=[name, self.prefix + (replaces or key)] + index, args=args))
-            if replaces:
-                old = self.prefix + replaces
-                done = (self._swap_script(keys=[old, old], args=[expected, '', 0])
-                        and self.client.set(name, blob, ex=ttl))
+            if replaces:    # the new key first: a failure between the steps loses nothing
+                old, done = self.prefix + replaces, self.client.set(name, blob, ex=ttl)
+                if done and not self._swap_script(keys=[old, old], args=[expected, '', 0]):
+                    done = self.client.delete(name) and False   # the old moved on: merge, retry
             else:
                 done = self._swap_script(keys=[name, name], args=args)
             if done and user:

@@ -8966,6 +8966,24 @@ def test_redis_cluster_client(redis_cluster):
 
 
 @slow
+def test_redis_cluster_login_that_cannot_write_keeps_the_session(redis_cluster):
+    """A login on a cluster moves the session in two steps: a write Redis refuses
+    (out of memory here) must leave the old key whole, not sign the visitor out."""
+    manager = bs.RedisSession(redis_cluster, prefix='oom:')
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    redis_cluster.config_set('maxmemory', '1', target_nodes=redis_cluster.ALL_NODES)
+    try:
+        app.get('/login/alice', status=503)
+    finally:
+        redis_cluster.config_set('maxmemory', '0', target_nodes=redis_cluster.ALL_NODES)
+    data = app.get('/get').json['data']
+    assert (data['a'], data['valid']) == ('1', False)
+    app.get('/login/alice')
+    data = app.get('/get').json['data']
+    assert (data['a'], data['valid'], data['name']) == ('1', True, 'alice')
+
+@slow
 def test_redis_client_and_prefix_are_checked(redis_server):
     with pytest.raises(TypeError):
         bs.RedisSession(object())
