@@ -296,7 +296,7 @@ class Session(dict):
 
     def check_csrf(self):
         """Abort with 403 unless the CSRF checks pass; the plugin runs them on unsafe methods."""
-        _check_csrf(self, ())
+        _check_csrf(self, getattr(_plugin(self.manager), 'trusted_origins', ()))
 
     def __setitem__(self, key, value):
         if key == 'valid' and not value:
@@ -685,9 +685,9 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# _login() and _notice_login() alone write the login state in session.meta (u, l, h); a sign-out
-# the original way marks it (l 0). Both start a new CSRF secret (x) and, if stored, a new id
-# (fixation). An unsafe request passes, before its handler runs, a trusted Origin, else
+# _login() and _notice_login() write a login in session.meta (u, l, h); Session._sign_out() clears
+# it (l 0), invalidate() starts afresh. A login or sign-out starts a new CSRF secret (x) and, if
+# stored, a new id (fixation). An unsafe request passes, before its handler runs, a trusted Origin, else
 # Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with new random bytes in
 # every response (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
 
@@ -920,8 +920,8 @@ class SessionPlugin:
     :param load_user: ``fn(user_id)``: the app's user, or None if gone (signed out).
     :param user_version: ``fn(user)``: a string that changes when the user's
         sessions should end, such as the password hash.
-    :param csrf: check every POST, PUT, PATCH and DELETE (see section 4); a
-        route opts out with ``session={'csrf': False}``.
+    :param csrf: check every request but GET, HEAD, OPTIONS and TRACE (see section 4);
+        a route opts out with ``session={'csrf': False}``.
     :param trusted_origins: other origins ('https://admin.example.com') that may post here.
     """
 

@@ -3384,6 +3384,22 @@ def test_csrf_trusted_origins():
         app.post('/post', headers={'Origin': origin}, status=403)
 
 
+def test_csrf_check_csrf_by_hand_trusts_the_plugins_origins():
+    """A route that opts out and calls check_csrf() itself (after reading a webhook's
+    own signature, say) applies the plugin's rules: its trusted origins too."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, trusted_origins=['https://admin.example']))
+
+    @app.route('/by-hand', method='POST', session={'csrf': False})
+    def by_hand(session):
+        session.check_csrf()
+        return 'checked'
+    test = webtest.TestApp(app, extra_environ={'HTTP_HOST': HOST})
+    for origin in ('https://admin.example', ORIGIN):
+        assert test.post('/by-hand', headers={'Origin': origin}).text == 'checked'
+    test.post('/by-hand', headers={'Origin': 'https://evil.example'}, status=403)
+
 @pytest.mark.parametrize('scheme, port', [('http', '80'), ('https', '443')])
 def test_csrf_an_origin_is_the_same_with_or_without_its_schemes_default_port(scheme, port):
     """Browsers send Origin without the scheme's default port; a Host header or a
