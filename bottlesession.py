@@ -404,8 +404,8 @@ def _cookie_values(environ, name):
     found = []
     for part in header.split(';'):
         key, eq, value = part.partition('=')
-        if eq and key.strip() == name:
-            value = value.strip()
+        if eq and key.strip(' \t') == name:     # blanks only: a browser keeps '\xa0__Host-s'
+            value = value.strip(' \t')          # apart, and lets a sibling site set it
             if len(value) > 1 and value[0] == value[-1] == '"':     # RFC 6265 quoting
                 value = _COOKIE_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)) if m.group(1)
                                               else m.group(2), value[1:-1])
