@@ -58,9 +58,8 @@ __author__ = 'The bottlesession authors'
 __version__ = '3.0.0'
 __license__ = 'MIT'
 
-# Copyright (c) 2026 The bottlesession authors. The API it keeps working was
-# designed by Sean Reifschneider for the original bottlesession (2011).
-# License: MIT (see LICENSE for details)
+# Copyright (c) 2026 The bottlesession authors. The API it keeps working was designed by Sean
+# Reifschneider for the original bottlesession (2011). License: MIT (see LICENSE for details)
 
 __all__ = ['SessionError', 'BadSession', 'BadSignature', 'SessionTooLarge', 'SessionStoreError',
            'ConfigError', 'InsecureSecretWarning', 'Session', 'BaseSession', 'current_user',
@@ -70,7 +69,7 @@ __all__ = ['SessionError', 'BadSession', 'BadSignature', 'SessionTooLarge', 'Ses
            'SCRYPT_PARAMETERS']
 
 import binascii, collections, contextlib, datetime, functools, hashlib, hmac, inspect, itertools
-import json, logging, math, os, pickle, random, re, secrets, stat, sys, tempfile
+import io, json, logging, math, os, pickle, random, re, secrets, stat, sys, tempfile
 import threading, time, traceback, urllib.parse, warnings, weakref, zlib
 
 try:
@@ -228,14 +227,13 @@ def _to_json(data):
 class Session(dict):
     """The session: a dict that knows its id and whether it was modified.
 
-    A change inside a value (``session['cart'].append(x)``) is not seen: set
-    ``session.modified = True``. Keys 'sessionid' (never stored) and 'valid' are there from
-    the start, as in the original. `meta`, stored beside the data: c the start of its lifetime
-    (creation or last login), a its last use, e the end set_expiry() chose (0: a browser-session
-    cookie), u the user's id, l the login time, h the user_version hash, x the CSRF secret, k
-    (server stores) the key of this app's index of the user's sessions. `loaded`: (the stored
-    version, i.e. the blob, or None; meta; (valid, name)) as this request loaded them.
-    """
+    A change inside a value (``session['cart'].append(x)``) is not seen: set ``session.modified
+    = True``. Keys 'sessionid' (never stored) and 'valid' are there from the start, as in the
+    original. `meta`, stored beside the data: c the start of its lifetime (creation or last
+    login), a its last use, e the end set_expiry() chose (0: a browser-session cookie), u the
+    user's id, l the login time, h the user_version hash, x the CSRF secret, k (server stores)
+    the key of this app's index of the user's sessions. `loaded`: (the stored version, i.e. the
+    blob, or None; meta; (valid, name)) as this request loaded them."""
 
     __slots__ = ('manager', 'id', 'meta', 'loaded', 'old_id', 'modified', 'cookies', 'wrapped')
 
@@ -466,9 +464,8 @@ class BaseSession:
     :param cookie_expires: the maximum age (seconds or a timedelta, at most 400 days) from creation
         or the last login; None: a browser-session cookie, which the server ends after 30 days.
     :param idle_timeout: end a session not used for this long.
-    :param namespace: a name for this app, so apps that share a store and
-        cookie name do not share sessions; on the per-user defaults, its file.
-    """
+    :param namespace: a name for this app, so apps that share a store and cookie name do not
+        share sessions; on the per-user defaults, its file."""
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
                  cookie_name='sessionid', path='/', domain=None, secure=False,
@@ -685,11 +682,12 @@ class BaseSession:
 ###############################################################################
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
-# _login() and _notice_login() write a login in session.meta (u, l, h); Session._sign_out() clears
-# it (l 0), invalidate() starts afresh. A login or sign-out starts a new CSRF secret (x) and, if
-# stored, a new id (fixation). An unsafe request passes, before its handler runs, a trusted Origin, else
-# Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked with new random bytes in
-# every response (BREACH). A visitor with nothing stored keeps the secret in a signed cookie.
+# _login() and _notice_login() write a login in session.meta (u, l, h); Session._sign_out()
+# clears it (l 0), invalidate() starts afresh. A login or sign-out starts a new CSRF secret (x)
+# and, if stored, a new id (fixation). An unsafe request passes, before its handler runs, a
+# trusted Origin, else Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked
+# with new random bytes in every response (BREACH). A visitor with nothing stored keeps the
+# secret in a signed cookie.
 
 def _rotate(session):
     """A new CSRF secret and, if stored, a new id (the old goes at the save); marks it modified."""
@@ -922,8 +920,7 @@ class SessionPlugin:
         sessions should end, such as the password hash.
     :param csrf: check every request but GET, HEAD, OPTIONS and TRACE (see section 4);
         a route opts out with ``session={'csrf': False}``.
-    :param trusted_origins: other origins ('https://admin.example.com') that may post here.
-    """
+    :param trusted_origins: other origins ('https://admin.example.com') that may post here."""
 
     name = 'session'
     api = 2
@@ -991,18 +988,17 @@ def _safe_path(target):
 
 def authenticator(session_manager, login_url='/auth/login', cookie_expires=None, *,
                   verify=None, require=None):
-    """Make `valid_user`, a decorator factory that requires a signed-in session:
-    a visitor is redirected to login_url, and a GET's page is kept for redirect_back()
-    for an hour (the original's third argument, `cookie_expires`, is accepted, and unused).
+    """Make `valid_user`, a decorator factory that requires a signed-in session: a visitor is
+    redirected to login_url, and a GET's page is kept for redirect_back() for an hour (the
+    original's third argument, `cookie_expires`, is accepted, and unused).
 
     :param verify: ``fn(session)``, run on every request; false signs it out.
-    :param require: ``fn(session)``, who may see the page: a signed-in user
-        for whom it is false gets a 403 and stays signed in (admin pages).
+    :param require: ``fn(session)``, who may see the page: a signed-in user for whom it is
+        false gets a 403 and stays signed in (admin pages).
 
     ``valid_user(login_url, verify, require, fresh=None, api=False)``, or bare ``@valid_user``:
     `fresh` is the seconds after login past which the user must sign in again; `api=True`
-    refuses with 401 (or 403) and JSON, not a redirect, as for any request preferring JSON.
-    """
+    refuses with 401 (or 403) and JSON, not a redirect, as for any request preferring JSON."""
     _check_functions(verify=verify, require=require)
 
     def valid_user(login_url=login_url, verify=verify, require=require, fresh=None, api=False):
@@ -1335,13 +1331,12 @@ def _count(hits, now, limit, period):
 
 
 class CookieSession(BaseSession):
-    """Keeps the session in a signed cookie, so the server stores nothing. Data
-    must be JSON, with str keys; the client can read and replay it (see above).
+    """Keeps the session in a signed cookie, so the server stores nothing. Data must be
+    JSON, with str keys; the client can read and replay it (see above).
 
-    :param secret: str or bytes, or a list of them, newest first, to rotate
-        keys. Without it or secret_file (its first line, 16 bytes or more, in a
-        file others cannot read or write), one is derived, with a warning.
-    """
+    :param secret: str or bytes, or a list of them, newest first, to rotate keys. Without
+        it or secret_file (its first line, 16 bytes or more, in a file others cannot read
+        or write), one is derived, with a warning."""
 
     salt = b'cookie-session'
     max_cookie_size = 8192       # what we even look at; a valid one is <= 4093
@@ -1461,11 +1456,11 @@ def _merge_flashes(base, ours, theirs, merged):
         merged[key] = queue[-Session.flash_limit:]
 
 
-def _merge_record(base, ours, theirs, dumps):
-    """Merge two stored records, their meta and their data, key by key."""
+def _merge_record(base, ours, theirs, store):
+    """Merge two stored records, their meta and their data, key by key, as `store` compares."""
     meta = [{k: v for k, v in record.items() if k != 'd'} for record in (base, ours, theirs)]
     data = [record.get('d') or {} for record in (base, ours, theirs)]
-    merged = dict(_merge(*meta, dumps), d=_merge(*data, dumps))
+    merged = dict(_merge(*meta, store._canonical), d=_merge(*data, store._canonical))
     _merge_flashes(*data, merged['d'])
     return merged
 
@@ -1473,10 +1468,10 @@ def _merge_record(base, ours, theirs, dumps):
 class ServerSession(BaseSession):
     """Base for stores that keep the data on the server and an id in the cookie.
 
-    A session is kept under storage_key(id), a hash: a copy of the store holds
-    no usable cookie, and unknown ids are never adopted. Concurrent saves of
-    one session merge (see _swap). The store interface, all a new store
-    implements, on keys of 64 hex characters and blobs that dumps() made:
+    A session is kept under storage_key(id), a hash: a copy of the store holds no usable
+    cookie, and unknown ids are never adopted. Concurrent saves of one session merge (see
+    _swap). The store interface, all a new store implements, on keys of 64 hex characters and
+    blobs that dumps() made:
 
         read(key)       -> the blob under key, or None if none is, or it expired
         write(key, blob, expires, expected=None, replaces=None, user=None)
@@ -1491,8 +1486,7 @@ class ServerSession(BaseSession):
 
     :param cleanup_chance: the chance that saving a new session runs cleanup().
     :param secret: signs visitors' CSRF and flash cookies, keys user_version hashes;
-        without it, a visitor's CSRF cookie holds in this process only, flashes are stored.
-    """
+        without it, a visitor's CSRF cookie holds in this process only, flashes are stored."""
 
     legacy_ids = False
     swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
@@ -1537,6 +1531,7 @@ class ServerSession(BaseSession):
     # The store's part, on the interface above ################################
     def dumps(self, record):
         return _to_json(record)
+    _canonical = dumps      # what the merge compares: bytes equal for equal values
 
     def loads(self, blob):
         return _json_decode(blob if isinstance(blob, str) else blob.decode('utf-8'))
@@ -1653,7 +1648,7 @@ class ServerSession(BaseSession):
                     return None, None
                 # A login on a session gone meanwhile: afresh, signed in.
                 theirs, old, newer = None, None, dict(ours, d={'valid': True})
-            record, version = ours if reset else _merge_record(base, ours, newer, self.dumps), theirs
+            version, record = theirs, ours if reset else _merge_record(base, ours, newer, self)
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
 
@@ -1718,14 +1713,13 @@ class ServerSession(BaseSession):
 # PickleSession ###############################################################
 
 class PickleSession(ServerSession):
-    """Keeps each session in a file, ``session-<key>``, in a private directory.
-    Any picklable value may be stored; the original's files still load, and
-    user_sessions() reads every file: it suits thousands, not millions.
+    """Keeps each session in a file, ``session-<key>``, in a private directory. Any
+    picklable value may be stored; the original's files still load, and user_sessions()
+    reads every file: it suits thousands, not millions.
 
-    :param session_dir: by default a per-user directory in the system temp
-        dir, made mode 0700. A symlink, or a directory that another user owns
-        or can write, is refused: unpickling a planted file runs its code.
-    """
+    :param session_dir: by default a per-user directory in the system temp dir, made mode
+        0700. A symlink, or a directory that another user owns or can write, is refused:
+        unpickling a planted file runs its code."""
 
     legacy_ids = True
     stale_temp_age = 300     # seconds after which cleanup() removes a temp file
@@ -1742,6 +1736,16 @@ class PickleSession(ServerSession):
 
     dumps = staticmethod(functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL))
     loads = staticmethod(pickle.loads)
+
+    @staticmethod
+    def _canonical(value):
+        """What the merge compares: the pickle, with each set's members in one order, for
+        a set of objects hashed by id unpickles in any order. (C's pickler does sets itself.)"""
+        pickler = pickle._Pickler(out := io.BytesIO(), pickle.HIGHEST_PROTOCOL)
+        pickler.reducer_override = lambda obj: NotImplemented if type(obj) not in (
+            set, frozenset) else (type(obj), (sorted(obj, key=PickleSession._canonical),))
+        pickler.dump(value)
+        return out.getvalue()
 
     @staticmethod
     def _name(key):
@@ -2027,12 +2031,11 @@ class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
     :param database: a pool with a ``connection()`` context manager (such as
-        psycopg_pool.ConnectionPool; make one per worker, after a fork), a
-        function that returns a new connection, or a SQLite file's path (by
-        default in the private per-user directory); not one bare connection.
-    :param table: created with its indexes if missing (_SQL's create and index_*
-        statements, which the README shows), unless create_table=False.
-    """
+        psycopg_pool.ConnectionPool; make one per worker, after a fork), a function that
+        returns a new connection, or a SQLite file's path (by default in the private
+        per-user directory); not one bare connection.
+    :param table: created with its indexes if missing (_SQL's create and index_* statements,
+        which the README shows), unless create_table=False."""
 
     def __init__(self, database=None, *, table='bottlesession', cookie_expires=DEFAULT_MAX_AGE,
                  paramstyle=None, create_table=True, **options):
@@ -2048,9 +2051,8 @@ class SQLSession(ServerSession):
         elif hasattr(database, 'connection'):
             self._pool = database
         elif hasattr(database, 'cursor'):
-            raise ConfigError('SQLSession takes a connection factory (lambda: psycopg.connect('
-                              '...)) or a pool, not a connection: one shared with the app '
-                              'mixes its transactions with the app\'s')
+            raise ConfigError('SQLSession takes a connection factory (lambda: psycopg.connect'
+                              '(...)) or a pool, not a connection: shared, it mixes transactions')
         elif callable(database):
             self._factory = database
         else:
@@ -2114,9 +2116,9 @@ class SQLSession(ServerSession):
                 del _SQLITE_OPEN[conn]      # closed, though a traceback may keep it a while
 
     def _run(self, work):
-        """Run work(cursor) in one transaction; driver errors become SessionStoreError.
-        A broken connection is retried once on a new one, but a timeout is not; a
-        deadlock's victim for 2 s in all (PostgreSQL waits deadlock_timeout, 1 s, to see one)."""
+        """Run work(cursor) in one transaction; driver errors become SessionStoreError. A broken
+        connection runs again on a new one, once (a pool's, till one is whole: a restart breaks
+        all); a deadlock's victim too; 2 s at most (PostgreSQL takes 1 s to see a deadlock)."""
         started = time.monotonic()
         for attempt in range(100):
             conn = None
@@ -2132,8 +2134,8 @@ class SQLSession(ServerSession):
                 lost, deadlock, timeout = _sql_failure(conn, exc)
                 if lost:
                     self._forget(conn)
-                if not (deadlock and time.monotonic() - started < 2 and attempt < 99
-                        or lost and not attempt and not timeout):
+                drain = lost and not timeout and (self._pool is not None or not attempt)
+                if not ((deadlock or drain) and attempt < 99 and time.monotonic() - started < 2):
                     raise SessionStoreError('session database failed: %s' % exc) from exc
 
     def _transaction(self, conn, work):
@@ -2197,10 +2199,9 @@ class SQLSession(ServerSession):
 class RedisSession(ServerSession):
     """Keeps sessions in Redis, through a redis-py compatible client you pass in.
 
-    :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``,
-        with a socket_timeout and no retries of its own, so that a stalled
-        Redis holds a request for a bounded time (see the README).
-    """
+    :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``, with a
+        socket_timeout and no retries of its own, so that a stalled Redis holds a request
+        for a bounded time (see the README)."""
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
                  **options):
@@ -2361,12 +2362,11 @@ def _parse_hash(hashed, current):
 
 
 def hash_password(password):
-    """Hash a password (str or bytes) with scrypt at SCRYPT_PARAMETERS and a
-    random salt; 128 MiB and a few tenths of a second on purpose, as does
-    check_password(): rate-limit logins. The str carries its parameters::
+    """Hash a password (str or bytes) with scrypt at SCRYPT_PARAMETERS and a random salt;
+    128 MiB and a few tenths of a second on purpose, as does check_password(): rate-limit
+    logins. The str carries its parameters::
 
-        scrypt$<log2 N>$<r>$<p>$<salt, 22 base64url>$<hash, 43 base64url>
-    """
+        scrypt$<log2 N>$<r>$<p>$<salt, 22 base64url>$<hash, 43 base64url>"""
     log_n, r, p = _scrypt_parameters()
     salt = secrets.token_bytes(16)
     key = _scrypt(_password_bytes(password), salt, log_n, r, p)
@@ -2375,9 +2375,9 @@ def hash_password(password):
 
 
 def check_password(password, hashed):
-    """True if `password` matches `hashed`, a hash_password() string. For
-    None (no such user, as in check_password(password, USERS.get(name))):
-    False, after the same work, so the time does not tell who has an account."""
+    """True if `password` matches `hashed`, a hash_password() string. For None (no such
+    user, as in check_password(password, USERS.get(name))): False, after the same work, so
+    the time does not tell who has an account."""
     current = _scrypt_parameters()
     parsed = _parse_hash(hashed, current)
     try:
