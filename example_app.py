@@ -280,13 +280,15 @@ def make_app(manager):
 
 
 def make_manager(store):
-    # No SESSION_SECRET: derived from this machine, with a warning. The server stores
-    # sign small cookies with it too: a visitor's flashes are kept there, not stored.
-    secret = os.environ.get('SESSION_SECRET') or bottlesession.machine_secret()
-    if store == 'sqlite':
-        return bottlesession.SQLSession(secret=secret)
+    # No SESSION_SECRET: derived from this machine, with a warning. The cookie store derives its
+    # own, bound to this file (another app of this user does not take its cookies). The server
+    # stores sign small cookies with it too: a visitor's flashes are kept there, not stored.
+    secret = os.environ.get('SESSION_SECRET')
     if store == 'cookie':
         return bottlesession.CookieSession(secret=secret)
+    secret = secret or bottlesession.machine_secret()
+    if store == 'sqlite':
+        return bottlesession.SQLSession(secret=secret)
     return bottlesession.PickleSession(secret=secret)
 
 

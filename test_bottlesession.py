@@ -11054,6 +11054,25 @@ def test_the_demos_login_as_a_password_changes_meanwhile_is_signed_out(monkeypat
     assert redirected(browser.get('/private'))
 
 
+def test_the_demos_cookie_store_without_a_secret_takes_no_other_apps_cookies(monkeypatch,
+                                                                             tmp_path):
+    """Without SESSION_SECRET the demo's cookie store derives its secret, bound to the demo's
+    file. Another app of the same user that passes machine_secret() itself must not take
+    the demo's cookies. Failed: the demo passed machine_secret() too."""
+    import example_app as demo
+    monkeypatch.delenv('SESSION_SECRET', raising=False)
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))     # the machine's key, here
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', bs.InsecureSecretWarning)
+        ours = webtest.TestApp(example_app(demo.make_manager('cookie')))
+        other = webtest.TestApp(plugin_app(bs.CookieSession(secret=bs.machine_secret())))
+    page = ours.get('/login')
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    ours.post('/login', {'username': 'alice', 'password': 'wonderland', 'csrf_token': token})
+    assert 'signed in as <b id="user">alice</b>' in ours.get('/').text
+    other.set_cookie('session_data', ours.cookies['session_data'])
+    assert other.get('/get').json['data']['valid'] is False
+
 @slow
 def test_load_on_a_threaded_server(tmp_path, capsys):
     seconds, clients = 3.0, 2
