@@ -1744,8 +1744,9 @@ class PickleSession(ServerSession):
         pickler = pickle._Pickler(out := io.BytesIO(), pickle.HIGHEST_PROTOCOL)
         pickler.reducer_override = lambda obj: NotImplemented if type(obj) not in (
             set, frozenset) else (type(obj), (sorted(obj, key=PickleSession._canonical),))
-        pickler.dump(value)
-        return out.getvalue()
+        with contextlib.suppress(RecursionError):   # deeper than Python's goes: C's pickle
+            return pickler.dump(value) or out.getvalue()
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
     def _name(key):
@@ -2167,8 +2168,7 @@ class SQLSession(ServerSession):
                     if name in self._sql and self._execute(
                             cur, name, blob, expires, user or '', key, expected).rowcount == 1:
                         return True
-            elif expected is None or self._execute(
-                    cur, 'take', replaces, expected).rowcount == 1:
+            elif expected is None or self._execute(cur, 'take', replaces, expected).rowcount == 1:
                 now = int(self.now())
                 if self._dialect is None:       # no upsert: an expired row goes first
                     self._execute(cur, 'drop_expired', key, now)

@@ -6964,6 +6964,19 @@ def test_a_set_of_plain_objects_this_request_did_not_touch_is_not_written_back(t
     assert wsgi_get(app, '/inspect/tags', cookie)[2] == 'a,b,c,d,e,f,g,h,new'
     assert wsgi_get(app, '/inspect/other', cookie)[2] == "'x'"
 
+def test_a_value_nested_deeper_than_pythons_pickler_goes_still_merges(tmp_path):
+    """A list 400 deep pickles (C's pickler), but not in Python's, which the merge's
+    comparison uses for sets. A concurrent save must merge, not fail. Failed: a 500."""
+    def setup(what, session):
+        if what == 'first':
+            session['deep'] = functools.reduce(lambda inner, _: [inner], range(400), [])
+        else:
+            session['b'] = what
+    status, body, other_status, app, cookie = file_race(tmp_path, setup, '/setup/1')
+    assert (status, other_status) == ('200 OK', '200 OK'), body[-500:]
+    assert wsgi_get(app, '/inspect/b', cookie)[2] == "'1'"
+    assert wsgi_get(app, '/inspect/other', cookie)[2] == "'x'"
+
 def test_a_nan_this_request_did_not_touch_is_not_written_back(tmp_path):
     """Limit is float('nan'); another request sets it to 5; a request loaded
     before touches another key. limit stays 5. Failed: nan != nan."""
