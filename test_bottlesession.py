@@ -8954,6 +8954,21 @@ def test_a_connection_lost_twice_in_a_row_is_one_retry_then_a_503(tmp_path):
     assert state['fired'] == 2
 
 
+def test_a_pool_whose_connections_a_restart_broke_serves_the_next_request(tmp_path):
+    """A database restart breaks every idle connection of a pool: the retry draws one broken
+    connection after another, then a new one, and the request is served. Failed: one retry
+    only (right for a factory, whose next connection is new), then a 503."""
+    path = str(tmp_path / 'sessions.db')
+    bs.SQLSession(path)         # the file, made and checked as the store makes it
+    state = {'armed': False, 'fired': 0}
+    pool = RestartedPool(lost_after_commit_factory(
+        functools.partial(sqlite3.connect, path, timeout=30), 'sqlite3', state), 4)
+    test = webtest.TestApp(plugin_app(bs.SQLSession(pool)))
+    test.get('/count')
+    pool.restart()
+    assert [test.get('/count').text for _ in range(3)] == ['2', '3', '4']
+    assert len(pool.dropped) == 4
+
 def test_a_rate_limit_attempt_whose_commit_is_lost_counts_once(tmp_path):
     """The count's compare-and-set commits, then the connection is reported
     lost; the retry finds its own write in place and counts the attempt
@@ -12747,6 +12762,25 @@ class LostAfterCommit:
     def __getattr__(self, name):
         return getattr(self._real, name)
 
+
+class RestartedPool:
+    """A pool of real connections handed out as psycopg_pool does: an idle one, else a new
+    one; a broken one is dropped when it comes back. restart() breaks every idle one."""
+
+    def __init__(self, connect, size):
+        self._connect, self.idle, self.dropped = connect, [connect() for _ in range(size)], []
+
+    @contextlib.contextmanager
+    def connection(self):
+        conn = self.idle.pop(0) if self.idle else self._connect()
+        try:
+            yield conn
+        finally:
+            (self.dropped if conn.gone else self.idle).append(conn)
+
+    def restart(self):
+        for conn in self.idle:
+            conn.close()
 
 def lost_after_commit_factory(connect, driver, state):
     """A factory of LostAfterCommit connections that look like `driver`'s."""
