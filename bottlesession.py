@@ -1739,14 +1739,14 @@ class PickleSession(ServerSession):
 
     @staticmethod
     def _canonical(value):
-        """What the merge compares: the pickle, with each set's members in one order, for
-        a set of objects hashed by id unpickles in any order. (C's pickler does sets itself.)"""
-        pickler = pickle._Pickler(out := io.BytesIO(), pickle.HIGHEST_PROTOCOL)
-        pickler.reducer_override = lambda obj: NotImplemented if type(obj) not in (
-            set, frozenset) else (type(obj), (sorted(obj, key=PickleSession._canonical),))
-        with contextlib.suppress(RecursionError):   # deeper than Python's goes: C's pickle
+        """What the merge compares: the pickle, each set's members in one order, by their own
+        pickles (a set of objects hashed by id unpickles in any order); too deep, C's own."""
+        pickler = pickle.Pickler(out := io.BytesIO(), pickle.HIGHEST_PROTOCOL)
+        pickler.persistent_id = lambda obj: (type(obj).__name__, sorted(
+            obj, key=PickleSession.dumps)) if type(obj) in (set, frozenset) else None
+        with contextlib.suppress(RecursionError):
             return pickler.dump(value) or out.getvalue()
-        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        return PickleSession.dumps(value)
 
     @staticmethod
     def _name(key):

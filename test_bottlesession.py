@@ -6964,6 +6964,28 @@ def test_a_set_of_plain_objects_this_request_did_not_touch_is_not_written_back(t
     assert wsgi_get(app, '/inspect/tags', cookie)[2] == 'a,b,c,d,e,f,g,h,new'
     assert wsgi_get(app, '/inspect/other', cookie)[2] == "'x'"
 
+def test_a_set_of_objects_that_point_back_at_it_merges_in_time(tmp_path):
+    """Members of a set that refer to the set itself (a small graph). A concurrent save
+    must merge at once. Failed: each member was pickled anew, which followed the set
+    again, and again: exponential, one thread spinning for ever (an outside attack)."""
+    def setup(what, session):
+        if what == 'first':
+            group = set()
+            group.update(Member(group) for _ in range(3))
+            session['group'] = group
+        else:
+            session['b'] = what
+    done = []
+    racing = threading.Thread(daemon=True, target=lambda: done.append(
+        file_race(tmp_path, setup, '/setup/1')))
+    racing.start()
+    racing.join(20)
+    assert done, 'the merge did not finish in 20 s'
+    status, body, other_status, app, cookie = done[0]
+    assert (status, other_status) == ('200 OK', '200 OK'), body[-500:]
+    assert wsgi_get(app, '/inspect/b', cookie)[2] == "'1'"
+    assert wsgi_get(app, '/inspect/other', cookie)[2] == "'x'"
+
 def test_a_value_nested_deeper_than_pythons_pickler_goes_still_merges(tmp_path):
     """A list 400 deep pickles (C's pickler), but not in Python's, which the merge's
     comparison uses for sets. A concurrent save must merge, not fail. Failed: a 500."""
@@ -12190,6 +12212,13 @@ class Role:
     def __init__(self, name):
         self.name = name
 
+
+
+class Member:
+    """A plain class whose instances refer to the set that holds them."""
+
+    def __init__(self, group):
+        self.group = group
 
 class Ambiguous:
     def __bool__(self):
