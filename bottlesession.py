@@ -294,7 +294,7 @@ class Session(dict):
 
     def check_csrf(self):
         """Abort with 403 unless the CSRF checks pass; the plugin runs them on unsafe methods."""
-        _check_csrf(self, getattr(_plugin(self.manager), 'trusted_origins', ()))
+        _check_csrf(self, getattr(_plugin(self.manager, here=True), 'trusted_origins', ()))
 
     def __setitem__(self, key, value):
         if key == 'valid' and not value:
@@ -755,13 +755,13 @@ def _version_hash(session, user_id, version, key=None):
                     hashlib.sha256).hexdigest()
 
 
-def _plugin(manager=None):
+def _plugin(manager=None, here=False):
     """The SessionPlugin serving this request (of `manager`), or None: the route's own
-    app's (merge() and 0.13's mount() keep it), else the app's, else the manager's."""
+    app's (merge() and 0.13's mount() keep it), else the app's, else (not here) the manager's."""
     environ = bottle.request.environ
     route = environ.get('bottle.route')
     plugins = (list(route.all_plugins())[::-1] if route else []) + environ['bottle.app'].plugins
-    for plugin in plugins + [getattr(manager, '_plugin', None)]:     # in the order installed
+    for plugin in plugins + [getattr(manager, '_plugin', None)] * (not here):   # as installed
         if isinstance(plugin, SessionPlugin) and (plugin.session_manager is manager or (
                 manager is None and plugin.load_user is not None)):     # current_user()'s
             return plugin

@@ -3403,6 +3403,22 @@ def test_csrf_check_csrf_by_hand_trusts_the_plugins_origins():
         assert test.post('/by-hand', headers={'Origin': origin}).text == 'checked'
     test.post('/by-hand', headers={'Origin': 'https://evil.example'}, status=403)
 
+def test_csrf_check_csrf_by_hand_trusts_no_other_apps_origins():
+    """An app without the plugin checks by hand; a partner app shares its manager and
+    installed a plugin that trusts its own partner's origin. That origin must not pass
+    here. Failed: the manager's last plugin, the partner's, lent its trusted origins."""
+    manager = bs.CookieSession(secret=SECRET)
+    main, partner = bottle.Bottle(), bottle.Bottle()
+    partner.install(bs.SessionPlugin(manager, trusted_origins=['https://partner.example']))
+
+    @main.route('/alone', method='POST')
+    def alone():
+        manager.get_session().check_csrf()
+        return 'checked'
+    test = webtest.TestApp(main, extra_environ={'HTTP_HOST': HOST})
+    assert test.post('/alone', headers={'Origin': ORIGIN}).text == 'checked'
+    test.post('/alone', headers={'Origin': 'https://partner.example'}, status=403)
+
 @pytest.mark.parametrize('scheme, port', [('http', '80'), ('https', '443')])
 def test_csrf_an_origin_is_the_same_with_or_without_its_schemes_default_port(scheme, port):
     """Browsers send Origin without the scheme's default port; a Host header or a
