@@ -280,10 +280,11 @@ def make_app(manager):
 
 
 def make_manager(store):
-    # No SESSION_SECRET: derived from this machine, with a warning. The cookie store derives its
+    # No DEMO_SESSION_SECRET (its own name: not your app's SESSION_SECRET, or each would take the
+    # other's logins): derived from this machine, with a warning. The cookie store derives its
     # own, bound to this file (another app of this user does not take its cookies). The server
     # stores sign small cookies with it too: a visitor's flashes are kept there, not stored.
-    secret = os.environ.get('SESSION_SECRET')
+    secret = os.environ.get('DEMO_SESSION_SECRET')
     if store == 'cookie':
         return bottlesession.CookieSession(secret=secret)
     secret = secret or bottlesession.machine_secret()

@@ -11122,11 +11122,11 @@ def test_the_demos_login_as_a_password_changes_meanwhile_is_signed_out(monkeypat
 
 def test_the_demos_cookie_store_without_a_secret_takes_no_other_apps_cookies(monkeypatch,
                                                                              tmp_path):
-    """Without SESSION_SECRET the demo's cookie store derives its secret, bound to the demo's
+    """Without DEMO_SESSION_SECRET the demo's cookie store derives its secret, bound to its
     file. Another app of the same user that passes machine_secret() itself must not take
     the demo's cookies. Failed: the demo passed machine_secret() too."""
     import example_app as demo
-    monkeypatch.delenv('SESSION_SECRET', raising=False)
+    monkeypatch.delenv('DEMO_SESSION_SECRET', raising=False)
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))     # the machine's key, here
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', bs.InsecureSecretWarning)
@@ -11138,6 +11138,19 @@ def test_the_demos_cookie_store_without_a_secret_takes_no_other_apps_cookies(mon
     assert 'signed in as <b id="user">alice</b>' in ours.get('/').text
     other.set_cookie('session_data', ours.cookies['session_data'])
     assert other.get('/get').json['data']['valid'] is False
+
+def test_the_demo_does_not_share_the_readmes_secret_variable(monkeypatch):
+    """The README's quick start reads SESSION_SECRET. With it set, the demo run beside it
+    must not take its cookies (a port does not part cookies). Failed: the demo read the
+    same variable, so a login to one was a login to the other."""
+    import example_app as demo
+    monkeypatch.setenv('SESSION_SECRET', SECRET)
+    monkeypatch.setenv('DEMO_SESSION_SECRET', SECRET[::-1])
+    quick_start = webtest.TestApp(plugin_app(bs.CookieSession(secret=os.environ['SESSION_SECRET'])))
+    quick_start.get('/login/alice')
+    ours = webtest.TestApp(example_app(demo.make_manager('cookie')))
+    ours.set_cookie('session_data', quick_start.cookies['session_data'])
+    assert 'signed in as' not in ours.get('/').text
 
 @slow
 def test_load_on_a_threaded_server(tmp_path, capsys):
