@@ -947,8 +947,7 @@ class SessionPlugin:
         self.session_manager._plugin = self     # valid_user's where no app shows one (mount)
         for other in app.plugins:
             if other is not self and getattr(other, 'keyword', None) == self.keyword:
-                raise bottle.PluginError('another plugin already uses the keyword %r'
-                                         % self.keyword)
+                raise bottle.PluginError('another plugin uses the keyword %r' % self.keyword)
 
     def apply(self, callback, route):
         keyword, autosave, csrf = (route.config.get('session.' + name, getattr(self, name))
@@ -1425,7 +1424,7 @@ class CookieSession(BaseSession):
 
 def _merge(base, ours, theirs, dumps):
     """Apply the changes from `base` to `ours` onto `theirs`, a newer version:
-    a key both changed is ours. Values compare as dumps(value) stores them."""
+    a key both changed is ours. Values compare by their dumps(value)."""
     merged = dict(theirs)
     for key in base.keys() | ours.keys():
         if key not in ours:
@@ -1737,16 +1736,18 @@ class PickleSession(ServerSession):
     dumps = staticmethod(functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL))
     loads = staticmethod(pickle.loads)
 
+    class _SetsInOrder(pickle.Pickler):   # a set of objects hashed by id unpickles in any order
+        def persistent_id(self, obj):       # so its members go in one order, by their pickles
+            return (type(obj).__name__, sorted(obj, key=PickleSession.dumps)
+                    ) if type(obj) in (set, frozenset) else None
+
     @staticmethod
     def _canonical(value):
-        """What the merge compares: the pickle, each set's members in one order, by their own
-        pickles (a set of objects hashed by id unpickles in any order); too deep, C's own."""
-        pickler = pickle.Pickler(out := io.BytesIO(), pickle.HIGHEST_PROTOCOL)
-        pickler.persistent_id = lambda obj: (type(obj).__name__, sorted(
-            obj, key=PickleSession.dumps)) if type(obj) in (set, frozenset) else None
+        """What the merge compares: a pickle with sets in order; too deep for that, never equal."""
         with contextlib.suppress(RecursionError):
-            return pickler.dump(value) or out.getvalue()
-        return PickleSession.dumps(value)
+            PickleSession._SetsInOrder(out := io.BytesIO(), pickle.HIGHEST_PROTOCOL).dump(value)
+            return out.getvalue()
+        return object()     # this request's value is kept
 
     @staticmethod
     def _name(key):
@@ -1898,9 +1899,8 @@ class PickleSession(ServerSession):
 
 # SQLSession ##################################################################
 
-_DIALECTS = {'sqlite3': 'sqlite', 'psycopg': 'postgres', 'psycopg2': 'postgres',
-             'pg8000': 'postgres', 'pgdb': 'postgres', 'MySQLdb': 'mysql',
-             'pymysql': 'mysql', 'mysql': 'mysql', 'mariadb': 'mysql'}
+_DIALECTS = dict(sqlite3='sqlite', psycopg='postgres', psycopg2='postgres', pg8000='postgres',
+                 pgdb='postgres', MySQLdb='mysql', pymysql='mysql', mysql='mysql', mariadb='mysql')
 
 # The statements, in qmark style; {t} is the quoted table, {data} the data
 # column compared byte for byte. A column holds at least ServerSession.max_size.

@@ -6980,6 +6980,25 @@ def test_a_set_of_plain_objects_this_request_did_not_touch_is_not_written_back(t
     assert wsgi_get(app, '/inspect/tags', cookie)[2] == 'a,b,c,d,e,f,g,h,new'
     assert wsgi_get(app, '/inspect/other', cookie)[2] == "'x'"
 
+def test_what_the_file_stores_merge_compares_is_made_for_every_value_that_pickles():
+    """The merge's pickle calls back into Python for each object, a frame or two deeper
+    than pickle.dumps goes: at the edge of the recursion limit a value that pickles must
+    still give something to compare (there: unequal to all, so this request's value is
+    kept). Mutant: no fallback, a RecursionError, which made the save a 500."""
+    def deep(depth):
+        return functools.reduce(lambda inner, _: [inner], range(depth), [frozenset([1, 2])])
+
+    def pickles(depth):
+        with contextlib.suppress(RecursionError):
+            return bool(pickle.dumps(deep(depth), pickle.HIGHEST_PROTOCOL))
+    low, high = 10, 100000          # the deepest value that pickles, by bisection
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if pickles(middle) else (low, middle)
+    assert low > 100
+    for depth in range(low - 10, low + 1):
+        bs.PickleSession._canonical(deep(depth))
+
 def test_a_set_of_objects_that_point_back_at_it_merges_in_time(tmp_path):
     """Members of a set that refer to the set itself (a small graph). A concurrent save
     must merge at once. Failed: each member was pickled anew, which followed the set
