@@ -9026,6 +9026,27 @@ def test_a_pool_whose_connections_a_restart_broke_serves_the_next_request(tmp_pa
     assert [test.get('/count').text for _ in range(3)] == ['2', '3', '4']
     assert len(pool.dropped) == 4
 
+def test_a_pool_whose_every_connection_breaks_gives_a_503_after_100_tries(tmp_path, caplog):
+    """A proxy that breaks every connection: the pool's draws stop at 100, well within the
+    2 s bound here, and the request is a 503 that logs why. Mutant: the bound moved to the
+    100th try, so the loop ran out without raising (the save returned nothing: a 200)."""
+    path = str(tmp_path / 'sessions.db')
+    bs.SQLSession(path)         # the file, made and checked as the store makes it
+    state = {'armed': False, 'fired': 0}
+    connect = lost_after_commit_factory(
+        functools.partial(sqlite3.connect, path, timeout=30), 'sqlite3', state)
+
+    def broken():
+        conn = connect()
+        conn.close()
+        return conn
+    pool = RestartedPool(broken, 0)
+    test = webtest.TestApp(plugin_app(bs.SQLSession(pool)))
+    with caplog.at_level(logging.ERROR, logger='bottlesession'):
+        test.get('/count', status=503)
+    assert len(pool.dropped) == 100
+    assert 'session database failed: Cannot operate on a closed database' in caplog.text
+
 def test_a_rate_limit_attempt_whose_commit_is_lost_counts_once(tmp_path):
     """The count's compare-and-set commits, then the connection is reported
     lost; the retry finds its own write in place and counts the attempt
