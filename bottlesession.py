@@ -1481,7 +1481,7 @@ class ServerSession(BaseSession):
         user_records(user) -> [(key, blob)] of the records written with `user`
         purge(now)      -> how many expired records were removed
 
-    It may override dumps() and loads() (JSON text; bytes for Redis; pickles for files).
+    It may override dumps(), loads() and, if equal values dump unequal (pickles), _canonical().
 
     :param cleanup_chance: the chance that saving a new session runs cleanup().
     :param secret: signs visitors' CSRF and flash cookies, keys user_version hashes;
@@ -2257,7 +2257,7 @@ class RedisSession(ServerSession):
                 index = [self.prefix + user] if user else []
                 return bool(self._swap_script(
                     keys=[name, self.prefix + (replaces or key)] + index, args=args))
-            if replaces:    # the new key first: a failure between the steps loses nothing
+            if replaces:    # the new key first: a failure before the old goes loses nothing
                 old, done = self.prefix + replaces, self.client.set(name, blob, ex=ttl)
                 if done and not self._swap_script(keys=[old, old], args=[expected, '', 0]):
                     done = self.client.delete(name) and False   # the old moved on: merge, retry
