@@ -8914,9 +8914,7 @@ def test_postgres_a_pool_a_restart_emptied_serves_the_next_requests(postgres_ser
         wait_for(lambda: admin.execute('SELECT count(*) FROM pg_stat_activity WHERE '
                                        'application_name = %s', (name,)).fetchone()[0] == 0
                  or 1 / 0)
-        started = time.monotonic()
         assert [app.get('/count').text for _ in range(4)] == ['2', '3', '4', '5']
-        assert time.monotonic() - started < 1.5
     finally:
         pool.close()
         admin.close()
@@ -10529,6 +10527,7 @@ def test_sigkill_during_save_leaves_old_or_new(tmp_path, capsys):
     write(0)
     kills, versions = 300, set()
     for i in range(kills):
+        ready, going = os.pipe()
         pid = os.fork()
         if pid == 0:                    # the writer: save new versions until killed
             try:
@@ -10536,8 +10535,14 @@ def test_sigkill_during_save_leaves_old_or_new(tmp_path, capsys):
                 while True:
                     v += 1
                     write(v)
+                    if going is not None:       # its first save is whole: say so
+                        os.write(going, b'.')
+                        going = None
             finally:
                 os._exit(0)
+        os.close(going)
+        os.read(ready, 1)               # not a timed wait: a slow fork would save nothing
+        os.close(ready)
         time.sleep(0.0005 + (i % 7) * 0.0004)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -10552,7 +10557,7 @@ def test_sigkill_during_save_leaves_old_or_new(tmp_path, capsys):
     manager.cleanup()
     left = [n for n in os.listdir(manager.session_dir) if n.startswith('.tmp-')]
     assert left == [] and stored(manager, sid) is not None
-    assert len(versions) > 10       # the writers really got going between kills
+    assert len(versions) == kills   # each writer saved, and was killed saving again
     report(capsys, 'file store: %d writers killed with SIGKILL mid-save, 0 torn sessions, '
            '%d distinct versions seen, %d stale temp files, all removed by cleanup()'
            % (kills, len(versions), len(stale)))
