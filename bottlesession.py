@@ -1422,14 +1422,14 @@ class CookieSession(BaseSession):
 
 # ServerSession: the server-side stores' base, and the merge #################
 
-def _merge(base, ours, theirs, dumps):
+def _merge(base, ours, theirs, canonical):
     """Apply the changes from `base` to `ours` onto `theirs`, a newer version:
-    a key both changed is ours. Values compare by their dumps(value)."""
+    a key both changed is ours. Values compare by canonical(value), bytes."""
     merged = dict(theirs)
     for key in base.keys() | ours.keys():
         if key not in ours:
             merged.pop(key, None)
-        elif key not in base or dumps(base[key]) != dumps(ours[key]):
+        elif key not in base or canonical(base[key]) != canonical(ours[key]):
             merged[key] = ours[key]
     return merged
 
