@@ -7065,8 +7065,8 @@ def test_a_value_whose_ne_is_not_a_bool_does_not_make_a_concurrent_save_a_500(tm
 def test_cleanup_removes_expired_files_and_stale_temps(tmp_path):
     """cleanup() goes by the files' mtime, which is each session's own end:
     it reads no file. Temp files go once they are stale_temp_age old."""
-    manager = bs.PickleSession(str(tmp_path / 's'), cookie_expires=3600)
-    app = plugin_app(manager)
+    manager = bs.PickleSession(str(tmp_path / 's'), cookie_expires=3600, cleanup_chance=0)
+    app = plugin_app(manager)               # no sweep in a request: the test sweeps
     for _ in range(5):
         webtest.TestApp(app).get('/set/a/1')
 
@@ -9042,8 +9042,8 @@ def test_a_pool_whose_every_connection_breaks_gives_a_503_after_100_tries(tmp_pa
         conn.close()
         return conn
     pool = RestartedPool(broken, 0)
-    test = webtest.TestApp(plugin_app(bs.SQLSession(pool)))
-    with caplog.at_level(logging.ERROR, logger='bottlesession'):
+    test = webtest.TestApp(plugin_app(bs.SQLSession(pool, cleanup_chance=0)))  # no sweep's
+    with caplog.at_level(logging.ERROR, logger='bottlesession'):               # own tries
         test.get('/count', status=503)
     assert len(pool.dropped) == 100
     assert 'session database failed: Cannot operate on a closed database' in caplog.text
