@@ -1986,11 +1986,12 @@ def _sqlite_factory(path):
     where = tuple(os.fstat(fd)[1:3]) + (name,)  # this file; below, a weakly held sqlite3 one
     Connection = type('Connection', (sqlite3.Connection,), {'__module__': 'sqlite3'})
 
-    def check():            # the file's stat, checked; None while there is no file
+    def check(make=False):  # the file's stat, checked (made first if make); None if none
+        if make and not check():    # made whole under a temp name, then linked: or theirs
+            _write_file(fd, name, b'', before=wal)
         with contextlib.suppress(FileNotFoundError):
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            _check_private(name, st, 'session database', _PLANTED_SQLITE)
-            return st
+            return _check_private(path, st, 'session database', _PLANTED_SQLITE) or st
 
     def wal(temp):          # WAL only on a database we made: it changes the file for all
         with contextlib.closing(sqlite3.connect(os.path.join(directory, temp))) as made:
@@ -2000,8 +2001,7 @@ def _sqlite_factory(path):
         if where in _SQLITE_SHARED:
             raise SessionStoreError('%r was open in another thread when this process was forked'
                                     ': SQLite cannot share it (see the README)' % path)
-        if not check():     # made whole under a temp name, then linked: or theirs, if first
-            _write_file(fd, name, b'', before=wal)
+        check(make=True)
         conn = sqlite3.connect(path, timeout=30, factory=Connection)
         _SQLITE_OPEN[conn] = where
         # SQLite opens by path: that must still name the file checked, in the held directory
@@ -2013,7 +2013,7 @@ def _sqlite_factory(path):
         if conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal':
             conn.execute('PRAGMA synchronous=NORMAL')   # durable enough with WAL
         return conn
-    check()
+    check(make=True)        # now: 0600 before an app's own tables share the file
     weakref.finalize(connect, os.close, fd)     # the directory's, closed with the store
     return connect
 

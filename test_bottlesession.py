@@ -3073,6 +3073,22 @@ def test_rate_limit_counts_a_sliding_window(kind, request, tmp_path):
     assert manager.rate_limit(other, 3, 60) is False                 # 4 in (t+1, t+61]
 
 
+def test_refused_attempts_count_too(kind, request, tmp_path):
+    """As the README says: a client that keeps trying more than `limit` times per
+    `period` stays refused; one that keeps to the limit gets through."""
+    manager = make_manager(kind, request, tmp_path)
+    key, tries = 'login:carol-%s' % uuid.uuid4().hex[:6], []
+    for _ in range(40):                 # 4 tries a minute, for 10 minutes
+        tries.append(manager.rate_limit(key, 3, 60))
+        manager.now.advance(15)
+    assert tries == [True] * 3 + [False] * 37
+    manager.now.advance(60)
+    for _ in range(30):                 # 3 tries a minute
+        tries.append(manager.rate_limit(key, 3, 60))
+        manager.now.advance(20)
+    assert tries[40:] == [True] * 30
+
+
 @pytest.mark.parametrize('kind', SERVER_STORES)
 def test_rate_limit_is_shared_through_the_store(kind, request, tmp_path):
     """Two managers on one directory, table or prefix (two app processes) share counts."""
@@ -5150,18 +5166,17 @@ def test_the_refusals_of_a_shared_session_directory_or_database_say_what_to_do(t
         'can plant session files, and unpickling them runs their code. Use a private '
         'directory (mode 0700).' % str(shared))
     for mode, message in (
-            (0o666, "session database 'sessions.db' is writable by others (mode 666): anyone "
+            (0o666, "session database %r is writable by others (mode 666): anyone "
                     'who can write it can plant a session database, and with it a signed-in '
                     'session. Use mode 0600.'),
-            (0o644, "session database 'sessions.db' is readable by others (mode 644): they "
+            (0o644, "session database %r is readable by others (mode 644): they "
                     'would read every session in it. Use mode 0600.')):
-        database = tmp_path / 'sessions.db'
+        database = tmp_path / 'sessions.db'        # the whole path: a user may have several
         database.write_bytes(b'')
         os.chmod(database, mode)
         with pytest.raises(bs.ConfigError) as refused:
-            manager = bs.SQLSession(str(database))
-            webtest.TestApp(plugin_app(manager)).get('/set/a/1')
-        assert str(refused.value) == message
+            bs.SQLSession(str(database))            # at once, not at the first request
+        assert str(refused.value) == message % str(database)
 
 
 # Secrets and signing #########################################################
@@ -8243,7 +8258,8 @@ def test_sqlite_a_directory_others_can_write_above_the_database_is_refused(tmp_p
             with pytest.raises(bs.ConfigError) as refused:
                 bs.SQLSession(str(path))
             assert str(refused.value) == refusal, (oct(mode), path)
-    assert os.listdir(shared / 'db') == []
+            assert os.listdir(shared / 'db') == []     # nothing made where it was refused
+    assert os.listdir(shared / 'db') == ['sessions.db']     # made when accepted
 
 
 def test_sqlite_forty_symlinks_in_a_row_are_followed_and_no_more(tmp_path):
@@ -8318,14 +8334,27 @@ def test_sqlite_a_database_directory_that_cannot_be_opened_is_a_config_error(tmp
 
 
 def test_sqlite_file_the_store_creates_is_private(tmp_path):
+    """Made 0600 when the store is built, so that an app's own tables can share it."""
     path = tmp_path / 'sessions.db'
     manager = bs.SQLSession(str(path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with contextlib.closing(sqlite3.connect(str(path))) as own:
+        own.execute('CREATE TABLE users (id INTEGER PRIMARY KEY)')
     app = webtest.TestApp(plugin_app(manager))
     app.get('/set/a/1')
     app.get('/count')
     files = sorted(glob.glob(str(path) + '*'))
     assert files == [str(path), str(path) + '-shm', str(path) + '-wal']
     assert [oct(stat.S_IMODE(os.stat(f).st_mode)) for f in files] == ['0o600'] * 3
+
+
+def test_sqlite_file_removed_after_the_store_was_built_is_made_again(tmp_path):
+    """Each new connection makes the file if it is missing, 0600 as at the start."""
+    path = tmp_path / 'sessions.db'
+    manager = bs.SQLSession(str(path))
+    os.remove(path)
+    assert webtest.TestApp(plugin_app(manager)).get('/set/a/1').status_int == 200
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 @pytest.mark.parametrize('mode', [0o777, 0o1777, 0o770])
@@ -10149,6 +10178,25 @@ class TestEveryStore:
         app.get('/flash-default/one')
         app.get('/flash-default/two')
         assert app.get('/flashed').json['messages'] == ['one', 'two']
+        assert app.get('/flashed').json['messages'] == []
+
+    def test_a_flash_after_logout_shows_on_the_next_page_and_one_before_does_not(self, store):
+        """As the README says: logout() drops the unread flashes, and one queued after it,
+        in the same request ("Signed out."), shows on the page after the redirect."""
+        manager, app = self.flash_app(store)
+
+        @app.app.route('/sign-in')
+        def sign_in(session):
+            session.login('alice')
+            session.flash("alice's unread note")
+
+        @app.app.route('/sign-out')
+        def sign_out(session):
+            session.logout()
+            session.flash('Signed out.')
+            bottle.redirect('/flashed')
+        app.get('/sign-in')
+        assert app.get('/sign-out').follow().json['messages'] == ['Signed out.']
         assert app.get('/flashed').json['messages'] == []
 
     def test_flash_categories_and_filter(self, store):
