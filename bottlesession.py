@@ -1077,6 +1077,7 @@ def redirect_back(default='/'):
 _O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 _O_DIRECTORY = getattr(os, 'O_DIRECTORY', 0)
 _O_NONBLOCK = getattr(os, 'O_NONBLOCK', 0)      # a FIFO opened to read waits for a writer
+_O_SEARCH = _O_DIRECTORY | getattr(os, 'O_PATH', 0)    # a directory we may pass, not list
 _PLANTED_PICKLE = 'can plant session files, and unpickling them runs their code'
 _PLANTED_SQLITE = 'can plant a session database, and with it a signed-in session'
 
@@ -1096,15 +1097,15 @@ def _on_defaults(options, shared):
     return options
 
 
-def _open_private_dir(path, what='session directory', planted=_PLANTED_PICKLE, create=True):
-    """Open directory `path` as a descriptor, walking from / without following another
-    user's symlink: each directory on the way root's or ours, writable by others only if
-    sticky (as /tmp is); `path` ours alone, made 0700 if missing (create=True; no symlink)."""
+def _open_private_dir(path, what='session directory', planted=_PLANTED_PICKLE, create=True,
+                      leaf=False):
+    """Open directory `path` (leaf=True: file `path`, to read) from /, not following another
+    user's symlink: each directory on the way root's or ours, writable by others only if sticky
+    (/tmp); directory `path` ours alone, made 0700 if missing (create=True; no symlink)."""
     parts, hops, fd = path.split(os.sep)[1:], 0, os.open('/', os.O_RDONLY | _O_DIRECTORY)
     try:
         while parts:
-            part = parts.pop(0)
-            st = os.fstat(fd)
+            part, st = parts.pop(0), os.fstat(fd)
             if st.st_uid not in (0, os.geteuid()) or (
                     st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
                 raise ConfigError('the directory above %r could be changed by another '
@@ -1125,10 +1126,11 @@ def _open_private_dir(path, what='session directory', planted=_PLANTED_PICKLE, c
                     os.close(fd)
                     fd = os.open('/', os.O_RDONLY | _O_DIRECTORY)
             elif link:
-                below = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW, dir_fd=fd)
+                flags = _O_NONBLOCK if leaf and not parts else _O_SEARCH    # a FIFO: no wait
+                below = os.open(part, os.O_RDONLY | _O_NOFOLLOW | flags, dir_fd=fd)
                 os.close(fd)
                 fd = below
-        _check_private(path, os.fstat(fd), what, planted)
+        leaf or _check_private(path, os.fstat(fd), what, planted)
         return fd
     except BaseException as exc:
         os.close(fd)
@@ -1229,17 +1231,13 @@ def machine_secret():
 
 def _read_secret_file(path):
     """The first line of a file no other user can write or swap, nor read if it is ours."""
-    owner = getattr(os, 'geteuid', int)()       # int() is 0, as st_uid is on Windows
-    try:    # whoever can swap it for a link to a file of root's (/etc/passwd) knows it
-        link, parent = os.lstat(path), os.stat(os.path.dirname(os.path.abspath(path)))
-        if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, owner):
-            raise ConfigError('secret_file %r is a symlink of another user' % (path,))
-        if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
-            raise ConfigError('secret_file %r is in a directory others may write' % (path,))
-        with open(path, 'rb', opener=lambda p, flags: os.open(p, flags | _O_NONBLOCK)) as source:
+    owner = os.geteuid()
+    try:    # walked to as the stores' directories are: whoever swaps it for /etc/passwd knows it
+        with open(_open_private_dir(os.path.abspath(path), 'secret_file', 'can make the secret '
+                  'a file they can read, and sign any session', False, leaf=True), 'rb') as source:
             line, st = source.readline().strip(), os.fstat(source.fileno())     # a FIFO: b''
     except OSError as exc:
-        raise ConfigError('cannot read secret_file %r: %s' % (path, exc)) from exc
+        raise ConfigError('cannot read secret_file %r: %s' % (path, exc.strerror)) from exc
     if (len(line) < 16 or line.startswith((b'#', b'-----')) or st.st_uid not in (0, owner)
             or st.st_mode & (0o027 if st.st_uid == owner else 0o022)):
         raise ConfigError('secret_file %r must be ours and unreadable by others, or root\'s '

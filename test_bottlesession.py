@@ -5403,10 +5403,40 @@ def test_a_secret_file_in_a_directory_others_may_write_is_refused(tmp_path):
         if refused:
             with pytest.raises(bs.ConfigError) as error:
                 bs.CookieSession(secret_file=str(path))
-            assert str(error.value) == ('secret_file %r is in a directory others may write'
-                                        % str(path))
+            assert str(error.value) == (
+                "the directory above 'secret' could be changed by another user, who can "
+                'make the secret a file they can read, and sign any session')
         else:
             bs.CookieSession(secret_file=str(path))
+
+
+def test_a_secret_file_below_a_directory_others_may_write_is_refused(tmp_path):
+    """Not only the file's own directory: from any directory above it that others may
+    write (not sticky), another user can rename the rest of the path away and put
+    theirs there, ending in a link to a file of root's (/etc/passwd), and an outside
+    attack then signed in as anyone. And a symlink of ours into such a directory
+    is the same as naming the file there. Failed: only the directory that the
+    path names, after following links, was checked."""
+    shared = tmp_path / 'shared'
+    (shared / 'myapp').mkdir(parents=True)
+    (shared / 'myapp').chmod(0o700)
+    path = shared / 'myapp' / 'secret'
+    path.write_text('file-secret-0123456789\n')
+    path.chmod(0o600)
+    (tmp_path / 'private').mkdir(mode=0o700)
+    link = tmp_path / 'private' / 'secret'
+    link.symlink_to(path)
+    for mode, refused in ((0o777, True), (0o770, True), (0o1777, False), (0o755, False)):
+        shared.chmod(mode)
+        for given in (path, link):
+            if not refused:
+                bs.CookieSession(secret_file=str(given))
+                continue
+            with pytest.raises(bs.ConfigError) as error:
+                bs.CookieSession(secret_file=str(given))
+            assert str(error.value) == (
+                "the directory above 'myapp' could be changed by another user, who can "
+                'make the secret a file they can read, and sign any session'), (oct(mode), given)
 
 
 def test_a_secret_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
@@ -5446,7 +5476,10 @@ def test_a_secret_file_through_another_users_symlink_is_refused(tmp_path):
     os.lchown(link, 65534, 65534)
     with pytest.raises(bs.ConfigError) as refused:
         bs.CookieSession(secret_file=str(link))
-    assert str(refused.value) == 'secret_file %r is a symlink of another user' % str(link)
+    assert str(refused.value) == (
+        "'secret', on the way to the secret_file %r, is a symlink of another user or the "
+        'directory itself: give the real path. Whoever can swap it can make the secret a '
+        'file they can read, and sign any session' % str(link))
 
 
 def test_a_service_user_reads_its_own_secret_file_or_roots(tmp_path):
@@ -5466,12 +5499,15 @@ def test_a_service_user_reads_its_own_secret_file_or_roots(tmp_path):
             os.chown(path, uid, uid)
             os.chmod(path, 0o600 if uid else 0o645)
             os.symlink(path, path + '-link')            # root's
+        os.mkdir(os.path.join(shared, 'home'), 0o700)
+        os.chown(os.path.join(shared, 'home'), 65534, 65534)
 
-        def as_nobody():
+        def as_nobody():        # `shared` is root's, 0711: it may pass, not list it
             os.setgid(65534)
             os.setuid(65534)
             for name in ('mine', 'roots', 'mine-link', 'roots-link'):
                 bs.CookieSession(secret_file=os.path.join(shared, name))
+            bs.PickleSession(os.path.join(shared, 'home', 'sessions'))  # the stores too
             return 'all accepted'
         assert in_children(as_nobody, [()]) == (['all accepted'], [])
     finally:
@@ -5519,8 +5555,7 @@ def test_refused_secrets_say_what_is_wrong(tmp_path):
             ({'secret': ''}, bs.ConfigError, EMPTY_SECRET),
             ({'secret': ()}, bs.ConfigError, EMPTY_SECRET),
             ({'secret_file': str(tmp_path)}, bs.ConfigError,
-             'cannot read secret_file %r: [Errno %d] Is a directory: %r'
-             % (str(tmp_path), errno.EISDIR, str(tmp_path))),
+             'cannot read secret_file %r: Is a directory' % str(tmp_path)),
             ({'secret_file': str(empty)}, bs.ConfigError,
              SECRET_FILE_RULE % (str(empty), os.geteuid(), 0o644, 0)),
             ({'secret': [SECRET, 1234]}, TypeError,
