@@ -756,14 +756,14 @@ def _version_hash(session, user_id, version, key=None):
 
 
 def _plugin(manager=None, here=False):
-    """The SessionPlugin serving this request (of `manager`), or None: the route's own
-    app's (merge() and 0.13's mount() keep it), else the app's, else (not here) the manager's."""
+    """The SessionPlugin serving this request (of `manager`, if given), or None: the route's
+    own app's, else the app's; unless `here`, one with load_user, else the manager's that has."""
     environ = bottle.request.environ
     route = environ.get('bottle.route')
     plugins = (list(route.all_plugins())[::-1] if route else []) + environ['bottle.app'].plugins
     for plugin in plugins + [getattr(manager, '_plugin', None)] * (not here):   # as installed
-        if isinstance(plugin, SessionPlugin) and (plugin.session_manager is manager or (
-                manager is None and plugin.load_user is not None)):     # current_user()'s
+        if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager) and (
+                here or plugin.load_user is not None):
             return plugin
     return None
 
@@ -771,7 +771,8 @@ def _plugin(manager=None, here=False):
 def current_user():
     """The signed-in user, as the plugin's load_user gives it, or None; loaded once
     per request. A user it no longer finds, or whose user_version changed, is signed out."""
-    plugin = _plugin()
+    # Else the users of the serving plugin's manager: a sub-app's plugin may have none.
+    plugin = _plugin() or _plugin(getattr(_plugin(here=True), 'session_manager', None))
     if plugin is None or plugin.load_user is None:
         raise ConfigError('current_user() needs SessionPlugin(manager, load_user=...) '
                           'installed on the app serving this request')
@@ -944,7 +945,8 @@ class SessionPlugin:
             self.name = 'session_' + keyword    # so two can be installed, and uninstalled
 
     def setup(self, app):
-        self.session_manager._plugin = self     # valid_user's where no app shows one (mount)
+        if self.load_user is not None:      # users, where no app shows a plugin (a mount)
+            self.session_manager._plugin = self
         for other in app.plugins:
             if other is not self and getattr(other, 'keyword', None) == self.keyword:
                 raise bottle.PluginError('another plugin uses the keyword %r' % self.keyword)

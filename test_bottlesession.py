@@ -1946,10 +1946,10 @@ def test_writing_name_after_a_login_without_one_keeps_the_user(kind, request, tm
 
 
 def test_a_login_carries_no_user_version_proof_over_from_an_earlier_login():
-    """Two apps on one manager, one checking user_version: a login made again
-    in the other (which knows no user_version) replaces the whole login state,
-    so the checking app signs that session out instead of trusting the hash
-    the earlier login left (it fails closed)."""
+    """Two apps on one manager, one checking user_version: a login made again in
+    the other (whose plugin knows no users) is stamped afresh by the manager's
+    plugin that does, with the version the user has now, not the earlier
+    login's; and signed out when that changes."""
     manager = bs.CookieSession(secret=SECRET)
     users = {7: {'name': 'alice', 'pw': VERSION_1}}
     checking = webtest.TestApp(version_app(manager, users))
@@ -1957,10 +1957,13 @@ def test_a_login_carries_no_user_version_proof_over_from_an_earlier_login():
     checking.get('/login/7')
     assert checking.get('/me').text == 'alice'
     cookie = checking.cookies[manager.cookie_name]
+    users[7]['pw'] = VERSION_2                  # the earlier login's proof is stale
     response = other.get('/login/7', headers=as_cookie(manager, cookie))
     again = cookie_of(manager, response)
     assert again and other.get('/whoami', headers=as_cookie(manager, again)).json['user_id'] == 7
     fresh = webtest.TestApp(checking.app)
+    assert fresh.get('/me', headers=as_cookie(manager, again)).text == 'alice'
+    users[7]['pw'] = VERSION_1 + 'changed'
     assert fresh.get('/me', headers=as_cookie(manager, again)).text == 'nobody'
 
 
@@ -2524,6 +2527,49 @@ def test_an_app_merged_or_mounted_into_another_keeps_its_plugins_user_checks(att
     browser.get(prefix + '/login/alice')
     del users['alice']
     assert redirected(browser.get(prefix + '/private'))
+
+
+@pytest.mark.parametrize('attach', ['merge', 'mount'])
+def test_a_sub_apps_plugin_without_load_user_checks_users_as_the_managers_plugin_does(attach):
+    """A sub-app given SessionPlugin(manager) of its own, as the README says to (for its
+    CSRF checks), without load_user: its valid_user pages still sign out a session whose
+    user_version changed, and a login made there is kept on the parent's pages. Failed
+    (found by an outside attack): the sub-app's plugin was taken as the manager's users',
+    so a stolen cookie outlived a password change on the sub-app's pages."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    manager = bs.CookieSession(secret=SECRET)
+    parent = ident_app(manager, users, user_version=lambda user: user['pw'])
+    child = bottle.Bottle()
+    child.install(bs.SessionPlugin(manager))
+    valid_user = bs.authenticator(manager, login_url='/login-page')
+
+    @child.route('/reports')
+    @valid_user
+    def reports(session):
+        return 'reports of %s' % session.user_id
+
+    @child.route('/sign-in')
+    def sign_in(session):
+        session.login('alice')
+
+    @child.route('/by-current')
+    def by_current():
+        user = bs.current_user()
+        return user['name'] if user else 'nobody'
+    prefix = '/child' if attach == 'mount' else ''
+    parent.mount('/child/', child) if attach == 'mount' else parent.merge(child)
+    thief = webtest.TestApp(parent)
+    thief.get('/login/alice')
+    assert thief.get(prefix + '/reports').text == 'reports of alice'
+    assert thief.get(prefix + '/by-current').text == 'alice'     # 0.12's mount(): was a 500
+    users['alice']['pw'] = VERSION_2            # alice changes her password
+    assert redirected(thief.get(prefix + '/reports'))
+    thief.get('/login/alice')
+    users['alice']['pw'] = VERSION_1
+    assert thief.get(prefix + '/by-current').text == 'nobody'
+    browser = webtest.TestApp(parent)
+    browser.get(prefix + '/sign-in')
+    assert browser.get('/private').text == 'private'
 
 
 @pytest.mark.parametrize('route', ['/skip-all', '/skip-plugin', '/child/secret'])
