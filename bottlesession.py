@@ -243,8 +243,7 @@ class Session(dict):
         dict.setdefault(self, 'valid', False)
         self.manager, self.id, self.meta = manager, sid, meta
         self.loaded = version, dict(meta), (bool(self['valid']), self.get('name'))
-        self.old_id = None          # the stored id that a login's new id replaces
-        self.modified = False
+        self.old_id, self.modified = None, False    # old_id: the stored id a login replaces
         self.cookies = {}           # {cookie name: Set-Cookie header} to send
         self.wrapped = False        # the plugin or valid_user commits it, not get_session()
 
@@ -756,24 +755,23 @@ def _version_hash(session, user_id, version, key=None):
 
 
 def _plugin(manager=None, here=False):
-    """The SessionPlugin serving this request (of `manager`, if given), or None: the route's
-    own app's, else the app's; unless `here`, one with load_user, else the manager's that has."""
-    environ = bottle.request.environ
-    route = environ.get('bottle.route')
-    plugins = (list(route.all_plugins())[::-1] if route else []) + environ['bottle.app'].plugins
-    for plugin in plugins + [getattr(manager, '_plugin', None)] * (not here):   # as installed
-        if isinstance(plugin, SessionPlugin) and manager in (None, plugin.session_manager) and (
-                here or plugin.load_user is not None):
-            return plugin
-    return None
+    """`here`: the SessionPlugin (of `manager`, if given) of the route's own app, or None. Else
+    the one knowing the users (load_user) of `manager`, or of the first manager here with one."""
+    if manager is not None and not here:
+        return getattr(manager, '_users', None)     # every route's, a bare sub-app's too
+    app, route = bottle.request.app, bottle.request.environ.get('bottle.route')
+    # A route of this app's (merged: another's), else the app's: a sub-app's 404 page, say
+    plugins = route.app.plugins + route.plugins if route in app.routes else app.plugins
+    found = (p if here else getattr(p.session_manager, '_users', None) for p in plugins
+             if isinstance(p, SessionPlugin) and manager in (None, p.session_manager))
+    return next(filter(None, found), None)
 
 
 def current_user():
     """The signed-in user, as the plugin's load_user gives it, or None; loaded once
     per request. A user it no longer finds, or whose user_version changed, is signed out."""
-    # Else the users of the serving plugin's manager: a sub-app's plugin may have none.
-    plugin = _plugin() or _plugin(getattr(_plugin(here=True), 'session_manager', None))
-    if plugin is None or plugin.load_user is None:
+    plugin = _plugin()
+    if plugin is None:
         raise ConfigError('current_user() needs SessionPlugin(manager, load_user=...) '
                           'installed on the app serving this request')
     return _user(plugin, plugin.session_manager.get_session())
@@ -916,7 +914,7 @@ class SessionPlugin:
     `user`; save it if modified; refuse cross-site POSTs. Any route's session from get_session() or
     current_user() gets its cookies and headers on the response it returns or raises.
 
-    :param load_user: ``fn(user_id)``: the app's user, or None if gone (signed out).
+    :param load_user: ``fn(user_id)``: the user, or None if gone (signed out); one per manager.
     :param user_version: ``fn(user)``: a string that changes when the user's
         sessions should end, such as the password hash.
     :param csrf: check every request but GET, HEAD, OPTIONS and TRACE (see section 4);
@@ -945,11 +943,14 @@ class SessionPlugin:
             self.name = 'session_' + keyword    # so two can be installed, and uninstalled
 
     def setup(self, app):
-        if self.load_user is not None:      # users, where no app shows a plugin (a mount)
-            self.session_manager._plugin = self
-        for other in app.plugins:
-            if other is not self and getattr(other, 'keyword', None) == self.keyword:
-                raise bottle.PluginError('another plugin uses the keyword %r' % self.keyword)
+        users = getattr(self.session_manager, '_users', self)   # its sessions' one notion
+        if self.load_user is not None:
+            if (users.load_user, users.user_version) != (self.load_user, self.user_version):
+                raise bottle.PluginError('the SessionPlugins of one session manager must share '
+                                         'load_user and user_version, or give none')
+            self.session_manager._users = self
+        if self.keyword in [getattr(p, 'keyword', None) for p in app.plugins if p is not self]:
+            raise bottle.PluginError('another plugin uses the keyword %r' % self.keyword)
 
     def apply(self, callback, route):
         keyword, autosave, csrf = (route.config.get('session.' + name, getattr(self, name))
@@ -976,8 +977,6 @@ class SessionPlugin:
             return manager._handle(environ, callback, args, kwargs, autosave)
         return wrapper
 
-
-Plugin = SessionPlugin
 
 
 def _safe_path(target):

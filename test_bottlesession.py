@@ -2572,6 +2572,58 @@ def test_a_sub_apps_plugin_without_load_user_checks_users_as_the_managers_plugin
     assert browser.get('/private').text == 'private'
 
 
+def test_plugins_of_one_manager_that_disagree_about_users_are_refused_at_install():
+    """A manager's sessions have one notion of users: a second plugin on it with another
+    load_user or user_version is a PluginError, in either order; the same functions, or
+    none, are fine. Failed (found by an outside attack): a sub-app's plugin with load_user
+    but no user_version accepted sessions a password change had ended; and a plugin with
+    load_user installed last on any app turned the check off for plain sub-app plugins."""
+    users, version = {'alice': {'pw': VERSION_1}}, lambda user: user['pw']
+    for first, second in (({'user_version': version}, {}), ({}, {'user_version': version}),
+                          ({'user_version': version}, {'user_version': lambda u: u['pw']})):
+        manager = bs.CookieSession(secret=SECRET)
+        bottle.Bottle().install(bs.SessionPlugin(manager, load_user=users.get, **first))
+        with pytest.raises(bottle.PluginError) as refused:
+            bottle.Bottle().install(bs.SessionPlugin(manager, load_user=users.get, **second))
+        assert str(refused.value) == (
+            'the SessionPlugins of one session manager must share load_user and '
+            'user_version, or give none')
+        bottle.Bottle().install(bs.SessionPlugin(manager, load_user=users.get, **first))
+        bottle.Bottle().install(bs.SessionPlugin(manager))
+
+
+@pytest.mark.parametrize('attach', ['merge', 'mount'])
+def test_a_sub_app_without_a_plugin_of_its_own_is_not_served_by_its_parents(attach):
+    """A sub-app that checks CSRF by hand trusts no origin its parent's plugin trusts,
+    and its current_user() is not the parent's manager's user: its route's own app has
+    no plugin that knows users. Failed (found by an outside attack): the parent's plugin,
+    seen through environ['bottle.app'], was taken for the route's."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    parent = ident_app(bs.CookieSession(secret=SECRET), users,
+                       trusted_origins=('https://partner.example',))
+    child = bottle.Bottle()
+    child.install(bs.SessionPlugin(bs.CookieSession(secret=SECRET, cookie_name='console')))
+
+    @child.route('/transfer', method='POST', session={'csrf': False})
+    def transfer(session):
+        session.check_csrf()
+        return 'done'
+
+    @child.route('/who')
+    def who():
+        try:
+            return repr(bs.current_user())
+        except bs.ConfigError:
+            return 'no users here'
+    prefix = '/child' if attach == 'mount' else ''
+    parent.mount('/child/', child) if attach == 'mount' else parent.merge(child)
+    browser = webtest.TestApp(parent)
+    browser.get('/login/alice')
+    assert browser.get(prefix + '/who').text == 'no users here'
+    browser.post(prefix + '/transfer', headers={'Origin': 'https://partner.example'},
+                 status=403)
+
+
 @pytest.mark.parametrize('route', ['/skip-all', '/skip-plugin', '/child/secret'])
 def test_valid_user_checks_the_user_on_routes_the_plugin_skips_and_in_a_bare_child(route):
     """valid_user on a route with skip=True or skip=[plugin], or on a mounted
