@@ -978,6 +978,8 @@ class SessionPlugin:
         return wrapper
 
 
+Plugin = SessionPlugin
+
 
 def _safe_path(target):
     """True for a same-site path like '/a?b=1'; false for URLs, '//host', '/\\host',
@@ -1029,8 +1031,7 @@ def _gate(session, handler, login_url, verify, require, fresh, api):
     """The handler to run for this request: `handler`, or a refusal."""
     if session.get('valid') and verify is not None and not verify(session):
         session.logout()
-    plugin = _plugin(session.manager)
-    if session.get('valid') and plugin is not None and plugin.load_user is not None:
+    if session.get('valid') and (plugin := _plugin(session.manager)) is not None:
         _user(plugin, session)      # signs out a user who is gone or changed
     to_login = functools.partial(_to_login, session.manager, login_url, api)
     if not session.get('valid'):

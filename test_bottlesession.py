@@ -143,6 +143,13 @@ def b64(raw):
 ###############################################################################
 
 
+def test_every_public_name_is_there():
+    """`from bottlesession import *` takes __all__: a name it lists and the module lacks
+    (the Plugin alias, dropped by mistake) breaks that import."""
+    assert [name for name in bs.__all__ if not hasattr(bs, name)] == []
+    assert bs.Plugin is bs.SessionPlugin
+
+
 def test_one_hierarchy():
     for error in (bs.BadSession, bs.BadSignature, bs.SessionTooLarge,
                   bs.SessionStoreError, bs.ConfigError):
