@@ -944,10 +944,10 @@ class SessionPlugin:
 
     def setup(self, app):
         users = getattr(self.session_manager, '_users', self)   # its sessions' one notion
-        if self.load_user is not None:
-            if (users.load_user, users.user_version) != (self.load_user, self.user_version):
-                raise bottle.PluginError('the SessionPlugins of one session manager must share '
-                                         'load_user and user_version, or give none')
+        if self.load_user is not None:      # of users: a session one plugin ends, all end
+            if (users.user_version is None) != (self.user_version is None):
+                raise bottle.PluginError('the SessionPlugins of one session manager with '
+                                         'load_user must all give user_version, or none')
             self.session_manager._users = self
         if self.keyword in [getattr(p, 'keyword', None) for p in app.plugins if p is not self]:
             raise bottle.PluginError('another plugin uses the keyword %r' % self.keyword)

@@ -2579,23 +2579,26 @@ def test_a_sub_apps_plugin_without_load_user_checks_users_as_the_managers_plugin
     assert browser.get('/private').text == 'private'
 
 
-def test_plugins_of_one_manager_that_disagree_about_users_are_refused_at_install():
-    """A manager's sessions have one notion of users: a second plugin on it with another
-    load_user or user_version is a PluginError, in either order; the same functions, or
-    none, are fine. Failed (found by an outside attack): a sub-app's plugin with load_user
-    but no user_version accepted sessions a password change had ended; and a plugin with
-    load_user installed last on any app turned the check off for plain sub-app plugins."""
-    users, version = {'alice': {'pw': VERSION_1}}, lambda user: user['pw']
-    for first, second in (({'user_version': version}, {}), ({}, {'user_version': version}),
-                          ({'user_version': version}, {'user_version': lambda u: u['pw']})):
+def test_plugins_of_one_manager_that_disagree_about_user_version_are_refused_at_install():
+    """A manager's sessions have one notion of users: a second plugin with load_user on it
+    that gives user_version where the first gave none, or none where it gave one, is a
+    PluginError, in either order. Another function (an app factory's new lambda), or a
+    plugin without load_user, is fine. Failed (found by an outside attack): a sub-app's
+    plugin with load_user but no user_version accepted sessions a password change had
+    ended; and a plugin with load_user installed last turned the check off elsewhere."""
+    users = {'alice': {'pw': VERSION_1}}
+    for first, second in ((True, False), (False, True)):
         manager = bs.CookieSession(secret=SECRET)
-        bottle.Bottle().install(bs.SessionPlugin(manager, load_user=users.get, **first))
+
+        def plugin(versioned):
+            return bs.SessionPlugin(manager, load_user=lambda user_id: users.get(user_id),
+                                    user_version=(lambda u: u['pw']) if versioned else None)
+        bottle.Bottle().install(plugin(first))
         with pytest.raises(bottle.PluginError) as refused:
-            bottle.Bottle().install(bs.SessionPlugin(manager, load_user=users.get, **second))
-        assert str(refused.value) == (
-            'the SessionPlugins of one session manager must share load_user and '
-            'user_version, or give none')
-        bottle.Bottle().install(bs.SessionPlugin(manager, load_user=users.get, **first))
+            bottle.Bottle().install(plugin(second))
+        assert str(refused.value) == ('the SessionPlugins of one session manager with '
+                                      'load_user must all give user_version, or none')
+        bottle.Bottle().install(plugin(first))
         bottle.Bottle().install(bs.SessionPlugin(manager))
 
 
