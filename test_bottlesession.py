@@ -8405,6 +8405,29 @@ def test_sqlite_a_directory_others_can_write_above_the_database_is_refused(tmp_p
     assert os.listdir(shared / 'db') == ['sessions.db']     # made when accepted
 
 
+def test_a_directory_swapped_for_a_symlink_between_its_check_and_its_open_is_refused(
+        tmp_path, monkeypatch):
+    """Each directory on the way is checked, then opened without following a symlink: one
+    swapped in between (a race, where another user may rename) is not followed. Mutant:
+    the open without O_NOFOLLOW (the walk went on into the link's target)."""
+    (tmp_path / 'real').mkdir(mode=0o700)
+    (tmp_path / 'elsewhere').mkdir(mode=0o700)
+    checked = os.stat
+
+    def swapping(path, *args, **kwargs):
+        st = checked(path, *args, **kwargs)
+        if path == 'real' and kwargs.get('dir_fd') is not None:
+            os.rename(tmp_path / 'real', tmp_path / 'moved')
+            os.symlink(tmp_path / 'elsewhere', tmp_path / 'real')
+        return st
+    monkeypatch.setattr(bs.os, 'stat', swapping)
+    monkeypatch.setattr(bs.os, 'supports_dir_fd', os.supports_dir_fd | {swapping})
+    with pytest.raises(bs.ConfigError, match=r'(Not a directory|Too many levels of symbolic links): .real.'):
+        bs.PickleSession(str(tmp_path / 'real' / 'sessions'))
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / 'elsewhere') == []
+
+
 def test_sqlite_forty_symlinks_in_a_row_are_followed_and_no_more(tmp_path):
     """As the kernel does, at most 40 symlinks are followed on the way (here
     each of this user's, the last one to the database's directory); a 41st, or
@@ -8489,6 +8512,31 @@ def test_sqlite_file_the_store_creates_is_private(tmp_path):
     files = sorted(glob.glob(str(path) + '*'))
     assert files == [str(path), str(path) + '-shm', str(path) + '-wal']
     assert [oct(stat.S_IMODE(os.stat(f).st_mode)) for f in files] == ['0o600'] * 3
+
+
+def test_sqlite_database_that_is_a_symlink_is_refused_even_ours(tmp_path):
+    """The database is checked where it is, not through a link: a symlink's mode is 0777.
+    Mutants: the name's stat following symlinks (our link to our 0600 file passed)."""
+    real = tmp_path / 'real.db'
+    real.write_bytes(b'')
+    real.chmod(0o600)
+    os.symlink(real, tmp_path / 'sessions.db')
+    with pytest.raises(bs.ConfigError, match='is writable by others'):
+        bs.SQLSession(str(tmp_path / 'sessions.db'))
+
+
+@pytest.mark.parametrize('journal, synchronous', [('wal', 1), ('delete', 2)])
+def test_sqlite_syncs_less_only_in_wal_mode(tmp_path, journal, synchronous):
+    """synchronous=NORMAL is durable with WAL, not with a rollback journal (a database
+    the app made, in its own mode): there SQLite's FULL stays. Mutants: the test of the
+    mode inverted or misspelt."""
+    path = str(tmp_path / 'sessions.db')
+    if journal == 'delete':
+        sqlite3.connect(path).close()
+        os.chmod(path, 0o600)
+    with contextlib.closing(bs._sqlite_factory(path)()) as conn:
+        assert conn.execute('PRAGMA journal_mode').fetchone()[0] == journal
+        assert conn.execute('PRAGMA synchronous').fetchone()[0] == synchronous
 
 
 def test_sqlite_file_removed_after_the_store_was_built_is_made_again(tmp_path):
