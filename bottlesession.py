@@ -465,6 +465,7 @@ class BaseSession:
     :param idle_timeout: end a session not used for this long.
     :param namespace: a name for this app, so apps that share a store and cookie name do not
         share sessions; on the per-user defaults, its file."""
+    _users = None       # the SessionPlugin whose load_user and user_version its sessions obey
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, idle_timeout=None,
                  cookie_name='sessionid', path='/', domain=None, secure=False,
@@ -758,11 +759,11 @@ def _plugin(manager=None, here=False):
     """`here`: the SessionPlugin (of `manager`, if given) of the route's own app, or None. Else
     the one knowing the users (load_user) of `manager`, or of the first manager here with one."""
     if manager is not None and not here:
-        return getattr(manager, '_users', None)     # every route's, a bare sub-app's too
+        return manager._users       # every route's, a bare sub-app's too
     app, route = bottle.request.app, bottle.request.environ.get('bottle.route')
     # A route of this app's (merged: another's), else the app's: a sub-app's 404 page, say
     plugins = route.app.plugins + route.plugins if route in app.routes else app.plugins
-    found = (p if here else getattr(p.session_manager, '_users', None) for p in plugins
+    found = (p if here else p.session_manager._users for p in plugins
              if isinstance(p, SessionPlugin) and manager in (None, p.session_manager))
     return next(filter(None, found), None)
 
@@ -781,8 +782,8 @@ def _user(plugin, session):
     environ, key = bottle.request.environ, session.manager._environ_key + '.user'
     if key in environ:
         return environ[key]
-    user_id = session.user_id       # None unless signed in
-    user = None if user_id is None else plugin.load_user(user_id)
+    plugin = session.manager._users or plugin     # its one notion; else a route's apply=
+    user = None if (user_id := session.user_id) is None else plugin.load_user(user_id)
     if user is not None and plugin.user_version is not None:
         version = plugin.user_version(user)
         if not any(hmac.compare_digest(str(session.meta.get('h')),
@@ -943,14 +944,14 @@ class SessionPlugin:
             self.name = 'session_' + keyword    # so two can be installed, and uninstalled
 
     def setup(self, app):
-        users = getattr(self.session_manager, '_users', self)   # its sessions' one notion
+        if self.keyword in [getattr(p, 'keyword', None) for p in app.plugins if p is not self]:
+            raise bottle.PluginError('another plugin uses the keyword %r' % self.keyword)
+        users = self.session_manager._users or self     # its sessions' one notion
         if self.load_user is not None:      # of users: a session one plugin ends, all end
             if (users.user_version is None) != (self.user_version is None):
                 raise bottle.PluginError('the SessionPlugins of one session manager with '
                                          'load_user must all give user_version, or none')
-            self.session_manager._users = self
-        if self.keyword in [getattr(p, 'keyword', None) for p in app.plugins if p is not self]:
-            raise bottle.PluginError('another plugin uses the keyword %r' % self.keyword)
+            self.session_manager._users = self      # last: a refused plugin changes nothing
 
     def apply(self, callback, route):
         keyword, autosave, csrf = (route.config.get('session.' + name, getattr(self, name))
@@ -961,9 +962,9 @@ class SessionPlugin:
             args = route.get_callback_args()
         def wildcard(name):         # a URL's value: not ours to fill in
             return re.search(r'<%s[:>]|:%s\b' % (name, name), route.rule)
-        takes_session = keyword in args and not wildcard(keyword)
-        takes_user = self.load_user is not None and 'user' in args and not wildcard('user')
         manager, trusted = self.session_manager, self.trusted_origins
+        takes_session = keyword in args and not wildcard(keyword)
+        takes_user = 'user' in args and not wildcard('user') and (self.load_user or manager._users)
 
         @functools.wraps(callback)
         def wrapper(*args, **kwargs):
@@ -1233,15 +1234,14 @@ def machine_secret():
 
 def _read_secret_file(path):
     """The first line of a file no other user can write or swap, nor read if it is ours."""
-    owner = os.geteuid()
     try:    # walked to as the stores' directories are: whoever swaps it for /etc/passwd knows it
         with open(_open_private_dir(os.path.abspath(path), 'secret_file', 'can make the secret '
                   'a file they can read, and sign any session', False, leaf=True), 'rb') as source:
             line, st = source.readline().strip(), os.fstat(source.fileno())     # a FIFO: b''
     except OSError as exc:
         raise ConfigError('cannot read secret_file %r: %s' % (path, exc.strerror)) from exc
-    if (len(line) < 16 or line.startswith((b'#', b'-----')) or st.st_uid not in (0, owner)
-            or st.st_mode & (0o027 if st.st_uid == owner else 0o022)):
+    if (len(line) < 16 or line.startswith((b'#', b'-----')) or st.st_uid not in (0, os.geteuid())
+            or st.st_mode & (0o027 if st.st_uid == os.geteuid() else 0o022)):
         raise ConfigError('secret_file %r must be ours and unreadable by others, or root\'s '
                           'and unwritable by others, and hold a first line of 16 bytes or '
                           'more, not a comment or PEM header, such as secrets.token_urlsafe'

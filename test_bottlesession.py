@@ -2602,6 +2602,70 @@ def test_plugins_of_one_manager_that_disagree_about_user_version_are_refused_at_
         bottle.Bottle().install(bs.SessionPlugin(manager))
 
 
+def test_a_plugin_given_on_one_route_checks_users_as_the_managers_plugin_does():
+    """A route's own plugin (apply=[...]), which Bottle never sets up, with load_user but
+    no user_version: a password change still signs its user out there, for valid_user,
+    the `user` parameter, current_user() and REMOTE_USER alike. Failed (found by an
+    outside attack): its own functions checked the user, and the unchecked user was kept
+    for the request."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    manager = bs.CookieSession(secret=SECRET)
+    app = ident_app(manager, users, user_version=lambda user: user['pw'])
+    valid_user = bs.authenticator(manager, login_url='/login-page')
+
+    @app.route('/report', apply=[bs.SessionPlugin(manager, load_user=users.get)])
+    @valid_user
+    def report(session, user):
+        current = bs.current_user()
+        return '%s %s %s' % (user and user['name'], current and current['name'],
+                             bottle.request.environ.get('REMOTE_USER'))
+    browser = webtest.TestApp(app)
+    browser.get('/login/alice')
+    assert browser.get('/report').text == 'alice alice alice'
+    users['alice']['pw'] = VERSION_2
+    assert redirected(browser.get('/report'))
+
+
+def test_a_refused_install_changes_no_ones_user_checks():
+    """A plugin refused at install (its keyword taken) leaves the manager's users as they
+    were. Failed (found by an outside attack): it had made its own load_user and
+    user_version the manager's before the refusal, so the check was off everywhere."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    manager = bs.CookieSession(secret=SECRET)
+    app = ident_app(manager, users, user_version=lambda user: user['pw'])
+    with pytest.raises(bottle.PluginError, match='keyword'):
+        app.install(bs.SessionPlugin(manager, load_user=users.get,
+                                     user_version=lambda user: 'never changes'))
+    browser = webtest.TestApp(app)
+    browser.get('/login/alice')
+    assert browser.get('/private').text == 'private'
+    users['alice']['pw'] = VERSION_2
+    assert redirected(browser.get('/private'))
+
+
+@pytest.mark.parametrize('attach', ['merge', 'mount'])
+def test_a_user_parameter_on_a_sub_apps_plugin_without_load_user_is_the_managers_user(attach):
+    """A sub-app's SessionPlugin(manager), given no load_user: a handler parameter `user`
+    gets the manager's user, as valid_user and current_user() do. Failed (found by an
+    outside attack): the parameter was left unfilled, a TypeError and a 500."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    manager = bs.CookieSession(secret=SECRET)
+    parent = ident_app(manager, users, user_version=lambda user: user['pw'])
+    child = bottle.Bottle()
+    child.install(bs.SessionPlugin(manager))
+
+    @child.route('/mine')
+    def mine(user):
+        return user['name'] if user else 'nobody'
+    prefix = '/child' if attach == 'mount' else ''
+    parent.mount('/child/', child) if attach == 'mount' else parent.merge(child)
+    browser = webtest.TestApp(parent)
+    browser.get('/login/alice')
+    assert browser.get(prefix + '/mine').text == 'alice'
+    users['alice']['pw'] = VERSION_2
+    assert browser.get(prefix + '/mine').text == 'nobody'
+
+
 @pytest.mark.parametrize('attach', ['merge', 'mount'])
 def test_a_sub_app_without_a_plugin_of_its_own_is_not_served_by_its_parents(attach):
     """A sub-app that checks CSRF by hand trusts no origin its parent's plugin trusts,
