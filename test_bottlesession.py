@@ -2539,10 +2539,11 @@ def test_an_app_merged_or_mounted_into_another_keeps_its_plugins_user_checks(att
 @pytest.mark.parametrize('attach', ['merge', 'mount'])
 def test_a_sub_apps_plugin_without_load_user_checks_users_as_the_managers_plugin_does(attach):
     """A sub-app given SessionPlugin(manager) of its own, as the README says to (for its
-    CSRF checks), without load_user: its valid_user pages still sign out a session whose
-    user_version changed, and a login made there is kept on the parent's pages. Failed
-    (found by an outside attack): the sub-app's plugin was taken as the manager's users',
-    so a stolen cookie outlived a password change on the sub-app's pages."""
+    CSRF checks), without load_user: its valid_user pages, current_user() and a `user`
+    parameter still sign out a session whose user_version changed, and a login made
+    there is kept on the parent's pages. Failed (found by outside attacks): the sub-app's
+    plugin was taken as the manager's users', so a stolen cookie outlived a password
+    change on the sub-app's pages; and the `user` parameter was left unfilled (a 500)."""
     users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
     manager = bs.CookieSession(secret=SECRET)
     parent = ident_app(manager, users, user_version=lambda user: user['pw'])
@@ -2563,6 +2564,10 @@ def test_a_sub_apps_plugin_without_load_user_checks_users_as_the_managers_plugin
     def by_current():
         user = bs.current_user()
         return user['name'] if user else 'nobody'
+
+    @child.route('/mine')
+    def mine(user):
+        return user['name'] if user else 'nobody'
     prefix = '/child' if attach == 'mount' else ''
     parent.mount('/child/', child) if attach == 'mount' else parent.merge(child)
     thief = webtest.TestApp(parent)
@@ -2574,6 +2579,10 @@ def test_a_sub_apps_plugin_without_load_user_checks_users_as_the_managers_plugin
     thief.get('/login/alice')
     users['alice']['pw'] = VERSION_1
     assert thief.get(prefix + '/by-current').text == 'nobody'
+    thief.get('/login/alice')
+    assert thief.get(prefix + '/mine').text == 'alice'
+    users['alice']['pw'] = VERSION_2
+    assert thief.get(prefix + '/mine').text == 'nobody'
     browser = webtest.TestApp(parent)
     browser.get(prefix + '/sign-in')
     assert browser.get('/private').text == 'private'
@@ -2641,29 +2650,6 @@ def test_a_refused_install_changes_no_ones_user_checks():
     assert browser.get('/private').text == 'private'
     users['alice']['pw'] = VERSION_2
     assert redirected(browser.get('/private'))
-
-
-@pytest.mark.parametrize('attach', ['merge', 'mount'])
-def test_a_user_parameter_on_a_sub_apps_plugin_without_load_user_is_the_managers_user(attach):
-    """A sub-app's SessionPlugin(manager), given no load_user: a handler parameter `user`
-    gets the manager's user, as valid_user and current_user() do. Failed (found by an
-    outside attack): the parameter was left unfilled, a TypeError and a 500."""
-    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
-    manager = bs.CookieSession(secret=SECRET)
-    parent = ident_app(manager, users, user_version=lambda user: user['pw'])
-    child = bottle.Bottle()
-    child.install(bs.SessionPlugin(manager))
-
-    @child.route('/mine')
-    def mine(user):
-        return user['name'] if user else 'nobody'
-    prefix = '/child' if attach == 'mount' else ''
-    parent.mount('/child/', child) if attach == 'mount' else parent.merge(child)
-    browser = webtest.TestApp(parent)
-    browser.get('/login/alice')
-    assert browser.get(prefix + '/mine').text == 'alice'
-    users['alice']['pw'] = VERSION_2
-    assert browser.get(prefix + '/mine').text == 'nobody'
 
 
 @pytest.mark.parametrize('attach', ['merge', 'mount'])
