@@ -1239,7 +1239,7 @@ def _read_secret_file(path):
                   'a file they can read, and sign any session', False, leaf=True), 'rb') as source:
             line, st = source.readline().strip(), os.fstat(source.fileno())     # a FIFO: b''
     except OSError as exc:
-        raise ConfigError('cannot read secret_file %r: %s' % (path, exc.strerror)) from exc
+        raise ConfigError('cannot read secret_file %r: %s' % (path, exc.strerror or exc)) from exc
     if (len(line) < 16 or line.startswith((b'#', b'-----')) or st.st_uid not in (0, os.geteuid())
             or st.st_mode & (0o027 if st.st_uid == os.geteuid() else 0o022)):
         raise ConfigError('secret_file %r must be ours and unreadable by others, or root\'s '
