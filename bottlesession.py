@@ -771,8 +771,7 @@ def _plugin(manager=None, here=False):
 def current_user():
     """The signed-in user, as the plugin's load_user gives it, or None; loaded once
     per request. A user it no longer finds, or whose user_version changed, is signed out."""
-    plugin = _plugin()
-    if plugin is None:
+    if (plugin := _plugin()) is None:
         raise ConfigError('current_user() needs SessionPlugin(manager, load_user=...) '
                           'installed on the app serving this request')
     return _user(plugin, plugin.session_manager.get_session())
@@ -946,12 +945,11 @@ class SessionPlugin:
     def setup(self, app):
         if self.keyword in [getattr(p, 'keyword', None) for p in app.plugins if p is not self]:
             raise bottle.PluginError('another plugin uses the keyword %r' % self.keyword)
-        users = self.session_manager._users or self     # its sessions' one notion
-        if self.load_user is not None:      # of users: a session one plugin ends, all end
-            if (users.user_version is None) != (self.user_version is None):
-                raise bottle.PluginError('the SessionPlugins of one session manager with '
-                                         'load_user must all give user_version, or none')
-            self.session_manager._users = self      # last: a refused plugin changes nothing
+        users, mine = self.session_manager._users or self, self.load_user is not None
+        if mine and (users.user_version is None) != (self.user_version is None):   # one notion
+            raise bottle.PluginError('the SessionPlugins of one session manager with '
+                                     'load_user must all give user_version, or none')
+        self.session_manager._users = self if mine else self.session_manager._users   # last
 
     def apply(self, callback, route):
         keyword, autosave, csrf = (route.config.get('session.' + name, getattr(self, name))
@@ -964,7 +962,9 @@ class SessionPlugin:
             return re.search(r'<%s[:>]|:%s\b' % (name, name), route.rule)
         manager, trusted = self.session_manager, self.trusted_origins
         takes_session = keyword in args and not wildcard(keyword)
-        takes_user = 'user' in args and not wildcard('user') and (self.load_user or manager._users)
+        takes_user = 'user' in args and not wildcard('user')
+        if self.load_user is not None and manager._users is None:   # one given on one route
+            manager._users = self       # (apply=), which Bottle never sets up, when none is
 
         @functools.wraps(callback)
         def wrapper(*args, **kwargs):
@@ -973,7 +973,7 @@ class SessionPlugin:
                 _check_csrf(manager, trusted)
             if takes_session:
                 kwargs[keyword] = manager._current(True)
-            if takes_user:
+            if takes_user and manager._users:   # as it is now: a plugin installed later counts
                 kwargs['user'] = _user(self, manager._current(True))
             return manager._handle(environ, callback, args, kwargs, autosave)
         return wrapper

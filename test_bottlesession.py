@@ -2635,6 +2635,56 @@ def test_a_plugin_given_on_one_route_checks_users_as_the_managers_plugin_does():
     assert redirected(browser.get('/report'))
 
 
+def test_plugins_given_on_routes_alone_are_the_managers_users():
+    """The only plugins with load_user given on routes (apply=), none installed: a login
+    there is stamped with the user's version, valid_user signs out a changed user, and
+    current_user() finds them. Failed (found by an outside attack): Bottle sets such
+    plugins up never, so the manager had no users: a login was not stamped, a changed
+    user kept valid_user's pages, and current_user() was a 500."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager))
+    own = [bs.SessionPlugin(manager, load_user=users.get, user_version=lambda u: u['pw'])]
+    valid_user = bs.authenticator(manager, login_url='/login-page')
+
+    @app.route('/login', apply=own)
+    def login(session):
+        session.login('alice')
+
+    @app.route('/page', apply=own)
+    @valid_user
+    def page():
+        current = bs.current_user()
+        return '%s %s' % (current and current['name'], bottle.request.environ['REMOTE_USER'])
+    browser = webtest.TestApp(app)
+    browser.get('/login')
+    assert browser.get('/page').text == 'alice alice'
+    users['alice']['pw'] = VERSION_2
+    assert redirected(browser.get('/page'))
+
+
+def test_a_user_parameter_counts_a_plugin_installed_after_its_route_first_ran():
+    """A route taking `user` behind a plugin without load_user, run once before another
+    app installs the manager's plugin with load_user: from then on it gets the user.
+    Failed (found by an outside attack): the route had decided at its first request."""
+    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
+    manager = bs.CookieSession(secret=SECRET)
+    early = bottle.Bottle()
+    early.install(bs.SessionPlugin(manager))
+
+    @early.route('/mine')
+    def mine(user):
+        return user['name'] if user else 'nobody'
+    browser = webtest.TestApp(early)
+    assert browser.get('/mine', expect_errors=True).status_int == 500   # no users yet
+    later = ident_app(manager, users)
+    signed_in = webtest.TestApp(later)
+    signed_in.get('/login/alice')
+    cookie = signed_in.cookies[manager.cookie_name]
+    assert browser.get('/mine', headers=as_cookie(manager, cookie)).text == 'alice'
+
+
 def test_a_refused_install_changes_no_ones_user_checks():
     """A plugin refused at install (its keyword taken) leaves the manager's users as they
     were. Failed (found by an outside attack): it had made its own load_user and
