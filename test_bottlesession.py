@@ -2611,41 +2611,23 @@ def test_plugins_of_one_manager_that_disagree_about_user_version_are_refused_at_
         bottle.Bottle().install(bs.SessionPlugin(manager))
 
 
-def test_a_plugin_given_on_one_route_checks_users_as_the_managers_plugin_does():
-    """A route's own plugin (apply=[...]), which Bottle never sets up, with load_user but
-    no user_version: a password change still signs its user out there, for valid_user,
-    the `user` parameter, current_user() and REMOTE_USER alike. Failed (found by an
-    outside attack): its own functions checked the user, and the unchecked user was kept
-    for the request."""
+@pytest.mark.parametrize('installed', [True, False])
+def test_a_plugin_given_on_one_route_checks_users_as_the_manager_does(installed):
+    """A route's own plugin (apply=[...]), which Bottle never sets up, with load_user:
+    where an installed plugin has users (with user_version), the route checks by those,
+    though its own gives no user_version; where none has, its own are the manager's from
+    its route's first request. Either way a login is stamped, and a changed user is
+    signed out there, for valid_user, `user`, current_user() and REMOTE_USER alike.
+    Failed (found by outside attacks): the route's own functions checked the user, and
+    the unchecked user was kept for the request; with none installed, the manager had
+    no users: no stamp, a changed user kept the page, and current_user() was a 500."""
     users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
     manager = bs.CookieSession(secret=SECRET)
-    app = ident_app(manager, users, user_version=lambda user: user['pw'])
-    valid_user = bs.authenticator(manager, login_url='/login-page')
-
-    @app.route('/report', apply=[bs.SessionPlugin(manager, load_user=users.get)])
-    @valid_user
-    def report(session, user):
-        current = bs.current_user()
-        return '%s %s %s' % (user and user['name'], current and current['name'],
-                             bottle.request.environ.get('REMOTE_USER'))
-    browser = webtest.TestApp(app)
-    browser.get('/login/alice')
-    assert browser.get('/report').text == 'alice alice alice'
-    users['alice']['pw'] = VERSION_2
-    assert redirected(browser.get('/report'))
-
-
-def test_plugins_given_on_routes_alone_are_the_managers_users():
-    """The only plugins with load_user given on routes (apply=), none installed: a login
-    there is stamped with the user's version, valid_user signs out a changed user, and
-    current_user() finds them. Failed (found by an outside attack): Bottle sets such
-    plugins up never, so the manager had no users: a login was not stamped, a changed
-    user kept valid_user's pages, and current_user() was a 500."""
-    users = {'alice': {'name': 'alice', 'pw': VERSION_1}}
-    manager = bs.CookieSession(secret=SECRET)
+    version = {'user_version': lambda user: user['pw']}
     app = bottle.Bottle()
-    app.install(bs.SessionPlugin(manager))
-    own = [bs.SessionPlugin(manager, load_user=users.get, user_version=lambda u: u['pw'])]
+    app.install(bs.SessionPlugin(manager, **(dict(version, load_user=users.get)
+                                             if installed else {})))
+    own = [bs.SessionPlugin(manager, load_user=users.get, **({} if installed else version))]
     valid_user = bs.authenticator(manager, login_url='/login-page')
 
     @app.route('/login', apply=own)
@@ -2654,12 +2636,13 @@ def test_plugins_given_on_routes_alone_are_the_managers_users():
 
     @app.route('/page', apply=own)
     @valid_user
-    def page():
+    def page(user):
         current = bs.current_user()
-        return '%s %s' % (current and current['name'], bottle.request.environ['REMOTE_USER'])
+        return '%s %s %s' % (user and user['name'], current and current['name'],
+                             bottle.request.environ['REMOTE_USER'])
     browser = webtest.TestApp(app)
     browser.get('/login')
-    assert browser.get('/page').text == 'alice alice'
+    assert browser.get('/page').text == 'alice alice alice'
     users['alice']['pw'] = VERSION_2
     assert redirected(browser.get('/page'))
 
