@@ -781,7 +781,6 @@ def _user(plugin, session):
     environ, key = bottle.request.environ, session.manager._environ_key + '.user'
     if key in environ:
         return environ[key]
-    plugin = session.manager._users or plugin     # its one notion; else a route's apply=
     user = None if (user_id := session.user_id) is None else plugin.load_user(user_id)
     if user is not None and plugin.user_version is not None:
         version = plugin.user_version(user)
@@ -949,7 +948,8 @@ class SessionPlugin:
         if mine and (users.user_version is None) != (self.user_version is None):   # one notion
             raise bottle.PluginError('the SessionPlugins of one session manager with '
                                      'load_user must all give user_version, or none')
-        self.session_manager._users = self if mine else self.session_manager._users   # last
+        if mine:                            # last: a refused plugin changes nothing
+            self.session_manager._users = self
 
     def apply(self, callback, route):
         keyword, autosave, csrf = (route.config.get('session.' + name, getattr(self, name))
@@ -974,7 +974,7 @@ class SessionPlugin:
             if takes_session:
                 kwargs[keyword] = manager._current(True)
             if takes_user and manager._users:   # as it is now: a plugin installed later counts
-                kwargs['user'] = _user(self, manager._current(True))
+                kwargs['user'] = _user(manager._users, manager._current(True))
             return manager._handle(environ, callback, args, kwargs, autosave)
         return wrapper
 
