@@ -596,9 +596,9 @@ class BaseSession:
                 result = handler(*args, **kwargs)
             except bottle.HTTPResponse as exc:      # committed as if returned, raised after
                 result = raised = exc
-            response = result if isinstance(result, bottle.HTTPResponse) else response
             session = environ.get(self._environ_key)
             if session is not None:
+                response = result if isinstance(result, bottle.HTTPResponse) else response
                 if not (isinstance(response, SessionStoreError)     # a 503, or a crash
                         or hasattr(response, 'session_crash')):      # below: no save
                     self._commit(session, autosave)
