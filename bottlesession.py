@@ -307,9 +307,9 @@ class Session(dict):
         self.pop(key)                   # a KeyError if missing, as a dict's
 
     def _sign_out(self):
-        """Sign out: no user (l 0 makes a sign-in next a login), no end, no data but flashes."""
+        """Sign out: no user or end, only flashes; l False, not a time, makes a sign-in a login."""
         if dict.get(self, 'valid'):
-            self.meta.update(l=0, u=None)
+            self.meta.update(l=False, u=None)
             self.meta.pop('e', None)
             bottle.request.environ.pop(self.manager._environ_key + '.user', None)
             self._refill({k: v for k, v in self.items() if k in ('valid', self.flash_key)})
@@ -499,7 +499,7 @@ class BaseSession:
                                '; Secure' if secure else '', '; HttpOnly' if httponly else '',
                                '; SameSite=' + samesite if samesite else ''])
         self._environ_key = 'bottlesession.%x' % id(self)  # per manager: two may share a name
-        self.visitor_cookie = cookie_name + '_csrf'
+        self.visitor_cookie, self.flash_cookie = cookie_name + '_csrf', cookie_name + '_flash'
         self._touch_after = self.idle_timeout and self.idle_timeout / 10   # reads rarely write
 
     def now(self):
@@ -674,8 +674,9 @@ class BaseSession:
         session.cookies, session.wrapped = cookies, wrapped
         bottle.request.environ.pop(self._environ_key + '.user', None)
         self._set_cookie(session, self.cookie_name, '', 0)
-        if _cookie_values(bottle.request.environ, self.visitor_cookie):
-            self._set_cookie(session, self.visitor_cookie, '', 0)
+        for name in (self.visitor_cookie, self.flash_cookie):   # a visitor's secret, flashes
+            if _cookie_values(bottle.request.environ, name):
+                self._set_cookie(session, name, '', 0)
         _apply_headers(bottle.response, session.cookies)
 
 
@@ -683,7 +684,7 @@ class BaseSession:
 # 4. Logins and CSRF ##########################################################
 ###############################################################################
 # _login() and _notice_login() write a login in session.meta (u, l, h); Session._sign_out()
-# clears it (l 0), invalidate() starts afresh. A login or sign-out starts a new CSRF secret (x)
+# clears it (l False), invalidate() starts afresh. A login or sign-out starts a new CSRF secret (x)
 # and, if stored, a new id (fixation). An unsafe request passes, before its handler runs, a
 # trusted Origin, else Sec-Fetch-Site, else its Origin, else the CSRF token: the secret masked
 # with new random bytes in every response (BREACH). A visitor with nothing stored keeps the
@@ -735,7 +736,8 @@ def _notice_login(session):
     new 'name'), and make it a real one. Runs before a save and a token."""
     (_, loaded, was), since = session.loaded, session.meta.get('l')
     state = bool(session.get('valid')), session.get('name')
-    if since and since != loaded.get('l') or state == was and since == loaded.get('l'):
+    if (since is not None and since is not False and since != loaded.get('l')    # a time
+            or state == was and since == loaded.get('l')):
         return                          # login() ran and did it all, or nothing changed
     if not state[0]:                    # a logout (after login(), too): signed out
         _rotate(session)
@@ -884,7 +886,7 @@ def _check_csrf(source, trusted):
 
 def _wants_json():
     """Whether the request's Accept header prefers application/json to HTML."""
-    accept = bottle.request.environ.get('HTTP_ACCEPT', '')
+    accept = bottle.request.environ.get('HTTP_ACCEPT', '')[:1000]     # a browser's: < 300
     if 'json' not in accept:
         return False
     ranks = {}
@@ -1242,10 +1244,10 @@ def _read_secret_file(path):
         raise ConfigError('cannot read secret_file %r: %s' % (path, exc.strerror or exc)) from exc
     if (len(line) < 16 or line.startswith((b'#', b'-----')) or st.st_uid not in (0, os.geteuid())
             or st.st_mode & (0o027 if st.st_uid == os.geteuid() else 0o022)):
-        raise ConfigError('secret_file %r must be ours and unreadable by others, or root\'s '
-                          'and unwritable by others, and hold a first line of 16 bytes or '
-                          'more, not a comment or PEM header, such as secrets.token_urlsafe'
-                          '(32); it is uid %d, mode %o, %d bytes'
+        raise ConfigError('secret_file %r must be ours (as root, every file is) and unreadable '
+                          'by others, or root\'s and unwritable by others, and hold a first line '
+                          'of 16 bytes or more, not a comment or PEM header, such as secrets.'
+                          'token_urlsafe(32); it is uid %d, mode %o, %d bytes'
                           % (path, st.st_uid, stat.S_IMODE(st.st_mode), len(line)))
     return line
 
@@ -1506,7 +1508,6 @@ class ServerSession(BaseSession):
         else:                   # a key of this process's own; a visitor's flashes are stored
             _sign_with(self, [secrets.token_bytes(32)])
             self._user_version_keys, self._flash_signer = [self._identity.copy().digest()], None
-        self.flash_cookie = self.cookie_name + '_flash'
 
     def storage_key(self, sid):
         """A hash of `sid` and the cookie's name, path, domain and namespace, so another
@@ -1808,10 +1809,12 @@ class PickleSession(ServerSession):
         return blob
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
-        def swap():     # a login's old file goes once the new is whole: a full disk loses nothing
-            return self.read(replaces or key, True) == expected and _write_file(
-                self._dir_fd, self._name(key), blob, expires, replace=True,
-                before=replaces and (lambda temp: self._unlink(replaces)))
+        def swap():     # a login's old file goes once the new has its name: none is lost
+            done = self.read(replaces or key, True) == expected and _write_file(
+                self._dir_fd, self._name(key), blob, expires, replace=True)
+            if done and replaces:
+                self._unlink(replaces)
+            return done
         return self._locked(replaces or key, swap)
 
     def remove(self, key):
@@ -2154,8 +2157,12 @@ class SQLSession(ServerSession):
                 self._forget(conn)      # in no state to be used again
             raise
 
+    @staticmethod
+    def _row(row):      # a tuple, or the app's dict (psycopg's dict_row, PyMySQL's DictCursor)
+        return row and tuple(row.values() if hasattr(row, 'values') else row)
+
     def _one(self, cur, key):
-        row = self._execute(cur, 'select', key, int(self.now())).fetchone()
+        row = self._row(self._execute(cur, 'select', key, int(self.now())).fetchone())
         return row and row[0]
 
     def read(self, key):
@@ -2183,7 +2190,7 @@ class SQLSession(ServerSession):
         return self._run(lambda cur: self._execute(cur, 'delete', key).rowcount) > 0
 
     def user_records(self, user):
-        return self._run(lambda cur: [tuple(row) for row in self._execute(
+        return self._run(lambda cur: [self._row(row) for row in self._execute(
             cur, 'user', user, int(self.now())).fetchall()])
 
     def purge(self, now):
