@@ -1055,10 +1055,9 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
     """Refuse with 401 and JSON for an API, else remember the page and redirect."""
     if api or _wants_json():
         _refuse(401, message, True)
-    target = urllib.parse.quote(bottle.request.fullpath, safe="/:@!$&'()*+,;=-._~")
-    if bottle.request.query_string:
-        target += '?' + urllib.parse.quote(bottle.request.query_string,
-                                           safe="/:@!$&'()*+,;=-._~?%")
+    safe, query = "/:@!$&'()*+,;=-._~", bottle.request.query_string
+    target = urllib.parse.quote(bottle.request.fullpath, safe=safe) + (
+        '?' + urllib.parse.quote(query, safe=safe + '?%') if query else '')
     if _safe_path(target) and bottle.request.method in ('GET', 'HEAD'):    # not a POST's
         bottle.response.set_cookie(REDIRECT_COOKIE, target, path='/', max_age=3600,
                                    httponly=True, secure=manager.secure, samesite='Lax')
@@ -1636,7 +1635,7 @@ class ServerSession(BaseSession):
                 raise SessionTooLarge(len(blob), self.max_size)
             if self.write(key, blob, math.ceil(self.expires_at(record)), version, old, user):
                 return blob, record
-            self._backoff(attempt)      # racing saves: wait a little, then read the newest
+            time.sleep(random.random() * 0.001 * min(attempt, 5))   # lost: a random, growing pause
             theirs = self.read(old or key)
             if theirs == blob:          # a retried write that had landed after all
                 return blob, record
@@ -1651,11 +1650,6 @@ class ServerSession(BaseSession):
             version, record = theirs, ours if reset else _merge_record(base, ours, newer, self)
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
-
-    @staticmethod
-    def _backoff(attempt):
-        """After a lost compare-and-set: a random pause, none at first, longer as losses grow."""
-        time.sleep(random.random() * 0.001 * min(attempt, 5))
 
     def delete(self, sid):
         self.remove(self.storage_key(sid))
@@ -1702,7 +1696,7 @@ class ServerSession(BaseSession):
             record = {'n': _new_id(), 'h': hits}    # a nonce: two counts of one moment differ
             if self.write(name, self.dumps(record), math.ceil(now + period), blob):
                 return len(hits) <= limit
-            self._backoff(attempt)
+            time.sleep(random.random() * 0.001 * min(attempt, 5))   # as _swap's
         raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
                                 % (key, self.swap_attempts))
 
@@ -2157,9 +2151,8 @@ class SQLSession(ServerSession):
                 self._forget(conn)      # in no state to be used again
             raise
 
-    @staticmethod
-    def _row(row):      # a tuple, or the app's dict (psycopg's dict_row, PyMySQL's DictCursor)
-        return row and tuple(row.values() if hasattr(row, 'values') else row)
+    # A row as a tuple, from the app's dicts too (psycopg's dict_row, PyMySQL's DictCursor)
+    _row = staticmethod(lambda row: row and tuple(row.values() if hasattr(row, 'values') else row))
 
     def _one(self, cur, key):
         row = self._row(self._execute(cur, 'select', key, int(self.now())).fetchone())
@@ -2377,8 +2370,7 @@ def hash_password(password):
     log_n, r, p = _scrypt_parameters()
     salt = secrets.token_bytes(16)
     key = _scrypt(_password_bytes(password), salt, log_n, r, p)
-    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, _b64encode(salt).decode(),
-                                      _b64encode(key).decode())
+    return 'scrypt$%d$%d$%d$%s$%s' % (log_n, r, p, *(_b64encode(b).decode() for b in (salt, key)))
 
 
 def check_password(password, hashed):
