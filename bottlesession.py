@@ -739,10 +739,11 @@ def _notice_login(session):
     if (since is not None and since is not False and since != loaded.get('l')    # a time
             or state == was and since == loaded.get('l')):
         return                          # login() ran and did it all, or nothing changed
-    if not state[0]:                    # a logout (after login(), too): signed out
-        _rotate(session)
-        for key in ('u', 'l', 'h'):
-            session.meta.pop(key, None)
+    if not state[0]:                    # a visitor's new name is data; a sign-out (after
+        if 'u' in session.meta:         # login() too) is seen once: _sign_out() set u None
+            _rotate(session)
+            for key in ('u', 'l', 'h'):
+                session.meta.pop(key, None)
     elif not was[0] or session.meta.get('u') is None:
         # A login (a sign-out left no user id), or another user's: 'name' names no user id.
         # A session that login() signed in keeps its user whatever is written to 'name'.
@@ -2151,8 +2152,10 @@ class SQLSession(ServerSession):
                 self._forget(conn)      # in no state to be used again
             raise
 
-    # A row as a tuple, from the app's dicts too (psycopg's dict_row, PyMySQL's DictCursor)
-    _row = staticmethod(lambda row: row and tuple(row.values() if hasattr(row, 'values') else row))
+    @staticmethod
+    def _row(row):  # a tuple of str, from an app's dicts (dict_row) or bytes (use_unicode=False)
+        return row and tuple(value.decode() if isinstance(value, bytes) else value
+                             for value in (row.values() if hasattr(row, 'values') else row))
 
     def _one(self, cur, key):
         row = self._row(self._execute(cur, 'select', key, int(self.now())).fetchone())

@@ -2042,6 +2042,41 @@ def test_signing_out_by_setting_valid_false_rotates_the_id(kind, request, tmp_pa
         assert stored(manager, signed_in_id) is None
 
 
+@pytest.mark.parametrize('how', ['valid', 'clear', 'pop'])
+def test_a_token_made_after_a_sign_out_the_original_way_is_good(kind, request, tmp_path, how):
+    """A sign-out page made the original way (valid = False, clear(), pop('valid')) whose
+    form carries a token made after it: the token is good on the next POST. Failed: the
+    sign-out was seen again at the save, which made a second new secret, so a client
+    sending neither Sec-Fetch-Site nor Origin got a 403."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/sign-out-form')
+    def sign_out_form(session):
+        {'valid': lambda: session.__setitem__('valid', False), 'clear': session.clear,
+         'pop': lambda: session.pop('valid')}[how]()
+        return session.csrf_token()
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    token = test.get('/sign-out-form').text
+    assert test.get('/whoami').json['valid'] is False
+    assert test.post('/post', {'csrf_token': token}).text == 'posted'
+
+
+def test_a_visitors_name_is_data(kind, request, tmp_path):
+    """A visitor's session['name'] (a guest's display name, say) is data: the id and the
+    CSRF secret stay, so an open form still posts. Failed: it was taken for a sign-out,
+    and a new id and secret came with it."""
+    manager = make_manager(kind, request, tmp_path)
+    test = webtest.TestApp(ident_app(manager))
+    test.get('/set/cart/book')
+    before, token = test.get('/whoami').json['id'], test.get('/form').text
+    test.get('/set/name/guest')
+    me = test.get('/whoami').json
+    assert (me['id'], me['valid'], me['name']) == (before, False, 'guest')
+    assert test.post('/post', {'csrf_token': token}).text == 'posted'
+
+
 def test_signing_out_by_setting_valid_false_ends_the_signed_in_csrf_token(kind, request,
                                                                          tmp_path):
     """session['valid'] = False starts a new CSRF secret, as logout() does: a
@@ -8325,15 +8360,23 @@ def test_a_refresh_that_cannot_be_written_is_logged_and_the_page_served(
 
 # SQLSession ##################################################################
 
-@pytest.mark.parametrize('kind', ['sqlite', 'postgres', 'mariadb'])
-def test_sql_connections_that_give_rows_as_dicts(kind, request, tmp_path):
+@pytest.mark.parametrize('setting', ['sqlite dict', 'sqlite bytes', 'postgres dict',
+                                     'mariadb dict', 'mariadb bytes'])
+def test_sql_connections_set_up_the_apps_own_way(setting, request, tmp_path):
     """An app's own connections may give rows as dicts (psycopg's dict_row, PyMySQL's
-    DictCursor, a sqlite3 row_factory): the store reads them all the same. Failed: every
-    save was a 503, "session database failed: 0", so nobody could sign in."""
+    DictCursor, a sqlite3 row_factory) or text as bytes (text_factory=bytes, PyMySQL's
+    use_unicode=False): the store reads them all the same. Failed:
+    with dicts, every save was a 503 ("session database failed: 0"), so nobody could sign
+    in; with bytes, every save looked lost: a 503, or a merge that doubled the flashes."""
+    kind, rows = setting.split()
     if kind == 'sqlite':
         def connect():
-            conn = sqlite3.connect(str(tmp_path / 'app.db'), isolation_level=None)
-            conn.row_factory = lambda cur, row: {d[0]: v for d, v in zip(cur.description, row)}
+            conn = sqlite3.connect(str(tmp_path / 'app.db'))
+            if rows == 'dict':
+                conn.row_factory = lambda cur, row: {d[0]: v for d, v in
+                                                     zip(cur.description, row)}
+            else:
+                conn.text_factory = bytes
             return conn
     elif kind == 'postgres':
         from psycopg.rows import dict_row
@@ -8341,12 +8384,18 @@ def test_sql_connections_that_give_rows_as_dicts(kind, request, tmp_path):
                                     row_factory=dict_row)
     else:
         import pymysql.cursors
-        connect = functools.partial(mariadb_connect, server_address(kind, request),
-                                    cursorclass=pymysql.cursors.DictCursor)
-    manager = bs.SQLSession(connect, table='dictrows_' + uuid.uuid4().hex[:8])
-    laptop, phone = (webtest.TestApp(sessions_app(manager)) for _ in range(2))
+        connect = functools.partial(mariadb_connect, server_address(kind, request), **{
+            'dict': {'cursorclass': pymysql.cursors.DictCursor},
+            'bytes': {'use_unicode': False}}[rows])
+    manager = bs.SQLSession(connect, table='own_' + uuid.uuid4().hex[:8])
+    app = sessions_app(manager)
+    app.route('/flash/<message>', callback=lambda message, session: session.flash(message))
+    app.route('/flashes', callback=lambda session: {'shown': session.get_flashed_messages()})
+    laptop, phone = (webtest.TestApp(app) for _ in range(2))
+    laptop.get('/flash/Wrong password.')
     for browser in (laptop, phone):
         browser.get('/login/alice')
+    assert laptop.get('/flashes').json['shown'] == ['Wrong password.']
     laptop.get('/set/cart/book')
     assert laptop.get('/whoami').json['data']['cart'] == 'book'
     assert len(manager.user_sessions('alice')) == 2
