@@ -2152,10 +2152,8 @@ class SQLSession(ServerSession):
                 self._forget(conn)      # in no state to be used again
             raise
 
-    @staticmethod
-    def _row(row):  # a tuple of str, from an app's dicts (dict_row) or bytes (use_unicode=False)
-        return row and tuple(value.decode() if isinstance(value, bytes) else value
-                             for value in (row.values() if hasattr(row, 'values') else row))
+    _row = staticmethod(lambda row: row and tuple(  # a tuple of str, from an app's dicts, bytes
+        v.decode() if isinstance(v, bytes) else v for v in getattr(row, 'values', lambda: row)()))
 
     def _one(self, cur, key):
         row = self._row(self._execute(cur, 'select', key, int(self.now())).fetchone())
