@@ -303,9 +303,6 @@ class Session(dict):
             self.modified = True
         dict.__setitem__(self, key, value)
 
-    def __delitem__(self, key):
-        self.pop(key)                   # a KeyError if missing, as a dict's
-
     def _sign_out(self):
         """Sign out: no user or end, only flashes; l False, not a time, makes a sign-in a login."""
         if dict.get(self, 'valid'):
@@ -336,6 +333,8 @@ class Session(dict):
                 self._sign_out()
         return dict.pop(self, key, *default)
 
+    __delitem__ = pop       # del session[key]: a KeyError if missing, as a dict's
+
     def popitem(self):
         for key in reversed(self):      # the data's last item: the id, held last, is not data
             if key != 'sessionid':
@@ -352,8 +351,7 @@ class Session(dict):
             self[key] = value
 
     def __repr__(self):
-        data = {key: value for key, value in self.items() if key != 'sessionid'}
-        return '<Session %s… %r>' % (self.id[:6], data)
+        return '<Session %s… %r>' % (self.id[:6], {k: self[k] for k in self if k != 'sessionid'})
 
     # Flash messages, with Flask's names ######################################
     flash_key = '_flashes'      # their one key: a JSON list of [category, message]
@@ -675,7 +673,7 @@ class BaseSession:
         bottle.request.environ.pop(self._environ_key + '.user', None)
         self._set_cookie(session, self.cookie_name, '', 0)
         for name in (self.visitor_cookie, self.flash_cookie):   # a visitor's secret, flashes
-            if _cookie_values(bottle.request.environ, name):
+            if name in cookies or _cookie_values(bottle.request.environ, name):
                 self._set_cookie(session, name, '', 0)
         _apply_headers(bottle.response, session.cookies)
 
@@ -1263,11 +1261,10 @@ def _load_secrets(secret, secret_file):
         found = [_read_secret_file(secret_file)]
     else:
         found = [machine_secret()]
-    keys = []
     for item in found:
         if not isinstance(item, (str, bytes)) or not item:
             raise TypeError('each secret must be a non-empty str or bytes, not %r' % (item,))
-        keys.append(item.encode('utf-8') if isinstance(item, str) else item)
+    keys = [item.encode('utf-8') if isinstance(item, str) else item for item in found]
     if any(len(key.strip()) < 16 for key in keys):
         _warn('a session secret is shorter than 16 bytes, blanks around it aside: it can be '
               'guessed. Use secrets.token_urlsafe(32).')
@@ -1961,11 +1958,10 @@ def _sql_statements(dialect, table, style):
 
 
 def _sql_failure(conn, error):
-    """(lost, deadlock, timeout): whether `error` broke the connection itself (psycopg's
-    closed, PyMySQL's and MySQLdb's open, SQLSTATE 08); made this transaction a deadlock's
-    victim, rolled back to run again (40001, 40P01, MySQL's 1213); or says a wait of ours
-    ran out, which a retry would wait again: a socket's, a statement or lock timeout
-    (57014, 55P03; 1205, MariaDB's 1969, MySQL's 3024); not a server's for idle ones."""
+    """(lost, deadlock, timeout): whether `error` broke the connection (psycopg's closed,
+    PyMySQL's and MySQLdb's open, SQLSTATE 08); made this transaction a deadlock's victim, to
+    run again (40001, 40P01, MySQL's 1213); or says a wait of ours (a socket's, a statement or
+    lock timeout: 57014, 55P03; 1205, 1969, 3024) ran out, not a server's for idle ones."""
     state = getattr(error, 'sqlstate', None) or getattr(error, 'pgcode', None)
     code = getattr(error, 'errno', None) or (error.args[:1] or [None])[0]
     lost = conn is not None and (getattr(conn, 'closed', False) or not getattr(conn, 'open', True)
@@ -2064,6 +2060,10 @@ class SQLSession(ServerSession):
         driver = type(conn).__module__.split('.')[0]
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
+        if getattr(conn, 'get_autocommit', lambda: getattr(conn, 'autocommit', 0))() is True or (
+                driver == 'sqlite3' and conn.isolation_level is None):  # PyMySQL's; psycopg's
+            raise SessionStoreError('the session database commits every statement (autocommit)'
+                                    ': give connections that do not, so a login is one step')
         sql = _sql_statements(dialect, self.table, style)
         if self.create_table and (unread := self._try(conn, sql['probe'])):
             work = ['create', 'index_expires', 'index_user']

@@ -855,7 +855,8 @@ def test_a_route_without_session_that_logs_out_and_answers_itself_sends_the_cook
 
 def test_a_response_that_ends_a_session_is_no_store_whichever_cookie_comes_first():
     """A visitor's page sets the visitor CSRF cookie, then logs out in the same
-    request: the ended session cookie comes second, and the response is still
+    request: the visitor cookie, queued first, is ended too (its token dies with
+    the logout), the ended session cookie comes second, and the response is
     no-store, not merely private."""
     manager = bs.CookieSession(secret=SECRET)
     app = plugin_app(manager)
@@ -867,7 +868,7 @@ def test_a_response_that_ends_a_session_is_no_store_whichever_cookie_comes_first
         return 'ok'
     response = webtest.TestApp(app).get('/token-then-out')
     headers = set_cookie_headers(response)
-    assert headers[0].startswith(manager.visitor_cookie + '=') and '=;' not in headers[0]
+    assert headers[0].startswith(manager.visitor_cookie + '=; Max-Age=0;')
     assert any(h.startswith(manager.cookie_name + '=;') for h in headers[1:])
     assert response.headers.getall('Cache-Control') == ['no-store']
 
@@ -2061,6 +2062,24 @@ def test_a_token_made_after_a_sign_out_the_original_way_is_good(kind, request, t
     token = test.get('/sign-out-form').text
     assert test.get('/whoami').json['valid'] is False
     assert test.post('/post', {'csrf_token': token}).text == 'posted'
+
+
+def test_a_visitors_token_made_before_logout_in_its_request_is_refused(kind, request,
+                                                                       tmp_path):
+    """A page that makes a visitor's token, then calls logout(): the token dies with the
+    visitor cookie it was queued in. Failed: logout() expired only a visitor cookie the
+    request brought, so the one queued earlier went out, and its token was good."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/token-then-logout')
+    def token_then_logout(session):
+        token = session.csrf_token()
+        session.logout()
+        return token
+    test = webtest.TestApp(app)
+    token = test.get('/token-then-logout').text
+    test.post('/post', {'csrf_token': token}, status=403)
 
 
 def test_a_visitors_name_is_data(kind, request, tmp_path):
@@ -8401,6 +8420,26 @@ def test_sql_connections_set_up_the_apps_own_way(setting, request, tmp_path):
     assert len(manager.user_sessions('alice')) == 2
     assert laptop.get('/end-others').text == '1'
     assert phone.get('/whoami').json['user_id'] is None
+
+
+@pytest.mark.parametrize('kind', ['sqlite', 'postgres', 'mariadb'])
+def test_sql_connections_in_autocommit_are_refused(kind, request, tmp_path, caplog):
+    """A login's new id and the old one's removal are one transaction: on a connection that
+    commits every statement, a failure between them lost the visitor's session. Such a
+    connection is refused at the first request, a 503 whose log line says why. Failed:
+    accepted, and a login whose insert failed left the cookie naming nothing."""
+    if kind == 'sqlite':
+        connect = functools.partial(sqlite3.connect, str(tmp_path / 'app.db'),
+                                    isolation_level=None)
+    elif kind == 'postgres':
+        connect = functools.partial(postgres_connect, server_address(kind, request),
+                                    autocommit=True)
+    else:
+        connect = functools.partial(mariadb_connect, server_address(kind, request),
+                                    autocommit=True)
+    app = webtest.TestApp(sessions_app(bs.SQLSession(connect, table='auto_' + uuid.uuid4().hex[:8])))
+    app.get('/set/cart/book', status=503)
+    assert 'commits every statement (autocommit)' in caplog.text
 
 
 def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
