@@ -8437,7 +8437,8 @@ def test_sql_connections_in_autocommit_are_refused(kind, request, tmp_path, capl
     else:
         connect = functools.partial(mariadb_connect, server_address(kind, request),
                                     autocommit=True)
-    app = webtest.TestApp(sessions_app(bs.SQLSession(connect, table='auto_' + uuid.uuid4().hex[:8])))
+    manager = bs.SQLSession(connect, table='auto_' + uuid.uuid4().hex[:8])
+    app = webtest.TestApp(sessions_app(manager))
     app.get('/set/cart/book', status=503)
     assert 'commits every statement (autocommit)' in caplog.text
 
