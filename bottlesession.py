@@ -689,12 +689,14 @@ class BaseSession:
 # secret in a signed cookie.
 
 def _rotate(session):
-    """A new CSRF secret and, if stored, a new id (the old goes at the save); marks it modified."""
+    """A new CSRF secret (a visitor's cookie of the old one ends) and, if stored, a new id."""
     if not session.new and session.old_id is None:
         session.old_id, session.id = session.id, _new_id()
         dict.__setitem__(session, 'sessionid', session.id)
     session.meta['x'] = _new_id()
-    session.modified = True
+    session.modified, name = True, session.manager.visitor_cookie
+    if session.new and (name in session.cookies or _cookie_values(bottle.request.environ, name)):
+        session.manager._set_cookie(session, name, '', 0)
 
 
 def _user_id(user_id):
@@ -865,12 +867,11 @@ def _origin_fault(environ, trusted):
     if site in ('same-origin', 'none') or origin is not None and _origin(origin) in trusted:
         return ''
     if site is not None:
-        return 'the browser says this request comes from another site (Sec-Fetch-Site: %s)' % (
-            site[:20],)
+        return 'the browser says it comes from another site (Sec-Fetch-Site: %.20s)' % site
     if origin is None:
         return None
     same = _origin(origin) == _origin('%s://%s' % bottle.request.urlparts[:2])
-    return '' if same else 'the browser says this request comes from another origin'
+    return '' if same else 'the browser says it comes from another origin'
 
 
 def _check_csrf(source, trusted):
@@ -2378,8 +2379,7 @@ def check_password(password, hashed):
     """True if `password` matches `hashed`, a hash_password() string. For None (no such
     user, as in check_password(password, USERS.get(name))): False, after the same work, so
     the time does not tell who has an account."""
-    current = _scrypt_parameters()
-    parsed = _parse_hash(hashed, current)
+    parsed = _parse_hash(hashed, current := _scrypt_parameters())
     try:
         secret = _password_bytes(password)
     except TypeError:
@@ -2395,6 +2395,5 @@ def check_password(password, hashed):
 def needs_rehash(hashed):
     """True when `hashed` is weaker than hash_password() makes today, or not
     one check_password() accepts: store a new hash at the next good login."""
-    current = _scrypt_parameters()
-    parsed = _parse_hash(hashed, current)
+    parsed = _parse_hash(hashed, current := _scrypt_parameters())
     return parsed is None or any(part < want for part, want in zip(parsed[:3], current))

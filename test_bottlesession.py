@@ -2082,6 +2082,31 @@ def test_a_visitors_token_made_before_logout_in_its_request_is_refused(kind, req
     test.post('/post', {'csrf_token': token}, status=403)
 
 
+@pytest.mark.parametrize('how', ['login then valid false', 'regenerate', 'login, expired'])
+def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
+    """A visitor's token (its secret in the visitor cookie) dies when the session gets a new
+    secret: a login later undone by valid = False, a regenerate(), a login whose session
+    then expired. Failed on the server stores: the new secret was never stored, or ended
+    with its session, and the visitor cookie's old one was good again."""
+    manager = make_manager(kind, request, tmp_path, idle_timeout=600)
+    app = ident_app(manager)
+
+    @app.route('/login-then-valid-false')
+    def login_then_valid_false(session):
+        session.login('alice')
+        session['valid'] = False
+    test = webtest.TestApp(app)
+    token = test.get('/form').text          # nothing stored: its secret is in a cookie
+    if how == 'login, expired':
+        test.get('/login/alice')
+        manager.now.advance(601)
+        assert test.get('/whoami').json['valid'] is False
+    else:
+        test.get('/' + how.replace(' ', '-'))
+    test.post('/post', {'csrf_token': token}, status=403)
+    assert test.post('/post', {'csrf_token': test.get('/form').text}).text == 'posted'
+
+
 def test_a_visitors_name_is_data(kind, request, tmp_path):
     """A visitor's session['name'] (a guest's display name, say) is data: the id and the
     CSRF secret stay, so an open form still posts. Failed: it was taken for a sign-out,
@@ -3762,13 +3787,13 @@ def test_csrf_refusals_say_which_check_refused():
         return app.post('/post', headers=dict(headers, Accept='application/json'),
                         status=403).json['error']
     assert error({'Sec-Fetch-Site': 'cross-site'}) == (
-        'Refused: the browser says this request comes from another site '
+        'Refused: the browser says it comes from another site '
         '(Sec-Fetch-Site: cross-site).')
     assert error({'Sec-Fetch-Site': 'x' * 30}) == (
-        'Refused: the browser says this request comes from another site '
+        'Refused: the browser says it comes from another site '
         '(Sec-Fetch-Site: %s).' % ('x' * 20))
     assert error({'Origin': 'http://evil.example'}) == (
-        'Refused: the browser says this request comes from another origin.')
+        'Refused: the browser says it comes from another origin.')
     assert error({}) == ("Refused: the form's security token is missing or wrong. "
                          'Reload the page and try again.')
 
