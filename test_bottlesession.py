@@ -2082,12 +2082,14 @@ def test_a_visitors_token_made_before_logout_in_its_request_is_refused(kind, req
     test.post('/post', {'csrf_token': token}, status=403)
 
 
-@pytest.mark.parametrize('how', ['login then valid false', 'regenerate', 'login, expired'])
+@pytest.mark.parametrize('how', ['login then valid false', 'regenerate', 'login, expired',
+                                 'token then regenerate'])
 def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
     """A visitor's token (its secret in the visitor cookie) dies when the session gets a new
     secret: a login later undone by valid = False, a regenerate(), a login whose session
-    then expired. Failed on the server stores: the new secret was never stored, or ended
-    with its session, and the visitor cookie's old one was good again."""
+    then expired; a token made in the request that regenerates. Failed on the server
+    stores: the new secret was never stored, or ended with its session, and the visitor
+    cookie's old one was good again."""
     manager = make_manager(kind, request, tmp_path, idle_timeout=600)
     app = ident_app(manager)
 
@@ -2095,13 +2097,22 @@ def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
     def login_then_valid_false(session):
         session.login('alice')
         session['valid'] = False
+
+    @app.route('/token-then-regenerate')
+    def token_then_regenerate(session):
+        token = session.csrf_token()
+        session.regenerate()
+        return token
     test = webtest.TestApp(app)
     token = test.get('/form').text          # nothing stored: its secret is in a cookie
-    if how == 'login, expired':
+    if how == 'token then regenerate':
+        test = webtest.TestApp(app)         # a new visitor
+        token = test.get('/token-then-regenerate').text
+    elif how == 'login, expired':
         test.get('/login/alice')
         manager.now.advance(601)
         assert test.get('/whoami').json['valid'] is False
-    else:
+    elif how != 'token then regenerate':
         test.get('/' + how.replace(' ', '-'))
     test.post('/post', {'csrf_token': token}, status=403)
     assert test.post('/post', {'csrf_token': test.get('/form').text}).text == 'posted'
