@@ -4858,6 +4858,9 @@ def test_redirect_back_returns_to_the_page_and_query():
     response = app.get('/auth/login')
     assert response.headers['Location'] == 'http://localhost:80/private/a%20b?q=1&r=%2F'
     assert app.get('/private/a%20b?q=1').text == 'private a b'
+    app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
+    app.get('/private/page')                        # no query: no '?' either
+    assert app.get('/auth/login').headers['Location'] == 'http://localhost:80/private/page'
 
 
 @pytest.mark.parametrize('secure', [True, False])
@@ -5286,6 +5289,8 @@ def test_only_the_start_of_a_long_accept_header_is_read():
     types = 'text/html;q=0.1,%sapplication/json'
     app.get('/private', headers={'Accept': types % ''}, status=401)
     assert redirected(app.get('/private', headers={'Accept': types % (',' * 990)}))
+    app.get('/private', headers={'Accept': types % (',' * 968)}, status=401)    # ends at 1,000
+    assert redirected(app.get('/private', headers={'Accept': types % (',' * 969)}))   # 1,001
     assert redirected(app.get('/private', headers={'Accept': types % (',' * 250000)}))
 
 
