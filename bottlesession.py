@@ -2062,7 +2062,7 @@ class SQLSession(ServerSession):
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
         if getattr(conn, 'get_autocommit', lambda: getattr(conn, 'autocommit', 0))() is True or (
-                driver == 'sqlite3' and conn.isolation_level is None):  # PyMySQL's; psycopg's
+                driver == 'sqlite3' and conn.isolation_level is None):  # as each driver says
             raise SessionStoreError('the session database commits every statement (autocommit)'
                                     ': give connections that do not, so a login is one step')
         sql = _sql_statements(dialect, self.table, style)
