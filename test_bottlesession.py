@@ -8420,8 +8420,9 @@ def test_a_refresh_that_cannot_be_written_is_logged_and_the_page_served(
 
 # SQLSession ##################################################################
 
-@pytest.mark.parametrize('setting', ['sqlite dict', 'sqlite bytes', 'postgres dict',
-                                     'mariadb dict', 'mariadb bytes'])
+@pytest.mark.parametrize('setting', ['sqlite dict', 'sqlite bytes'] + [
+    pytest.param(setting, marks=slow) for setting in ('postgres dict', 'mariadb dict',
+                                                      'mariadb bytes')])
 def test_sql_connections_set_up_the_apps_own_way(setting, request, tmp_path):
     """An app's own connections may give rows as dicts (psycopg's dict_row, PyMySQL's
     DictCursor, a sqlite3 row_factory) or text as bytes (text_factory=bytes, PyMySQL's
@@ -8463,7 +8464,7 @@ def test_sql_connections_set_up_the_apps_own_way(setting, request, tmp_path):
     assert phone.get('/whoami').json['user_id'] is None
 
 
-@pytest.mark.parametrize('kind', ['sqlite', 'postgres', 'mariadb'])
+@pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
 def test_sql_connections_in_autocommit_are_refused(kind, request, tmp_path, caplog):
     """A login's new id and the old one's removal are one transaction: on a connection that
     commits every statement, a failure between them lost the visitor's session. Such a
