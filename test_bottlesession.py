@@ -2107,7 +2107,10 @@ def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
     token = test.get('/form').text          # nothing stored: its secret is in a cookie
     if how == 'token then regenerate':
         test = webtest.TestApp(app)         # a new visitor
-        token = test.get('/token-then-regenerate').text
+        response = test.get('/token-then-regenerate')
+        token = response.text
+        assert (manager.visitor_cookie + '=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT'
+                + manager._attrs) in set_cookie_headers(response)
     elif how == 'login, expired':
         test.get('/login/alice')
         manager.now.advance(601)
@@ -2116,6 +2119,26 @@ def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
         test.get('/' + how.replace(' ', '-'))
     test.post('/post', {'csrf_token': token}, status=403)
     assert test.post('/post', {'csrf_token': test.get('/form').text}).text == 'posted'
+
+
+@pytest.mark.parametrize('before', ['/login/alice', '/set/cart/book'])
+def test_a_token_made_after_logout_in_its_request_is_good(kind, request, tmp_path, before):
+    """A logout page that shows the login form at once: the form's token, made after
+    logout() in that request, is good on the next POST, the old one is not; after a login,
+    and for a visitor whose session was stored while its visitor cookie stayed."""
+    manager = make_manager(kind, request, tmp_path)
+    app = ident_app(manager)
+
+    @app.route('/logout-then-form')
+    def logout_then_form(session):
+        session.logout()
+        return session.csrf_token()
+    test = webtest.TestApp(app)
+    old = test.get('/form').text
+    test.get(before)
+    token = test.get('/logout-then-form').text
+    test.post('/post', {'csrf_token': old}, status=403)
+    assert test.post('/post', {'csrf_token': token}).text == 'posted'
 
 
 def test_a_visitors_name_is_data(kind, request, tmp_path):
@@ -8482,7 +8505,8 @@ def test_sql_connections_in_autocommit_are_refused(kind, request, tmp_path, capl
     manager = bs.SQLSession(connect, table='auto_' + uuid.uuid4().hex[:8])
     app = webtest.TestApp(sessions_app(manager))
     app.get('/set/cart/book', status=503)
-    assert 'commits every statement (autocommit)' in caplog.text
+    assert ('the session database commits every statement (autocommit): give connections '
+            'that do not, so a login is one step') in caplog.messages
 
 
 def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
@@ -8496,6 +8520,10 @@ def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
     assert json.loads(data)['d']['a'] == '1'
     assert key == manager.storage_key(app.cookies['sessionid'])
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    indexes = sqlite3.connect(str(path)).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'bottlesession'"
+        " AND sql IS NOT NULL").fetchall()
+    assert sorted(indexes) == [('bottlesession_expires',), ('bottlesession_user',)]
 
 
 def test_sqlite_a_database_directory_replaced_after_the_start_is_never_opened(tmp_path):
