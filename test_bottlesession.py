@@ -2064,32 +2064,15 @@ def test_a_token_made_after_a_sign_out_the_original_way_is_good(kind, request, t
     assert test.post('/post', {'csrf_token': token}).text == 'posted'
 
 
-def test_a_visitors_token_made_before_logout_in_its_request_is_refused(kind, request,
-                                                                       tmp_path):
-    """A page that makes a visitor's token, then calls logout(): the token dies with the
-    visitor cookie it was queued in. Failed: logout() expired only a visitor cookie the
-    request brought, so the one queued earlier went out, and its token was good."""
-    manager = make_manager(kind, request, tmp_path)
-    app = ident_app(manager)
-
-    @app.route('/token-then-logout')
-    def token_then_logout(session):
-        token = session.csrf_token()
-        session.logout()
-        return token
-    test = webtest.TestApp(app)
-    token = test.get('/token-then-logout').text
-    test.post('/post', {'csrf_token': token}, status=403)
-
-
 @pytest.mark.parametrize('how', ['login then valid false', 'regenerate', 'login, expired',
-                                 'token then regenerate'])
+                                 'token then regenerate', 'token then logout'])
 def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
     """A visitor's token (its secret in the visitor cookie) dies when the session gets a new
     secret: a login later undone by valid = False, a regenerate(), a login whose session
-    then expired; a token made in the request that regenerates. Failed on the server
-    stores: the new secret was never stored, or ended with its session, and the visitor
-    cookie's old one was good again."""
+    then expired; a token made in the request that regenerates or logs out. Failed on the
+    server stores: the new secret was never stored, or ended with its session, and the
+    visitor cookie's old one was good again; and everywhere, logout() ended only a visitor
+    cookie the request brought, so one queued earlier in it went out with its token."""
     manager = make_manager(kind, request, tmp_path, idle_timeout=600)
     app = ident_app(manager)
 
@@ -2098,16 +2081,16 @@ def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
         session.login('alice')
         session['valid'] = False
 
-    @app.route('/token-then-regenerate')
-    def token_then_regenerate(session):
+    @app.route('/token-then-<then>')
+    def token_then(then, session):
         token = session.csrf_token()
-        session.regenerate()
+        getattr(session, then)()
         return token
     test = webtest.TestApp(app)
     token = test.get('/form').text          # nothing stored: its secret is in a cookie
-    if how == 'token then regenerate':
+    if how.startswith('token then'):
         test = webtest.TestApp(app)         # a new visitor
-        response = test.get('/token-then-regenerate')
+        response = test.get('/' + how.replace(' ', '-'))
         token = response.text
         assert (manager.visitor_cookie + '=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT'
                 + manager._attrs) in set_cookie_headers(response)
@@ -2115,7 +2098,7 @@ def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
         test.get('/login/alice')
         manager.now.advance(601)
         assert test.get('/whoami').json['valid'] is False
-    elif how != 'token then regenerate':
+    else:
         test.get('/' + how.replace(' ', '-'))
     test.post('/post', {'csrf_token': token}, status=403)
     assert test.post('/post', {'csrf_token': test.get('/form').text}).text == 'posted'
