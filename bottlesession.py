@@ -870,8 +870,9 @@ def _origin_fault(environ, trusted):
         return 'the browser says it comes from another site (Sec-Fetch-Site: %.20s)' % site
     if origin is None:
         return None
-    same = _origin(origin) == _origin('%s://%s' % bottle.request.urlparts[:2])
-    return '' if same else 'the browser says it comes from another origin'
+    ours = _origin('%s://%s' % bottle.request.urlparts[:2])     # both shown: a proxy's fault
+    return '' if _origin(origin) == ours else (
+        'the browser says it comes from another origin (%.100s, not %.100s)' % (origin, ours))
 
 
 def _check_csrf(source, trusted):

@@ -3796,7 +3796,8 @@ def test_csrf_refusals_are_403_json_for_json_clients(headers, check, accept):
 
 def test_csrf_refusals_say_which_check_refused():
     """Each CSRF refusal's message names its check, quoting at most 20 characters
-    of the client's own Sec-Fetch-Site; the token's says what to do."""
+    of the client's own Sec-Fetch-Site, or 100 of its Origin beside the one the app
+    sees (escaped in HTML); the token's says what to do."""
     manager = bs.CookieSession(secret=SECRET)
     app = site(manager)
 
@@ -3809,8 +3810,15 @@ def test_csrf_refusals_say_which_check_refused():
     assert error({'Sec-Fetch-Site': 'x' * 30}) == (
         'Refused: the browser says it comes from another site '
         '(Sec-Fetch-Site: %s).' % ('x' * 20))
-    assert error({'Origin': 'http://evil.example'}) == (
-        'Refused: the browser says it comes from another origin.')
+    assert error({'Origin': 'http://evil.example'}) == (       # both: a proxy's fault shows
+        'Refused: the browser says it comes from another origin '
+        '(http://evil.example, not http://app.example:8080).')
+    long = 'http://' + 'x' * 200
+    assert error({'Origin': long}) == (
+        'Refused: the browser says it comes from another origin '
+        '(%s, not http://app.example:8080).' % long[:100])
+    html = app.post('/post', headers={'Origin': 'http://<b>x'}, status=403).text
+    assert 'http://&lt;b&gt;x' in html and '<b>x' not in html
     assert error({}) == ("Refused: the form's security token is missing or wrong. "
                          'Reload the page and try again.')
 
