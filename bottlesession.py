@@ -2177,8 +2177,7 @@ class SQLSession(ServerSession):
                     self._execute(cur, 'drop_expired', key, now)
                 self._execute(cur, 'insert', key, blob, expires, user,
                               *[now] * self._sql['insert'].count('expires <'))
-            # Written, or a retry that had landed? Not rowcount: MySQL counts an
-            # unchanged row as 0, and its FOUND_ROWS lies after an upsert.
+            # Written, or a retry that had landed? Not rowcount: MySQL's is 0 for a row unchanged.
             return self._one(cur, key) == blob
         return self._run(store)
 
