@@ -852,7 +852,7 @@ def _token_fault(session):
     got = _xor(raw[:SECRET_BYTES], raw[SECRET_BYTES:])
     if hmac.compare_digest(got, expected) and secret and len(raw) == 2 * SECRET_BYTES:
         return None
-    return 'the form\'s security token is missing or wrong. Reload the page and try again'
+    return 'the form\'s security token is missing or wrong. Go back, reload the form, try again'
 
 
 def _origin(value):

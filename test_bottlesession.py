@@ -3820,7 +3820,7 @@ def test_csrf_refusals_say_which_check_refused():
     html = app.post('/post', headers={'Origin': 'http://<b>x'}, status=403).text
     assert 'http://&lt;b&gt;x' in html and '<b>x' not in html
     assert error({}) == ("Refused: the form's security token is missing or wrong. "
-                         'Reload the page and try again.')
+                         'Go back, reload the form, try again.')
 
 
 @pytest.mark.parametrize('accept, wants_json', [
@@ -5330,7 +5330,7 @@ def test_api_routes_answer_401_and_require_403_in_json(accept):
 
 
 def test_an_ended_session_gives_a_same_origin_fetch_401_not_403():
-    """A page's fetch() POST after its session ended: 401 JSON, not 'Reload the page'."""
+    """A page's fetch() POST after its session ended: 401 JSON, not the token's 403."""
     manager = bs.CookieSession(secret=SECRET)
     app = webtest.TestApp(guarded_app(manager))
     app.get('/login/alice')
