@@ -2155,7 +2155,7 @@ class SQLSession(ServerSession):
             raise
 
     _row = staticmethod(lambda row: row and tuple(  # a tuple of str, from an app's dicts, bytes
-        v.decode() if isinstance(v, bytes) else v for v in getattr(row, 'values', lambda: row)()))
+        v.decode() if hasattr(v, 'decode') else v for v in getattr(row, 'values', lambda: row)()))
 
     def _one(self, cur, key):
         row = self._row(self._execute(cur, 'select', key, int(self.now())).fetchone())

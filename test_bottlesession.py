@@ -8434,13 +8434,13 @@ def test_a_refresh_that_cannot_be_written_is_logged_and_the_page_served(
 
 # SQLSession ##################################################################
 
-@pytest.mark.parametrize('setting', ['sqlite dict', 'sqlite bytes'] + [
+@pytest.mark.parametrize('setting', ['sqlite dict', 'sqlite bytes', 'sqlite bytearray'] + [
     pytest.param(setting, marks=slow) for setting in ('postgres dict', 'mariadb dict',
                                                       'mariadb bytes')])
 def test_sql_connections_set_up_the_apps_own_way(setting, request, tmp_path):
     """An app's own connections may give rows as dicts (psycopg's dict_row, PyMySQL's
-    DictCursor, a sqlite3 row_factory) or text as bytes (text_factory=bytes, PyMySQL's
-    use_unicode=False): the store reads them all the same. Failed:
+    DictCursor, a sqlite3 row_factory) or text as bytes (text_factory=bytes or bytearray,
+    PyMySQL's use_unicode=False): the store reads them all the same. Failed:
     with dicts, every save was a 503 ("session database failed: 0"), so nobody could sign
     in; with bytes, every save looked lost: a 503, or a merge that doubled the flashes."""
     kind, rows = setting.split()
@@ -8451,7 +8451,7 @@ def test_sql_connections_set_up_the_apps_own_way(setting, request, tmp_path):
                 conn.row_factory = lambda cur, row: {d[0]: v for d, v in
                                                      zip(cur.description, row)}
             else:
-                conn.text_factory = bytes
+                conn.text_factory = {'bytes': bytes, 'bytearray': bytearray}[rows]
             return conn
     elif kind == 'postgres':
         from psycopg.rows import dict_row
