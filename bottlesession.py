@@ -122,8 +122,7 @@ class BadSignature(BadSession):
 
 
 class SessionTooLarge(SessionError, ValueError):
-    """The session is too large to store: over 4 KB for a cookie (browsers
-    drop it in silence), over max_size for a server-side store."""
+    """Too large to store: over 4 KB as a cookie (browsers drop it in silence), or max_size."""
 
     def __init__(self, size, limit):
         super().__init__('the session would be %d bytes, over the limit of %d. Keep '
@@ -410,9 +409,9 @@ def _cookie_values(environ, name):
     return found
 
 
-def _apply_headers(response, cookies):
+def _apply_headers(response, cookies, cache='private'):
     """Write a session's headers onto the response that will be sent: Vary: Cookie,
-    Cache-Control: private unless the app set its own, and `cookies` ({name: Set-Cookie
+    Cache-Control: `cache` unless the app set its own, and `cookies` ({name: Set-Cookie
     header}), which make it never publicly cacheable (no-store if one ends a session)."""
     # bottle's header dict (name: values), directly: its accessors cost more than a session read.
     headers = response._headers
@@ -420,7 +419,9 @@ def _apply_headers(response, cookies):
     if vary[-1] != 'Cookie' and 'cookie' not in [
             v.strip().lower() for v in ','.join(vary).split(',')]:
         vary[-1] += ', Cookie'
-    control = headers.setdefault('Cache-Control', ['private'])
+    control = headers.setdefault('Cache-Control', [cache])
+    if cache != 'private' and control == ['private']:   # a save() in the page wrote it
+        control[:] = [cache]
     if not cookies:
         return
     for name in [n for n in headers if n.endswith('-Cache-Control') or n in _CDN_HEADERS]:
@@ -585,7 +586,7 @@ class BaseSession:
                 and self.now() - session.meta['a'] > self._touch_after)
 
     # Committing ##############################################################
-    def _handle(self, environ, handler, args, kwargs, autosave):
+    def _handle(self, environ, handler, args, kwargs, autosave, cache='private'):
         """Run a handler; commit the request's session, if any, onto the response Bottle sends
         (a returned or raised HTTPResponse, else bottle.response). A crash saves nothing."""
         raised, response = None, bottle.response
@@ -600,7 +601,7 @@ class BaseSession:
                 if not (isinstance(response, SessionStoreError)     # a 503, or a crash
                         or hasattr(response, 'session_crash')):      # below: no save
                     self._commit(session, autosave)
-                _apply_headers(response, session.cookies)
+                _apply_headers(response, session.cookies, cache)
         except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
             session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,
             sent = response._headers.get('Set-Cookie', [])      # or a login a store below saved
@@ -1017,7 +1018,8 @@ def authenticator(session_manager, login_url='/auth/login', cookie_expires=None,
             def check_auth(*args, **kwargs):
                 session = session_manager._current(wrapped=True)
                 gate = _gate(session, handler, login_url, verify, require, fresh, api)
-                return session_manager._handle(bottle.request.environ, gate, args, kwargs, False)
+                return session_manager._handle(     # no-store: Back after a logout asks again
+                    bottle.request.environ, gate, args, kwargs, False, 'no-store')
             return check_auth
         return decorator
     return valid_user
@@ -1436,8 +1438,7 @@ def _merge(base, ours, theirs, canonical):
 
 
 def _merge_flashes(base, ours, theirs, merged):
-    """Flash messages are a queue: theirs, less the ones this request showed,
-    plus the ones it added, counted, so duplicates stay."""
+    """Flashes are a queue: theirs, less those shown here, plus those added (duplicates stay)."""
     key = Session.flash_key
     queues = [d.get(key) if isinstance(d.get(key), list) else [] for d in (base, ours, theirs)]
     if queues[0] == queues[1]:
@@ -2201,9 +2202,8 @@ class SQLSession(ServerSession):
 class RedisSession(ServerSession):
     """Keeps sessions in Redis, through a redis-py compatible client you pass in.
 
-    :param client: e.g. ``redis.Redis(host=...)`` or ``redis.RedisCluster(...)``, with a
-        socket_timeout and no retries of its own, so that a stalled Redis holds a request
-        for a bounded time (see the README)."""
+    :param client: ``redis.Redis(...)`` or ``redis.RedisCluster(...)``, with a socket_timeout
+        and no retries of its own: a stalled Redis then holds a request a bounded time."""
 
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
                  **options):

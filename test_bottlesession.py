@@ -4852,6 +4852,43 @@ def test_a_function_under_valid_user_keeps_its_positional_arguments():
     assert test.get('/greet').text == 'hello, you'
 
 
+def test_a_page_behind_valid_user_is_not_kept_by_the_browser():
+    """What valid_user lets through is sent Cache-Control: no-store, not merely private:
+    Back after a logout, on a shared computer, asks the server again rather than
+    showing the page. A handler that read the session through get_session() or
+    current_user() too; a Cache-Control the app gives is kept. Failed: 'private',
+    and a browser showed the private page from its cache after the logout."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = auth_app(manager)
+    valid_user = bs.authenticator(manager)
+
+    @app.route('/read-again')
+    @valid_user
+    def read_again():
+        return repr(manager.get_session().get('valid'))
+
+    @app.route('/save-inside')
+    @valid_user
+    def save_inside(session):
+        session['seen'] = True
+        session.save()                  # writes its headers at once: private
+        return 'saved'
+
+    @app.route('/own')
+    @valid_user
+    def own():
+        bottle.response.set_header('Cache-Control', 'private, max-age=60')
+        return 'own'
+    test = webtest.TestApp(app)
+    test.get('/auth/login')
+    for path, control in (('/private/page', 'no-store'), ('/read-again', 'no-store'),
+                          ('/save-inside', 'no-store'), ('/own', 'private, max-age=60')):
+        response = test.get(path)
+        assert response.headers.getall('Cache-Control') == [control], path
+        assert response.headers.getall('Vary') == ['Cookie']
+    assert test.get('/get').headers.getall('Cache-Control') == ['private']  # not behind it
+
+
 def test_the_redirect_to_sign_in_is_never_publicly_cacheable():
     """valid_user's redirect sets the cookie that keeps the page: an app's
     before_request Cache-Control: public must not reach that 302."""
@@ -10419,7 +10456,7 @@ class TestEveryStore:
         assert not any(d.startswith('s-maxage') for d in control)
         assert response.headers.getall('Vary') == ['Cookie']
 
-    def test_static_file_behind_valid_user_is_private(self, store, tmp_path):
+    def test_static_file_behind_valid_user_is_not_kept(self, store, tmp_path):
         manager, _ = store(idle_timeout=600)
         bottle_app = plugin_app(manager)
         (tmp_path / 'report.txt').write_text('secret report')
@@ -10433,7 +10470,7 @@ class TestEveryStore:
         manager.now.advance(300)            # the idle clock is due a refresh
         response = app.get('/file')
         assert response.text == 'secret report'
-        assert response.headers['Cache-Control'] == 'private'
+        assert response.headers['Cache-Control'] == 'no-store'     # a returned HTTPResponse
         assert response.headers.getall('Vary') == ['Cookie']
         if isinstance(manager, bs.CookieSession):   # the refreshed idle clock
             assert set_cookie_headers(response)
