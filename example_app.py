@@ -14,6 +14,7 @@ import datetime
 import html
 import os
 import socketserver
+import unicodedata
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import bottle
@@ -71,11 +72,18 @@ def csrf_field(session):
     return '<input type="hidden" name="csrf_token" value="%s">' % session.csrf_token()
 
 
+def fold(name):
+    """A name as a SQL collation may compare it: no case, accents or end blanks."""
+    return ''.join(c for c in unicodedata.normalize('NFKD', name)
+                   if not unicodedata.combining(c)).casefold().strip()
+
+
 def page(session, title, body):
-    if session.get('valid'):
+    user = bottlesession.current_user()     # not session['valid']: a user signed out
+    if user is not None:                    # everywhere (a new password) is out here too
         account = ('signed in as <b id="user">%s</b> <form method="post" action="/logout">%s'
                    '<button id="logout">log out</button></form>'
-                   % (html.escape(str(session.user_id)), csrf_field(session)))
+                   % (html.escape(user['name']), csrf_field(session)))
     else:
         account = '<a id="login" href="/login">log in</a>'
     flashes = ''.join('<p class="flash %s">%s</p>' % (html.escape(category), html.escape(message))
@@ -145,12 +153,16 @@ def make_app(manager):
     @app.route('/admin')
     @valid_user(require=is_admin)       # others get 403 and stay signed in
     def admin(session):
-        rows = ''.join('<tr><td>%s</td><td>%s</td><td><code>%s…</code></td></tr>'
-                       % (name, 'yes' if user['admin'] else 'no', html.escape(user['hash'][:48]))
+        # Never a hash itself, nor part of one: it lets whoever sees it guess offline.
+        rows = ''.join('<tr><td>%s</td><td>%s</td><td><code>%s</code></td><td>%s</td></tr>'
+                       % (name, 'yes' if user['admin'] else 'no',
+                          html.escape('$'.join(user['hash'].split('$')[:4])),
+                          'yes' if bottlesession.needs_rehash(user['hash']) else 'no')
                        for name, user in sorted(users.items()))
         return page(session, 'Admin', '''<p>Only admins see this page. The server keeps
-            no passwords, only their scrypt hashes:</p><table id="accounts"><tr><th>name</th>
-            <th>admin</th><th>password hash</th></tr>%s</table>''' % rows)
+            no passwords, only their scrypt hashes, shown here by their cost alone:</p>
+            <table id="accounts"><tr><th>name</th><th>admin</th><th>scrypt cost</th>
+            <th>redone at next login</th></tr>%s</table>''' % rows)
 
     @app.route('/devices')
     @valid_user
@@ -236,20 +248,24 @@ def make_app(manager):
     def login(session):
         name = bottle.request.forms.getunicode('username', '')
         password = bottle.request.forms.getunicode('password', '')
-        if not manager.rate_limit('login:' + name, LOGIN_ATTEMPTS, LOGIN_PERIOD):
-            session.flash('Too many attempts for this name. Try again in a few minutes.',
-                          'error')
-            bottle.redirect('/login')
         # The record as checked: a copy, as a row read from a database is, for
         # a password change rewrites the one in `users` (login() keeps its version).
         user = users.get(name) and dict(users[name])
+        # Keyed by the user found, else the name typed, both folded: with a lookup that
+        # ignores case or accents (a SQL collation), every spelling shares one count.
+        key = 'login:' + fold(user['name'] if user else name)
+        if not manager.rate_limit(key, LOGIN_ATTEMPTS, LOGIN_PERIOD):
+            session.flash('Too many attempts for this name. Try again in a few minutes.',
+                          'error')
+            bottle.redirect('/login')
         # Hashes even for a name nobody has, so the time taken does not tell.
         if not bottlesession.check_password(password, user and user['hash']):
             session.flash('Wrong name or password.', 'error')
             bottle.redirect('/login')
-        manager.reset_rate_limit('login:' + name)
-        session.login(name, user=user)  # a new id and CSRF secret; user: the one checked
-        # Remembered: a cookie for 30 days. Otherwise it ends with the browser.
+        manager.reset_rate_limit(key)
+        session.login(user['name'], user=user)  # a new id and CSRF secret; the user checked
+        # Remembered: a cookie for 30 days. Otherwise the cookie ends with the browser,
+        # and the server still ends the session 30 days after the login (cookie_expires).
         remember = bottle.request.forms.get('remember')
         session.set_expiry(datetime.timedelta(days=30) if remember else 0)
         session.flash('Welcome back, %s' % name)

@@ -11524,7 +11524,7 @@ def test_demo_features_and_csrf_attacks_in_a_real_browser(browser, capsys, defau
         assert abs(remembered['expiry'] - (time.time() + 30 * 86400)) < 120
         browser.get(served.url + '/admin')                        # 3. an admin sees it
         ready('accounts', 'error')
-        assert 'scrypt$17$8$1$' in text('accounts')
+        assert 'scrypt$17$8$1' in text('accounts') and 'scrypt$17$8$1$' not in text('accounts')
         browser.get(served.url + '/private')
         ready('note')
         type_into('note', 'her own note')
@@ -11726,6 +11726,59 @@ def test_the_demos_password_change_limits_guesses_of_the_current_password(fast_h
     token = re.search(r'name="csrf_token" value="([^"]+)"', fresh.get('/login').text).group(1)
     fresh.post('/login', {'username': 'alice', 'password': 'wonderland', 'csrf_token': token})
     assert fresh.get('/private').status_int == 200      # the password is unchanged
+
+
+def demo_login(app, name='alice', password='wonderland'):
+    """Sign in to the demo through its form; the page it redirects to."""
+    token = re.search(r'name="csrf_token" value="([^"]+)"', app.get('/login').text).group(1)
+    return app.post('/login', {'username': name, 'password': password, 'csrf_token': token})
+
+
+def test_the_demos_admin_page_shows_no_part_of_a_hash():
+    """The admin page lists the accounts' scrypt cost, never a hash or part of one. Failed
+    (outside attack): 48 characters shown, the salt and 66 bits of the key, enough to
+    confirm guesses of alice's and bob's passwords offline."""
+    import example_app as demo
+    app = example_app(bs.CookieSession(secret=SECRET))
+    users = next(p for p in app.plugins if isinstance(p, bs.SessionPlugin)).load_user.__self__
+    browser = webtest.TestApp(app)
+    demo_login(browser)
+    shown = browser.get('/admin').text
+    for user in users.values():
+        salt, key = user['hash'].split('$')[4:]
+        assert salt[:8] not in shown and key[:8] not in shown
+    assert shown.count('<code>scrypt$%d$%d$%d</code>' % bs.SCRYPT_PARAMETERS) == len(demo.ACCOUNTS)
+
+
+def test_the_demos_login_limit_counts_every_spelling_of_a_name(fast_hashing):
+    """The demo keys its login limit as the README does: by the user found, else the name
+    typed, folded. Failed (outside attack, on a copy whose lookup ignored case): each
+    spelling had its own five tries, and alice's password fell at the 61st guess."""
+    import example_app as demo
+    app = webtest.TestApp(example_app(bs.CookieSession(secret=SECRET)))
+    for guess in range(demo.LOGIN_ATTEMPTS):
+        assert 'Wrong name or password.' in demo_login(app, password='guess%d' % guess
+                                                        ).follow().text
+    for spelling in ('Alice', 'ALICE ', 'alicé', 'alice'):
+        assert 'Too many attempts' in demo_login(app, spelling, 'wonderland').follow().text
+
+
+def test_the_demos_pages_do_not_say_signed_in_for_a_session_a_password_change_ended(
+        fast_hashing):
+    """On the cookie store, the demo's header says who is signed in as current_user() does:
+    a session that another device's password change ended says "log in". Failed (outside
+    attack): its home and login pages still said "signed in as alice"."""
+    app = example_app(bs.CookieSession(secret=SECRET))
+    laptop, phone = webtest.TestApp(app), webtest.TestApp(app)
+    for browser in (laptop, phone):
+        demo_login(browser)
+    assert 'signed in as <b id="user">alice</b>' in phone.get('/').text
+    laptop.post('/password', {'current': 'wonderland', 'new': 'a-new-password'},
+                headers={'Sec-Fetch-Site': 'same-origin'})
+    for path in ('/', '/login'):
+        shown = phone.get(path).text
+        assert 'signed in as' not in shown and 'id="login"' in shown
+    assert 'signed in as <b id="user">alice</b>' in laptop.get('/').text
 
 
 def test_the_demos_log_out_everywhere_else_on_the_cookie_store_is_no_500():
