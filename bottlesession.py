@@ -422,7 +422,7 @@ def _apply_headers(response, cookies, cache='private'):
     control = headers.setdefault('Cache-Control', [cache])
     if cache != 'private' and control == ['private']:   # a save() in the page wrote it
         control[:] = [cache]
-    if not cookies:
+    if not cookies and cache == 'private':     # else a signed-in page: no cache keeps it
         return
     for name in [n for n in headers if n.endswith('-Cache-Control') or n in _CDN_HEADERS]:
         del headers[name]       # CDNs obey these first: CDN-, a vendor's (RFC 9213), others
@@ -603,9 +603,10 @@ class BaseSession:
                     self._commit(session, autosave)
                 _apply_headers(response, session.cookies, cache)
         except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
-            session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,
-            sent = response._headers.get('Set-Cookie', [])      # or a login a store below saved
-            if not (session is not None and session.cookies or sent):
+            session = environ.get(self._environ_key)    # 500 would drop the cookies (a logout's,
+            sent = response._headers.get('Set-Cookie', [])  # or a login a store below saved)
+            if not (session is not None and (session.cookies or bottle.request.app.catchall)
+                    or sent):               # and the cache headers of a page of the session's
                 raise
             error = exc
             if not isinstance(exc, SessionStoreError):      # a 503 stays one
@@ -614,7 +615,7 @@ class BaseSession:
                 error = bottle.HTTPError(500, 'Internal Server Error', exc, trace)
                 error.session_crash = True
             error._headers['Set-Cookie'] = list(sent)
-            _apply_headers(error, session.cookies if session is not None else {})
+            _apply_headers(error, session.cookies if session is not None else {}, cache)
             raise error from (exc if error is not exc else None)
         if raised is not None:
             raise raised
@@ -1712,9 +1713,8 @@ class PickleSession(ServerSession):
     picklable value may be stored; the original's files still load, and user_sessions()
     reads every file: it suits thousands, not millions.
 
-    :param session_dir: by default a per-user directory in the system temp dir, made mode
-        0700. A symlink, or a directory that another user owns or can write, is refused:
-        unpickling a planted file runs its code."""
+    :param session_dir: by default a per-user directory in the temp dir, made 0700. A symlink,
+        or a directory another user owns or can write, is refused: a planted pickle runs."""
 
     legacy_ids = True
     stale_temp_age = 300     # seconds after which cleanup() removes a temp file
@@ -2028,10 +2028,9 @@ def _before_fork():
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
-    :param database: a pool with a ``connection()`` context manager (such as
-        psycopg_pool.ConnectionPool; make one per worker, after a fork), a function that
-        returns a new connection, or a SQLite file's path (by default in the private
-        per-user directory); not one bare connection.
+    :param database: a pool with a ``connection()`` context manager (psycopg_pool's, say;
+        one per worker, made after a fork), a function that returns a new connection, or a
+        SQLite file's path (by default in the private per-user directory); not a connection.
     :param table: created with its indexes if missing (_SQL's create and index_* statements,
         which the README shows), unless create_table=False."""
 

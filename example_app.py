@@ -81,6 +81,8 @@ def fold(name):
 def page(session, title, body):
     user = bottlesession.current_user()     # not session['valid']: a user signed out
     if user is not None:                    # everywhere (a new password) is out here too
+        # Every page shows who is in: no browser keeps it (Back after logging out would).
+        bottle.response.set_header('Cache-Control', 'no-store')
         account = ('signed in as <b id="user">%s</b> <form method="post" action="/logout">%s'
                    '<button id="logout">log out</button></form>'
                    % (html.escape(user['name']), csrf_field(session)))

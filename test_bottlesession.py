@@ -988,6 +988,74 @@ def test_a_route_without_session_that_logs_out_then_crashes_still_expires_the_co
         test.get('/crash')
 
 
+@pytest.mark.parametrize('gated', [False, True])
+def test_a_crash_on_a_page_that_read_the_session_is_never_cached_for_others(gated):
+    """A 500 from a route that loaded the session is a page of that session's (an error page
+    may greet the user): it carries Vary: Cookie and Cache-Control (no-store behind
+    valid_user), as the page would have. A crash in a route that loaded none is Bottle's,
+    and with catchall off any crash reaches the server as raised. Failed (outside attack):
+    such a 500 had neither, and nginx caching 500s served alice's error page to a visitor."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    app.catchall = True
+    valid_user = bs.authenticator(manager)
+
+    @app.error(500)
+    def sorry(error):
+        if bottle.request.path == '/bare-crash':
+            return 'Sorry'                  # reads no session either
+        return 'Sorry %s' % manager.get_session().get('name')      # wrapped: no headers here
+
+    def crash(session):
+        raise RuntimeError('broke for %s' % session.get('name'))
+    app.route('/crash', callback=valid_user(crash) if gated else crash)
+    app.route('/bare-crash', callback=lambda: 1 / 0)
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    response = test.get('/crash', status=500, expect_errors=True)
+    assert response.text == 'Sorry alice'
+    assert response.headers.getall('Vary') == ['Cookie']
+    assert response.headers.getall('Cache-Control') == ['no-store' if gated else 'private']
+    assert not set_cookie_headers(response)
+    response = test.get('/bare-crash', status=500, expect_errors=True)
+    assert 'Vary' not in response.headers and 'Cache-Control' not in response.headers
+    app.catchall = False
+    with pytest.raises(RuntimeError, match='broke for alice'):
+        test.get('/crash')
+
+
+def test_a_page_behind_valid_user_loses_the_cdn_headers_that_would_cache_it():
+    """On a page valid_user serves, headers a CDN or proxy obeys before Cache-Control
+    (CDN-Cache-Control, a vendor's, Surrogate-Control, X-Accel-Expires) go, and a
+    Cache-Control the app set is made private, as on any response that sets a cookie.
+    Failed (outside attack): X-Accel-Expires: 600 beside no-store, and nginx served the
+    page from its cache to a copy of the cookie after the logout."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/cdn')
+    @bs.authenticator(manager)
+    def cdn():
+        for name in ('CDN-Cache-Control', 'Cloudflare-CDN-Cache-Control', 'Surrogate-Control',
+                     'X-Accel-Expires'):
+            bottle.response.set_header(name, 'max-age=600' if 'Cache' in name else '600')
+        bottle.response.set_header('Cache-Control', 'public, max-age=600, s-maxage=600')
+        return 'cdn'
+
+    @app.route('/open-cdn')
+    def open_cdn(session):          # not gated: the app's own choice, as before
+        bottle.response.set_header('CDN-Cache-Control', 'max-age=600')
+        return 'open'
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    response = test.get('/cdn')
+    assert response.headers.getall('Cache-Control') == ['private, max-age=600']
+    assert not {'CDN-Cache-Control', 'Cloudflare-CDN-Cache-Control', 'Surrogate-Control',
+                'X-Accel-Expires'} & set(response.headers)
+    assert not set_cookie_headers(response)
+    assert test.get('/open-cdn').headers['CDN-Cache-Control'] == 'max-age=600'
+
+
 def test_flash_keeps_twenty_messages_and_a_queue_of_exactly_flash_bytes():
     """flash_limit (20) unread messages are kept, the 21st drops the oldest; a
     queue of exactly flash_bytes of JSON is kept whole, one byte more drops
@@ -11766,8 +11834,9 @@ def test_the_demos_login_limit_counts_every_spelling_of_a_name(fast_hashing):
 def test_the_demos_pages_do_not_say_signed_in_for_a_session_a_password_change_ended(
         fast_hashing):
     """On the cookie store, the demo's header says who is signed in as current_user() does:
-    a session that another device's password change ended says "log in". Failed (outside
-    attack): its home and login pages still said "signed in as alice"."""
+    a session that another device's password change ended says "log in". A page that says
+    who is in is not kept by the browser (no-store). Failed (outside attack): its home and
+    login pages still said "signed in as alice", and Back after a logout showed it."""
     app = example_app(bs.CookieSession(secret=SECRET))
     laptop, phone = webtest.TestApp(app), webtest.TestApp(app)
     for browser in (laptop, phone):
@@ -11776,9 +11845,12 @@ def test_the_demos_pages_do_not_say_signed_in_for_a_session_a_password_change_en
     laptop.post('/password', {'current': 'wonderland', 'new': 'a-new-password'},
                 headers={'Sec-Fetch-Site': 'same-origin'})
     for path in ('/', '/login'):
-        shown = phone.get(path).text
-        assert 'signed in as' not in shown and 'id="login"' in shown
-    assert 'signed in as <b id="user">alice</b>' in laptop.get('/').text
+        response = phone.get(path)
+        assert 'signed in as' not in response.text and 'id="login"' in response.text
+    assert phone.get('/').headers['Cache-Control'] == 'private'     # a visitor's page now
+    response = laptop.get('/')
+    assert 'signed in as <b id="user">alice</b>' in response.text
+    assert response.headers['Cache-Control'] == 'no-store'      # Back after logout asks again
 
 
 def test_the_demos_log_out_everywhere_else_on_the_cookie_store_is_no_500():
