@@ -603,11 +603,10 @@ class BaseSession:
                     self._commit(session, autosave)
                 _apply_headers(response, session.cookies, cache)
         except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
-            session = environ.get(self._environ_key)    # 500 would drop the cookies (a logout's,
-            sent = response._headers.get('Set-Cookie', [])  # or a login a store below saved)
-            if not (session is not None and (session.cookies or bottle.request.app.catchall)
-                    or sent):               # and the cache headers of a page of the session's
-                raise
+            session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,
+            sent = response._headers.get('Set-Cookie', [])      # or a login a store below saved
+            if not (session is not None and session.cookies or sent):
+                raise                       # as raised: a plugin or middleware above sees it
             error = exc
             if not isinstance(exc, SessionStoreError):      # a 503 stays one
                 trace = traceback.format_exc()
