@@ -1022,6 +1022,50 @@ def test_a_crash_in_a_route_that_read_the_session_reaches_the_plugins_above_as_r
     assert len(seen) == 1 and isinstance(seen[0], KeyError)
 
 
+def test_a_crash_after_a_logout_is_the_plugins_500_caused_by_the_exception():
+    """After a logout (or a save()) in its request, a crash is the plugin's own 500, so that
+    its cookies go out: what wraps the route sees an HTTPError whose cause is the
+    exception, as the README says, and behind valid_user it is no-store like the page.
+    Mutants: the cause dropped or kept only where there is none; the 500 made private."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+    seen = []
+
+    def watch(callback):
+        def wrapper(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except bottle.HTTPError as exc:
+                seen.append(exc)
+                raise
+        return wrapper
+    app.install(watch)
+    app.install(bs.SessionPlugin(manager))
+
+    @app.route('/again')
+    @bs.authenticator(manager)
+    def again(session):
+        session.logout()
+        raise RuntimeError('after the logout')
+    @app.route('/saved')
+    @bs.authenticator(manager)
+    def saved(session):
+        session['cart'] = 'book'
+        session.save()
+        raise RuntimeError('after the save')
+    app.route('/login', callback=lambda session: session.login('alice'))
+    test = webtest.TestApp(app)
+    test.get('/login')
+    response = test.get('/saved', status=500, expect_errors=True)
+    assert [h.split('=')[0] for h in set_cookie_headers(response)] == ['session_data']
+    assert response.headers.getall('Cache-Control') == ['no-store']      # as the page
+    response = test.get('/again', status=500, expect_errors=True)
+    assert [h.split(';')[0] for h in set_cookie_headers(response)] == ['session_data=']
+    assert response.headers.getall('Cache-Control') == ['no-store']
+    assert len(seen) == 2 and all(isinstance(e.__cause__, RuntimeError) for e in seen)
+    assert seen[1].exception is seen[1].__cause__
+
+
 def test_a_page_behind_valid_user_loses_the_cdn_headers_that_would_cache_it():
     """On a page valid_user serves, headers a CDN or proxy obeys before Cache-Control
     (CDN-Cache-Control, a vendor's, Surrogate-Control, X-Accel-Expires) go, and a
