@@ -988,6 +988,20 @@ def test_a_route_without_session_that_logs_out_then_crashes_still_expires_the_co
         test.get('/crash')
 
 
+def watching(kind, seen, answer=None):
+    """A plugin, installed before SessionPlugin, that sees what a route raises: it keeps
+    each exception of `kind` in `seen`, then raises `answer`, or the exception again."""
+    def plugin(callback):
+        def wrapper(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except kind as exc:
+                seen.append(exc)
+                raise answer or exc
+        return wrapper
+    return plugin
+
+
 @pytest.mark.parametrize('gated', [False, True])
 def test_a_crash_in_a_route_that_read_the_session_reaches_the_plugins_above_as_raised(gated):
     """An exception from a route that loaded the session, with no cookie queued, reaches
@@ -997,18 +1011,8 @@ def test_a_crash_in_a_route_that_read_the_session_reaches_the_plugins_above_as_r
     every such crash became the library's HTTPError 500, so the 404 was a 500 and a
     crash reporter saw nothing."""
     manager = bs.CookieSession(secret=SECRET)
-    app = bottle.Bottle()
-    seen = []
-
-    def not_found(callback):
-        def wrapper(*args, **kwargs):
-            try:
-                return callback(*args, **kwargs)
-            except LookupError as exc:
-                seen.append(exc)
-                raise bottle.HTTPError(404, 'no such item')
-        return wrapper
-    app.install(not_found)
+    app, seen = bottle.Bottle(), []
+    app.install(watching(LookupError, seen, bottle.HTTPError(404, 'no such item')))
     app.install(bs.SessionPlugin(manager))
     valid_user = bs.authenticator(manager)
 
@@ -1028,18 +1032,8 @@ def test_a_crash_after_a_logout_is_the_plugins_500_caused_by_the_exception():
     exception, as the README says, and behind valid_user it is no-store like the page.
     Mutants: the cause dropped or kept only where there is none; the 500 made private."""
     manager = bs.CookieSession(secret=SECRET)
-    app = bottle.Bottle()
-    seen = []
-
-    def watch(callback):
-        def wrapper(*args, **kwargs):
-            try:
-                return callback(*args, **kwargs)
-            except bottle.HTTPError as exc:
-                seen.append(exc)
-                raise
-        return wrapper
-    app.install(watch)
+    app, seen = bottle.Bottle(), []
+    app.install(watching(bottle.HTTPError, seen))
     app.install(bs.SessionPlugin(manager))
 
     @app.route('/again')
