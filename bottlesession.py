@@ -310,9 +310,7 @@ class Session(dict):
             bottle.request.environ.pop(self.manager._environ_key + '.user', None)
             self._refill({k: v for k, v in self.items() if k in ('valid', self.flash_key)})
 
-    def __ior__(self, other):
-        self.update(other)
-        return self
+    __ior__ = lambda self, other: self.update(other) or self     # |=, through update()
 
     def clear(self):
         """Remove all data. The id stays, and the session is no longer signed in."""
@@ -1343,6 +1341,7 @@ class CookieSession(BaseSession):
     salt = b'cookie-session'
     max_cookie_size = 8192       # what we even look at; a valid one is <= 4093
     max_decompressed = 256 * 1024
+    recent_values = 1024    # the values signed lately, whose JSON loads without an HMAC
 
     def __init__(self, secret=None, secret_file=None, cookie_name='session_data',
                  secure=False, httponly=True, cookie_expires=DEFAULT_MAX_AGE, *,
@@ -1353,7 +1352,7 @@ class CookieSession(BaseSession):
         keys = _load_secrets(secret, secret_file)
         self.signer = Signer(keys, self.salt, _context(self))
         _sign_with(self, keys)
-        self.compress, self._limits, self._limits_sweep = compress, {}, 10000
+        self.compress, self._limits, self._limits_sweep, self._signed = compress, {}, 10000, {}
 
     def user_sessions(self, user_id, keep=None):
         raise ConfigError('%s cannot list or end a user\'s sessions: browsers hold them. Give '
@@ -1380,28 +1379,32 @@ class CookieSession(BaseSession):
             self._limits.pop(_digest(key), None)
 
     def load(self, value):
+        try:
+            text, stamp = self._signed.get(value) or self._verify(value)
+            record = _json_decode(text)
+            created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError, zlib.error) as exc:
+            raise BadSession('malformed payload') from exc      # or nested past Python's limit
+        if not isinstance(data, dict) or not isinstance(sid, str) or not _ID_RE.match(sid):
+            raise BadSession('malformed session')
+        record.update(c=created, a=stamp)
+        return Session(self, sid, data, record, value)
+
+    def _verify(self, value):
+        """The (JSON, timestamp) a value signs; raises what load() makes a BadSession."""
         if len(value) > self.max_cookie_size or not _SIGNED_RE.match(value):
             raise BadSession('cookie is oversized or not base64url')    # the context ends there
         body, _ = self.signer.unsign(value.encode('ascii'))
         payload, dot, stamp = body.rpartition(b'.')
         if not dot or not stamp.isdigit():
             raise BadSession('no timestamp')
-        try:
-            if payload.startswith(b'.'):
-                inflater = zlib.decompressobj()
-                raw = inflater.decompress(_b64decode(payload[1:]), self.max_decompressed)
-                if inflater.unconsumed_tail or not inflater.eof:
-                    raise BadSession('compressed payload too large or truncated')
-            else:
-                raw = _b64decode(payload)
-            record = _json_decode(raw.decode('utf-8'))
-            created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError, zlib.error) as exc:
-            raise BadSession('malformed payload') from exc      # or nested past Python's limit
-        if not isinstance(data, dict) or not isinstance(sid, str) or not _ID_RE.match(sid):
-            raise BadSession('malformed session')
-        record.update(c=created, a=int(stamp))
-        return Session(self, sid, data, record, value)
+        raw = _b64decode(payload.removeprefix(b'.'))
+        if payload.startswith(b'.'):        # compressed
+            inflater = zlib.decompressobj()
+            raw = inflater.decompress(raw, self.max_decompressed)
+            if inflater.unconsumed_tail or not inflater.eof:
+                raise BadSession('compressed payload too large or truncated')
+        return raw.decode('utf-8'), int(stamp)
 
     def persist(self, session):
         record = _record(session)
@@ -1418,6 +1421,9 @@ class CookieSession(BaseSession):
         size = len(self.cookie_name) + 1 + len(value)
         if size > COOKIE_LIMIT:
             raise SessionTooLarge(size, COOKIE_LIMIT)
+        if len(self._signed) >= self.recent_values:     # a bound, not an LRU: clear() is atomic
+            self._signed.clear()
+        self._signed[value] = raw.decode('ascii'), int(session.meta['a'])
         return value, value
 
     delete = staticmethod(lambda sid: None)     # nothing stored: invalidate() ends the cookie
@@ -1652,11 +1658,8 @@ class ServerSession(BaseSession):
         raise SessionStoreError('session %s… changed under %d saves in a row'
                                 % (session.id[:6], self.swap_attempts))
 
-    def delete(self, sid):
-        self.remove(self.storage_key(sid))
-
-    def cleanup(self):
-        return self.purge(self.now())
+    delete = lambda self, sid: self.remove(self.storage_key(sid))
+    cleanup = lambda self: self.purge(self.now())
 
     # Users and rate limits ###################################################
     def _user_records(self, user_id):

@@ -5714,6 +5714,8 @@ def test_the_cookie_signature_is_compared_with_compare_digest(monkeypatch):
     app.get('/set/a/1')
     value = app.cookies['session_data']
     calls = compare_digest_spy(monkeypatch)
+    app = webtest.TestApp(plugin_app(bs.CookieSession(secret=SECRET)))  # which verifies it
+    app.set_cookie('session_data', value)
     assert app.get('/get').json['data']['a'] == '1'
     signature = value.rsplit('.', 1)[1]
     assert any(signature.encode() in call for call in calls), calls
@@ -6290,6 +6292,45 @@ def test_a_namespaced_apps_cookie_is_no_cookie_of_an_app_without_one():
     for forged in ('~\0' + value, '"~\\000%s"' % value):
         response = plain.get('/get', extra_environ={'HTTP_COOKIE': 'session_data=' + forged})
         assert response.json['data']['valid'] is False
+
+
+def test_a_cookie_this_process_signed_is_not_verified_again(monkeypatch):
+    """A browser sends back what the last response set: the manager keeps the JSON of the
+    values it signed lately, and skips their HMAC. A value another process signed (another
+    manager, the same secret) is verified, and loads the same; a changed one is refused."""
+    manager, other = bs.CookieSession(secret=SECRET), bs.CookieSession(secret=SECRET)
+    app, elsewhere = webtest.TestApp(plugin_app(manager)), webtest.TestApp(plugin_app(other))
+    app.get('/set/a/1')
+    value, verified = app.cookies['session_data'], []
+    for signer in (manager.signer, other.signer):
+        monkeypatch.setattr(signer, 'unsign', lambda signed, real=signer.unsign: (
+            verified.append(signed), real(signed))[1])
+    assert app.get('/get').json['data']['a'] == '1' and verified == []
+    elsewhere.set_cookie('session_data', value)
+    assert elsewhere.get('/get').json['data']['a'] == '1'
+    assert verified == [value.encode()]
+    tampered = 'session_data=' + value[:-1] + ('A' if value[-1] != 'A' else 'B')
+    assert app.get('/get', headers={'Cookie': tampered}).json['new'] is True
+    assert len(verified) == 2
+
+
+def test_the_values_a_cookie_store_remembers_signing_are_bounded():
+    """At most recent_values of them: past that it forgets them all, and a value it
+    signed before is verified again, and loads."""
+    manager, now = bs.CookieSession(secret=SECRET), time.time()
+    values = [manager.persist(bs.Session(manager, bs._new_id(), {'n': n}, {'c': now, 'a': now}))[1]
+              for n in range(manager.recent_values + 1)]
+    assert len(manager._signed) == 1
+    assert [manager.load(v)['n'] for v in (values[0], values[-1])] == [0, manager.recent_values]
+
+
+def test_an_expired_cookie_this_process_signed_is_refused(monkeypatch):
+    """Remembering a value skips its signature, never its expiry."""
+    manager = bs.CookieSession(secret=SECRET, cookie_expires=60)
+    app = webtest.TestApp(plugin_app(manager))
+    app.get('/set/a/1')
+    monkeypatch.setattr(manager, 'now', lambda: time.time() + 61)
+    assert app.get('/get').json['new'] is True
 
 
 def test_compression_is_bounded():
