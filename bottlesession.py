@@ -1027,8 +1027,7 @@ def _check_functions(fresh=None, **functions):
     for name, fn in functions.items():
         if fn is not None and not callable(fn):
             raise TypeError('%s must be a function, not %r' % (name, fn))
-    if fresh is not None:
-        _seconds(fresh, 'fresh')
+    fresh is None or _seconds(fresh, 'fresh')
 
 
 def _gate(session, handler, login_url, verify, require, fresh, api):
@@ -1341,7 +1340,7 @@ class CookieSession(BaseSession):
     salt = b'cookie-session'
     max_cookie_size = 8192       # what we even look at; a valid one is <= 4093
     max_decompressed = 256 * 1024
-    recent_values = 1024    # the values signed lately, whose JSON loads without an HMAC
+    recent_values = 1024    # the values signed lately whose JSON (<= 4 KB) loads without HMAC
 
     def __init__(self, secret=None, secret_file=None, cookie_name='session_data',
                  secure=False, httponly=True, cookie_expires=DEFAULT_MAX_AGE, *,
@@ -1423,7 +1422,8 @@ class CookieSession(BaseSession):
             raise SessionTooLarge(size, COOKIE_LIMIT)
         if len(self._signed) >= self.recent_values:     # a bound, not an LRU: clear() is atomic
             self._signed.clear()
-        self._signed[value] = raw.decode('ascii'), int(session.meta['a'])
+        if len(raw) <= COOKIE_LIMIT:        # a compressed one's may be 256 KB: not kept
+            self._signed[value] = raw.decode('ascii'), int(session.meta['a'])
         return value, value
 
     delete = staticmethod(lambda sid: None)     # nothing stored: invalidate() ends the cookie
@@ -2032,7 +2032,7 @@ class SQLSession(ServerSession):
 
     :param database: a pool with a ``connection()`` context manager (psycopg_pool's, say;
         one per worker, made after a fork), a function that returns a new connection, or a
-        SQLite file's path (by default in the private per-user directory); not a connection.
+        SQLite file's path (by default in the private per-user directory); not one bare connection.
     :param table: created with its indexes if missing (_SQL's create and index_* statements,
         which the README shows), unless create_table=False."""
 

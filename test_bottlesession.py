@@ -6324,6 +6324,17 @@ def test_the_values_a_cookie_store_remembers_signing_are_bounded():
     assert [manager.load(v)['n'] for v in (values[0], values[-1])] == [0, manager.recent_values]
 
 
+def test_a_compressed_cookie_whose_json_is_large_is_not_remembered():
+    """compress=True lets 256 KB of JSON into a cookie: 1,024 of those would be 256 MB of
+    memory. Only JSON a plain cookie could hold (4 KB) is remembered; the rest loads verified."""
+    manager, now = bs.CookieSession(secret=SECRET, compress=True), time.time()
+    big, small = (bs.Session(manager, bs._new_id(), {'blob': 'y' * n}, {'c': now, 'a': now})
+                  for n in (200000, 100))
+    values = [manager.persist(session)[1] for session in (big, small)]
+    assert len(values[0]) < 4000 and list(manager._signed) == values[1:]
+    assert manager.load(values[0])['blob'] == 'y' * 200000
+
+
 def test_an_expired_cookie_this_process_signed_is_refused(monkeypatch):
     """Remembering a value skips its signature, never its expiry."""
     manager = bs.CookieSession(secret=SECRET, cookie_expires=60)
