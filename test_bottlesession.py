@@ -2169,14 +2169,17 @@ def test_a_token_made_after_a_sign_out_the_original_way_is_good(kind, request, t
 
 
 @pytest.mark.parametrize('how', ['login then valid false', 'regenerate', 'login, expired',
-                                 'token then regenerate', 'token then logout'])
+                                 'stored, login, expired', 'token then regenerate',
+                                 'token then logout'])
 def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
     """A visitor's token (its secret in the visitor cookie) dies when the session gets a new
     secret: a login later undone by valid = False, a regenerate(), a login whose session
-    then expired; a token made in the request that regenerates or logs out. Failed on the
-    server stores: the new secret was never stored, or ended with its session, and the
-    visitor cookie's old one was good again; and everywhere, logout() ended only a visitor
-    cookie the request brought, so one queued earlier in it went out with its token."""
+    then expired, a visitor's too whose session was stored before (a cart, a failed login's
+    flash); a token made in the request that regenerates or logs out. Failed on the server
+    stores: the new secret was never stored, or ended with its session, and the visitor
+    cookie's old one was good again; everywhere, logout() ended only a visitor cookie the
+    request brought, so one queued earlier in it went out with its token, and a login ended
+    the visitor cookie only for a session not stored yet."""
     manager = make_manager(kind, request, tmp_path, idle_timeout=600)
     app = ident_app(manager)
 
@@ -2198,7 +2201,9 @@ def test_a_visitors_token_dies_at_a_new_secret(kind, request, tmp_path, how):
         token = response.text
         assert (manager.visitor_cookie + '=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT'
                 + manager._attrs) in set_cookie_headers(response)
-    elif how == 'login, expired':
+    elif how.endswith('login, expired'):
+        if how.startswith('stored'):
+            test.get('/set/cart/book')
         test.get('/login/alice')
         manager.now.advance(601)
         assert test.get('/whoami').json['valid'] is False
