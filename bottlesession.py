@@ -1062,14 +1062,24 @@ def _to_login(manager, login_url, api, message, *args, **kwargs):
         bottle.response.set_cookie(REDIRECT_COOKIE, target, path='/', max_age=3600,
                                    httponly=True, secure=manager.secure, samesite='Lax')
         bottle.response.set_header('Cache-Control', 'no-store')     # it sets a cookie
-    bottle.redirect(login_url)
+    _redirect(login_url)
 
 
 def redirect_back(default='/'):
     """Redirect to the page the authenticator kept, if a safe same-site path, else `default`."""
     target = (_cookie_values(bottle.request.environ, REDIRECT_COOKIE) or [None])[0]
     bottle.response.delete_cookie(REDIRECT_COOKIE, path='/')
-    bottle.redirect(target if _safe_path(target) else default)
+    _redirect(target if _safe_path(target) else default)
+
+
+def _redirect(url):
+    """bottle.redirect(), but `url` as given where bottle cannot parse the Host ('[')."""
+    try:
+        bottle.redirect(url)
+    except ValueError:          # from joining `url` to the request's URL: a 500
+        bottle.response.status = 303
+        bottle.response.set_header('Location', url)     # which browsers resolve alike
+        raise bottle.response.copy(cls=bottle.HTTPResponse) from None
 
 
 ###############################################################################
@@ -1162,9 +1172,8 @@ def _check_private(path, st, what, planted):
 
 
 def _write_file(directory, name, blob, mtime=None, replace=False, before=None):
-    """Write `blob` whole to `name` in `directory` (a descriptor), under a temp name
-    then renamed (replace=True) or linked: False, keeping theirs, if `name` was there.
-    before(temp), if given, runs once the temp file is whole, before it takes the name."""
+    """Write `blob` whole to `name` in `directory` (a descriptor): to a temp file, passed whole to
+    before(temp) if given, then renamed (replace=True) or linked: False if `name` was there."""
     temp = '.tmp-' + os.urandom(8).hex()
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600, dir_fd=directory)
     try:
@@ -1590,9 +1599,8 @@ class ServerSession(BaseSession):
         return session
 
     def _keep_flashes(self, session):
-        """Whether a new session holds nothing, or only flashes and a secret= was given: then
-        it is not stored, its flashes go in a signed cookie of their own, so that clients cannot
-        fill the store with failed logins."""
+        """Whether a new session holds nothing, or only flashes and a secret= was given: not
+        stored, its flashes in a signed cookie, lest clients fill the store by failed logins."""
         queue, allowed = session.get(Session.flash_key), {'sessionid', 'valid', Session.flash_key}
         only = not (session.get('valid') or 'e' in session.meta or session.keys() - allowed)
         value, signer = None, only and queue and self._flash_signer
@@ -1763,9 +1771,8 @@ class PickleSession(ServerSession):
         return os.open(name, flags | _O_NOFOLLOW, 0o600, dir_fd=self._dir_fd)
 
     def _reopen(self):
-        """Whether to retry a miss: the directory was gone (a temp cleaner, say) or its path
-        names another, and is reopened, checked, under the descriptor that threads in flight
-        keep using. Two threads may both do it: dup2() is atomic, and both open the path checked."""
+        """Whether to retry a miss: the directory was gone (a temp cleaner, say) or its path names
+        another; reopened, checked, onto the descriptor threads in flight use (dup2(): atomic)."""
         with contextlib.suppress(FileNotFoundError):
             held = os.fstat(self._dir_fd)
             named = os.stat(self.session_dir, follow_symlinks=False)
@@ -1818,9 +1825,8 @@ class PickleSession(ServerSession):
         return self._locked(key, lambda: self._unlink(key))
 
     def _locked(self, key, work, wait=True):
-        """work() under flock on one of 16 lock files, opened anew: a new open file
-        excludes other threads and forked workers alike. A lock held past lock_timeout
-        (by a stopped process, say) is a 503; one held at all, without wait, is None."""
+        """work() under flock on one of 16 lock files, opened anew to exclude threads and forked
+        workers alike. Held past lock_timeout (a stopped process): a 503; without wait: None."""
         try:
             fd = self._open('.lock-%d' % (int(key[-2:], 16) % 16), os.O_RDWR | os.O_CREAT)
             try:
@@ -2163,8 +2169,8 @@ class SQLSession(ServerSession):
         row = self._row(self._execute(cur, 'select', key, int(self.now())).fetchone())
         return row and row[0]
 
-    def read(self, key):
-        return self._run(lambda cur: self._one(cur, key))
+    read = lambda self, key: self._run(lambda cur: self._one(cur, key))
+    remove = lambda self, key: self._run(lambda c: self._execute(c, 'delete', key).rowcount) > 0
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         def store(cur):
@@ -2182,9 +2188,6 @@ class SQLSession(ServerSession):
             # Written, or a retry that had landed? Not rowcount: MySQL's is 0 for a row unchanged.
             return self._one(cur, key) == blob
         return self._run(store)
-
-    def remove(self, key):
-        return self._run(lambda cur: self._execute(cur, 'delete', key).rowcount) > 0
 
     def user_records(self, user):
         return self._run(lambda cur: [self._row(row) for row in self._execute(
@@ -2249,8 +2252,8 @@ class RedisSession(ServerSession):
         except Exception as exc:    # redis-py's errors; the module is not imported
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
-    def read(self, key):
-        return self._call(lambda: self.client.get(self.prefix + key))
+    read = lambda self, key: self._call(lambda: self.client.get(self.prefix + key))
+    remove = lambda self, key: bool(self._call(lambda: self.client.delete(self.prefix + key)))
 
     def write(self, key, blob, expires, expected=None, replaces=None, user=None):
         ttl, name = max(1, math.ceil(expires - self.now())), self.prefix + key
@@ -2270,9 +2273,6 @@ class RedisSession(ServerSession):
                 self._index_script(keys=[self.prefix + user], args=args)
             return bool(done)
         return self._call(store)
-
-    def remove(self, key):
-        return bool(self._call(lambda: self.client.delete(self.prefix + key)))
 
     def user_records(self, user):
         def members():

@@ -5187,6 +5187,23 @@ def test_redirect_back_refuses_unsafe_targets(target):
     assert response.headers['Location'] == 'http://localhost:80/'
 
 
+@pytest.mark.parametrize('host', [{'Host': '['}, {'X-Forwarded-Host': 'example.com]'}])
+def test_a_host_bottle_cannot_parse_gets_a_relative_redirect_not_a_500(host):
+    """bottle.redirect() joins the URL to the request's, whose Host or X-Forwarded-Host may
+    be one urllib cannot parse ('[': ValueError, a 500 for every visitor of a page behind
+    valid_user). There the Location is the path as given, which browsers resolve alike,
+    with the cookies the redirect sets."""
+    app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
+    response = app.get('/private/page?x=1', headers=host)
+    assert response.status_int in (302, 303) and response.headers['Location'] == '/auth/login'
+    [kept] = [h.split(';')[0] for h in set_cookie_headers(response)
+              if h.startswith('validuserloginredirect=')]
+    response = app.get('/auth/login', headers=dict(host, Cookie=kept))
+    assert response.headers['Location'] == '/private/page?x=1'
+    sent = ' '.join(set_cookie_headers(response))      # the sign-in's, and the kept page's end
+    assert 'session_data=' in sent and 'validuserloginredirect=""; expires=Thu, 01 Jan 1970' in sent
+
+
 @pytest.mark.parametrize('junk', ['user@example.com=1', 'a=b=c; ,=;', 'x="unterminated'])
 def test_redirect_back_survives_cookies_bottle_cannot_parse(junk):
     app = webtest.TestApp(auth_app(bs.CookieSession(secret=SECRET)))
