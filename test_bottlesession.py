@@ -6357,6 +6357,19 @@ def test_a_compressed_cookie_whose_json_is_large_is_not_remembered():
     assert manager.load(values[0])['blob'] == 'y' * 200000
 
 
+def test_the_json_a_cookie_store_remembers_is_at_most_cookie_limit_bytes():
+    """The bound is inclusive: JSON of COOKIE_LIMIT bytes is kept, one more is not (only
+    compress=True lets either into a cookie). Mutant: `<` kept one byte less."""
+    manager, now = bs.CookieSession(secret=SECRET, compress=True), int(time.time())
+
+    def kept(n):
+        value = manager.persist(bs.Session(manager, 'H' * 43, {'blob': 'z' * n},
+                                           {'c': now, 'a': now}))[1]
+        return manager._signed.get(value, ('',))[0]
+    n = bs.COOKIE_LIMIT - len(kept(0))
+    assert len(kept(n)) == bs.COOKIE_LIMIT and kept(n + 1) == ''
+
+
 def test_an_expired_cookie_this_process_signed_is_refused(monkeypatch):
     """Remembering a value skips its signature, never its expiry."""
     manager = bs.CookieSession(secret=SECRET, cookie_expires=60)
