@@ -694,8 +694,8 @@ def _rotate(session):
         dict.__setitem__(session, 'sessionid', session.id)
     session.meta['x'] = _new_id()
     session.modified, name = True, session.manager.visitor_cookie
-    if name in session.cookies or _cookie_values(bottle.request.environ, name):  # a stored
-        session.manager._set_cookie(session, name, '', 0)   # session's too: it would outlive it
+    if name in session.cookies or _cookie_values(bottle.request.environ, name):  # stored or
+        session.manager._set_cookie(session, name, '', 0)   # not: it holds the old secret
 
 
 def _user_id(user_id):
