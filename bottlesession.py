@@ -1656,7 +1656,7 @@ class ServerSession(BaseSession):
                 return blob, record
             if base is None:
                 base = self._parse(session.loaded[0]) if version is not None else {}
-            newer = theirs and self._parse(theirs)
+            newer = self._parse(theirs)     # None: gone, empty or damaged
             if newer is None:
                 if not (session.get('valid') and session.meta.get('l') != session.loaded[1].get('l')):
                     return None, None

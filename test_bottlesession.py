@@ -6752,6 +6752,26 @@ def test_a_damaged_record_is_an_unknown_session(kind, damage, request, tmp_path)
     assert test.get('/get').json['new'] is True
 
 
+@pytest.mark.parametrize('kind', kinds('pickle', 'sqlite', 'postgres', 'mariadb'))
+def test_a_record_emptied_during_a_request_loses_its_save_not_a_500(kind, request, tmp_path):
+    """A record emptied under a request (a damaged store; Redis cannot hold an empty
+    value) is unknown: that request's save is lost, as if it were deleted, not a 500."""
+    manager = make_manager(kind, request, tmp_path)
+    app = plugin_app(manager)
+
+    @app.route('/empty-then-set')
+    def empty_then_set(session):
+        key = manager.storage_key(session.id)
+        assert manager.write(key, b'' if kind == 'pickle' else '', time.time() + 3600,
+                             manager.read(key))
+        session['after'] = 1
+        return 'ok'
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    assert test.get('/empty-then-set').text == 'ok'
+    assert test.get('/get').json['new'] is True
+
+
 @pytest.mark.parametrize('kind', kinds('pickle', 'sqlite', 'redis'))
 def test_a_login_again_on_a_session_removed_meanwhile_is_signed_in(kind, request, tmp_path):
     """A signed-in user signs in again (a fresh= page) while another request
