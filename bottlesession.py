@@ -2212,7 +2212,7 @@ class RedisSession(ServerSession):
     def __init__(self, client, *, prefix='bottlesession:', cookie_expires=DEFAULT_MAX_AGE,
                  **options):
         super().__init__(cookie_expires, cleanup_chance=0, **options)  # Redis drops them at TTL
-        if not all(hasattr(client, name) for name in ('get', 'set', 'delete')):
+        if not all(hasattr(client, n) for n in ('get', 'set', 'delete', 'register_script')):
             raise TypeError('client must be a redis-py compatible client')
         if not isinstance(prefix, str):
             raise TypeError('prefix must be a str, not %r' % (prefix,))

@@ -9928,6 +9928,9 @@ def test_redis_cluster_login_that_cannot_write_keeps_the_session(redis_cluster):
 def test_redis_client_and_prefix_are_checked(redis_server):
     with pytest.raises(TypeError):
         bs.RedisSession(object())
+    plain = type('KeyValue', (), {'get': None, 'set': None, 'delete': None})()
+    with pytest.raises(TypeError, match='redis-py compatible'):   # no scripts: not redis-py
+        bs.RedisSession(plain)
     for prefix in (b'x:', None, 5):
         with pytest.raises(TypeError):
             bs.RedisSession(redis_server.client(), prefix=prefix)
