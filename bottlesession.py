@@ -339,8 +339,7 @@ class Session(dict):
         raise KeyError('popitem(): the session holds no data')
 
     def setdefault(self, key, default=None):
-        if key not in self:
-            self[key] = default
+        key in self or self.__setitem__(key, default)      # the change is seen
         return dict.__getitem__(self, key)
 
     def update(self, *args, **kwargs):
@@ -576,8 +575,7 @@ class BaseSession:
                 self.delete(session.id)     # too, or at a cleanup if the store is failing
         return self._fresh(environ, now)
 
-    def _fresh(self, environ, now):
-        return Session(self, _new_id(), meta={'c': now, 'a': now})
+    _fresh = lambda self, environ, now: Session(self, _new_id(), meta={'c': now, 'a': now})
 
     def _refresh_due(self, session):
         return (self._touch_after and not session.new
@@ -1304,8 +1302,7 @@ class Signer:
         outer.update(inner.digest())
         return _b64encode(outer.digest())
 
-    def sign(self, message):
-        return message + b'.' + self.signature(message)
+    sign = lambda self, message: message + b'.' + self.signature(message)
 
     def unsign(self, signed):
         """Return (message, index of the secret that verified) or raise BadSignature."""
@@ -1712,8 +1709,7 @@ class ServerSession(BaseSession):
         raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
                                 % (key, self.swap_attempts))
 
-    def reset_rate_limit(self, key):
-        self.remove(self._key(b'rate', key))
+    reset_rate_limit = lambda self, key: self.remove(self._key(b'rate', key))
 
 
 # PickleSession ###############################################################
@@ -1732,7 +1728,8 @@ class PickleSession(ServerSession):
 
     def __init__(self, session_dir=None, cookie_expires=DEFAULT_MAX_AGE, **options):
         super().__init__(cookie_expires, **_on_defaults(options, not session_dir))
-        if fcntl is None or not {os.open, os.stat, os.rename, os.unlink} <= os.supports_dir_fd:
+        # os.open takes dir_fd wherever these do; eventlet's green os.open is not listed
+        if fcntl is None or not {os.stat, os.rename, os.unlink} <= os.supports_dir_fd:
             raise ConfigError('PickleSession needs dir_fd support (a POSIX system)')
         self.session_dir = os.path.abspath(session_dir or _default_dir())
         # Every file operation is relative to this descriptor: the checked path cannot be swapped.
@@ -1821,8 +1818,7 @@ class PickleSession(ServerSession):
             return done
         return self._locked(replaces or key, swap)
 
-    def remove(self, key):
-        return self._locked(key, lambda: self._unlink(key))
+    remove = lambda self, key: self._locked(key, lambda: self._unlink(key))
 
     def _locked(self, key, work, wait=True):
         """work() under flock on one of 16 lock files, opened anew to exclude threads and forked
@@ -1854,12 +1850,10 @@ class PickleSession(ServerSession):
             return self._locked(key, lambda: self.read(key, True) is None and self._unlink(key),
                                 wait=False)     # another has it: left to a later cleanup
 
-    def _unlink(self, key):
-        try:
-            os.unlink(self._name(key), dir_fd=self._dir_fd)
-            return True
-        except FileNotFoundError:
-            return False
+    def _unlink(self, key):     # whether it was there
+        with contextlib.suppress(FileNotFoundError):
+            return os.unlink(self._name(key), dir_fd=self._dir_fd) or True
+        return False
 
     def _scan(self):
         """(name, stat) of each file, through a descriptor of its own: dups share offsets."""
@@ -2033,6 +2027,15 @@ def _before_fork():
         store._forget(getattr(store._local, 'held', (None, None))[1])
 
 
+class _Held(tuple):
+    """A thread's (pid, connection), closed as the thread ends by the process that made it."""
+    def __del__(self):      # not at a collection: sqlite3's connections are in a reference cycle
+        if self[0] == os.getpid():      # never in a forked child: it would end the parent's
+            with contextlib.suppress(Exception):
+                self[1].close()
+                del _SQLITE_OPEN[self[1]]   # closed, though a traceback may keep it a while
+
+
 class SQLSession(ServerSession):
     """Keeps sessions in a SQL table, through a DB-API 2 driver.
 
@@ -2113,16 +2116,13 @@ class SQLSession(ServerSession):
         pid, conn = getattr(self._local, 'held', (None, None))
         if pid != os.getpid():          # a forked parent's is never used (see _before_fork)
             conn = self._factory()
-            self._local.held = os.getpid(), conn
+            self._local.held = _Held((os.getpid(), conn))
         return conn
 
     def _forget(self, conn):
         """Close a connection that cannot be used again; the thread makes a new one."""
         if getattr(self._local, 'held', (None, None))[1] is conn:
-            self._local.held = None, None
-            with contextlib.suppress(Exception):
-                conn.close()
-                del _SQLITE_OPEN[conn]      # closed, though a traceback may keep it a while
+            self._local.held = None, None       # _Held closes it
 
     def _run(self, work):
         """Run work(cursor) in one transaction; driver errors become SessionStoreError. A broken

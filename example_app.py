@@ -338,7 +338,8 @@ def main():
     parser.add_argument('--port', type=int, default=int(os.environ.get('PORT', 8080)))
     parser.add_argument('--store', choices=['file', 'sqlite', 'cookie'], default='file')
     parser.add_argument('--server', default=None,
-                        help='a bottle server name, such as waitress (default: threaded wsgiref)')
+                        help='a bottle server name, such as waitress (default: threaded '
+                             'wsgiref); not gevent or eventlet, which patch before any import')
     args = parser.parse_args()
     bottle.run(make_app(make_manager(args.store)), host=args.host, port=args.port,
                server=args.server or ThreadingServer)
