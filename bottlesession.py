@@ -2027,7 +2027,7 @@ def _before_fork():
         store._forget(getattr(store._local, 'held', (None, None))[1])
 
 
-class _Held(tuple):
+class _Held(tuple):     # pragma: no mutate block (mutmut's tracing fails in finalizers)
     """A thread's (pid, connection), closed as the thread ends by the process that made it."""
     def __del__(self):      # not at a collection: sqlite3's connections are in a reference cycle
         if self[0] == os.getpid():      # never in a forked child: it would end the parent's
