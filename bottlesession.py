@@ -540,9 +540,7 @@ class BaseSession:
         """Delete the stored session `sid`, if there is one."""
         raise NotImplementedError
 
-    def cleanup(self):
-        """Delete expired sessions, for cron. Return how many were removed."""
-        return 0
+    cleanup = lambda self: 0    # delete expired sessions, for cron; return how many
 
     # Loading #################################################################
     def get_session(self):
@@ -2028,9 +2026,10 @@ def _before_fork():
 
 
 class _Held(tuple):     # pragma: no mutate block (mutmut's tracing fails in finalizers)
-    """A thread's (pid, connection), closed as the thread ends by the process that made it."""
+    """A thread's (pid, connection), closed as the thread ends; not in a forked child (it would
+    end the parent's), nor at exit (a daemon thread may be reading it: a crash)."""
     def __del__(self):      # not at a collection: sqlite3's connections are in a reference cycle
-        if self[0] == os.getpid():      # never in a forked child: it would end the parent's
+        if self[0] == os.getpid() and not sys.is_finalizing():
             with contextlib.suppress(Exception):
                 self[1].close()
                 del _SQLITE_OPEN[self[1]]   # closed, though a traceback may keep it a while
