@@ -1539,12 +1539,9 @@ class ServerSession(BaseSession):
         return self._key(b'user', str(record['u'])) if signed_in else None
 
     # The store's part, on the interface above ################################
-    def dumps(self, record):
-        return _to_json(record)
+    dumps = lambda self, record: _to_json(record)
     _canonical = dumps      # what the merge compares: bytes equal for equal values
-
-    def loads(self, blob):
-        return _json_decode(blob if isinstance(blob, str) else blob.decode('utf-8'))
+    loads = lambda self, blob: _json_decode(blob if isinstance(blob, str) else blob.decode())
 
     def _parse(self, blob):
         """The record in a blob, or None if it is not one of ours."""
@@ -2098,7 +2095,7 @@ class SQLSession(ServerSession):
                 conn.commit()
             except Exception as exc:
                 lost, _, timeout = _sql_failure(conn, exc)
-                if lost or timeout:     # not a missing table: no DDL to wait on too
+                if lost or timeout or not SQLSession._db_error(exc):  # no missing table
                     raise
                 conn.rollback()
                 return exc
@@ -2124,9 +2121,9 @@ class SQLSession(ServerSession):
             self._local.held = None, None       # _Held closes it
 
     def _run(self, work):
-        """Run work(cursor) in one transaction; driver errors become SessionStoreError. A broken
-        connection runs again on a new one, once (a pool's, till one is whole: a restart breaks
-        all); a deadlock's victim too; 2 s at most (PostgreSQL takes 1 s to see a deadlock)."""
+        """Run work(cursor) in one transaction. Failing to connect, or a driver's error (PEP 249's
+        Error), is a SessionStoreError. A lost connection runs again on a new one, once (a pool's,
+        till one is whole); a deadlock's victim too; 2 s at most (PostgreSQL sees one in 1 s)."""
         started = time.monotonic()
         for attempt in range(100):
             conn = None
@@ -2138,7 +2135,9 @@ class SQLSession(ServerSession):
                     return self._transaction(conn, work)
             except SessionStoreError:
                 raise
-            except Exception as exc:
+            except Exception as exc:    # on a connection, the app's (its deadline, say) as raised
+                if conn is not None and not self._db_error(exc):
+                    raise
                 lost, deadlock, timeout = _sql_failure(conn, exc)
                 if lost:
                     self._forget(conn)
@@ -2154,13 +2153,14 @@ class SQLSession(ServerSession):
                 result = work(cur)
             conn.commit()
             return result
-        except BaseException:
-            try:
-                conn.rollback()
+        except BaseException as exc:
+            try:    # a statement cut by an app's deadline, say: a rollback would wait for it
+                conn.rollback() if self._db_error(exc) else self._forget(conn)
             except Exception:
                 self._forget(conn)      # in no state to be used again
             raise
 
+    _db_error = staticmethod(lambda exc: 'Error' in {k.__name__ for k in type(exc).__mro__})
     _row = staticmethod(lambda row: row and tuple(  # a tuple of str, from an app's dicts, bytes
         v.decode() if hasattr(v, 'decode') else v for v in getattr(row, 'values', lambda: row)()))
 
@@ -2242,15 +2242,13 @@ class RedisSession(ServerSession):
         if #KEYS == 3 then""" + _INDEX + """ end
         return 1"""
 
-    def dumps(self, record):
-        return _to_json(record).encode('ascii')     # bytes, as redis-py reads them back
-
     def _call(self, work):
         try:
             return work()
         except Exception as exc:    # redis-py's errors; the module is not imported
             raise SessionStoreError('session store (Redis) failed: %s' % exc) from exc
 
+    dumps = lambda self, record: _to_json(record).encode('ascii')   # as redis-py reads them back
     read = lambda self, key: self._call(lambda: self.client.get(self.prefix + key))
     remove = lambda self, key: bool(self._call(lambda: self.client.delete(self.prefix + key)))
 

@@ -9887,6 +9887,40 @@ def test_a_connection_lost_twice_in_a_row_is_one_retry_then_a_503(tmp_path):
     assert state['fired'] == 2
 
 
+@pytest.mark.parametrize('cut', ['a request', "a new store's first statement"])
+@pytest.mark.parametrize('marks', [True, False])
+def test_an_apps_own_deadline_that_cuts_a_statement_is_the_apps_and_closes_it(cut, marks,
+                                                                               tmp_path):
+    """The app's own timeout (AppTimeout, as gevent.Timeout(seconds, AppTimeout) raises it)
+    cuts a statement; the driver marks the connection broken (psycopg), or not (PyMySQL). The
+    app gets its exception as raised, at once; the cut connection is closed, not rolled back
+    (a rollback waits for the statement it cut) nor used again. Failed (found by an outside
+    attack): taken for a lost connection, the statement ran again on a new one, past the
+    deadline: a 200, the exception gone; else a 503; in a new store's setup, taken for a
+    missing table, and the setup went on."""
+    path = str(tmp_path / 'sessions.db')
+    bs.SQLSession(path)         # the file, made and checked as the store makes it
+    made, state = [], {'cut': False, 'statements': 0, 'marks': marks}
+
+    def connect():
+        made.append(CutConnection(sqlite3.connect(path, timeout=30), state))
+        return made[-1]
+    app = plugin_app(bs.SQLSession(connect, cleanup_chance=0))
+    test = webtest.TestApp(with_deadline(app))
+    if cut == 'a request':
+        test.get('/set/a/1')
+    state.update(cut=True, statements=0)
+    rollbacks = made[0].rollbacks if made else 0    # the first use's, making the table
+    assert test.get('/set/a/2', status='*').status_int == 504
+    assert state['statements'] == 0 and made[0].rollbacks == rollbacks
+    with pytest.raises(sqlite3.ProgrammingError):       # closed
+        made[0].execute('SELECT 1')
+    assert test.get('/set/b/1').text == 'ok'
+    data = test.get('/get').json['data']
+    assert (data.get('a'), data['b']) == ('1' if cut == 'a request' else None, '1')
+    assert len(made) == 2
+
+
 def test_a_pool_whose_connections_a_restart_broke_serves_the_next_request(tmp_path):
     """A database restart breaks every idle connection of a pool: the retry draws one broken
     connection after another, then a new one, and the request is served. Failed: one retry
@@ -11559,6 +11593,39 @@ def test_a_login_on_a_full_disk_keeps_the_session(request):
 ###############################################################################
 # Outages and stalls: a store that goes away, or stops answering ##############
 ###############################################################################
+
+
+@slow
+@pytest.mark.parametrize('which', ['postgres', 'postgres-pool', 'mariadb'])
+def test_an_apps_own_deadline_cutting_a_wait_on_a_lock_is_the_apps_at_once(which, request):
+    """A statement waits on a table another connection holds locked for 3 s, and the app's own
+    0.3 s deadline (SIGALRM raising AppTimeout, as gevent.Timeout(0.3, AppTimeout) would) cuts
+    it. The app answers its own 504 within a second; nothing lands, and after the lock the
+    session is served as it was. Failed (found by an outside attack): the cut connection was
+    taken for a lost one, and the statement ran again on a new one and waited out the lock:
+    a 200 after 3 s, the deadline's exception gone. With PyMySQL, a rollback of the cut
+    connection waits out the lock too."""
+    kind, table = which.split('-')[0], 'deadline_%s' % uuid.uuid4().hex[:8]
+    connect = functools.partial(postgres_connect if kind == 'postgres' else mariadb_connect,
+                                server_address(kind, request))
+    database = request.getfixturevalue('postgres_pool') if which.endswith('pool') else connect
+    app = with_deadline(plugin_app(bs.SQLSession(database, table=table, cleanup_chance=0)))
+    test = webtest.TestApp(app)
+    test.get('/set/a/1')
+    other = connect()
+    other.cursor().execute(('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE' if kind == 'postgres'
+                            else 'LOCK TABLES %s WRITE') % table)
+    unlock = threading.Timer(3, other.close)
+    unlock.start()
+    try:
+        app.seconds, started = 0.3, time.monotonic()
+        status = test.get('/set/a/2', status='*').status_int
+        took, app.seconds = time.monotonic() - started, None
+    finally:
+        unlock.join()
+    assert status == 504 and took < 1, (status, took)
+    assert test.get('/get').json['data']['a'] == '1'
+    assert test.get('/set/a/3').text == 'ok'
 
 
 @slow
@@ -13783,6 +13850,69 @@ class CountingCursor:
         return getattr(self._cur, name)
 
 
+class AppTimeout(Exception):
+    """An app's own deadline, as gevent.Timeout(seconds, AppTimeout) raises it."""
+
+
+def with_deadline(app):
+    """A Bottle app behind a WSGI middleware that, while its `seconds` is set, cuts each
+    request then (SIGALRM: webtest runs the app in the main thread) with AppTimeout, and
+    answers an AppTimeout, however raised, with its own 504."""
+    app.catchall = False        # the app's exception reaches the middleware as raised
+
+    def deadline(environ, start_response):
+        def cut(signum, frame):
+            raise AppTimeout('the deadline')
+        signal.signal(signal.SIGALRM, cut)
+        signal.setitimer(signal.ITIMER_REAL, deadline.seconds or 0)
+        try:
+            return app(environ, start_response)
+        except AppTimeout:
+            start_response('504 Gateway Timeout', [('Content-Type', 'text/plain')])
+            return [b'out of time']
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    deadline.seconds = None
+    return deadline
+
+
+class CutConnection:
+    """A real connection whose next statement, once state['cut'] is set, the app's deadline
+    cuts: AppTimeout, raised from execute() as from a driver's wait on the server. The cut
+    marks it broken (closed) if state['marks'], as psycopg does. Counts statements and
+    rollbacks."""
+
+    def __init__(self, conn, state):
+        self._conn, self._state, self.rollbacks, self.closed = conn, state, 0, False
+
+    def cursor(self):
+        return CutCursor(self, self._conn.cursor())
+
+    def rollback(self):
+        self.rollbacks += 1
+        return self._conn.rollback()
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+class CutCursor:
+    def __init__(self, conn, cur):
+        self._conn, self._cur = conn, cur
+
+    def execute(self, query, params=()):
+        state = self._conn._state
+        if state['cut']:
+            state['cut'], self._conn.closed = False, state['marks']
+            raise AppTimeout('the deadline')
+        state['statements'] += 1
+        return self._cur.execute(query, params)
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+
 @pytest.fixture
 def postgres_pool(postgres_server):
     try:
@@ -13807,8 +13937,9 @@ def failfast_postgres_pool(postgres_server):
     pool.close()
 
 
-class ConnectionLost(Exception):
-    """What a driver raises when the server goes away: SQLSTATE class 08."""
+class ConnectionLost(sqlite3.OperationalError):
+    """What a driver raises when the server goes away: SQLSTATE class 08, on PEP 249's
+    classes (an OperationalError, so an Error) as every driver's are."""
     sqlstate = '08006'
     pgcode = '08006'
 
