@@ -2154,7 +2154,7 @@ class SQLSession(ServerSession):
             conn.commit()
             return result
         except BaseException as exc:
-            try:    # a statement cut by an app's deadline, say: a rollback would wait for it
+            try:    # cut mid-statement by the app's deadline, say: in no state to roll back
                 conn.rollback() if self._db_error(exc) else self._forget(conn)
             except Exception:
                 self._forget(conn)      # in no state to be used again

@@ -9894,10 +9894,10 @@ def test_an_apps_own_deadline_that_cuts_a_statement_is_the_apps_and_closes_it(cu
     """The app's own timeout (AppTimeout, as gevent.Timeout(seconds, AppTimeout) raises it)
     cuts a statement; the driver marks the connection broken (psycopg), or not (PyMySQL). The
     app gets its exception as raised, at once; the cut connection is closed, not rolled back
-    (a rollback waits for the statement it cut) nor used again. Failed (found by an outside
-    attack): taken for a lost connection, the statement ran again on a new one, past the
-    deadline: a 200, the exception gone; else a 503; in a new store's setup, taken for a
-    missing table, and the setup went on."""
+    (in no known state: psycopg and PyMySQL refuse it) nor used again. Failed (an outside
+    attack found it): taken for a lost connection, the statement ran again on a new one,
+    past the deadline: a 200, the exception gone; else a 503; in a new store's setup, taken
+    for a missing table, and the setup went on."""
     path = str(tmp_path / 'sessions.db')
     bs.SQLSession(path)         # the file, made and checked as the store makes it
     made, state = [], {'cut': False, 'statements': 0, 'marks': marks}
@@ -11603,8 +11603,7 @@ def test_an_apps_own_deadline_cutting_a_wait_on_a_lock_is_the_apps_at_once(which
     it. The app answers its own 504 within a second; nothing lands, and after the lock the
     session is served as it was. Failed (found by an outside attack): the cut connection was
     taken for a lost one, and the statement ran again on a new one and waited out the lock:
-    a 200 after 3 s, the deadline's exception gone. With PyMySQL, a rollback of the cut
-    connection waits out the lock too."""
+    a 200 after 3 s, the deadline's exception gone."""
     kind, table = which.split('-')[0], 'deadline_%s' % uuid.uuid4().hex[:8]
     connect = functools.partial(postgres_connect if kind == 'postgres' else mariadb_connect,
                                 server_address(kind, request))
