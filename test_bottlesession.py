@@ -9921,6 +9921,28 @@ def test_an_apps_own_deadline_that_cuts_a_statement_is_the_apps_and_closes_it(cu
     assert len(made) == 2
 
 
+def test_a_drivers_error_is_rolled_back_and_its_connection_kept(tmp_path):
+    """Another connection holds the database's write lock past the busy timeout: that save
+    is a 503, rolled back, and the same connection serves the next request (no new one per
+    failure; the PostgreSQL timeout test shows it for a server). Mutant: the connection was
+    closed on a driver's error too, as on a cut statement."""
+    path = str(tmp_path / 'sessions.db')
+    bs.SQLSession(path)         # the file, made and checked as the store makes it
+    made = []
+
+    def connect():
+        made.append(sqlite3.connect(path, timeout=0.2))
+        return made[-1]
+    test = webtest.TestApp(plugin_app(bs.SQLSession(connect, cleanup_chance=0)))
+    test.get('/set/a/1')
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute('BEGIN EXCLUSIVE')
+        test.get('/set/a/2', status=503)
+    assert test.get('/get').json['data']['a'] == '1'
+    assert test.get('/set/a/3').text == 'ok'
+    assert len(made) == 1
+
+
 def test_a_pool_whose_connections_a_restart_broke_serves_the_next_request(tmp_path):
     """A database restart breaks every idle connection of a pool: the retry draws one broken
     connection after another, then a new one, and the request is served. Failed: one retry
