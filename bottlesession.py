@@ -1966,7 +1966,8 @@ def _sql_failure(conn, error):
     code = getattr(error, 'errno', None) or (error.args[:1] or [None])[0]
     lost = conn is not None and (getattr(conn, 'closed', False) or not getattr(conn, 'open', True)
                                  or isinstance(state, str) and state.startswith('08'))
-    timeout = 'timed out' in str(error) or state in ('57014', '55P03') or code in (1205, 1969, 3024)
+    timeout = ('timed out' in str(error) or isinstance(error.__context__, TimeoutError)  # PyMySQL
+               or state in ('57014', '55P03') or code in (1205, 1969, 3024))    # wraps an app's
     return bool(lost), state in ('40001', '40P01') or code == 1213, timeout
 
 
@@ -2067,6 +2068,8 @@ class SQLSession(ServerSession):
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs till it is done."""
         driver = type(conn).__module__.split('.')[0]
+        with contextlib.suppress(Exception):    # a pool's wrapper (DBUtils') names its driver
+            driver = conn.dbapi().__name__.split('.')[0]
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
         if getattr(conn, 'get_autocommit', lambda: getattr(conn, 'autocommit', 0))() is True or (
@@ -2160,14 +2163,12 @@ class SQLSession(ServerSession):
                 self._forget(conn)      # in no state to be used again
             raise
 
-    _db_error = staticmethod(lambda exc: 'Error' in {k.__name__ for k in type(exc).__mro__})
+    _db_error = staticmethod(lambda exc: any(k.__name__ in ('DatabaseError', 'InterfaceError')
+                                             for k in type(exc).__mro__))  # PEP 249's kinds
     _row = staticmethod(lambda row: row and tuple(  # a tuple of str, from an app's dicts, bytes
         v.decode() if hasattr(v, 'decode') else v for v in getattr(row, 'values', lambda: row)()))
-
-    def _one(self, cur, key):
-        row = self._row(self._execute(cur, 'select', key, int(self.now())).fetchone())
-        return row and row[0]
-
+    _one = lambda self, cur, key: (row := self._row(self._execute(   # its blob, or None
+        cur, 'select', key, int(self.now())).fetchone())) and row[0]
     read = lambda self, key: self._run(lambda cur: self._one(cur, key))
     remove = lambda self, key: self._run(lambda c: self._execute(c, 'delete', key).rowcount) > 0
 
