@@ -2054,6 +2054,8 @@ class SQLSession(ServerSession):
         if database is None or isinstance(database, (str, os.PathLike)):
             self._factory = _sqlite_factory(database)
         elif hasattr(database, 'connection'):
+            if type(database).__module__.startswith('dbutils'):  # runs a failed statement again
+                raise ConfigError('DBUtils splits transactions: use a factory or psycopg_pool')
             self._pool = database
         elif hasattr(database, 'cursor'):
             raise ConfigError('SQLSession takes a connection factory (lambda: psycopg.connect'
@@ -2067,9 +2069,8 @@ class SQLSession(ServerSession):
 
     def _setup(self, conn):
         """Learn the driver's dialect; create the table if it is missing. Runs till it is done."""
-        driver = type(conn).__module__.split('.')[0]
-        with contextlib.suppress(Exception):    # a pool's wrapper (DBUtils') names its driver
-            driver = conn.dbapi().__name__.split('.')[0]
+        roots = [k.__module__.split('.')[0] for k in type(conn).__mro__]   # an app's subclass too
+        driver = next((root for root in roots if root in _DIALECTS), roots[0])
         style = self.paramstyle or getattr(sys.modules.get(driver), 'paramstyle', 'qmark')
         dialect = _DIALECTS.get(driver)
         if getattr(conn, 'get_autocommit', lambda: getattr(conn, 'autocommit', 0))() is True or (

@@ -8828,26 +8828,67 @@ def test_sql_connections_set_up_the_apps_own_way(setting, request, tmp_path):
     assert phone.get('/whoami').json['user_id'] is None
 
 
+@pytest.mark.parametrize('made', ["the driver's", "an app's subclass"])
 @pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
-def test_sql_connections_in_autocommit_are_refused(kind, request, tmp_path, caplog):
+def test_sql_connections_in_autocommit_are_refused(kind, made, request, tmp_path, caplog):
     """A login's new id and the old one's removal are one transaction: on a connection that
     commits every statement, a failure between them lost the visitor's session. Such a
     connection is refused at the first request, a 503 whose log line says why. Failed:
-    accepted, and a login whose insert failed left the cookie naming nothing."""
-    if kind == 'sqlite':
-        connect = functools.partial(sqlite3.connect, str(tmp_path / 'app.db'),
-                                    isolation_level=None)
-    elif kind == 'postgres':
-        connect = functools.partial(postgres_connect, server_address(kind, request),
-                                    autocommit=True)
+    accepted, and a login whose insert failed left the cookie naming nothing; for an app's
+    subclass of sqlite3's connection, whose module named no driver (an outside attack)."""
+    where = str(tmp_path / 'app.db') if kind == 'sqlite' else server_address(kind, request)
+    options = {'isolation_level': None} if kind == 'sqlite' else {'autocommit': True}
+    if made == "an app's subclass":
+        connect = app_connection_factory(kind, where, **options)
+    elif kind == 'sqlite':
+        connect = functools.partial(sqlite3.connect, where, **options)
     else:
-        connect = functools.partial(mariadb_connect, server_address(kind, request),
-                                    autocommit=True)
+        connect = functools.partial(postgres_connect if kind == 'postgres' else mariadb_connect,
+                                    where, **options)
     manager = bs.SQLSession(connect, table='auto_' + uuid.uuid4().hex[:8])
     app = webtest.TestApp(sessions_app(manager))
     app.get('/set/cart/book', status=503)
     assert ('the session database commits every statement (autocommit): give connections '
             'that do not, so a login is one step') in caplog.messages
+
+
+@pytest.mark.parametrize('kind', kinds('sqlite', 'postgres', 'mariadb'))
+def test_an_apps_subclass_of_a_drivers_connection_is_served_in_its_dialect(kind, request,
+                                                                           tmp_path):
+    """Connections of an app's own subclass of the driver's class (psycopg_pool's
+    connection_class=, sqlite3's factory=) are the driver's: its paramstyle, no need to give
+    one, and its dialect (on MariaDB, backquoted names and a MEDIUMTEXT column that holds a
+    100 KB session). Failed (an outside attack): the subclass's module named no driver, and
+    every request was a 503, the SQL in the wrong paramstyle or, on MariaDB, quoted."""
+    where = str(tmp_path / 'app.db') if kind == 'sqlite' else server_address(kind, request)
+    manager = bs.SQLSession(app_connection_factory(kind, where),
+                            table='subclass_' + uuid.uuid4().hex[:8])
+    app = add_private_route(plugin_app(manager), manager)
+
+    @app.route('/big')
+    def big(session):
+        session['big'] = 'x' * 100_000
+    test = webtest.TestApp(app)
+    assert test.get('/big', status='*').status_int == 200
+    test.get('/login/alice')
+    assert test.get('/private').text == 'private'
+    assert len(test.get('/get').json['data']['big']) == 100_000
+
+
+def test_a_dbutils_pool_is_refused_when_the_store_is_built(tmp_path):
+    """DBUtils runs a failed statement again on its own, alone, on another connection: half
+    a login's transaction (the old id's removal, or the new id's insert) then lands without
+    the other, and a timed-out save landed after its timeout (an outside attack, with
+    psycopg and PyMySQL). Its pools are refused, with a message that names what to use."""
+    try:
+        from dbutils.persistent_db import PersistentDB
+        from dbutils.pooled_db import PooledDB
+    except ImportError:
+        missing('DBUtils', "pip install -e '.[test]'")
+    path = str(tmp_path / 'app.db')
+    for pool in (PooledDB(sqlite3, 1, database=path), PersistentDB(sqlite3, database=path)):
+        with pytest.raises(bs.ConfigError, match='DBUtils splits transactions: use a factory'):
+            bs.SQLSession(pool)
 
 
 def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
@@ -9437,38 +9478,6 @@ def test_a_failing_cleanup_inside_a_request_is_logged_and_the_page_served(
     assert test.get('/get').json['data']['a'] == '1'
 
 
-@slow
-@pytest.mark.parametrize('kind', ['postgres', 'mariadb'])
-def test_a_dbutils_pool_is_served_in_its_drivers_own_dialect(kind, request):
-    """DBUtils lends connections wrapped in classes of its own module, which names no driver:
-    the store asks the wrapper for its driver (dbapi()), so no paramstyle need be given, and
-    MariaDB gets its own dialect (backquoted names, a MEDIUMTEXT column for a 100 KB session).
-    Failed (found by an outside attack): every request a 503, the SQL in no driver's
-    paramstyle; with the paramstyle given, MariaDB refused the double-quoted names."""
-    try:
-        from dbutils.pooled_db import PooledDB
-    except ImportError:
-        missing('DBUtils', "pip install -e '.[test]'")
-    if kind == 'postgres':
-        import psycopg
-        pool = PooledDB(psycopg, 2, conninfo=server_address(kind, request))
-    else:
-        import pymysql
-        pool = PooledDB(pymysql, 2, unix_socket=server_address(kind, request), user='root',
-                        database='bottlesession')
-    manager = bs.SQLSession(pool, table='dbutils_%s' % uuid.uuid4().hex[:8])
-    app = add_private_route(plugin_app(manager), manager)
-
-    @app.route('/big')
-    def big(session):
-        session['big'] = 'x' * 100_000
-    test = webtest.TestApp(app)
-    assert test.get('/big', status='*').status_int == 200
-    test.get('/login/alice')
-    assert test.get('/private').text == 'private'
-    assert len(test.get('/get').json['data']['big']) == 100_000
-    pool.close()
-
 
 @slow
 @pytest.mark.parametrize('kind', kinds('postgres', 'mariadb'))
@@ -9937,7 +9946,7 @@ def test_an_apps_own_deadline_that_cuts_a_statement_is_the_apps_and_closes_it(
                  'CancelledError': concurrent.futures.CancelledError}[exception]
     path = str(tmp_path / 'sessions.db')
     bs.SQLSession(path)         # the file, made and checked as the store makes it
-    made, state = [], {'cut': False, 'statements': 0, 'marks': marks, 'exception': exception}
+    made, state = [], {'cut': False, 'statements': [], 'marks': marks, 'exception': exception}
 
     def connect():
         made.append(CutConnection(sqlite3.connect(path, timeout=30), state))
@@ -9946,10 +9955,11 @@ def test_an_apps_own_deadline_that_cuts_a_statement_is_the_apps_and_closes_it(
     test = webtest.TestApp(with_deadline(app, exception))
     if cut == 'a request':
         test.get('/set/a/1')
-    state.update(cut=True, statements=0)
+    state['cut'] = True
+    state['statements'].clear()
     rollbacks = made[0].rollbacks if made else 0    # the first use's, making the table
     assert test.get('/set/a/2', status='*').status_int == 504
-    assert state['statements'] == 0 and made[0].rollbacks == rollbacks
+    assert state['statements'] == [] and made[0].rollbacks == rollbacks
     with pytest.raises(sqlite3.ProgrammingError):       # closed
         made[0].execute('SELECT 1')
     assert test.get('/set/b/1').text == 'ok'
@@ -13555,6 +13565,22 @@ def mariadb_connect(socket_path, database='bottlesession', **options):
                            connect_timeout=5, **options)
 
 
+def app_connection_factory(kind, where, **options):
+    """A factory of connections of an app's own subclass, defined in this module, of the
+    driver's connection class (as psycopg_pool's connection_class= or sqlite3's factory=)."""
+    if kind == 'sqlite':
+        subclass = type('AppConnection', (sqlite3.Connection,), {})
+        return lambda: sqlite3.connect(where, factory=subclass, **options)
+    if kind == 'postgres':
+        import psycopg
+        subclass = type('AppConnection', (psycopg.Connection,), {})
+        return lambda: subclass.connect(where, connect_timeout=5, **options)
+    import pymysql
+    subclass = type('AppConnection', (pymysql.connections.Connection,), {})
+    return lambda: subclass(unix_socket=where, user='root', database='bottlesession',
+                            connect_timeout=5, **options)
+
+
 def build_store(kind, where=None, name=None, failfast=False, **options):
     """The one store factory, for the tests and the scripts they start (so it
     takes plain strings). where: the directory, the SQLite file, the PostgreSQL
@@ -13942,40 +13968,35 @@ def with_deadline(app, exception=AppTimeout):
     return deadline
 
 
-class CutConnection:
+class CutConnection(CountingConnection):
     """A real connection whose next statement, once state['cut'] is set, the app's deadline
-    cuts: state['exception'], raised from execute() as from a driver's wait on the server. The cut
-    marks it broken (closed) if state['marks'], as psycopg does. Counts statements and
-    rollbacks."""
+    cuts: state['exception'], raised from execute() as from a driver's wait on the server.
+    The cut marks it broken (closed) if state['marks'], as psycopg does. Counts statements
+    (in state['statements']) and rollbacks."""
 
     def __init__(self, conn, state):
-        self._conn, self._state, self.rollbacks, self.closed = conn, state, 0, False
+        super().__init__(conn, state['statements'])
+        self._state, self.rollbacks, self.closed = state, 0, False
 
     def cursor(self):
-        return CutCursor(self, self._conn.cursor())
+        return CutCursor(self._conn.cursor(), self)
 
     def rollback(self):
         self.rollbacks += 1
         return self._conn.rollback()
 
-    def __getattr__(self, name):
-        return getattr(self._conn, name)
 
-
-class CutCursor:
-    def __init__(self, conn, cur):
-        self._conn, self._cur = conn, cur
+class CutCursor(CountingCursor):
+    def __init__(self, cur, conn):
+        super().__init__(cur, conn._statements)
+        self._conn = conn
 
     def execute(self, query, params=()):
         state = self._conn._state
         if state['cut']:
             state['cut'], self._conn.closed = False, state['marks']
             raise state['exception']('the deadline')
-        state['statements'] += 1
-        return self._cur.execute(query, params)
-
-    def __getattr__(self, name):
-        return getattr(self._cur, name)
+        return super().execute(query, params)
 
 
 @pytest.fixture
