@@ -2125,8 +2125,8 @@ class SQLSession(ServerSession):
             self._local.held = None, None       # _Held closes it
 
     def _run(self, work):
-        """Run work(cursor) in one transaction. Failing to connect, or a driver's error (PEP 249's
-        Error), is a SessionStoreError. A lost connection runs again on a new one, once (a pool's,
+        """Run work(cursor) in one transaction. Failing to connect, or a driver's error (PEP 249
+        kinds), is a SessionStoreError. A lost connection runs again on a new one, once (a pool's,
         till one is whole); a deadlock's victim too; 2 s at most (PostgreSQL sees one in 1 s)."""
         started = time.monotonic()
         for attempt in range(100):
