@@ -73,7 +73,8 @@ def csrf_field(session):
 
 
 def fold(name):
-    """A name as a SQL collation may compare it: no case, accents or end blanks."""
+    """One spelling per account name, as `users` keys them: no case, accents, width or end
+    blanks (as MariaDB's default collation compares names, and further)."""
     return ''.join(c for c in unicodedata.normalize('NFKD', name)
                    if not unicodedata.combining(c)).casefold().strip()
 
@@ -99,10 +100,13 @@ def when(timestamp):
 
 def make_app(manager):
     app = bottle.Bottle()
-    # A real app keeps only these hashes, made by hash_password() at sign-up.
-    users = {name: {'name': name, 'admin': name in ADMINS,
-                    'hash': bottlesession.hash_password(password)}
+    # A real app keeps only these hashes, made by hash_password() at sign-up, each
+    # user under fold(name): a sign-up refuses a name whose fold is taken.
+    users = {fold(name): {'name': name, 'admin': name in ADMINS,
+                          'hash': bottlesession.hash_password(password)}
              for name, password in ACCOUNTS.items()}
+    if len(users) < len(ACCOUNTS):
+        raise ValueError('two ACCOUNTS whose names fold alike: a sign-up refuses the second')
     app.install(bottlesession.SessionPlugin(
         manager,
         load_user=users.get,                    # user id -> user, for `user` and current_user()
@@ -248,14 +252,14 @@ def make_app(manager):
 
     @app.post('/login')
     def login(session):
-        name = bottle.request.forms.getunicode('username', '')
+        name = fold(bottle.request.forms.getunicode('username', ''))   # as `users` keys it
         password = bottle.request.forms.getunicode('password', '')
         # The record as checked: a copy, as a row read from a database is, for
         # a password change rewrites the one in `users` (login() keeps its version).
         user = users.get(name) and dict(users[name])
-        # Keyed by the user found, else the name typed, both folded: with a lookup that
-        # ignores case or accents (a SQL collation), every spelling shares one count.
-        key = 'login:' + fold(user['name'] if user else name)
+        # Keyed as the lookup is: one count per account, whatever the spelling, and
+        # never one for two accounts (a good login to one would reset the other's).
+        key = 'login:' + name
         if not manager.rate_limit(key, LOGIN_ATTEMPTS, LOGIN_PERIOD):
             session.flash('Too many attempts for this name. Try again in a few minutes.',
                           'error')
@@ -265,12 +269,12 @@ def make_app(manager):
             session.flash('Wrong name or password.', 'error')
             bottle.redirect('/login')
         manager.reset_rate_limit(key)
-        session.login(user['name'], user=user)  # a new id and CSRF secret; the user checked
+        session.login(name, user=user)  # the id users.get takes; a new id and CSRF secret
         # Remembered: a cookie for 30 days. Otherwise the cookie ends with the browser,
         # and the server still ends the session 30 days after the login (cookie_expires).
         remember = bottle.request.forms.get('remember')
         session.set_expiry(datetime.timedelta(days=30) if remember else 0)
-        session.flash('Welcome back, %s' % name)
+        session.flash('Welcome back, %s' % user['name'])
         bottlesession.redirect_back(default='/private')
 
     @app.post('/logout')

@@ -12221,6 +12221,35 @@ def test_the_demos_login_limit_counts_every_spelling_of_a_name(fast_hashing):
         assert 'Too many attempts' in demo_login(app, spelling, 'wonderland').follow().text
 
 
+def test_no_good_login_to_another_account_resets_the_demos_count_for_alice(fast_hashing,
+                                                                           monkeypatch):
+    """The demo keeps one account per folded name and keys its limit as it looks users up:
+    one count per account. Failed (outside attack, on the README's quick start, whose key
+    folded names its lookup told apart): an attacker signed up as 'alicé' or 'ａｌｉｃｅ',
+    and a good login to that account every fourth guess reset alice's count; her password
+    fell at the 24th guess, with no 429."""
+    import example_app as demo
+    accounts = dict(demo.ACCOUNTS)
+    for own in ('alic\u00e9', '\uff41\uff4c\uff49\uff43\uff45', 'mallory'):
+        monkeypatch.setattr(demo, 'ACCOUNTS', dict(accounts, **{own: 'attacker-pw'}))
+        try:
+            app = webtest.TestApp(example_app(bs.CookieSession(secret=SECRET)))
+        except ValueError:
+            assert own != 'mallory'     # a name whose fold is taken: no such account
+            continue
+        refused = False
+        for guess in range(12):
+            page = demo_login(app, ('alice', 'Alic\u00e9', 'ALICE ')[guess % 3],
+                              'guess%d' % guess).follow()
+            assert 'signed in as' not in page.text
+            refused |= 'Too many attempts' in page.text
+            if guess % 4 == 3:      # the attacker's own good login
+                assert 'signed in as' in demo_login(app, own, 'attacker-pw').follow().text
+                app.post('/logout', {'csrf_token': re.search(
+                    r'name="csrf_token" value="([^"]+)"', app.get('/login').text).group(1)})
+        assert refused and 'Too many' in demo_login(app).follow().text, own
+
+
 def test_the_demos_pages_do_not_say_signed_in_for_a_session_a_password_change_ended(
         fast_hashing):
     """On the cookie store, the demo's header says who is signed in as current_user() does:
@@ -12393,27 +12422,33 @@ def test_readme_examples_run(redis_server, postgres_server, private_tmp, monkeyp
             token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
             app.post('/logout', {'csrf_token': token}, status='3*')
             assert app.get('/').status_int in (302, 303)
-            # Form fields decoded: a name and password beyond ASCII sign in.
-            namespace['USERS']['jürgen'] = {'name': 'jürgen', 'hash': bs.hash_password('pä')}
-            token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
-            app.post('/login', {'name': 'jürgen', 'password': 'pä', 'csrf_token': token},
-                     status='3*')
-            assert app.get('/').text == 'Hello jürgen, visit 1'
-            # Its rate limit under a lookup that ignores case and accents, as MariaDB's
-            # does: a name's spellings share one count, whether or not it has an account.
+            # Form fields decoded, names folded: a name beyond ASCII signs in as typed,
+            # in any case. A sign-up keeps the user under fold(name), as the README says.
             fold, users = namespace['fold'], namespace['USERS']
-            namespace['USERS'] = type('NoCase', (dict,), {
-                'get': lambda self, name: dict.get(self, fold(name)),
-                '__getitem__': lambda self, name: dict.__getitem__(self, fold(name))})(users)
+            users[fold('Jürgen')] = {'name': 'Jürgen', 'hash': bs.hash_password('pä')}
+            for name in ('Jürgen', 'JÜRGEN '):
+                token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
+                app.post('/login', {'name': name, 'password': 'pä', 'csrf_token': token},
+                         status='3*')
+                assert app.get('/').text.startswith('Hello Jürgen, visit ')
+            # Its rate limit: a name's spellings share one count, whether or not it has an
+            # account (a lookup that ignores case and accents, as MariaDB's does), and a
+            # good login to another account (the attacker's: 'alicé' is alice's) resets
+            # only that account's count.
+            assert fold('alic\u00e9') in users and fold('\uff21lice') in users
+            users['mallory'] = {'name': 'mallory', 'hash': bs.hash_password('mine')}
             for name in ('alice', 'zorro'):
                 codes = []
-                for spelling in (name, name.upper(), name.title(), name[0] + '\u0300' + name[1:],
-                                 name + ' ', name[:-1] + name[-1].upper()):
+                for n, spelling in enumerate((name, name.upper(), name.title(),
+                                              name[0] + '\u0300' + name[1:], name + ' ',
+                                              name[:-1] + name[-1].upper())):
                     token = re.search(r'value="([^"]+)"', app.get('/login').text).group(1)
                     codes.append(app.post('/login', {'name': spelling, 'password': 'guess',
                                                      'csrf_token': token}, status='*').status_int)
+                    if n == 3:      # the attacker's own good login
+                        app.post('/login', {'name': 'Mallory', 'password': 'mine',
+                                            'csrf_token': token}, status='3*')
                 assert codes == [302] * 5 + [429], (name, codes)      # redirect(): 302 on 1.0
-            namespace['USERS'] = users
         else:                                       # a store: it keeps a session
             test = webtest.TestApp(plugin_app(namespace['manager']))
             test.get('/set/a/1')
