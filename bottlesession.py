@@ -967,7 +967,8 @@ class SessionPlugin:
         @functools.wraps(callback)
         def wrapper(*args, **kwargs):
             environ = bottle.request.environ
-            if csrf and environ['REQUEST_METHOD'].upper() not in _SAFE_METHODS:
+            if csrf and (method := environ['REQUEST_METHOD']) not in _SAFE_METHODS and (
+                    method.upper() not in _SAFE_METHODS):    # upper() only if not upper
                 _check_csrf(manager, trusted)
             if takes_session:
                 kwargs[keyword] = manager._current(True)
