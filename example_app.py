@@ -74,7 +74,8 @@ def csrf_field(session):
 
 def fold(name):
     """One spelling per account name, as `users` keys them: no case, accents, width or end
-    blanks (as MariaDB's default collation compares names, and further)."""
+    blanks. In SQL, compare it byte for byte: a collation folds otherwise (MariaDB's default
+    takes 'ı' for 'i', and every emoji for every other)."""
     return ''.join(c for c in unicodedata.normalize('NFKD', name)
                    if not unicodedata.combining(c)).casefold().strip()
 
