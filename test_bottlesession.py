@@ -8875,6 +8875,33 @@ def test_an_apps_subclass_of_a_drivers_connection_is_served_in_its_dialect(kind,
     assert len(test.get('/get').json['data']['big']) == 100_000
 
 
+def test_a_driver_the_store_does_not_know_is_asked_its_paramstyle_by_its_package(
+        tmp_path, monkeypatch):
+    """A connection of a driver not in the store's list (its class's package, or a base
+    class's, names none the store knows) is served in the placeholders its package's
+    `paramstyle` names (PEP 249): here 'named', whose driver refuses '?'. Found by mutation
+    testing: the package's paramstyle was never read by a test; qmark passed them all."""
+    monkeypatch.setitem(sys.modules, 'named_driver', type(sys)('named_driver'))
+    sys.modules['named_driver'].paramstyle = 'named'
+
+    class Cursor(CountingCursor):
+        def execute(self, query, params=()):
+            if '?' in query or params and not isinstance(params, dict):
+                raise sqlite3.ProgrammingError('named_driver takes :name placeholders')
+            return super().execute(query, params)
+
+    class Connection(CountingConnection):
+        __module__ = 'named_driver'
+        cursor = lambda self: Cursor(self._conn.cursor(), self._statements)
+    statements, path = [], str(tmp_path / 'app.db')
+    manager = bs.SQLSession(lambda: Connection(sqlite3.connect(path), statements))
+    app = webtest.TestApp(add_private_route(plugin_app(manager), manager))
+    app.get('/set/a/1')
+    app.get('/login/alice')
+    assert app.get('/private').text == 'private' and app.get('/get').json['data']['a'] == '1'
+    assert any(':p1' in query for query in statements)
+
+
 def test_a_dbutils_pool_is_refused_when_the_store_is_built(tmp_path):
     """DBUtils runs a failed statement again on its own, alone, on another connection: half
     a login's transaction (the old id's removal, or the new id's insert) then lands without
