@@ -1501,7 +1501,7 @@ class ServerSession(BaseSession):
         without it, a visitor's CSRF cookie holds in this process only, flashes are stored."""
 
     legacy_ids = False
-    swap_attempts = 100     # compare-and-set rounds before a save gives up (503)
+    swap_attempts = 100     # compare-and-set rounds before a save gives up (503; ~1.5 s)
     max_size = 4 << 20      # a session's bytes in any store (a save's two fit MariaDB's 16 MB)
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, secret=None,
@@ -1643,7 +1643,7 @@ class ServerSession(BaseSession):
                 raise SessionTooLarge(len(blob), self.max_size)
             if self.write(key, blob, math.ceil(self.expires_at(record)), version, old, user):
                 return blob, record
-            time.sleep(random.random() * 0.001 * min(attempt, 5))   # lost: a random, growing pause
+            time.sleep(random.random() * 0.001 * 2 ** min(attempt, 5))   # lost: doubling to 32 ms
             theirs = self.read(old or key)
             if theirs == blob:          # a retried write that had landed after all
                 return blob, record
@@ -1701,7 +1701,7 @@ class ServerSession(BaseSession):
             record = {'n': _new_id(), 'h': hits}    # a nonce: two counts of one moment differ
             if self.write(name, self.dumps(record), math.ceil(now + period), blob):
                 return len(hits) <= limit
-            time.sleep(random.random() * 0.001 * min(attempt, 5))   # as _swap's
+            time.sleep(random.random() * 0.001 * 2 ** min(attempt, 5))   # as _swap's
         raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
                                 % (key, self.swap_attempts))
 
