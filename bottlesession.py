@@ -1643,7 +1643,7 @@ class ServerSession(BaseSession):
                 raise SessionTooLarge(len(blob), self.max_size)
             if self.write(key, blob, math.ceil(self.expires_at(record)), version, old, user):
                 return blob, record
-            time.sleep(random.random() * 0.001 * 2 ** min(attempt, 5))   # lost: doubling to 32 ms
+            time.sleep(random.random() * 0.0005 * (2 ** min(attempt, 6) - 1))  # lost: up to 32 ms
             theirs = self.read(old or key)
             if theirs == blob:          # a retried write that had landed after all
                 return blob, record
@@ -1701,7 +1701,7 @@ class ServerSession(BaseSession):
             record = {'n': _new_id(), 'h': hits}    # a nonce: two counts of one moment differ
             if self.write(name, self.dumps(record), math.ceil(now + period), blob):
                 return len(hits) <= limit
-            time.sleep(random.random() * 0.001 * 2 ** min(attempt, 5))   # as _swap's
+            time.sleep(random.random() * 0.0005 * (2 ** min(attempt, 6) - 1))   # as _swap's
         raise SessionStoreError('the rate limit %r changed under %d attempts in a row'
                                 % (key, self.swap_attempts))
 
