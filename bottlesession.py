@@ -213,9 +213,8 @@ def _to_json(data):
         for key, value in data.get('d', {}).items():
             try:
                 json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError):
-                raise TypeError('session[%r] holds a %s, which JSON cannot store'
-                                % (key, type(value).__name__)) from exc
+            except (TypeError, ValueError) as why:      # a NaN deep in a dict, say
+                raise TypeError('session[%r] cannot be stored as JSON: %s' % (key, why)) from exc
         raise TypeError('session data cannot be stored as JSON: %s' % exc) from exc
 
 
@@ -407,15 +406,16 @@ def _cookie_values(environ, name):
 
 
 def _apply_headers(response, cookies, cache='private'):
-    """Write a session's headers onto the response that will be sent: Vary: Cookie,
-    Cache-Control: `cache` unless the app set its own, and `cookies` ({name: Set-Cookie
-    header}), which make it never publicly cacheable (no-store if one ends a session)."""
+    """Write a session's headers onto the response to be sent: Vary: Cookie, X-Frame-Options:
+    SAMEORIGIN and Cache-Control: `cache` unless the app set its own, and `cookies` ({name:
+    Set-Cookie header}), which make it never publicly cacheable (no-store if one ends one)."""
     # bottle's header dict (name: values), directly: its accessors cost more than a session read.
     headers = response._headers
     vary = headers.setdefault('Vary', ['Cookie'])
     if vary[-1] != 'Cookie' and 'cookie' not in [
             v.strip().lower() for v in ','.join(vary).split(',')]:
         vary[-1] += ', Cookie'
+    headers.setdefault('X-Frame-Options', ['SAMEORIGIN'])   # a framed page's click passes CSRF
     control = headers.setdefault('Cache-Control', [cache])
     if cache != 'private' and control == ['private']:   # a save() in the page wrote it
         control[:] = [cache]
@@ -702,8 +702,7 @@ def _user_id(user_id):
 
 
 def _login(session, user_id, user=None):
-    if user_id is not None:
-        _user_id(user_id)
+    user_id is None or _user_id(user_id)
     previous = session.user_id
     if previous is None and user_id is not None and session.get('valid'):
         previous = session.get('name', '')      # signed in the original way: a name
@@ -956,10 +955,9 @@ class SessionPlugin:
             args = inspect.signature(route.callback).parameters
         except (TypeError, ValueError):
             args = route.get_callback_args()
-        def wildcard(name):         # a URL's value: not ours to fill in
-            return re.search(r'<%s[:>]|:%s\b' % (name, name), route.rule)
+        wildcard = lambda name: re.search(r'<%s[:>]|:%s\b' % (name, name), route.rule)
         manager, trusted = self.session_manager, self.trusted_origins
-        takes_session = keyword in args and not wildcard(keyword)
+        takes_session = keyword in args and not wildcard(keyword)      # a URL's: not ours
         takes_user = 'user' in args and not wildcard('user')
         if self.load_user is not None and manager._users is None:   # one given on one route
             manager._users = self       # (apply=), which Bottle never sets up, when none is
@@ -1809,8 +1807,7 @@ class PickleSession(ServerSession):
         def swap():     # a login's old file goes once the new has its name: none is lost
             done = self.read(replaces or key, True) == expected and _write_file(
                 self._dir_fd, self._name(key), blob, expires, replace=True)
-            if done and replaces:
-                self._unlink(replaces)
+            done and replaces and self._unlink(replaces)
             return done
         return self._locked(replaces or key, swap)
 
@@ -2022,6 +2019,7 @@ _SQL_STORES, _SQLITE_OPEN, _SQLITE_SHARED = weakref.WeakSet(), weakref.WeakKeyDi
 def _before_fork():
     for store in list(_SQL_STORES):
         store._forget(getattr(store._local, 'held', (None, None))[1])
+        store._pool_pid = not getattr(store._pool, 'closed', store._pool is None) and os.getpid()
 
 
 class _Held(tuple):     # pragma: no mutate block (mutmut's tracing fails in finalizers)
@@ -2051,8 +2049,10 @@ class SQLSession(ServerSession):
         if paramstyle not in (None, 'qmark', 'format', 'pyformat', 'numeric', 'named'):
             raise ConfigError('unknown DB-API paramstyle %r' % (paramstyle,))
         self.table, self.paramstyle, self.create_table = table, paramstyle, create_table
-        self._pool = self._factory = self._sql = None      # _setup() fills _sql, once
+        self._pool = self._factory = self._sql = self._pool_pid = None   # _setup(): _sql, once
         if database is None or isinstance(database, (str, os.PathLike)):
+            if os.fspath(database or '') == ':memory:':     # not a file named so, in the cwd
+                raise ConfigError("SQLite's ':memory:' is one connection's: give a file")
             self._factory = _sqlite_factory(database)
         elif hasattr(database, 'connection'):
             if type(database).__module__.startswith('dbutils'):  # runs a failed statement again
@@ -2134,8 +2134,9 @@ class SQLSession(ServerSession):
             conn = None
             try:
                 if self._pool is None:
-                    conn = self._connection()
-                    return self._transaction(conn, work)
+                    return self._transaction(conn := self._connection(), work)
+                if self._pool_pid not in (None, False, os.getpid()):   # its sockets: the parent's
+                    raise SessionStoreError('pool opened before the fork: open it in each worker')
                 with self._pool.connection() as conn:
                     return self._transaction(conn, work)
             except SessionStoreError:
@@ -2351,8 +2352,7 @@ def _scrypt(secret, salt, log_n, r, p):
 def _parse_hash(hashed, current):
     """(log_n, r, p, salt, key) of a hash not below the floor, nor over twice the memory
     or 8 times the work of `current` (or the default) lest it cost minutes; or None."""
-    match = _HASH_RE.match(hashed) if isinstance(hashed, str) else None
-    if match is None:
+    if not (match := isinstance(hashed, str) and _HASH_RE.match(hashed)):
         return None
     log_n, r, p = (int(group) for group in match.groups()[:3])
     memory, work = _scrypt_cost(log_n, r, p)

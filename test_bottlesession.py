@@ -37,6 +37,7 @@ import json
 import logging
 import multiprocessing
 import os
+import pathlib
 import pickle
 import random
 import re
@@ -4243,6 +4244,28 @@ def test_csrf_token_from_before_login_is_dead_after_logout():
     app.post('/login', params={'csrf_token': before})
     app.post('/logout', params={'csrf_token': app.get('/form').text})
     app.post('/post', params={'csrf_token': before}, status=403)
+
+
+@pytest.mark.parametrize('kind', ['cookie', 'pickle'])
+def test_a_page_with_a_session_may_be_framed_by_its_own_origin_only(kind, tmp_path):
+    """A page on another port, or a sibling subdomain, framed a signed-in page under a bait
+    button: the user's click posted the page's own form, same-origin and with its token, so
+    no CSRF check could tell. A response that carries a session says X-Frame-Options:
+    SAMEORIGIN, with the plugin or get_session(); an app's own value is kept."""
+    manager = build_store(kind, str(tmp_path / 'files'))
+    app = csrf_app(manager)
+
+    @app.app.route('/own')
+    def own(session):
+        bottle.response.set_header('X-Frame-Options', 'DENY')
+        return session.csrf_token()
+    bare = bottle.Bottle()
+    bare.route('/form', callback=lambda: manager.get_session().csrf_token())
+    for test, path, want in ((app, '/form', 'SAMEORIGIN'), (app, '/own', 'DENY'),
+                             (webtest.TestApp(bare), '/form', 'SAMEORIGIN')):
+        response = test.get(path)
+        assert len(response.text) == bs.TOKEN_LENGTH
+        assert response.headers.getall('X-Frame-Options') == [want], path
 
 
 def test_a_token_made_by_the_login_handler_works_after_it():
@@ -8938,6 +8961,17 @@ def test_sql_default_is_a_private_sqlite_file(monkeypatch, tmp_path):
     assert sorted(indexes) == [('bottlesession_expires',), ('bottlesession_user',)]
 
 
+@pytest.mark.parametrize('memory', [':memory:', pathlib.Path(':memory:')])
+def test_sqlite_in_memory_is_refused_and_writes_no_file(memory, monkeypatch, tmp_path):
+    """sqlite3 keeps ':memory:' in one connection, so each thread would have sessions of its
+    own: a clear error at the start, not a file of that name in the working directory."""
+    tmp_path.chmod(0o700)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(bs.ConfigError, match='memory.*one connection'):
+        bs.SQLSession(memory)
+    assert os.listdir(tmp_path) == []
+
+
 def test_sqlite_a_database_directory_replaced_after_the_start_is_never_opened(tmp_path):
     """The database's directory is moved aside after the start and another put in
     its place, holding a database of someone else's making: SQLite opens by path,
@@ -10831,8 +10865,10 @@ class TestEveryStore:
             text = app.get('/bad/' + kind).text
             if isinstance(manager, bs.PickleSession):
                 assert text == 'saved'      # any picklable value; JSON is not needed
-            else:
-                assert "session['when']" in text and 'JSON' in text
+            else:       # and why, which a dict holding a NaN does not say by its type
+                reason = {'object': 'not JSON serializable', 'loop': 'Circular',
+                          'nan': 'not JSON compliant'}[kind]
+                assert "session['when']" in text and 'JSON' in text and reason in text
 
     def test_original_api_flow(self, store):
         """The original README's app runs unchanged on every store."""
@@ -11505,6 +11541,26 @@ def test_a_store_used_before_a_fork_gives_every_worker_its_own_sessions(kind, re
            "user's session, %d failed" % (kind, wrong, errors))
     assert wrong == 0, results
     assert errors == 0, results
+
+
+@slow
+@pytest.mark.parametrize('opened', ['before the fork', 'in each worker'])
+def test_a_pool_open_at_a_fork_is_refused_in_the_workers_not_shared(opened, postgres_server,
+                                                                    capsys):
+    """A psycopg_pool opened in the parent (gunicorn --preload) lends its connections, the
+    parent's sockets, to every worker: reads returned other users' sessions. Every worker's
+    request is a 503 instead. A pool opened in each worker, after the fork, is served."""
+    before = opened == 'before the fork'
+    proc = subprocess.run([sys.executable, '-c', POOL_FORK, postgres_server.conninfo,
+                           store_name('postgres'), str(before), '300'],
+                          cwd=HERE, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    totals = {what: sum(r[what] for r in results) for what in ('wrong', 'refused', 'errors')}
+    report(capsys, 'psycopg_pool opened %s, 4 workers x 300 reads: %r' % (opened, totals))
+    assert totals == {'wrong': 0, 'refused': 1200 if before else 0, 'errors': 0}, results
+    if before:
+        assert 'pool opened before the fork: open it in each worker' in proc.stderr
 
 
 @slow
@@ -12934,7 +12990,8 @@ def add_private_route(app, manager, text='private'):
 
 
 def original_app(session_manager):
-    """The original bottlesession's example app, verbatim (kept working unchanged)."""
+    """The original bottlesession's example app, verbatim (kept working unchanged) but for
+    its request.COOKIES, which Bottle 0.12 removed: request.get_cookie() reads it."""
     bottle.default_app.push()
     try:
         valid_user = bs.authenticator(session_manager)      # login_url='/auth/login' by default
@@ -14892,6 +14949,38 @@ def read_own(n):
     return {'wrong': wrong, 'errors': errors, 'others': others[:5]}
 
 t.forked(read_own, [(n,) for n in range(4)])    # then forks its workers (gunicorn --preload)
+'''
+
+
+POOL_FORK = r'''
+import json, sys, webtest, psycopg_pool, bottlesession as bs, test_bottlesession as t
+conninfo, table, before, reads = sys.argv[1], sys.argv[2], sys.argv[3] == 'True', int(sys.argv[4])
+pool = psycopg_pool.ConnectionPool(conninfo, min_size=4, max_size=4, open=before)
+manager = bs.SQLSession(pool, table=table)
+app = t.plugin_app(manager)
+
+def login(n):
+    user = webtest.TestApp(app)
+    user.get('/login/user%d' % n)
+    return '%s=%s' % (manager.cookie_name, user.cookies[manager.cookie_name])
+
+cookies = [login(n) for n in range(4)] if before else []   # the parent logs them in
+
+def read_own(n):
+    if not before:
+        pool.open(wait=True)    # each worker its own connections, as gunicorn's post_fork
+    cookie = cookies[n] if before else login(n)
+    got = {'wrong': 0, 'refused': 0, 'errors': 0}
+    for _ in range(reads):
+        status, _, body = t.wsgi_get(app, '/get', cookie)
+        name = json.loads(body)['data'].get('name') if status == '200 OK' else None
+        what = 'refused' if status.startswith('503') else None if name == 'user%d' % n else (
+            'wrong' if name else 'errors')
+        got[what] = got.get(what, 0) + 1
+    got.pop(None, None)
+    return got
+
+t.forked(read_own, [(n,) for n in range(4)])
 '''
 
 
