@@ -987,7 +987,7 @@ def _safe_path(target):
 
 
 def authenticator(session_manager, login_url='/auth/login', cookie_expires=None, *,
-                  verify=None, require=None):
+                  verify=None, require=None, fresh=None, api=False):
     """Make `valid_user`, a decorator factory that requires a signed-in session: a visitor is
     redirected to login_url, and a GET's page is kept for redirect_back() for an hour (the
     original's third argument, `cookie_expires`, is accepted, and unused).
@@ -996,12 +996,12 @@ def authenticator(session_manager, login_url='/auth/login', cookie_expires=None,
     :param require: ``fn(session)``, who may see the page: a signed-in user for whom it is
         false gets a 403 and stays signed in (admin pages).
 
-    ``valid_user(login_url, verify, require, fresh=None, api=False)``, or bare ``@valid_user``:
-    `fresh` is the seconds after login past which the user must sign in again; `api=True`
-    refuses with 401 (or 403) and JSON, not a redirect, as for any request preferring JSON."""
-    _check_functions(verify=verify, require=require)
+    ``valid_user(login_url, verify, require, fresh, api)``, by default as given here, or bare
+    ``@valid_user``: `fresh` is the seconds after login past which the user signs in again;
+    `api=True` refuses with 401 (or 403) and JSON, not a redirect, as any JSON request is."""
+    _check_functions(fresh, verify=verify, require=require)
 
-    def valid_user(login_url=login_url, verify=verify, require=require, fresh=None, api=False):
+    def valid_user(login_url=login_url, verify=verify, require=require, fresh=fresh, api=api):
         if callable(login_url):             # @valid_user, without parentheses
             return valid_user()(login_url)
         _check_functions(fresh, verify=verify, require=require)

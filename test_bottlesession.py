@@ -5518,6 +5518,27 @@ def test_api_routes_answer_401_and_require_403_in_json(accept):
     assert app.get('/whoami').json['user_id'] == 'alice'
 
 
+def test_authenticator_takes_fresh_and_api_as_valid_users_defaults():
+    """authenticator(manager, api=True) was a TypeError (only valid_user() took api= and
+    fresh=): given there, they are the defaults of every valid_user, which may override."""
+    manager = bs.CookieSession(secret=SECRET)
+    manager.now = Clock()
+    api_only = bs.authenticator(manager, login_url='/login', api=True, fresh=300)
+    app = plugin_app(manager)
+    app.route('/data', callback=api_only(lambda: {'data': 1}))
+    app.route('/page', callback=api_only(api=False, fresh=None)(lambda: 'page'))
+    test = webtest.TestApp(app)
+    assert test.get('/data', status=401).content_type == 'application/json'
+    assert redirected(test.get('/page'))
+    test.get('/login/alice')
+    assert test.get('/data').json == {'data': 1}
+    manager.now.advance(301)
+    assert test.get('/data', status=401).json['error'] == 'Sign in again to see this page.'
+    assert test.get('/page').text == 'page'
+    with pytest.raises(bs.ConfigError):
+        bs.authenticator(manager, fresh=0)
+
+
 def test_an_ended_session_gives_a_same_origin_fetch_401_not_403():
     """A page's fetch() POST after its session ended: 401 JSON, not the token's 403."""
     manager = bs.CookieSession(secret=SECRET)
