@@ -289,6 +289,10 @@ class Session(dict):
         string each call (against BREACH), each valid until a login or logout."""
         return _csrf_token(self)
 
+    def csrf_field(self):
+        """csrf_token() in a hidden form field: every form that posts carries one."""
+        return '<input type="hidden" name="csrf_token" value="%s">' % self.csrf_token()
+
     def check_csrf(self):
         """Abort with 403 unless the CSRF checks pass; the plugin runs them on unsafe methods."""
         _check_csrf(self, getattr(_plugin(self.manager, here=True), 'trusted_origins', ()))
@@ -653,9 +657,7 @@ class BaseSession:
                               (bool(session.get('valid')), session.get('name')))
         session.old_id, session.modified = None, False
 
-    def regenerate(self, session):
-        _rotate(session)
-        self.save(session)
+    regenerate = lambda self, session: _rotate(session) or self.save(session)  # new id, secret
 
     def invalidate(self, session):
         for sid in filter(None, (session.old_id, None if session.new else session.id)):
@@ -935,8 +937,7 @@ class SessionPlugin:
         self.session_manager, self.keyword, self.autosave = session_manager, keyword, autosave
         self.csrf, self.load_user, self.user_version = csrf, load_user, user_version
         self.trusted_origins = frozenset(_origin(origin) for origin in trusted_origins)
-        if keyword != 'session':
-            self.name = 'session_' + keyword    # so two can be installed, and uninstalled
+        self.name = 'session' if keyword == 'session' else 'session_' + keyword  # two can coexist
 
     def setup(self, app):
         if self.keyword in [getattr(p, 'keyword', None) for p in app.plugins if p is not self]:
@@ -2120,8 +2121,7 @@ class SQLSession(ServerSession):
             self._local.held = _Held((os.getpid(), conn))
         return conn
 
-    def _forget(self, conn):
-        """Close a connection that cannot be used again; the thread makes a new one."""
+    def _forget(self, conn):    # closed, as it cannot be used again: the thread makes another
         if getattr(self._local, 'held', (None, None))[1] is conn:
             self._local.held = None, None       # _Held closes it
 

@@ -66,12 +66,6 @@ document.getElementById('add-js').addEventListener('click', async () => {
 </script>'''
 
 
-def csrf_field(session):
-    """Every form that posts carries this. Today's browsers do not need it (the
-    plugin reads their Sec-Fetch-Site or Origin header); older ones do."""
-    return '<input type="hidden" name="csrf_token" value="%s">' % session.csrf_token()
-
-
 def fold(name):
     """One spelling per account name, as `users` keys them: no case, accents, width or end
     blanks. In SQL, compare it byte for byte: a collation folds otherwise (MariaDB's default
@@ -87,7 +81,7 @@ def page(session, title, body):
         bottle.response.set_header('Cache-Control', 'no-store')
         account = ('signed in as <b id="user">%s</b> <form method="post" action="/logout">%s'
                    '<button id="logout">log out</button></form>'
-                   % (html.escape(user['name']), csrf_field(session)))
+                   % (html.escape(user['name']), session.csrf_field()))
     else:
         account = '<a id="login" href="/login">log in</a>'
     flashes = ''.join('<p class="flash %s">%s</p>' % (html.escape(category), html.escape(message))
@@ -134,7 +128,7 @@ def make_app(manager):
             <button id="add">add a note</button>
             <button id="add-js" type="button">add it with fetch()</button></form>
             <p id="js-status"></p><ul id="notes">{notes}</ul>{script}
-            '''.format(visits=session['visits'], notes=notes, csrf=csrf_field(session),
+            '''.format(visits=session['visits'], notes=notes, csrf=session.csrf_field(),
                        tab=html.escape(bottle.request.query.get('tab', '')),
                        script=ADD_NOTE_SCRIPT))
 
@@ -192,7 +186,7 @@ def make_app(manager):
             <th></th></tr>{rows}</table>
             <form method="post" action="/devices/end-others">{csrf}
             <button id="end-others">log out everywhere else</button></form>
-            '''.format(rows=rows, csrf=csrf_field(session)))
+            '''.format(rows=rows, csrf=session.csrf_field()))
 
     @app.post('/devices/end-others')
     @valid_user
@@ -213,7 +207,7 @@ def make_app(manager):
             <label>New password <input name="new" id="new" type="password"></label>
             <button id="change">change it</button></form>
             <p>This ends your sessions on every other device.</p>
-            '''.format(csrf=csrf_field(session)))
+            '''.format(csrf=session.csrf_field()))
 
     @app.post('/password')
     @valid_user(fresh=15 * 60)
@@ -249,7 +243,7 @@ def make_app(manager):
             <label>Password <input name="password" id="password" type="password"></label>
             <label><input type="checkbox" name="remember" id="remember"> remember me
             for 30 days</label><button id="submit">log in</button></form>
-            '''.format(csrf=csrf_field(session)))
+            '''.format(csrf=session.csrf_field()))
 
     @app.post('/login')
     def login(session):
