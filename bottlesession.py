@@ -550,10 +550,9 @@ class BaseSession:
     def get_session(self):
         """The request's session; a bad or expired cookie gives a fresh one."""
         session = self._current()
-        if not session.wrapped:     # no plugin or valid_user will commit it
-            if session.old_id or self._refresh_due(session):
-                self.save(session)
-            _apply_headers(bottle.response, session.cookies)
+        if not session.wrapped and (session.old_id or self._refresh_due(session)):
+            self.save(session)      # no plugin or valid_user will commit it
+        _apply_headers(bottle.response, session.cookies)    # an error page's, say, too
         return session
 
     def _current(self, wrapped=False):
@@ -2135,7 +2134,8 @@ class SQLSession(ServerSession):
             try:
                 if self._pool is None:
                     return self._transaction(conn := self._connection(), work)
-                if self._pool_pid not in (None, False, os.getpid()):   # its sockets: the parent's
+                self._pool_pid = self._pool_pid or os.getpid()     # open at a fork, or used:
+                if self._pool_pid != os.getpid():                   # the parent's sockets
                     raise SessionStoreError('pool opened before the fork: open it in each worker')
                 with self._pool.connection() as conn:
                     return self._transaction(conn, work)

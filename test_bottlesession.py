@@ -4288,6 +4288,29 @@ def test_csrf_field_is_the_hidden_input_a_form_posts(kind, tmp_path):
              status=403)
 
 
+def test_an_error_page_that_shows_the_session_may_not_be_framed_nor_shared():
+    """A route that takes the session crashed; the app's 500 page called get_session()
+    and showed the user's name and a form: it went out without X-Frame-Options (framed
+    from another port, one click posted the form) and without Cache-Control: private."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+
+    @app.route('/crash')
+    def crash(session):
+        raise RuntimeError('boom')
+
+    @app.error(500)
+    def sorry(error):
+        session = manager.get_session()
+        return 'Sorry %s %s' % (session['name'], session.csrf_field())
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    response = test.get('/crash', status=500, expect_errors=True)
+    assert response.text.startswith('Sorry alice <input type="hidden"')
+    assert response.headers.getall('X-Frame-Options') == ['SAMEORIGIN']
+    assert response.headers['Cache-Control'] == 'private' and 'Cookie' in response.headers['Vary']
+
+
 def test_a_token_made_by_the_login_handler_works_after_it():
     manager = bs.CookieSession(secret=SECRET)
     app = csrf_app(manager)
@@ -11605,6 +11628,22 @@ def test_a_pool_open_at_a_fork_is_refused_in_the_workers_not_shared(opened, post
 
 
 @slow
+def test_a_pool_the_parent_used_is_refused_in_a_child_forked_without_pythons_hooks(
+        postgres_server, capsys):
+    """A fork made in C (an extension's, a server's) runs no os.register_at_fork hook, so
+    the store's note of a pool open at the fork is never made: the child got 200s over the
+    parent's connections. A pool the store used in another process is refused too."""
+    proc = subprocess.run([sys.executable, '-c', POOL_CFORK, postgres_server.conninfo,
+                           store_name('postgres')],
+                          cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = json.loads(proc.stdout.strip().splitlines()[-1])
+    report(capsys, 'psycopg_pool the parent used, a child forked by libc: parent %r, child %r'
+           % tuple(dict(collections.Counter(statuses[who])) for who in ('parent', 'child')))
+    assert statuses == {'parent': ['200 OK'] * 2, 'child': ['503 Service Unavailable'] * 20}
+
+
+@slow
 @pytest.mark.parametrize('kind', ['pickle', 'sqlite', 'postgres', 'mariadb', 'redis'])
 def test_concurrent_writers(kind, request, tmp_path, capsys):
     """Six processes on their own sessions and six on one shared session.
@@ -15022,6 +15061,28 @@ def read_own(n):
     return got
 
 t.forked(read_own, [(n,) for n in range(4)])
+'''
+
+
+POOL_CFORK = r'''
+import ctypes, json, os, sys, psycopg_pool, bottlesession as bs, test_bottlesession as t
+conninfo, table = sys.argv[1], sys.argv[2]
+pool = psycopg_pool.ConnectionPool(conninfo, min_size=2, max_size=2, open=True)
+manager = bs.SQLSession(pool, table=table)
+app = t.plugin_app(manager)
+status, headers, _ = t.wsgi_get(app, '/set/a/1')
+cookie = next(v for k, v in headers if k == 'Set-Cookie').split(';')[0]
+parent = [status, t.wsgi_get(app, '/get', cookie)[0]]
+read, write = os.pipe()
+pid = ctypes.CDLL(None).fork()             # no Python fork hook runs
+if pid == 0:
+    got = [t.wsgi_get(app, '/get', cookie)[0] for _ in range(20)]
+    os.write(write, json.dumps(got).encode())
+    os._exit(0)
+os.close(write)
+child = json.loads(os.read(read, 65536).decode())
+os.waitpid(pid, 0)
+print(json.dumps({'parent': parent, 'child': child}))
 '''
 
 
