@@ -243,7 +243,7 @@ class Session(dict):
         self.loaded = version, dict(meta), (bool(self['valid']), self.get('name'))
         self.old_id, self.modified = None, False    # old_id: the stored id a login replaces
         self.cookies = {}           # {cookie name: Set-Cookie header} to send
-        self.wrapped = False        # the plugin or valid_user commits it, not get_session()
+        self.wrapped = False        # the plugin or valid_user will commit it (till it has)
 
     new = property(lambda self: self.loaded[0] is None, doc='Whether it is not stored yet.')
     created = property(lambda self: self.meta['c'], doc='The start of its lifetime.')
@@ -620,7 +620,7 @@ class BaseSession:
     def _commit(self, session, autosave):
         """Save it if due (a login, logout, new CSRF secret even without autosave)."""
         _notice_login(session)
-        meta, loaded = session.meta, session.loaded[1]
+        meta, loaded, session.wrapped = session.meta, session.loaded[1], False  # see __init__
         if session.modified and (autosave or meta.get('l') != loaded.get('l') or session.old_id
                                  or meta.get('x') != loaded.get('x') and not session.new):
             self._save(session)
@@ -2019,7 +2019,7 @@ _SQL_STORES, _SQLITE_OPEN, _SQLITE_SHARED = weakref.WeakSet(), weakref.WeakKeyDi
 def _before_fork():
     for store in list(_SQL_STORES):
         store._forget(getattr(store._local, 'held', (None, None))[1])
-        store._pool_pid = not getattr(store._pool, 'closed', store._pool is None) and os.getpid()
+        store._owner = not getattr(store._pool, 'closed', store._pool is None) and os.getpid()
 
 
 class _Held(tuple):     # pragma: no mutate block (mutmut's tracing fails in finalizers)
@@ -2049,7 +2049,7 @@ class SQLSession(ServerSession):
         if paramstyle not in (None, 'qmark', 'format', 'pyformat', 'numeric', 'named'):
             raise ConfigError('unknown DB-API paramstyle %r' % (paramstyle,))
         self.table, self.paramstyle, self.create_table = table, paramstyle, create_table
-        self._pool = self._factory = self._sql = self._pool_pid = None   # _setup(): _sql, once
+        self._pool = self._factory = self._sql = self._owner = None   # _setup() sets _sql
         if database is None or isinstance(database, (str, os.PathLike)):
             if os.fspath(database or '') == ':memory:':     # not a file named so, in the cwd
                 raise ConfigError("SQLite's ':memory:' is one connection's: give a file")
@@ -2057,7 +2057,7 @@ class SQLSession(ServerSession):
         elif hasattr(database, 'connection'):
             if type(database).__module__.startswith('dbutils'):  # runs a failed statement again
                 raise ConfigError('DBUtils splits transactions: use a factory or psycopg_pool')
-            self._pool = database
+            self._pool, self._owner = database, not getattr(database, 'closed', 0) and os.getpid()
         elif hasattr(database, 'cursor'):
             raise ConfigError('SQLSession takes a connection factory (lambda: psycopg.connect'
                               '(...)) or a pool, not a connection: shared, it mixes transactions')
@@ -2134,8 +2134,8 @@ class SQLSession(ServerSession):
             try:
                 if self._pool is None:
                     return self._transaction(conn := self._connection(), work)
-                self._pool_pid = self._pool_pid or os.getpid()     # open at a fork, or used:
-                if self._pool_pid != os.getpid():                   # the parent's sockets
+                self._owner = self._owner or os.getpid()   # the process where the pool was
+                if self._owner != os.getpid():      # open when built, at a fork, or first used
                     raise SessionStoreError('pool opened before the fork: open it in each worker')
                 with self._pool.connection() as conn:
                     return self._transaction(conn, work)

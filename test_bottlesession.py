@@ -4311,6 +4311,24 @@ def test_an_error_page_that_shows_the_session_may_not_be_framed_nor_shared():
     assert response.headers['Cache-Control'] == 'private' and 'Cookie' in response.headers['Vary']
 
 
+@pytest.mark.parametrize('visitor', [True, False])
+def test_a_token_on_an_error_page_after_the_routes_commit_works(visitor):
+    """A route took the session and aborted with 404; the app's 404 page showed a form
+    with a token (a layout's search or logout form). The session was committed before
+    the page made its secret, so neither the secret nor a visitor's cookie was kept: the
+    form was refused where the token decides. What follows a commit saves itself."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = csrf_app(manager)
+    app.app.route('/missing', callback=lambda session: bottle.abort(404, 'no such page'))
+    app.app.error(404)(lambda error: manager.get_session().csrf_token())
+    if not visitor:
+        app.app.route('/cart', callback=lambda session: session.update(cart=[1]) or 'ok')
+        app.get('/cart')
+    token = app.get('/missing', status=404).text
+    assert len(token) == bs.TOKEN_LENGTH
+    assert app.post('/post', params={'csrf_token': token}).text == 'posted'
+
+
 def test_a_token_made_by_the_login_handler_works_after_it():
     manager = bs.CookieSession(secret=SECRET)
     app = csrf_app(manager)
@@ -11628,18 +11646,21 @@ def test_a_pool_open_at_a_fork_is_refused_in_the_workers_not_shared(opened, post
 
 
 @slow
-def test_a_pool_the_parent_used_is_refused_in_a_child_forked_without_pythons_hooks(
-        postgres_server, capsys):
-    """A fork made in C (an extension's, a server's) runs no os.register_at_fork hook, so
-    the store's note of a pool open at the fork is never made: the child got 200s over the
-    parent's connections. A pool the store used in another process is refused too."""
+@pytest.mark.parametrize('used', ['used', 'unused'])
+def test_a_pool_open_in_the_parent_is_refused_in_a_child_forked_without_pythons_hooks(
+        used, postgres_server, capsys):
+    """A fork made in C (uWSGI's pre-fork, an extension's) runs no os.register_at_fork hook,
+    so the store's note of a pool open at the fork is never made: the child got 200s over
+    the parent's connections. A pool open when the store was built, or that the store used,
+    is the process's that built or used it: refused in any other."""
     proc = subprocess.run([sys.executable, '-c', POOL_CFORK, postgres_server.conninfo,
-                           store_name('postgres')],
+                           store_name('postgres'), used],
                           cwd=HERE, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = json.loads(proc.stdout.strip().splitlines()[-1])
-    report(capsys, 'psycopg_pool the parent used, a child forked by libc: parent %r, child %r'
-           % tuple(dict(collections.Counter(statuses[who])) for who in ('parent', 'child')))
+    report(capsys, 'psycopg_pool open in the parent (%s there), a child forked by libc: '
+           'parent %r, child %r' % ((used,) + tuple(dict(collections.Counter(statuses[who]))
+                                                   for who in ('parent', 'child'))))
     assert statuses == {'parent': ['200 OK'] * 2, 'child': ['503 Service Unavailable'] * 20}
 
 
@@ -15066,13 +15087,16 @@ t.forked(read_own, [(n,) for n in range(4)])
 
 POOL_CFORK = r'''
 import ctypes, json, os, sys, psycopg_pool, bottlesession as bs, test_bottlesession as t
-conninfo, table = sys.argv[1], sys.argv[2]
+conninfo, table, used = sys.argv[1], sys.argv[2], sys.argv[3] == 'used'
 pool = psycopg_pool.ConnectionPool(conninfo, min_size=2, max_size=2, open=True)
 manager = bs.SQLSession(pool, table=table)
 app = t.plugin_app(manager)
-status, headers, _ = t.wsgi_get(app, '/set/a/1')
+if not used:    # the user signs in through another store on the table: the pool's is unused
+    import psycopg
+    other = t.plugin_app(bs.SQLSession(lambda: psycopg.connect(conninfo), table=table))
+status, headers, _ = t.wsgi_get(app if used else other, '/set/a/1')
 cookie = next(v for k, v in headers if k == 'Set-Cookie').split(';')[0]
-parent = [status, t.wsgi_get(app, '/get', cookie)[0]]
+parent = [status, t.wsgi_get(app if used else other, '/get', cookie)[0]]
 read, write = os.pipe()
 pid = ctypes.CDLL(None).fork()             # no Python fork hook runs
 if pid == 0:
