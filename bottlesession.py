@@ -560,7 +560,7 @@ class BaseSession:
         session = environ.get(self._environ_key)
         if session is None:
             session = environ[self._environ_key] = self._load(environ)
-        session.wrapped |= wrapped
+        session.wrapped |= wrapped or environ.get(self._environ_key + '.held', False)  # _handle
         return session
 
     def _load(self, environ):
@@ -584,9 +584,9 @@ class BaseSession:
 
     # Committing ##############################################################
     def _handle(self, environ, handler, args, kwargs, autosave, cache='private'):
-        """Run a handler; commit the request's session, if any, onto the response Bottle sends
-        (a returned or raised HTTPResponse, else bottle.response). A crash saves nothing."""
-        raised, response = None, bottle.response
+        """Run a handler, holding the session (see _current), then commit it onto the response
+        Bottle sends (a returned or raised HTTPResponse, else bottle.response); a crash: none."""
+        raised, response, environ[self._environ_key + '.held'] = None, bottle.response, True
         try:
             try:
                 result = handler(*args, **kwargs)
@@ -598,11 +598,12 @@ class BaseSession:
                 if not (isinstance(response, SessionStoreError)     # a 503, or a crash
                         or hasattr(response, 'session_crash')):      # below: no save
                     self._commit(session, autosave)
+                    session.wrapped = environ[self._environ_key + '.held'] = False  # then: itself
                 _apply_headers(response, session.cookies, cache)
         except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
             session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,
             sent = response._headers.get('Set-Cookie', [])      # or a login a store below saved
-            if not (session is not None and session.cookies or sent):
+            if not (session is not None and self.cookie_name in session.cookies or sent):
                 raise                       # as raised: a plugin or middleware above sees it
             error = exc
             if not isinstance(exc, SessionStoreError):      # a 503 stays one
@@ -620,7 +621,7 @@ class BaseSession:
     def _commit(self, session, autosave):
         """Save it if due (a login, logout, new CSRF secret even without autosave)."""
         _notice_login(session)
-        meta, loaded, session.wrapped = session.meta, session.loaded[1], False  # see __init__
+        meta, loaded = session.meta, session.loaded[1]
         if session.modified and (autosave or meta.get('l') != loaded.get('l') or session.old_id
                                  or meta.get('x') != loaded.get('x') and not session.new):
             self._save(session)
@@ -818,9 +819,8 @@ def _csrf_secret(session, create):
             if not session.wrapped:     # no wrapper will save it: the original API
                 session.manager.save(session)
     if create and session.new and secret != session.loaded[1].get('x'):
-        manager = session.manager
-        value = manager._visitor_signer.sign(secret.encode('ascii')).decode('ascii')
-        manager._set_cookie(session, manager.visitor_cookie, value, None)
+        value = session.manager._visitor_signer.sign(secret.encode('ascii')).decode('ascii')
+        session.manager._set_cookie(session, session.manager.visitor_cookie, value, None)
         if not session.wrapped:
             _apply_headers(bottle.response, session.cookies)
     return secret

@@ -4329,6 +4329,89 @@ def test_a_token_on_an_error_page_after_the_routes_commit_works(visitor):
     assert app.post('/post', params={'csrf_token': token}).text == 'posted'
 
 
+def test_an_error_page_after_a_failed_login_save_does_not_save_it_again(tmp_path):
+    """A login's save failed (another process held the file's lock): a 503. The app's 503
+    page asked current_user(), which saved the login again there: with the store still
+    down, Bottle's "Critical error" 500; with it back, an error page signed the user in.
+    A failed commit leaves the session the plugin's: nothing after it saves it."""
+    manager = bs.PickleSession(str(tmp_path / 'files'))
+    manager.lock_timeout = 0.2
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, load_user={'alice': {'name': 'alice'}}.get))
+    app.route('/visit', callback=lambda session: session.update(v=1) or 'ok')
+    app.route('/login', callback=lambda session: session.login('alice') or 'in')
+    app.route('/me', callback=lambda user: 'me=%s' % (user and user['name']))
+    app.error(503)(lambda error: 'down, user=%s' % (bs.current_user() or {}).get('name'))
+    test = webtest.TestApp(app)
+    test.get('/visit')
+    key = manager.storage_key(test.cookies['sessionid'])
+    held = os.open(str(tmp_path / 'files' / ('.lock-%d' % (int(key[-2:], 16) % 16))),
+                   os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        response = test.get('/login', status=503)
+        assert response.text.startswith('down, user=')     # the login in memory, unsaved
+        assert not [c for c in response.headers.getall('Set-Cookie') if 'sessionid=' in c]
+    finally:
+        os.close(held)
+    assert test.get('/me').text == 'me=None'
+
+
+@pytest.mark.parametrize('kind', ['cookie', 'pickle'])
+def test_a_crash_saves_nothing_that_get_session_gave_the_route(kind, tmp_path):
+    """A plugin route that does not take the session got it from get_session(), changed it,
+    made a token (or signed eve in and asked current_user()), then crashed: the change was
+    saved mid-handler, as if no plugin would commit it. A crash saves nothing."""
+    manager = build_store(kind, str(tmp_path / 'files'))
+    app = bottle.Bottle()
+    app.install(bs.SessionPlugin(manager, load_user=lambda user_id: {'id': user_id}))
+    app.route('/set', callback=lambda session: session.update(balance=100) or 'ok')
+    app.route('/get', callback=lambda session: {'balance': session.get('balance'),
+                                                'user': session.user_id})
+
+    @app.route('/spend')
+    def spend():
+        session = manager.get_session()
+        session['balance'] -= 60
+        session.csrf_token()
+        raise RuntimeError('boom')
+
+    @app.route('/eve')
+    def eve():
+        manager.get_session().login('eve')
+        bs.current_user()
+        raise RuntimeError('boom')
+    test = webtest.TestApp(app)
+    test.get('/set')
+    for path in ('/spend', '/eve'):
+        test.get(path, status=500, expect_errors=True)
+        assert test.get('/get').json == {'balance': 100, 'user': None}, path
+
+
+def test_a_crash_after_a_visitors_token_reaches_what_wraps_the_route_as_raised():
+    """A handler made a visitor's token, then raised KeyError, which a plugin above maps to
+    404: the session plugin made its own 500 of it (it had a cookie to send), so the plugin
+    above saw an HTTPError. Only a logout's or a save's cookie makes the 500 the plugin's."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = bottle.Bottle()
+
+    def not_found(callback):
+        def mapped(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except KeyError:
+                bottle.abort(404, 'mapped')
+        return mapped
+    app.install(not_found)      # outside the session plugin: it sees what the route raises
+    app.install(bs.SessionPlugin(manager))
+
+    @app.route('/boom')
+    def boom(session):
+        session.csrf_token()
+        raise KeyError('missing')
+    assert 'mapped' in webtest.TestApp(app).get('/boom', status=404).text
+
+
 def test_a_token_made_by_the_login_handler_works_after_it():
     manager = bs.CookieSession(secret=SECRET)
     app = csrf_app(manager)
