@@ -552,7 +552,7 @@ class BaseSession:
         session = self._current()
         if not session.wrapped and (session.old_id or self._refresh_due(session)):
             self.save(session)      # no plugin or valid_user will commit it
-        _apply_headers(bottle.response, session.cookies)    # an error page's, say, too
+        _apply_headers(bottle.response, {} if session.wrapped else session.cookies)  # the commit's
         return session
 
     def _current(self, wrapped=False):
