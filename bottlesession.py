@@ -560,7 +560,7 @@ class BaseSession:
         session = environ.get(self._environ_key)
         if session is None:
             session = environ[self._environ_key] = self._load(environ)
-        session.wrapped |= wrapped or environ.get(self._environ_key + '.held', False)  # _handle
+        session.wrapped |= wrapped or environ.get(self._environ_key + '.held', False)  # _handle's
         return session
 
     def _load(self, environ):
@@ -598,7 +598,7 @@ class BaseSession:
                 if not (isinstance(response, SessionStoreError)     # a 503, or a crash
                         or hasattr(response, 'session_crash')):      # below: no save
                     self._commit(session, autosave)
-                    session.wrapped = environ[self._environ_key + '.held'] = False  # then: itself
+                    session.wrapped = environ[self._environ_key + '.held'] = False  # released
                 _apply_headers(response, session.cookies, cache)
         except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
             session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,
