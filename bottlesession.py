@@ -242,8 +242,7 @@ class Session(dict):
         self.manager, self.id, self.meta = manager, sid, meta
         self.loaded = version, dict(meta), (bool(self['valid']), self.get('name'))
         self.old_id, self.modified = None, False    # old_id: the stored id a login replaces
-        self.cookies = {}           # {cookie name: Set-Cookie header} to send
-        self.wrapped = False        # the plugin or valid_user will commit it (till it has)
+        self.cookies, self.wrapped = {}, False  # Set-Cookie headers to send; held: see _handle
 
     new = property(lambda self: self.loaded[0] is None, doc='Whether it is not stored yet.')
     created = property(lambda self: self.meta['c'], doc='The start of its lifetime.')
@@ -578,14 +577,14 @@ class BaseSession:
 
     _fresh = lambda self, environ, now: Session(self, _new_id(), meta={'c': now, 'a': now})
 
-    def _refresh_due(self, session):
-        return (self._touch_after and not session.new
-                and self.now() - session.meta['a'] > self._touch_after)
+    _refresh_due = lambda self, session: (self._touch_after and not session.new
+                                          and self.now() - session.meta['a'] > self._touch_after)
 
     # Committing ##############################################################
     def _handle(self, environ, handler, args, kwargs, autosave, cache='private'):
         """Run a handler, holding the session (see _current), then commit it onto the response
         Bottle sends (a returned or raised HTTPResponse, else bottle.response); a crash: none."""
+        outer = environ.get(self._environ_key + '.held')    # a _handle around this one's
         raised, response, environ[self._environ_key + '.held'] = None, bottle.response, True
         try:
             try:
@@ -593,12 +592,13 @@ class BaseSession:
             except bottle.HTTPResponse as exc:      # committed as if returned, raised after
                 result = raised = exc
             session = environ.get(self._environ_key)
+            environ[self._environ_key + '.held'] = session is not None or bool(outer)
             if session is not None:
                 response = result if isinstance(result, bottle.HTTPResponse) else response
                 if not (isinstance(response, SessionStoreError)     # a 503, or a crash
                         or hasattr(response, 'session_crash')):      # below: no save
                     self._commit(session, autosave)
-                    session.wrapped = environ[self._environ_key + '.held'] = False  # released
+                    session.wrapped = environ[self._environ_key + '.held'] = bool(outer)  # let go
                 _apply_headers(response, session.cookies, cache)
         except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
             session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,

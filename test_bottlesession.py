@@ -4413,6 +4413,40 @@ def test_a_crash_after_a_visitors_token_reaches_what_wraps_the_route_as_raised()
     assert 'mapped' in webtest.TestApp(app).get('/boom', status=404).text
 
 
+def test_a_token_on_the_error_page_of_a_route_that_loaded_no_session_works():
+    """A plugin route that never loaded the session aborted with 404; the 404 page made a
+    token: the session it loaded stayed held for a commit that had already passed, so
+    the token's secret (a visitor's cookie) was never sent, and the token was refused."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = csrf_app(manager)
+    app.app.route('/missing', callback=lambda: bottle.abort(404, 'no such page'))
+    app.app.error(404)(lambda error: manager.get_session().csrf_token())
+    token = app.get('/missing', status=404).text
+    assert app.post('/post', params={'csrf_token': token}).text == 'posted'
+
+
+def test_a_crash_after_a_nested_valid_user_view_saves_nothing_after_it():
+    """A valid_user page called another valid_user view, then signed mallory in and asked
+    get_session(), then crashed: the inner view's commit had let the session go, so the
+    login was saved on the spot. Only the outermost commit lets the session go."""
+    manager = bs.CookieSession(secret=SECRET)
+    app = plugin_app(manager)
+    valid_user = bs.authenticator(manager, login_url='/login/alice')
+    inner = valid_user(lambda: 'inner')
+
+    @app.route('/outer')
+    @valid_user
+    def outer(session):
+        inner()
+        session.login('mallory')
+        manager.get_session()
+        raise RuntimeError('boom')
+    test = webtest.TestApp(app)
+    test.get('/login/alice')
+    test.get('/outer', status=500, expect_errors=True)
+    assert test.get('/get').json['data'].get('name') == 'alice'
+
+
 def test_a_token_made_by_the_login_handler_works_after_it():
     manager = bs.CookieSession(secret=SECRET)
     app = csrf_app(manager)
