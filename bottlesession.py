@@ -497,7 +497,7 @@ class BaseSession:
         self._attrs = ''.join(['; Path=' + path, '; Domain=' + domain if domain else '',
                                '; Secure' if secure else '', '; HttpOnly' if httponly else '',
                                '; SameSite=' + samesite if samesite else ''])
-        self._environ_key = 'bottlesession.%x' % id(self)  # per manager: two may share a name
+        self._environ_key, self._held = ('bottlesession.%x' % id(self) + s for s in ('', '.held'))
         self.visitor_cookie, self.flash_cookie = cookie_name + '_csrf', cookie_name + '_flash'
         self._touch_after = self.idle_timeout and self.idle_timeout / 10   # reads rarely write
 
@@ -559,7 +559,7 @@ class BaseSession:
         session = environ.get(self._environ_key)
         if session is None:
             session = environ[self._environ_key] = self._load(environ)
-        session.wrapped |= wrapped or environ.get(self._environ_key + '.held', False)  # _handle's
+        session.wrapped |= wrapped or environ.get(self._held, False)  # _handle's
         return session
 
     def _load(self, environ):
@@ -584,21 +584,21 @@ class BaseSession:
     def _handle(self, environ, handler, args, kwargs, autosave, cache='private'):
         """Run a handler, holding the session (see _current), then commit it onto the response
         Bottle sends (a returned or raised HTTPResponse, else bottle.response); a crash: none."""
-        outer = environ.get(self._environ_key + '.held')    # a _handle around this one's
-        raised, response, environ[self._environ_key + '.held'] = None, bottle.response, True
+        outer = environ.get(self._held)    # a _handle around this one's
+        raised, response, environ[self._held] = None, bottle.response, True
         try:
             try:
                 result = handler(*args, **kwargs)
             except bottle.HTTPResponse as exc:      # committed as if returned, raised after
                 result = raised = exc
             session = environ.get(self._environ_key)
-            environ[self._environ_key + '.held'] = session is not None or bool(outer)
+            environ[self._held] = session is not None or bool(outer)
             if session is not None:
                 response = result if isinstance(result, bottle.HTTPResponse) else response
                 if not (isinstance(response, SessionStoreError)     # a 503, or a crash
                         or hasattr(response, 'session_crash')):      # below: no save
                     self._commit(session, autosave)
-                    session.wrapped = environ[self._environ_key + '.held'] = bool(outer)  # let go
+                    session.wrapped = environ[self._held] = bool(outer)  # let go
                 _apply_headers(response, session.cookies, cache)
         except Exception as exc:    # the handler crashed, or the commit failed. Bottle's own
             session = environ.get(self._environ_key)    # 500 would drop the cookies: a logout's,
