@@ -89,7 +89,7 @@ TOKEN_LENGTH = 86                    # a CSRF token: a mask and the masked secre
 REDIRECT_COOKIE = 'validuserloginredirect'
 _MAX_CANDIDATES = 8                  # cookies of one name we try per request
 _SAFE_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
-_CDN_HEADERS = ('Surrogate-Control', 'Edge-Control', 'X-Accel-Expires')     # and *-Cache-Control
+_CDN_HEADERS = ('-Cache-Control', 'Surrogate-Control', 'Edge-Control', 'X-Accel-Expires')  # ends
 _SCALARS = (str, int, float, bool, type(None), bytes)   # a Session compares these on set
 _MISSING = object()
 _LIMITS_LOCK = threading.Lock()      # the cookie stores' rate limits, counted per process
@@ -174,17 +174,18 @@ def _seconds(value, name):
     return value
 
 
-# Compact JSON on the json module's C encoder and scanner, not dumps(): a tenth of a request.
+# Compact JSON on json's C scanner and encoder, not dumps(): a tenth of a request. The encoder
+# is made once, with no loop check (threads would share its marks): a loop is a RecursionError.
 _json_default = json.JSONEncoder().default      # raises the TypeError json raises
 _json_decoder = json.JSONDecoder()
+_json_encoder = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
+    None, _json_default, json.encoder.encode_basestring_ascii, None, ':', ',', False, False, False)
 
 
 def _json_encode(data):
-    make = json.encoder.c_make_encoder
-    if make is None:                            # no C accelerator: not CPython
+    if _json_encoder is None:                   # no C accelerator: not CPython
         return json.dumps(data, separators=(',', ':'), allow_nan=False)
-    return ''.join(make({}, _json_default, json.encoder.encode_basestring_ascii, None,
-                        ':', ',', False, False, False)(data, 0))
+    return ''.join(_json_encoder(data, 0))
 
 
 def _json_decode(text):
@@ -209,11 +210,11 @@ def _to_json(data):
     """Serialize a record, or raise a TypeError that names the bad session key."""
     try:
         return _json_encode(data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         for key, value in data.get('d', {}).items():
             try:
                 json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as why:      # a NaN deep in a dict, say
+            except (TypeError, ValueError, RecursionError) as why:      # a NaN in a dict, say
                 raise TypeError('session[%r] cannot be stored as JSON: %s' % (key, why)) from exc
         raise TypeError('session data cannot be stored as JSON: %s' % exc) from exc
 
@@ -403,9 +404,7 @@ def _cookie_values(environ, name):
                 value = _COOKIE_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)) if m.group(1)
                                               else m.group(2), value[1:-1])
             found.append(value)
-            if len(found) == _MAX_CANDIDATES:
-                break
-    return found
+    return found[:_MAX_CANDIDATES]
 
 
 def _apply_headers(response, cookies, cache='private'):
@@ -424,7 +423,7 @@ def _apply_headers(response, cookies, cache='private'):
         control[:] = [cache]
     if not cookies and cache == 'private':     # else a signed-in page: no cache keeps it
         return
-    for name in [n for n in headers if n.endswith('-Cache-Control') or n in _CDN_HEADERS]:
+    for name in [n for n in headers if n.endswith(_CDN_HEADERS)]:
         del headers[name]       # CDNs obey these first: CDN-, a vendor's (RFC 9213), others
     if '=; Max-Age=0;' in ''.join(cookies.values()):
         control[:] = ['no-store']       # it ends a session: not even the browser keeps it
@@ -554,8 +553,8 @@ class BaseSession:
         _apply_headers(bottle.response, {} if session.wrapped else session.cookies)  # the commit's
         return session
 
-    def _current(self, wrapped=False):
-        environ = bottle.request.environ
+    def _current(self, wrapped=False, environ=None):
+        environ = bottle.request.environ if environ is None else environ
         session = environ.get(self._environ_key)
         if session is None:
             session = environ[self._environ_key] = self._load(environ)
@@ -969,7 +968,7 @@ class SessionPlugin:
                     method.upper() not in _SAFE_METHODS):    # upper() only if not upper
                 _check_csrf(manager, trusted)
             if takes_session:
-                kwargs[keyword] = manager._current(True)
+                kwargs[keyword] = manager._current(True, environ)
             if takes_user and manager._users:   # as it is now: a plugin installed later counts
                 kwargs['user'] = _user(manager._users, manager._current(True))
             return manager._handle(environ, callback, args, kwargs, autosave)
