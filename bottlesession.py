@@ -22,7 +22,7 @@ The sections, top to bottom:
 
 1. Errors: one hierarchy, rooted in SessionError; the base64 and JSON helpers.
 2. The session object: a dict that tracks its changes; flash messages.
-3. The request cycle: BaseSession loads a session once per request, and commits it once.
+3. The request cycle: BaseSession loads a session once per request; the plugin commits it.
 4. Logins and CSRF: login(), logout(), the current user, the CSRF checks.
 5. The plugin and the authenticator.
 6. The stores: private directories, secrets, CookieSession and its signer;
@@ -535,7 +535,7 @@ class BaseSession:
 
     def persist(self, session):
         """Store the session. Return (its new version, the cookie value to send
-        or None), or (None, None) if it was deleted meanwhile, or is not stored."""
+        or None), or (None, None) if it was deleted or damaged meanwhile, or is not stored."""
         raise NotImplementedError
 
     def delete(self, sid):
@@ -1498,7 +1498,7 @@ class ServerSession(BaseSession):
         without it, a visitor's CSRF cookie holds in this process only, flashes are stored."""
 
     legacy_ids = False
-    swap_attempts = 100     # compare-and-set rounds before a save gives up (503; ~1.5 s)
+    swap_attempts = 100     # compare-and-set rounds before a 503 (about 1.5 s of waits)
     max_size = 4 << 20      # a session's bytes in any store (a save's two fit MariaDB's 16 MB)
 
     def __init__(self, cookie_expires=DEFAULT_MAX_AGE, *, cleanup_chance=0.001, secret=None,
@@ -1625,8 +1625,8 @@ class ServerSession(BaseSession):
         return blob, session.id if send else None
 
     def _swap(self, session, ours, key, old):
-        """Write `ours` by compare-and-set, merged onto what others saved since: (blob,
-        record) as written, or (None, None) if it was deleted meanwhile (a login redoes it)."""
+        """Write `ours` by compare-and-set, merged onto what others saved since: (blob, record)
+        as written, or (None, None) if it was deleted or damaged meanwhile (a login redoes it)."""
         version, record, base = session.loaded[0], ours, None
         # A sign-out, or a login as another (id; with none, the original's name), merges nothing.
         (valid, name), data, uid = session.loaded[2], ours['d'], session.loaded[1].get('u')
@@ -2265,7 +2265,7 @@ class RedisSession(ServerSession):
                     keys=[name, self.prefix + (replaces or key)] + index, args=args))
             if replaces:    # the new key first: a failure before the old goes loses nothing
                 old, done = self.prefix + replaces, self.client.set(name, blob, ex=ttl)
-                if done and not self._swap_script(keys=[old, old], args=[expected, '', 0]):
+                if done and not self._swap_script(keys=[old, old], args=[expected or '', '', 0]):
                     done = self.client.delete(name) and False   # the old moved on: merge, retry
             else:
                 done = self._swap_script(keys=[name, name], args=args)
