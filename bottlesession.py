@@ -178,6 +178,7 @@ def _seconds(value, name):
 # is made once, with no loop check (threads would share its marks): a loop is a RecursionError.
 _json_default = json.JSONEncoder().default      # raises the TypeError json raises
 _json_decoder = json.JSONDecoder()
+_NOT_JSON = (TypeError, ValueError, RecursionError)    # data JSON cannot hold; nested too deep
 _json_encoder = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
     None, _json_default, json.encoder.encode_basestring_ascii, None, ':', ',', False, False, False)
 
@@ -210,11 +211,11 @@ def _to_json(data):
     """Serialize a record, or raise a TypeError that names the bad session key."""
     try:
         return _json_encode(data)
-    except (TypeError, ValueError, RecursionError) as exc:
+    except _NOT_JSON as exc:
         for key, value in data.get('d', {}).items():
             try:
                 json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError, RecursionError) as why:      # a NaN in a dict, say
+            except _NOT_JSON as why:        # a NaN in a dict, say
                 raise TypeError('session[%r] cannot be stored as JSON: %s' % (key, why)) from exc
         raise TypeError('session data cannot be stored as JSON: %s' % exc) from exc
 
@@ -404,7 +405,7 @@ def _cookie_values(environ, name):
                 value = _COOKIE_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)) if m.group(1)
                                               else m.group(2), value[1:-1])
             found.append(value)
-    return found[:_MAX_CANDIDATES]
+    return found
 
 
 def _apply_headers(response, cookies, cache='private'):
@@ -563,7 +564,7 @@ class BaseSession:
 
     def _load(self, environ):
         now = self.now()
-        for value in _cookie_values(environ, self.cookie_name):
+        for value in _cookie_values(environ, self.cookie_name)[:_MAX_CANDIDATES]:
             try:
                 session = self.load(value)
             except BadSession:
@@ -793,10 +794,11 @@ def _user(plugin, session):
 
 
 def _visitor_secret(session):
-    """A visitor's CSRF secret, from the visitor cookie this app signed. Two different
-    ones mean one was planted (from another port, say): neither is trusted."""
+    """A visitor's CSRF secret, from the visitor cookie this app signed. Two different ones,
+    or over eight (they may hide the app's), mean some were planted: none is trusted."""
     manager, found = session.manager, set()
-    for value in _cookie_values(bottle.request.environ, manager.visitor_cookie):
+    values = _cookie_values(bottle.request.environ, manager.visitor_cookie)
+    for value in values if len(values) <= _MAX_CANDIDATES else ():
         with contextlib.suppress(BadSignature, UnicodeError):
             secret = manager._visitor_signer.unsign(value.encode('ascii'))[0].decode('ascii')
             if _ID_RE.match(secret):
@@ -1384,7 +1386,7 @@ class CookieSession(BaseSession):
             text, stamp = self._signed.get(value) or self._verify(value)
             record = _json_decode(text)
             created, data, sid = float(record.pop('c')), record.pop('d'), record.pop('i')
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError, zlib.error) as exc:
+        except (KeyError, AttributeError, zlib.error, *_NOT_JSON) as exc:
             raise BadSession('malformed payload') from exc      # or nested past Python's limit
         if not isinstance(data, dict) or not isinstance(sid, str) or not _ID_RE.match(sid):
             raise BadSession('malformed session')
@@ -1579,8 +1581,8 @@ class ServerSession(BaseSession):
     def _fresh(self, environ, now):
         """A new session, with a visitor's flashes from the cookie _keep_flashes() signed."""
         session = super()._fresh(environ, now)
-        for value in _cookie_values(environ, self.flash_cookie):
-            with contextlib.suppress(BadSignature, ValueError, TypeError, AttributeError):
+        for value in _cookie_values(environ, self.flash_cookie)[:_MAX_CANDIDATES]:
+            with contextlib.suppress(BadSignature, AttributeError, *_NOT_JSON):
                 made, queue = _json_decode(_b64decode(self._flash_signer.unsign(
                     value.encode('ascii'))[0]).decode('ascii'))
                 if isinstance(queue, list) and now - 3600 <= made:
@@ -1594,7 +1596,7 @@ class ServerSession(BaseSession):
         queue, allowed = session.get(Session.flash_key), {'sessionid', 'valid', Session.flash_key}
         only = not (session.get('valid') or 'e' in session.meta or session.keys() - allowed)
         value, signer = None, only and queue and self._flash_signer
-        with contextlib.suppress(TypeError, ValueError):    # not JSON: stored
+        with contextlib.suppress(*_NOT_JSON):       # not JSON: stored
             value = signer and signer.sign(_b64encode(_json_encode(
                 [int(self.now()), queue]).encode('ascii'))).decode('ascii')
         keep = only and not queue or value and len(self.flash_cookie + value) < COOKIE_LIMIT
@@ -1915,21 +1917,19 @@ _SQL = dict(
            'ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires = '
            'excluded.expires, user_key = excluded.user_key WHERE s.expires < ?',
 )
-_SQL_DIALECT = {
+_SQL_DIALECT = {   # None: a driver we do not know, so no upsert; expired rows go first
     # Setting an indexed column, even to its value, costs SQLite more than the
     # rest of the update: a save that keeps the end and the user sets only data.
     'sqlite': dict(swap="UPDATE {t} SET data = ? WHERE ? = expires AND "
                         "? = COALESCE(user_key, '') AND id = ? AND {data} = ?"),
-    'mysql': dict(
-        text='MEDIUMTEXT', data='BINARY data',
+    'mysql': dict(text='MEDIUMTEXT', data='BINARY data',
         isolate='SET TRANSACTION ISOLATION LEVEL READ COMMITTED',
         widen='ALTER TABLE {t} MODIFY data MEDIUMTEXT NOT NULL',     # 2.0's TEXT held 64 KB
         insert='INSERT INTO {t} (id, data, expires, user_key) VALUES (?, ?, ?, ?) ON '
                'DUPLICATE KEY UPDATE data = IF(expires < ?, VALUES(data), data), user_key '
                '= IF(expires < ?, VALUES(user_key), user_key), expires = IF(expires < ?, '
                'VALUES(expires), expires)'),
-    None: dict(     # a driver we do not know: no upsert; expired rows go first
-        insert='INSERT INTO {t} (id, data, expires, user_key) VALUES (?, ?, ?, ?)'),
+    None: dict(insert='INSERT INTO {t} (id, data, expires, user_key) VALUES (?, ?, ?, ?)'),
 }
 
 

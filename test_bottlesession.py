@@ -33,6 +33,7 @@ import hmac
 import html
 import inspect
 import io
+import itertools
 import json
 import logging
 import multiprocessing
@@ -451,8 +452,8 @@ def test_many_planted_cookies_give_a_fresh_session_not_a_500(store, junk):
 def test_only_the_first_eight_cookies_of_the_name_are_tried(store):
     """A request's cookies of our name are tried up to _MAX_CANDIDATES (8),
     each a signature check or a store read: a ninth, even a good one, is not
-    tried. Mutant: the `break` at the limit dropped, so a header of planted
-    cookies cost a store read each, without bound."""
+    tried. Mutant: no cut at the limit, so a header of planted cookies cost
+    a store read each, without bound."""
     manager, app = store()
     app.get('/set/a/1')
     real = '%s=%s' % (manager.cookie_name, app.cookies[manager.cookie_name])
@@ -4701,9 +4702,12 @@ def test_a_second_signed_visitor_cookie_makes_neither_trusted():
     victim_token = victim.get('/form').text
     name = manager.visitor_cookie
     both = '%s=%s; %s=%s' % (name, attacker.cookies[name], name, victim.cookies[name])
-    for token in (attacker_token, victim_token):
+    # Eight copies of the attacker's, sent first (at eight longer Paths), hid the victim's:
+    # only the first eight cookies of a name were read. More than eight: trust none.
+    many = '; '.join(['%s=%s' % (name, attacker.cookies[name])] * 8 + [both.split('; ')[1]])
+    for token, cookies in itertools.product((attacker_token, victim_token), (both, many)):
         response = webtest.TestApp(app).post('/login', {'csrf_token': token},
-                                             headers={'Cookie': both}, status=403)
+                                             headers={'Cookie': cookies}, status=403)
         assert 'token' in response.text
     assert webtest.TestApp(app).post(
         '/login', {'csrf_token': victim_token},
@@ -7440,6 +7444,22 @@ def test_a_visitors_flashes_ride_in_a_signed_cookie_and_fill_no_store(kind, requ
     # Without a secret, a visitor's cookie would hold in one process only: stored, as before.
     webtest.TestApp(visitor_flash_app(unsigned)).get('/fail')
     assert count_records(unsigned) >= 1
+
+
+@pytest.mark.parametrize('kind', kinds('pickle', 'sqlite'))
+def test_a_visitors_flash_cookie_nested_past_the_decoders_depth_is_dropped(kind, request,
+                                                                          tmp_path):
+    """A flash message nested some 970 deep is saved from a shallow stack, but its
+    JSON cannot be read back where a page first asks for the session from deeper
+    down (a template, say). Here deeper than any stack: signed by this app, it is
+    dropped, a fresh session without it, not a 500. Found by an outside attack."""
+    manager = make_manager(kind, request, tmp_path, secret=SECRET)
+    depth = sys.getrecursionlimit() + 10
+    raw = '[%d,[["message",%s"x"%s]]]' % (manager.now(), '[' * depth, ']' * depth)
+    client = webtest.TestApp(visitor_flash_app(manager))
+    client.set_cookie('sessionid_flash', manager._flash_signer.sign(
+        bs._b64encode(raw.encode())).decode())
+    assert client.get('/login').json == {'messages': [], 'new': True}
 
 
 @pytest.mark.parametrize('kind', kinds('pickle', 'sqlite'))
