@@ -4709,6 +4709,12 @@ def test_a_second_signed_visitor_cookie_makes_neither_trusted():
         response = webtest.TestApp(app).post('/login', {'csrf_token': token},
                                              headers={'Cookie': cookies}, status=403)
         assert 'token' in response.text
+    checked, unsign = [], manager._visitor_signer.unsign      # and none costs an HMAC
+    manager._visitor_signer.unsign = lambda value: checked.append(value) or unsign(value)
+    webtest.TestApp(app).post('/login', {'csrf_token': attacker_token}, status=403,
+                              headers={'Cookie': '; '.join([many] * 100)})
+    assert checked == []
+    del manager._visitor_signer.unsign
     assert webtest.TestApp(app).post(
         '/login', {'csrf_token': victim_token},
         headers={'Cookie': '%s=%s' % (name, victim.cookies[name])}).text == 'signed in'
