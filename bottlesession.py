@@ -972,7 +972,7 @@ class SessionPlugin:
             if takes_session:
                 kwargs[keyword] = manager._current(True, environ)
             if takes_user and manager._users:   # as it is now: a plugin installed later counts
-                kwargs['user'] = _user(manager._users, manager._current(True))
+                kwargs['user'] = _user(manager._users, manager._current(True, environ))
             return manager._handle(environ, callback, args, kwargs, autosave)
         return wrapper
 
