@@ -391,16 +391,16 @@ class Session(dict):
 ###############################################################################
 
 def _cookie_values(environ, name):
-    """The values of cookie `name` in the request, in order, unquoted. Not SimpleCookie:
-    it is slow, and drops a header with one odd cookie (a sibling domain's, say)."""
+    """The values of cookie `name` in the request, in order, unquoted, up to nine: a ninth
+    says there were over eight. Not SimpleCookie: slow, it drops a header for one odd cookie."""
     header = environ.get('HTTP_COOKIE')
     if not header or name not in header:
         return ()
     found = []
     for part in header.split(';'):
         key, eq, value = part.partition('=')
-        if eq and key.strip(' \t') == name:     # blanks only: a browser keeps '\xa0__Host-s'
-            value = value.strip(' \t')          # apart, and lets a sibling site set it
+        if eq and key.strip(' \t') == name and len(found) <= _MAX_CANDIDATES:
+            value = value.strip(' \t')      # blanks only: '\xa0__Host-s' is another name
             if len(value) > 1 and value[0] == value[-1] == '"':     # RFC 6265 quoting
                 value = _COOKIE_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)) if m.group(1)
                                               else m.group(2), value[1:-1])

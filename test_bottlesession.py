@@ -453,7 +453,10 @@ def test_only_the_first_eight_cookies_of_the_name_are_tried(store):
     """A request's cookies of our name are tried up to _MAX_CANDIDATES (8),
     each a signature check or a store read: a ninth, even a good one, is not
     tried. Mutant: no cut at the limit, so a header of planted cookies cost
-    a store read each, without bound."""
+    a store read each, without bound. Nor is more than a ninth unquoted: the
+    ninth tells a caller there were more than eight."""
+    header = '; '.join(['x=1', 'a="\\141"'] * 20)
+    assert bs._cookie_values({'HTTP_COOKIE': header}, 'a') == ['a'] * (bs._MAX_CANDIDATES + 1)
     manager, app = store()
     app.get('/set/a/1')
     real = '%s=%s' % (manager.cookie_name, app.cookies[manager.cookie_name])
